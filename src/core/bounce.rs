@@ -1,0 +1,167 @@
+//! `bounce`: the blog's whole-file doubling, driven by its three-set scheduler.
+
+use std::collections::{HashSet, VecDeque};
+
+use super::strategy::{Strategy, View};
+use super::types::{ChunkRange, HostId};
+
+/// Which of the seed's three sets a host is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Set {
+    /// set0: holds the whole file and is free to send.
+    Holder,
+    /// set1: still waiting for the file.
+    Waiting,
+    /// set2: busy sending or receiving.
+    Busy,
+    /// Given up: in no set.
+    Gone,
+}
+
+/// The seed's scheduler. set0 = holders, set1 = waiting, set2 = busy. It repeatedly pairs the
+/// first free holder with the first waiting host; on success both return to the holders, on
+/// failure the sender returns to the holders and the receiver to the waiting hosts. Every
+/// holder sends the whole file, so the number of holders doubles each round: ⌈log2(C+1)⌉·T.
+///
+/// On a retry it prefers a holder that has not already failed that receiver, so a broken
+/// sender-to-receiver path is routed around when another holder is free.
+pub struct Bounce {
+    set: Vec<Set>,
+    holders: VecDeque<HostId>,
+    waiting: VecDeque<HostId>,
+    /// (sender, receiver) pairs whose hop failed.
+    failed_pairs: HashSet<(HostId, HostId)>,
+}
+
+impl Bounce {
+    /// The initial state: set0 = {source}, set1 = every receiver, set2 = {}.
+    pub fn new(receivers: u32) -> Self {
+        let mut set = vec![Set::Waiting; receivers as usize + 1];
+        set[0] = Set::Holder;
+        Bounce {
+            set,
+            holders: VecDeque::from([HostId::SOURCE]),
+            waiting: (1..=receivers).map(HostId).collect(),
+            failed_pairs: HashSet::new(),
+        }
+    }
+
+    fn pop_live(&mut self, queue_is_holders: bool) -> Option<HostId> {
+        let (queue, want) = if queue_is_holders {
+            (&mut self.holders, Set::Holder)
+        } else {
+            (&mut self.waiting, Set::Waiting)
+        };
+        while let Some(h) = queue.pop_front() {
+            if self.set[h.index()] == want {
+                return Some(h);
+            }
+        }
+        None
+    }
+
+    /// Picks the first waiting host and the first free holder, preferring a holder that has
+    /// not failed that receiver before.
+    fn pair(&mut self) -> Option<(HostId, HostId)> {
+        let to = self.pop_live(false)?;
+        if self.failed_pairs.is_empty() {
+            let Some(from) = self.pop_live(true) else {
+                self.waiting.push_front(to);
+                return None;
+            };
+            return Some((from, to));
+        }
+        self.holders.retain(|h| self.set[h.index()] == Set::Holder);
+        let pos = self
+            .holders
+            .iter()
+            .position(|&h| !self.failed_pairs.contains(&(h, to)))
+            .or(if self.holders.is_empty() {
+                None
+            } else {
+                Some(0)
+            });
+        match pos.and_then(|p| self.holders.remove(p)) {
+            Some(from) => Some((from, to)),
+            None => {
+                self.waiting.push_front(to);
+                None
+            }
+        }
+    }
+}
+
+impl Strategy for Bounce {
+    fn name(&self) -> &'static str {
+        "bounce"
+    }
+
+    fn next(&mut self, view: &View<'_>) -> Option<(HostId, HostId, ChunkRange)> {
+        let (from, to) = self.pair()?;
+        self.set[from.index()] = Set::Busy;
+        self.set[to.index()] = Set::Busy;
+        let whole = ChunkRange {
+            start: 0,
+            end: view.layout.count(),
+        };
+        Some((from, to, whole))
+    }
+
+    fn finished(&mut self, view: &View<'_>, from: HostId, to: HostId, _c: ChunkRange, ok: bool) {
+        if self.set[from.index()] == Set::Busy && !view.is_failed(from) {
+            self.set[from.index()] = Set::Holder;
+            self.holders.push_back(from);
+        }
+        if self.set[to.index()] == Set::Busy && !view.is_failed(to) {
+            if ok {
+                self.set[to.index()] = Set::Holder;
+                self.holders.push_back(to);
+            } else {
+                self.failed_pairs.insert((from, to));
+                self.set[to.index()] = Set::Waiting;
+                self.waiting.push_back(to);
+            }
+        }
+    }
+
+    fn host_lost(&mut self, _view: &View<'_>, host: HostId) {
+        // Queued entries of a lost host are dropped lazily when they reach the front.
+        self.set[host.index()] = Set::Gone;
+    }
+
+    fn check_invariants(&self, view: &View<'_>) -> Result<(), String> {
+        let mut seen = vec![0u8; self.set.len()];
+        for (queue, want, name) in [
+            (&self.holders, Set::Holder, "holders"),
+            (&self.waiting, Set::Waiting, "waiting"),
+        ] {
+            for &h in queue {
+                if self.set[h.index()] == want {
+                    seen[h.index()] += 1;
+                } else if self.set[h.index()] != Set::Gone {
+                    return Err(format!(
+                        "{h} is queued in {name} but is {:?}",
+                        self.set[h.index()]
+                    ));
+                }
+            }
+        }
+        for (i, s) in self.set.iter().enumerate() {
+            let h = HostId(i as u32);
+            let expected = u8::from(matches!(s, Set::Holder | Set::Waiting));
+            if seen[i] != expected {
+                return Err(format!("{h} is {s:?} but queued {} times", seen[i]));
+            }
+            if *s == Set::Holder && !view.holdings.is_complete(h) {
+                return Err(format!("{h} is a holder without the whole file"));
+            }
+            if *s == Set::Waiting && view.holdings.is_complete(h) {
+                return Err(format!("{h} is waiting but holds the whole file"));
+            }
+            if *s != Set::Gone && view.is_failed(h) {
+                return Err(format!("{h} failed but is still in {s:?}"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,55 @@
+//! The scheduler core: who sends which chunks to whom, and when.
+//!
+//! This module owns every distribution decision and nothing else. It performs no I/O, reads no
+//! clock and draws no random numbers, so the simulator (`crate::sim`) and the real runner
+//! (`crate::run`) drive exactly the same code. The style is "sans-IO", after quinn-proto and
+//! str0m.
+//!
+//! # Model
+//!
+//! Host 0 is the source (the controller, "A" in the blog post); hosts `1..=C` are receivers.
+//! The file is cut into `k` chunks by a [`Layout`]; whole-file strategies (`linear`, `bounce`)
+//! use a single chunk. A [`Transfer`] is plain data: one sender, one receiver and a contiguous
+//! range of chunks.
+//!
+//! # Driver contract
+//!
+//! Both drivers follow these rules, and every strategy relies on them:
+//!
+//! 1. Build a [`Scheduler`] with [`Scheduler::new`].
+//! 2. **After every input, drain the outputs until there are none**: call
+//!    [`Scheduler::poll_transfer`] until it returns `None` and start every transfer it
+//!    returned, then call [`Scheduler::poll_event`] until it returns `None`. Inputs are the
+//!    construction itself, [`Scheduler::handle_done`] and [`Scheduler::handle_host_down`].
+//! 3. Report the end of every started transfer exactly once with
+//!    [`Scheduler::handle_done`], `Ok(())` only if the receiver now holds the chunks intact.
+//!    A failure puts the receiver back among the waiting hosts; after
+//!    [`SchedulerConfig::max_attempts`] failures it is given up and
+//!    [`Event::HostFailed`] is emitted.
+//! 4. When the driver learns that a host is gone for good (its connection died, its disk is
+//!    full), it calls [`Scheduler::handle_host_down`]. Transfers in flight that involve the
+//!    host must still be reported through `handle_done` (usually as failures).
+//! 5. The run is over when [`Scheduler::is_finished`] returns true: every receiver is either
+//!    complete or failed, and nothing is in flight.
+//!
+//! `now` arguments are the time since the start of the run, on whatever clock the driver
+//! keeps (virtual for the simulator, monotonic for the runner). The core only stamps events
+//! with it.
+
+mod bounce;
+mod chain;
+mod holdings;
+mod layout;
+mod linear;
+mod scheduler;
+mod strategy;
+mod types;
+
+pub use bounce::Bounce;
+pub use chain::Chain;
+pub use holdings::Holdings;
+pub use layout::{Layout, LayoutError};
+pub use linear::Linear;
+pub use scheduler::{Scheduler, SchedulerConfig};
+pub use strategy::{Strategy, StrategyKind, UnknownStrategy, View};
+pub use types::{ChunkRange, Event, HopError, HostId, Transfer, TransferId};

@@ -1,0 +1,239 @@
+//! The scheduler: wraps a strategy with the bookkeeping every strategy shares.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use super::holdings::Holdings;
+use super::layout::Layout;
+use super::strategy::{Strategy, View};
+use super::types::{Event, HopError, HostId, Transfer, TransferId};
+
+/// Settings of a [`Scheduler`] that do not depend on the strategy.
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// Number of receivers, C. Hosts are `0..=receivers`, host 0 being the source.
+    pub receivers: u32,
+    /// How many failed hops a receiver may suffer before it is given up.
+    pub max_attempts: u32,
+    /// Receivers that already hold the whole file (a resumed run): they start as holders and
+    /// emit no [`Event::HostComplete`].
+    pub already_complete: Vec<HostId>,
+}
+
+impl SchedulerConfig {
+    /// `receivers` receivers, 3 attempts each, nobody complete yet.
+    pub fn new(receivers: u32) -> Self {
+        SchedulerConfig {
+            receivers,
+            max_attempts: 3,
+            already_complete: Vec::new(),
+        }
+    }
+}
+
+/// Drives one strategy through one distribution. See the module docs of [`crate::core`] for
+/// the driver contract.
+pub struct Scheduler {
+    strategy: Box<dyn Strategy>,
+    layout: Layout,
+    holdings: Holdings,
+    failed: Vec<bool>,
+    attempts: Vec<u32>,
+    max_attempts: u32,
+    in_flight: HashMap<TransferId, Transfer>,
+    next_id: u64,
+    events: VecDeque<Event>,
+    /// Receivers neither complete nor failed.
+    open: u32,
+}
+
+impl Scheduler {
+    /// A scheduler for `strategy` over a file cut by `layout`.
+    pub fn new(strategy: Box<dyn Strategy>, layout: Layout, config: SchedulerConfig) -> Self {
+        let hosts = config.receivers as usize + 1;
+        let mut holdings = Holdings::new(hosts, layout.count());
+        holdings.fill(HostId::SOURCE);
+        let mut open = config.receivers;
+        for &h in &config.already_complete {
+            assert!(
+                h != HostId::SOURCE && h.index() < hosts,
+                "already_complete names {h}, which is not a receiver"
+            );
+            if !holdings.is_complete(h) {
+                holdings.fill(h);
+                open -= 1;
+            }
+        }
+        Scheduler {
+            strategy,
+            layout,
+            holdings,
+            failed: vec![false; hosts],
+            attempts: vec![0; hosts],
+            max_attempts: config.max_attempts.max(1),
+            in_flight: HashMap::new(),
+            next_id: 0,
+            events: VecDeque::new(),
+            open,
+        }
+    }
+
+    /// The strategy's name.
+    pub fn strategy_name(&self) -> &'static str {
+        self.strategy.name()
+    }
+
+    /// How the file is cut.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Which chunks every host holds.
+    pub fn holdings(&self) -> &Holdings {
+        &self.holdings
+    }
+
+    /// True once `host` has been given up.
+    pub fn is_failed(&self, host: HostId) -> bool {
+        self.failed[host.index()]
+    }
+
+    /// Number of transfers started and not yet reported.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The next transfer to start, or `None` when nothing can start until an input arrives.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the strategy plans a hop whose sender lacks a chunk or that involves a failed
+    /// host: that is a bug in the strategy, and running on would corrupt the distribution.
+    pub fn poll_transfer(&mut self, _now: Duration) -> Option<Transfer> {
+        let view = View {
+            layout: &self.layout,
+            holdings: &self.holdings,
+            failed: &self.failed,
+        };
+        let (from, to, chunks) = self.strategy.next(&view)?;
+        assert!(
+            !chunks.is_empty() && chunks.end <= self.layout.count(),
+            "{} planned an empty or out-of-range chunk range {chunks:?}",
+            self.strategy.name()
+        );
+        assert!(
+            self.holdings.has_all(from, chunks),
+            "{} planned {from} -> {to} for chunks {chunks:?} that {from} does not hold",
+            self.strategy.name()
+        );
+        assert!(
+            !self.failed[from.index()] && !self.failed[to.index()] && from != to,
+            "{} planned {from} -> {to} with a failed or identical host",
+            self.strategy.name()
+        );
+        let id = TransferId(self.next_id);
+        self.next_id += 1;
+        let t = Transfer {
+            id,
+            from,
+            to,
+            chunks,
+            bytes: self.layout.bytes(chunks.start, chunks.end),
+        };
+        self.in_flight.insert(id, t);
+        Some(t)
+    }
+
+    /// The next event, or `None`.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Reports the end of transfer `id`: `Ok(())` when the receiver now holds its chunks.
+    /// An unknown or already reported id is ignored.
+    pub fn handle_done(&mut self, now: Duration, id: TransferId, result: Result<(), HopError>) {
+        let Some(t) = self.in_flight.remove(&id) else {
+            return;
+        };
+        let receiver_gone = self.failed[t.to.index()];
+        let ok = result.is_ok() && !receiver_gone;
+        if ok {
+            let was_complete = self.holdings.is_complete(t.to);
+            self.holdings.add(t.to, t.chunks);
+            if !was_complete && self.holdings.is_complete(t.to) {
+                self.open -= 1;
+                self.events.push_back(Event::HostComplete {
+                    host: t.to,
+                    at: now,
+                });
+            }
+        }
+        let view = View {
+            layout: &self.layout,
+            holdings: &self.holdings,
+            failed: &self.failed,
+        };
+        self.strategy.finished(&view, t.from, t.to, t.chunks, ok);
+        if let Err(e) = result {
+            if !receiver_gone {
+                self.attempts[t.to.index()] += 1;
+                if self.attempts[t.to.index()] >= self.max_attempts {
+                    self.give_up(now, t.to, e.reason);
+                }
+            }
+        }
+    }
+
+    /// Reports that `host` is gone for good (a dead link, a full disk): it is given up at once.
+    /// Transfers in flight that involve it must still be reported with
+    /// [`Scheduler::handle_done`]. The source cannot be given up; calling this for it, or for
+    /// a host already given up or complete, does nothing.
+    pub fn handle_host_down(&mut self, now: Duration, host: HostId, reason: impl Into<String>) {
+        if host == HostId::SOURCE || self.failed[host.index()] {
+            return;
+        }
+        if self.holdings.is_complete(host) {
+            // A complete host still counts as done for the user, but must not send any more.
+            self.failed[host.index()] = true;
+            let view = View {
+                layout: &self.layout,
+                holdings: &self.holdings,
+                failed: &self.failed,
+            };
+            self.strategy.host_lost(&view, host);
+            return;
+        }
+        self.give_up(now, host, reason.into());
+    }
+
+    fn give_up(&mut self, now: Duration, host: HostId, reason: String) {
+        self.failed[host.index()] = true;
+        self.open -= 1;
+        let view = View {
+            layout: &self.layout,
+            holdings: &self.holdings,
+            failed: &self.failed,
+        };
+        self.strategy.host_lost(&view, host);
+        self.events.push_back(Event::HostFailed {
+            host,
+            at: now,
+            reason,
+        });
+    }
+
+    /// True when every receiver is complete or failed and no transfer is in flight.
+    pub fn is_finished(&self) -> bool {
+        self.open == 0 && self.in_flight.is_empty()
+    }
+
+    /// Checks the strategy's invariants (for tests).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let view = View {
+            layout: &self.layout,
+            holdings: &self.holdings,
+            failed: &self.failed,
+        };
+        self.strategy.check_invariants(&view)
+    }
+}

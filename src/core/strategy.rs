@@ -1,0 +1,153 @@
+//! The trait every distribution strategy implements, and the names users pick them by.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::holdings::Holdings;
+use super::layout::{Layout, LayoutError};
+use super::types::{ChunkRange, HostId};
+use super::{Bounce, Chain, Linear};
+
+/// What a strategy may look at when it plans: read-only state kept by the
+/// [`crate::core::Scheduler`].
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    /// How the file is cut.
+    pub layout: &'a Layout,
+    /// Which chunks each host holds.
+    pub holdings: &'a Holdings,
+    /// `failed[h]` is true once host `h` has been given up.
+    pub failed: &'a [bool],
+}
+
+impl View<'_> {
+    /// Number of receivers, C.
+    pub fn receivers(&self) -> u32 {
+        (self.failed.len() - 1) as u32
+    }
+
+    /// True once `host` has been given up.
+    pub fn is_failed(&self, host: HostId) -> bool {
+        self.failed[host.index()]
+    }
+}
+
+/// A distribution strategy: decides which hop to start next.
+///
+/// The [`crate::core::Scheduler`] wraps a strategy, assigns ids, records holdings, counts
+/// attempts and emits events; the strategy only plans. It must never plan a hop whose sender
+/// lacks one of the chunks, nor a hop that involves a failed host.
+pub trait Strategy: Send {
+    /// The name users select the strategy by.
+    fn name(&self) -> &'static str;
+
+    /// The next hop to start now as `(from, to, chunks)`, or `None` when nothing can start
+    /// until some hop ends. Called repeatedly until it returns `None`.
+    fn next(&mut self, view: &View<'_>) -> Option<(HostId, HostId, ChunkRange)>;
+
+    /// A hop returned by [`Strategy::next`] ended. When `ok` is true the scheduler has already
+    /// recorded the chunks at `to`. `from` or `to` may have failed meanwhile.
+    fn finished(&mut self, view: &View<'_>, from: HostId, to: HostId, chunks: ChunkRange, ok: bool);
+
+    /// `host` was given up: never plan a hop to or from it again.
+    fn host_lost(&mut self, view: &View<'_>, host: HostId);
+
+    /// Checks the strategy's own invariants (for tests); an `Err` names the broken one.
+    fn check_invariants(&self, _view: &View<'_>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The strategies known by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StrategyKind {
+    /// The source sends to every receiver at once: a star, like pscp, pdcp or Ansible.
+    Linear,
+    /// The blog's whole-file doubling with the three-set scheduler.
+    Bounce,
+    /// A store-and-forward pipeline through all hosts, chunk by chunk.
+    Chain,
+}
+
+/// A strategy name that is not known.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown strategy '{0}' (expected one of: linear, bounce, chain, all)")]
+pub struct UnknownStrategy(pub String);
+
+impl StrategyKind {
+    /// Every strategy, in the order tables and plots list them.
+    pub const ALL: [StrategyKind; 3] = [
+        StrategyKind::Linear,
+        StrategyKind::Bounce,
+        StrategyKind::Chain,
+    ];
+
+    /// The name users select it by.
+    pub fn name(self) -> &'static str {
+        match self {
+            StrategyKind::Linear => "linear",
+            StrategyKind::Bounce => "bounce",
+            StrategyKind::Chain => "chain",
+        }
+    }
+
+    /// True when the strategy cuts the file into chunks of `--chunk` bytes; whole-file
+    /// strategies move the file as one piece.
+    pub fn uses_chunks(self) -> bool {
+        matches!(self, StrategyKind::Chain)
+    }
+
+    /// The layout this strategy works on for a file of `size` bytes.
+    pub fn layout(self, size: u64, chunk: u64) -> Result<Layout, LayoutError> {
+        if self.uses_chunks() {
+            Layout::new(size, chunk)
+        } else {
+            Layout::whole(size)
+        }
+    }
+
+    /// A fresh strategy for `receivers` receivers.
+    pub fn build(self, receivers: u32) -> Box<dyn Strategy> {
+        match self {
+            StrategyKind::Linear => Box::new(Linear::new(receivers)),
+            StrategyKind::Bounce => Box::new(Bounce::new(receivers)),
+            StrategyKind::Chain => Box::new(Chain::new(receivers)),
+        }
+    }
+
+    /// Parses a comma-separated list such as `linear,bounce`, where `all` stands for every
+    /// strategy. Duplicates are dropped; order is kept.
+    pub fn parse_list(s: &str) -> Result<Vec<StrategyKind>, UnknownStrategy> {
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim) {
+            let kinds: Vec<StrategyKind> = if part.eq_ignore_ascii_case("all") {
+                StrategyKind::ALL.to_vec()
+            } else {
+                vec![part.parse()?]
+            };
+            for k in kinds {
+                if !out.contains(&k) {
+                    out.push(k);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl fmt::Display for StrategyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for StrategyKind {
+    type Err = UnknownStrategy;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        StrategyKind::ALL
+            .into_iter()
+            .find(|k| k.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| UnknownStrategy(s.to_string()))
+    }
+}

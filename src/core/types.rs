@@ -1,0 +1,124 @@
+//! Plain data exchanged between the scheduler core and its drivers.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A host in a run. `HostId(0)` is always the source; receivers are `1..=C`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HostId(pub u32);
+
+impl HostId {
+    /// The source host, which holds the whole file from the start.
+    pub const SOURCE: HostId = HostId(0);
+
+    /// The host's index, for indexing per-host tables.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Display for HostId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "h{}", self.0)
+    }
+}
+
+/// Identifies one planned transfer for its whole life, unique within a [`crate::core::Scheduler`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TransferId(pub u64);
+
+/// A half-open range of chunk indices, `start..end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ChunkRange {
+    /// First chunk of the range.
+    pub start: u32,
+    /// One past the last chunk of the range.
+    pub end: u32,
+}
+
+impl ChunkRange {
+    /// The range holding exactly `chunk`.
+    pub fn single(chunk: u32) -> Self {
+        ChunkRange {
+            start: chunk,
+            end: chunk + 1,
+        }
+    }
+
+    /// Number of chunks in the range.
+    pub fn len(&self) -> u32 {
+        self.end - self.start
+    }
+
+    /// True when the range holds no chunk.
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    /// Iterates over the chunk indices.
+    pub fn iter(&self) -> std::ops::Range<u32> {
+        self.start..self.end
+    }
+}
+
+/// One planned copy: `from` sends the chunks `chunks` to `to`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    /// Unique id, to be passed back to [`crate::core::Scheduler::handle_done`].
+    pub id: TransferId,
+    /// The sending host, which holds every chunk of `chunks`.
+    pub from: HostId,
+    /// The receiving host.
+    pub to: HostId,
+    /// Chunks carried by this transfer.
+    pub chunks: ChunkRange,
+    /// Bytes carried: the sum of the sizes of the chunks.
+    pub bytes: u64,
+}
+
+/// Why a transfer failed, as reported by the driver. The receiver is the host charged with
+/// the attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HopError {
+    /// Human-readable reason, such as "No space left on device".
+    pub reason: String,
+}
+
+impl HopError {
+    /// A failure with the given reason.
+    pub fn new(reason: impl Into<String>) -> Self {
+        HopError {
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for HopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for HopError {}
+
+/// Something the drivers should know about, drained with
+/// [`crate::core::Scheduler::poll_event`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// The host now holds every chunk.
+    HostComplete {
+        /// The host.
+        host: HostId,
+        /// When its last chunk arrived.
+        at: Duration,
+    },
+    /// The host was given up: it will receive nothing more and send nothing more.
+    HostFailed {
+        /// The host.
+        host: HostId,
+        /// When it was given up.
+        at: Duration,
+        /// The last reason it failed with.
+        reason: String,
+    },
+}
