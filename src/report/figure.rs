@@ -86,6 +86,7 @@ pub fn render_png(fig: &Figure<'_>) -> Result<Vec<u8>, ReportError> {
             .x_desc("hosts C (receivers)")
             .y_desc("makespan / T   (T = S/B)")
             .label_style(("sans-serif", 16))
+            .y_label_formatter(&|y| format!("{y}"))
             .axis_desc_style(("sans-serif", 18))
             .draw()
             .map_err(draw_err)?;
@@ -112,13 +113,20 @@ pub fn render_png(fig: &Figure<'_>) -> Result<Vec<u8>, ReportError> {
             chart
                 .draw_series(LineSeries::new(
                     pts.iter().map(|s| (s.hosts, s.mean)),
-                    color.stroke_width(3),
+                    color.stroke_width(2),
                 ))
                 .map_err(draw_err)?
                 .label(k.name())
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
                 });
+            // Host counts are whole numbers: mark each one so steps read as steps.
+            chart
+                .draw_series(
+                    pts.iter()
+                        .map(|s| Circle::new((s.hosts, s.mean), 3, color.filled())),
+                )
+                .map_err(draw_err)?;
         }
         if let Some((label, pts)) = &fig.floor {
             chart
