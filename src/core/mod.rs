@@ -45,6 +45,7 @@ mod layout;
 mod linear;
 mod scheduler;
 mod strategy;
+mod swarm;
 mod types;
 
 pub use binomial::Binomial;
@@ -55,4 +56,5 @@ pub use layout::{Layout, LayoutError};
 pub use linear::Linear;
 pub use scheduler::{Scheduler, SchedulerConfig};
 pub use strategy::{Strategy, StrategyKind, StrategyParams, UnknownStrategy, View};
+pub use swarm::{Swarm, SwarmParams};
 pub use types::{ChunkRange, Event, HopError, HostId, Transfer, TransferId};

@@ -5,8 +5,9 @@ use std::str::FromStr;
 
 use super::holdings::Holdings;
 use super::layout::{Layout, LayoutError};
+use super::swarm::SwarmParams;
 use super::types::{ChunkRange, HostId};
-use super::{Binomial, Bounce, Chain, Linear};
+use super::{Binomial, Bounce, Chain, Linear, Swarm};
 
 /// What a strategy may look at when it plans: read-only state kept by the
 /// [`crate::core::Scheduler`].
@@ -69,6 +70,8 @@ pub enum StrategyKind {
     Chain,
     /// The binomial pipeline: a round-optimal chunk schedule, k + ⌈log2(C+1)⌉ − 1 chunk times.
     Binomial,
+    /// A BitTorrent-like swarm (Murder, Kraken, Dragonfly): random neighbours, rarest first.
+    Swarm,
 }
 
 /// What a strategy is built from: the size of the run and the inputs some strategies need.
@@ -82,6 +85,8 @@ pub struct StrategyParams {
     /// Seed of the strategy's own random generator (only `swarm` draws random numbers). The
     /// core never uses a global RNG, so the same seed gives the same transfers.
     pub seed: u64,
+    /// Tuning of the `swarm` strategy.
+    pub swarm: SwarmParams,
 }
 
 impl StrategyParams {
@@ -102,16 +107,17 @@ impl StrategyParams {
 
 /// A strategy name that is not known.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown strategy '{0}' (expected one of: linear, bounce, chain, binomial, all)")]
+#[error("unknown strategy '{0}' (expected one of: linear, bounce, chain, binomial, swarm, all)")]
 pub struct UnknownStrategy(pub String);
 
 impl StrategyKind {
     /// Every strategy, in the order tables and plots list them.
-    pub const ALL: [StrategyKind; 4] = [
+    pub const ALL: [StrategyKind; 5] = [
         StrategyKind::Linear,
         StrategyKind::Bounce,
         StrategyKind::Chain,
         StrategyKind::Binomial,
+        StrategyKind::Swarm,
     ];
 
     /// The name users select it by.
@@ -121,13 +127,17 @@ impl StrategyKind {
             StrategyKind::Bounce => "bounce",
             StrategyKind::Chain => "chain",
             StrategyKind::Binomial => "binomial",
+            StrategyKind::Swarm => "swarm",
         }
     }
 
     /// True when the strategy cuts the file into chunks of `--chunk` bytes; whole-file
     /// strategies move the file as one piece.
     pub fn uses_chunks(self) -> bool {
-        matches!(self, StrategyKind::Chain | StrategyKind::Binomial)
+        matches!(
+            self,
+            StrategyKind::Chain | StrategyKind::Binomial | StrategyKind::Swarm
+        )
     }
 
     /// The layout this strategy works on for a file of `size` bytes.
@@ -147,6 +157,7 @@ impl StrategyKind {
             StrategyKind::Bounce => Box::new(Bounce::new(receivers)),
             StrategyKind::Chain => Box::new(Chain::new(receivers)),
             StrategyKind::Binomial => Box::new(Binomial::new(receivers)),
+            StrategyKind::Swarm => Box::new(Swarm::new(receivers, params.seed, &params.swarm)),
         }
     }
 
