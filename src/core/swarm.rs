@@ -429,6 +429,10 @@ impl Strategy for Swarm {
                     self.downloads[x]
                 ));
             }
+            if self.lost[x] {
+                // A lost peer is never asked again; its counts are left as they were.
+                continue;
+            }
             let mut avail = vec![0u32; p.chunks];
             for &y in &self.nbrs[x] {
                 let hy = HostId(y);
