@@ -63,3 +63,37 @@ fn binomial_with_no_receivers_plans_nothing() {
     let run = run_steps(StrategyKind::Binomial, &StrategyParams::new(0), 5);
     assert!(run.transfers.is_empty());
 }
+
+#[test]
+fn binomial_on_a_resumed_run_sends_nothing_to_complete_hosts() {
+    use bounce::core::{HostId, Layout, Scheduler, SchedulerConfig};
+    use std::time::Duration;
+
+    let (c, k) = (13u32, 9u32);
+    let mut config = SchedulerConfig::new(c);
+    config.already_complete = vec![HostId(3), HostId(8)];
+    let layout = Layout::new(u64::from(k), 1).unwrap();
+    let mut s = Scheduler::new(
+        StrategyKind::Binomial.build(&StrategyParams::new(c)),
+        layout,
+        config,
+    );
+    let mut pool = std::collections::VecDeque::new();
+    let mut hops = 0;
+    loop {
+        while let Some(t) = s.poll_transfer(Duration::ZERO) {
+            assert!(
+                t.to != HostId(3) && t.to != HostId(8),
+                "sent to a complete host"
+            );
+            pool.push_back(t);
+            hops += 1;
+        }
+        while s.poll_event().is_some() {}
+        s.check_invariants().unwrap();
+        let Some(t) = pool.pop_front() else { break };
+        s.handle_done(Duration::ZERO, t.id, Ok(()));
+    }
+    assert!(s.is_finished(), "stalled");
+    assert_eq!(hops, (c - 2) * k);
+}
