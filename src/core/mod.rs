@@ -36,20 +36,25 @@
 //! keeps (virtual for the simulator, monotonic for the runner). The core only stamps events
 //! with it.
 
+mod binomial;
 mod bounce;
 mod chain;
+mod circulant;
 mod holdings;
 mod layout;
 mod linear;
 mod scheduler;
 mod strategy;
+mod swarm;
 mod types;
 
+pub use binomial::Binomial;
 pub use bounce::Bounce;
 pub use chain::Chain;
 pub use holdings::Holdings;
 pub use layout::{Layout, LayoutError};
 pub use linear::Linear;
 pub use scheduler::{Scheduler, SchedulerConfig};
-pub use strategy::{Strategy, StrategyKind, UnknownStrategy, View};
+pub use strategy::{Strategy, StrategyKind, StrategyParams, UnknownStrategy, View};
+pub use swarm::{Swarm, SwarmParams};
 pub use types::{ChunkRange, Event, HopError, HostId, Transfer, TransferId};

@@ -5,8 +5,9 @@ use std::str::FromStr;
 
 use super::holdings::Holdings;
 use super::layout::{Layout, LayoutError};
+use super::swarm::SwarmParams;
 use super::types::{ChunkRange, HostId};
-use super::{Bounce, Chain, Linear};
+use super::{Binomial, Bounce, Chain, Linear, Swarm};
 
 /// What a strategy may look at when it plans: read-only state kept by the
 /// [`crate::core::Scheduler`].
@@ -67,19 +68,56 @@ pub enum StrategyKind {
     Bounce,
     /// A store-and-forward pipeline through all hosts, chunk by chunk.
     Chain,
+    /// The binomial pipeline: a round-optimal chunk schedule, k + ⌈log2(C+1)⌉ − 1 chunk times.
+    Binomial,
+    /// A BitTorrent-like swarm (Murder, Kraken, Dragonfly): random neighbours, rarest first.
+    Swarm,
+}
+
+/// What a strategy is built from: the size of the run and the inputs some strategies need.
+///
+/// Build it with [`StrategyParams::new`] and adjust fields, or with a struct literal ending in
+/// `..StrategyParams::default()`, so that new fields do not break callers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StrategyParams {
+    /// Number of receivers, C.
+    pub receivers: u32,
+    /// Seed of the strategy's own random generator (only `swarm` draws random numbers). The
+    /// core never uses a global RNG, so the same seed gives the same transfers.
+    pub seed: u64,
+    /// Tuning of the `swarm` strategy.
+    pub swarm: SwarmParams,
+}
+
+impl StrategyParams {
+    /// `receivers` receivers, seed 0, default swarm tuning.
+    pub fn new(receivers: u32) -> Self {
+        StrategyParams {
+            receivers,
+            ..StrategyParams::default()
+        }
+    }
+
+    /// The same parameters with another seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
 }
 
 /// A strategy name that is not known.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown strategy '{0}' (expected one of: linear, bounce, chain, all)")]
+#[error("unknown strategy '{0}' (expected one of: linear, bounce, chain, binomial, swarm, all)")]
 pub struct UnknownStrategy(pub String);
 
 impl StrategyKind {
     /// Every strategy, in the order tables and plots list them.
-    pub const ALL: [StrategyKind; 3] = [
+    pub const ALL: [StrategyKind; 5] = [
         StrategyKind::Linear,
         StrategyKind::Bounce,
         StrategyKind::Chain,
+        StrategyKind::Binomial,
+        StrategyKind::Swarm,
     ];
 
     /// The name users select it by.
@@ -88,13 +126,18 @@ impl StrategyKind {
             StrategyKind::Linear => "linear",
             StrategyKind::Bounce => "bounce",
             StrategyKind::Chain => "chain",
+            StrategyKind::Binomial => "binomial",
+            StrategyKind::Swarm => "swarm",
         }
     }
 
     /// True when the strategy cuts the file into chunks of `--chunk` bytes; whole-file
     /// strategies move the file as one piece.
     pub fn uses_chunks(self) -> bool {
-        matches!(self, StrategyKind::Chain)
+        matches!(
+            self,
+            StrategyKind::Chain | StrategyKind::Binomial | StrategyKind::Swarm
+        )
     }
 
     /// The layout this strategy works on for a file of `size` bytes.
@@ -106,12 +149,15 @@ impl StrategyKind {
         }
     }
 
-    /// A fresh strategy for `receivers` receivers.
-    pub fn build(self, receivers: u32) -> Box<dyn Strategy> {
+    /// A fresh strategy for the run described by `params`.
+    pub fn build(self, params: &StrategyParams) -> Box<dyn Strategy> {
+        let receivers = params.receivers;
         match self {
             StrategyKind::Linear => Box::new(Linear::new(receivers)),
             StrategyKind::Bounce => Box::new(Bounce::new(receivers)),
             StrategyKind::Chain => Box::new(Chain::new(receivers)),
+            StrategyKind::Binomial => Box::new(Binomial::new(receivers)),
+            StrategyKind::Swarm => Box::new(Swarm::new(receivers, params.seed, &params.swarm)),
         }
     }
 
