@@ -138,3 +138,47 @@ fn the_source_uploads_what_each_strategy_promises() {
         "the chain's source uploads the file once"
     );
 }
+
+#[test]
+fn binomial_takes_one_plus_l_minus_1_over_k_times_t() {
+    for c in 1..=64u32 {
+        let cfg = blog(c);
+        let k = cfg.size.div_ceil(cfg.chunk) as f64;
+        let l = f64::from(32 - c.leading_zeros());
+        let want = (1.0 + (l - 1.0) / k) * cfg.t();
+        assert_close(makespan(StrategyKind::Binomial, &cfg), want, &format!("C={c}"));
+    }
+}
+
+#[test]
+fn binomial_is_exact_for_other_chunk_counts_and_equals_bounce_with_one_chunk() {
+    for c in [1u32, 2, 3, 5, 6, 7, 9, 12, 13, 31, 33, 63, 100, 200] {
+        for k in [1u64, 2, 3, 8, 10, 100] {
+            let cfg = SimConfig {
+                chunk: 16 * MIB,
+                ..SimConfig::new(c, k * 16 * MIB, 125e6)
+            };
+            let l = f64::from(32 - c.leading_zeros());
+            let want = (1.0 + (l - 1.0) / k as f64) * cfg.t();
+            let got = makespan(StrategyKind::Binomial, &cfg);
+            assert_close(got, want, &format!("C={c} k={k}"));
+            if k == 1 {
+                assert_close(got, makespan(StrategyKind::Bounce, &cfg), &format!("C={c} k=1 vs bounce"));
+            }
+        }
+    }
+}
+
+#[test]
+fn no_strategy_beats_the_floor_t() {
+    for c in [1u32, 2, 7, 8, 13, 64] {
+        let cfg = SimConfig {
+            jitter: 0.0,
+            ..blog(c)
+        };
+        for kind in StrategyKind::ALL {
+            let m = makespan(kind, &cfg);
+            assert!(m >= cfg.t() * (1.0 - 1e-12), "{kind} C={c}: {m} < T");
+        }
+    }
+}

@@ -15,6 +15,8 @@ Strategies:
   linear   the source sends to every host at once (pscp, pdcp, Ansible): C·T
   bounce   the blog's whole-file doubling, three-set scheduler: ⌈log2(C+1)⌉·T
   chain    store-and-forward pipeline, k = ⌈S/chunk⌉ chunks: (1 + (C−1)/k)·T
+  binomial binomial pipeline (circulant schedule), optimal: (1 + (L−1)/k)·T, L = ⌈log2(C+1)⌉
+  swarm    BitTorrent-like: 6 random neighbours, 4 upload and 4 download slots, rarest first
   all      every strategy above
 
 Units: sizes 20GiB, 64MiB, 1GB; rates 1Gbit, 100Mbit, 125MB/s; durations 200ms, 1.5s.
@@ -53,7 +55,7 @@ struct Cli {
     /// Strategies to compare, comma-separated, or `all` [default: linear,bounce]
     #[arg(long, value_name = "LIST")]
     strategy: Option<String>,
-    /// Chunk size for chunked strategies (chain) [default: 64MiB]
+    /// Chunk size for chunked strategies (chain, binomial, swarm) [default: 64MiB]
     #[arg(long, value_name = "SIZE")]
     chunk: Option<String>,
     /// Setup delay before each transfer moves bytes, e.g. an ssh connection [default: 0ms]

@@ -8,7 +8,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::network::{FlowId, Network};
-use crate::core::{Event, HostId, LayoutError, Scheduler, SchedulerConfig, StrategyKind, Transfer};
+use crate::core::{
+    Event, HostId, LayoutError, Scheduler, SchedulerConfig, StrategyKind, StrategyParams, Transfer,
+};
 
 /// One simulated distribution: a file of `size` bytes from the source to `receivers` hosts.
 #[derive(Clone, Debug, PartialEq)]
@@ -290,7 +292,7 @@ pub fn simulate(kind: StrategyKind, cfg: &SimConfig) -> Result<SimResult, SimErr
     let layout = kind.layout(cfg.size, cfg.chunk)?;
     let hosts = cfg.receivers as usize + 1;
     let sched = Scheduler::new(
-        kind.build(cfg.receivers),
+        kind.build(&StrategyParams::new(cfg.receivers).with_seed(cfg.seed)),
         layout,
         SchedulerConfig::new(cfg.receivers),
     );
