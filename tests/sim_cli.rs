@@ -115,7 +115,7 @@ fn a_good_run_writes_a_csv_row_per_point_a_png_and_a_table() {
     ] {
         assert!(header.split(',').any(|c| c == col), "missing column {col}");
     }
-    assert_eq!(lines.count(), 8 * 3 * 2);
+    assert_eq!(lines.count(), 8 * bounce::core::StrategyKind::ALL.len() * 2);
     let png = std::fs::read(dir.path().join("out/sim.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     let stdout = String::from_utf8_lossy(&out.stdout);

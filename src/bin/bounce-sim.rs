@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use bounce::report::{self, Figure};
-use bounce::sim::{self, Settings};
+use bounce::sim::{self, NetworkSettings, RackSettings, Settings};
 
 const AFTER_HELP: &str = "\
 Strategies:
@@ -76,6 +76,18 @@ struct Cli {
     /// PNG figure output [default: plots/bounce-sim.png]
     #[arg(long, value_name = "FILE")]
     png: Option<PathBuf>,
+    /// Log-normal spread σ of every receiver's bandwidth around B (seeded) [default: 0]
+    #[arg(long, value_name = "SIGMA")]
+    spread: Option<f64>,
+    /// Upload bandwidth of the source, if not B
+    #[arg(long, value_name = "RATE")]
+    source_bandwidth: Option<String>,
+    /// Split hosts into N racks of consecutive hosts behind shared uplinks (needs --rack-uplink)
+    #[arg(long, value_name = "N", requires = "rack_uplink")]
+    racks: Option<u32>,
+    /// Capacity of each rack's uplink, each direction
+    #[arg(long, value_name = "RATE", requires = "racks")]
+    rack_uplink: Option<String>,
     /// Worker threads [default: one per core]
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -104,6 +116,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         runs: cli.runs,
         csv: cli.csv,
         png: cli.png,
+        network: (cli.spread.is_some() || cli.source_bandwidth.is_some() || cli.racks.is_some())
+            .then(|| NetworkSettings {
+                source: cli.source_bandwidth,
+                spread: cli.spread,
+                classes: Vec::new(),
+                racks: cli
+                    .racks
+                    .zip(cli.rack_uplink)
+                    .map(|(count, uplink)| RackSettings { count, uplink }),
+            }),
     }
     .or(from_file);
     let mut resolved = settings.resolve().map_err(|e| BadInput(e.to_string()))?;

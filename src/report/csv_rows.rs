@@ -26,6 +26,8 @@ pub fn write_csv<W: Write>(out: W, base: &SimConfig, points: &[Point]) -> Result
         "makespan_over_t",
         "transfers",
         "source_bytes",
+        "lower_bound_s",
+        "makespan_over_bound",
     ])?;
     let t = base.t();
     for p in points {
@@ -45,6 +47,8 @@ pub fn write_csv<W: Write>(out: W, base: &SimConfig, points: &[Point]) -> Result
             (p.makespan / t).to_string(),
             p.transfers.to_string(),
             p.source_bytes.to_string(),
+            p.lower_bound.to_string(),
+            (p.makespan / p.lower_bound).to_string(),
         ])?;
     }
     w.flush().map_err(|e| ReportError::Csv(e.into()))?;

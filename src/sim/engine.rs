@@ -8,6 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::network::{FlowId, Network};
+use super::topology::{NetworkSpec, Topology};
 use crate::core::{
     Event, HostId, LayoutError, Scheduler, SchedulerConfig, StrategyKind, StrategyParams, Transfer,
 };
@@ -28,8 +29,11 @@ pub struct SimConfig {
     /// Jitter F in [0, 1): each flow's rate is its fair share times a factor drawn uniformly
     /// from [1−F, 1+F].
     pub jitter: f64,
-    /// Seed of the jitter's ChaCha8 generator.
+    /// Seed of the jitter's ChaCha8 generator, of the network's random parts and of the
+    /// strategy's own generator.
     pub seed: u64,
+    /// Capacities other than B, and racks; the default is the uniform network.
+    pub network: NetworkSpec,
 }
 
 impl SimConfig {
@@ -44,6 +48,7 @@ impl SimConfig {
             latency: Duration::ZERO,
             jitter: 0.0,
             seed: 1,
+            network: NetworkSpec::default(),
         }
     }
 
@@ -91,6 +96,8 @@ pub struct SimResult {
     pub source_bytes: u64,
     /// Chunks the file was cut into for this strategy.
     pub chunks: u32,
+    /// The fluid lower bound on any schedule's makespan on this network, in seconds.
+    pub lower_bound: f64,
 }
 
 /// What happens at a pending event, packed in a `u64` to keep heap entries small: the top bit
@@ -152,6 +159,7 @@ impl Ord for Pending {
 
 struct Loop {
     sched: Scheduler,
+    topology: Topology,
     net: Network,
     heap: BinaryHeap<Pending>,
     /// Transfers waiting out their setup delay; freed slots are reused.
@@ -217,8 +225,9 @@ impl Loop {
         } else {
             1.0
         };
-        let links = [Network::up_link(t.from.0), Network::down_link(t.to.0)];
-        let f = self.net.start(now, &links, t.bytes as f64, factor);
+        let mut links = [0; 4];
+        let n = self.topology.links(t.from.0, t.to.0, &mut links);
+        let f = self.net.start(now, &links[..n], t.bytes as f64, factor);
         let slot = f_index(f);
         if self.flow_transfer.len() <= slot {
             self.flow_transfer.resize(slot + 1, None);
@@ -296,12 +305,21 @@ pub fn simulate(kind: StrategyKind, cfg: &SimConfig) -> Result<SimResult, SimErr
         layout,
         SchedulerConfig::new(cfg.receivers),
     );
-    let caps = vec![cfg.bandwidth; hosts];
+    let topology = cfg.network.build(cfg.receivers, cfg.bandwidth, cfg.seed);
+    if let Some(bad) = topology
+        .up
+        .iter()
+        .chain(&topology.down)
+        .chain(&topology.rack_uplink)
+        .find(|c| !(c.is_finite() && **c > 0.0))
+    {
+        return Err(SimError::Bandwidth(*bad));
+    }
     let mut host_done = vec![f64::NAN; hosts];
     host_done[0] = 0.0;
     Loop {
         sched,
-        net: Network::new(&caps, &caps),
+        net: topology.network(),
         heap: BinaryHeap::new(),
         waiting: Vec::new(),
         waiting_free: Vec::new(),
@@ -315,7 +333,9 @@ pub fn simulate(kind: StrategyKind, cfg: &SimConfig) -> Result<SimResult, SimErr
             transfers: 0,
             source_bytes: 0,
             chunks: layout.count(),
+            lower_bound: topology.lower_bound(cfg.size),
         },
+        topology,
     }
     .run()
 }

@@ -2,6 +2,7 @@
 //! that drives the scheduler core over a flow-level network model.
 //!
 //! - [`network`]: hosts' upload and download capacities, max-min fair sharing;
+//! - [`topology`]: per-host capacities and racks, and the fluid lower bound;
 //! - [`engine`]: the event loop that runs one strategy once ([`simulate`]);
 //! - [`scenario`]: settings from the command line and `sims/*.toml`, checked;
 //! - [`sweep`]: many runs over host counts, strategies and seeds, on all cores, in a
@@ -14,8 +15,12 @@ mod engine;
 mod network;
 mod scenario;
 mod sweep;
+mod topology;
 
 pub use engine::{simulate, SimConfig, SimError, SimResult};
 pub use network::{FlowId, Network};
 pub use scenario::{parse_hosts, Resolved, Settings, SettingsError};
 pub use sweep::{derive_seed, sweep, Point, SweepConfig};
+pub use topology::{
+    ClassSettings, HostClass, NetworkSettings, NetworkSpec, RackSettings, RackSpec, Topology,
+};

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::engine::SimConfig;
 use super::sweep::SweepConfig;
+use super::topology::{HostClass, NetworkSettings, NetworkSpec, RackSpec};
 use crate::core::StrategyKind;
 use crate::units::{format_rate, format_size, parse_duration, parse_rate, parse_size};
 
@@ -70,6 +71,8 @@ pub struct Settings {
     pub csv: Option<PathBuf>,
     /// Where to write the PNG.
     pub png: Option<PathBuf>,
+    /// Capacities other than B, and racks.
+    pub network: Option<NetworkSettings>,
 }
 
 /// Checked settings, ready to run.
@@ -111,6 +114,19 @@ impl Settings {
             runs: self.runs.or(base.runs),
             csv: self.csv.or(base.csv),
             png: self.png.or(base.png),
+            network: match (self.network, base.network) {
+                (Some(a), Some(b)) => Some(NetworkSettings {
+                    source: a.source.or(b.source),
+                    spread: a.spread.or(b.spread),
+                    classes: if a.classes.is_empty() {
+                        b.classes
+                    } else {
+                        a.classes
+                    },
+                    racks: a.racks.or(b.racks),
+                }),
+                (a, b) => a.or(b),
+            },
         }
     }
 
@@ -179,6 +195,7 @@ impl Settings {
                     latency,
                     jitter,
                     seed: self.seed.unwrap_or(1),
+                    network: resolve_network(self.network.as_ref())?,
                 },
                 runs,
                 threads: 0,
@@ -194,6 +211,76 @@ impl Settings {
             title,
         })
     }
+}
+
+fn rate(flag: &'static str, text: &str) -> Result<f64, SettingsError> {
+    let r = parse_rate(text).map_err(|e| invalid(flag, e.to_string()))?;
+    if r <= 0.0 {
+        return Err(invalid(flag, format!("'{text}' must be greater than 0")));
+    }
+    Ok(r)
+}
+
+fn resolve_network(n: Option<&NetworkSettings>) -> Result<NetworkSpec, SettingsError> {
+    let Some(n) = n else {
+        return Ok(NetworkSpec::default());
+    };
+    let spread = n.spread.unwrap_or(0.0);
+    if !(spread.is_finite() && spread >= 0.0) {
+        return Err(invalid(
+            "spread",
+            format!("'{spread}' must be a number ≥ 0"),
+        ));
+    }
+    let mut classes = Vec::new();
+    let mut total = 0.0;
+    for c in &n.classes {
+        if !(c.share > 0.0 && c.share <= 1.0) {
+            return Err(invalid(
+                "network.class",
+                format!("share '{}' is outside (0, 1]", c.share),
+            ));
+        }
+        total += c.share;
+        let both = c.bandwidth.as_deref();
+        let up = c.upload.as_deref().or(both);
+        let down = c.download.as_deref().or(both);
+        let (Some(up), Some(down)) = (up, down) else {
+            return Err(invalid(
+                "network.class",
+                "needs bandwidth, or upload and download",
+            ));
+        };
+        classes.push(HostClass {
+            share: c.share,
+            upload: rate("network.class", up)?,
+            download: rate("network.class", down)?,
+        });
+    }
+    if total > 1.0 + 1e-9 {
+        return Err(invalid(
+            "network.class",
+            format!("shares add up to {total}, more than 1"),
+        ));
+    }
+    let racks = match &n.racks {
+        Some(r) if r.count == 0 => return Err(invalid("racks", "'0': at least 1 rack")),
+        Some(r) => Some(RackSpec {
+            count: r.count,
+            uplink: rate("rack-uplink", &r.uplink)?,
+        }),
+        None => None,
+    };
+    Ok(NetworkSpec {
+        source_upload: n
+            .source
+            .as_deref()
+            .map(|s| rate("source-bandwidth", s))
+            .transpose()?,
+        classes,
+        spread,
+        racks,
+    })
 }
 
 /// Parses `--hosts`: a number `C`, or an inclusive range `A..B`, every count at least 1.

@@ -42,6 +42,8 @@ pub struct Point {
     pub source_bytes: u64,
     /// Chunks the file was cut into.
     pub chunks: u32,
+    /// The fluid lower bound for this point's network, in seconds.
+    pub lower_bound: f64,
 }
 
 /// The seed of run `run` at `hosts` receivers, derived from the user's `base` seed with
@@ -97,6 +99,7 @@ pub fn sweep(cfg: &SweepConfig) -> Result<Vec<Point>, SimError> {
                     transfers: r.transfers,
                     source_bytes: r.source_bytes,
                     chunks: r.chunks,
+                    lower_bound: r.lower_bound,
                 });
                 *results[i]
                     .lock()
