@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use bounce::core::StrategyKind;
+
 fn bounce_sim(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_bounce-sim"))
         .current_dir(dir)
@@ -115,7 +117,7 @@ fn a_good_run_writes_a_csv_row_per_point_a_png_and_a_table() {
     ] {
         assert!(header.split(',').any(|c| c == col), "missing column {col}");
     }
-    assert_eq!(lines.count(), 8 * 3 * 2);
+    assert_eq!(lines.count(), 8 * StrategyKind::ALL.len() * 2);
     let png = std::fs::read(dir.path().join("out/sim.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     let stdout = String::from_utf8_lossy(&out.stdout);
