@@ -146,7 +146,11 @@ fn binomial_takes_one_plus_l_minus_1_over_k_times_t() {
         let k = cfg.size.div_ceil(cfg.chunk) as f64;
         let l = f64::from(32 - c.leading_zeros());
         let want = (1.0 + (l - 1.0) / k) * cfg.t();
-        assert_close(makespan(StrategyKind::Binomial, &cfg), want, &format!("C={c}"));
+        assert_close(
+            makespan(StrategyKind::Binomial, &cfg),
+            want,
+            &format!("C={c}"),
+        );
     }
 }
 
@@ -163,7 +167,11 @@ fn binomial_is_exact_for_other_chunk_counts_and_equals_bounce_with_one_chunk() {
             let got = makespan(StrategyKind::Binomial, &cfg);
             assert_close(got, want, &format!("C={c} k={k}"));
             if k == 1 {
-                assert_close(got, makespan(StrategyKind::Bounce, &cfg), &format!("C={c} k=1 vs bounce"));
+                assert_close(
+                    got,
+                    makespan(StrategyKind::Bounce, &cfg),
+                    &format!("C={c} k=1 vs bounce"),
+                );
             }
         }
     }
