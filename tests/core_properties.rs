@@ -2,6 +2,7 @@
 //! hold after every step, the run ends, and every receiver not given up holds every chunk.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bounce::core::{
@@ -23,6 +24,10 @@ struct Case {
     host_down: f64,
     /// Seeds the driver's choices and the strategy.
     seed: u64,
+    /// Whether the strategy is told random upload and download capacities.
+    capacities: bool,
+    /// Number of racks the hosts are spread over at random; 0 tells the strategy nothing.
+    racks: u32,
 }
 
 fn cases() -> impl Strategy<Value = Case> {
@@ -33,22 +38,54 @@ fn cases() -> impl Strategy<Value = Case> {
         prop_oneof![Just(0.0), 0.0..0.4f64],
         prop_oneof![Just(0.0), 0.0..0.05f64],
         any::<u64>(),
+        any::<bool>(),
+        prop_oneof![Just(0u32), 1u32..8],
     )
         .prop_map(
-            |(receivers, chunks, max_attempts, hop_failure, host_down, seed)| Case {
-                receivers,
-                chunks,
-                max_attempts,
-                hop_failure,
-                host_down,
-                seed,
+            |(receivers, chunks, max_attempts, hop_failure, host_down, seed, capacities, racks)| {
+                Case {
+                    receivers,
+                    chunks,
+                    max_attempts,
+                    hop_failure,
+                    host_down,
+                    seed,
+                    capacities,
+                    racks,
+                }
             },
         )
+}
+
+/// The strategy's inputs for `case`: random capacities (few distinct values, so ties
+/// happen) and random racks when the case asks for them.
+fn params(case: &Case) -> StrategyParams {
+    let mut rng = ChaCha8Rng::seed_from_u64(case.seed ^ 0x0e7);
+    let hosts = case.receivers as usize + 1;
+    let mut table = || -> Arc<[f64]> {
+        (0..hosts)
+            .map(|_| f64::from(rng.gen_range(1u32..6)) * 1e6)
+            .collect()
+    };
+    let (upload, download) = if case.capacities {
+        (Some(table()), Some(table()))
+    } else {
+        (None, None)
+    };
+    let rack = (case.racks > 0).then(|| {
+        (0..hosts)
+            .map(|_| rng.gen_range(0..case.racks) * 7 + 3)
+            .collect::<Arc<[u32]>>()
+    });
+    StrategyParams::new(case.receivers)
+        .with_seed(case.seed ^ 0x5eed)
+        .with_network(upload, download, rack)
 }
 
 struct Driver {
     s: Scheduler,
     pool: Vec<Transfer>,
+    started: Vec<Transfer>,
     now: u64,
 }
 
@@ -58,6 +95,7 @@ impl Driver {
     fn drain(&mut self) -> Result<(), TestCaseError> {
         while let Some(t) = self.s.poll_transfer(Duration::from_millis(self.now)) {
             self.pool.push(t);
+            self.started.push(t);
         }
         while self.s.poll_event().is_some() {}
         self.s
@@ -66,7 +104,16 @@ impl Driver {
     }
 }
 
-fn run(kind: StrategyKind, case: &Case) -> Result<(), TestCaseError> {
+/// Runs `kind` on `case` and returns every transfer it started, in order.
+fn run(kind: StrategyKind, case: &Case) -> Result<Vec<Transfer>, TestCaseError> {
+    run_with(kind, case, &params(case))
+}
+
+fn run_with(
+    kind: StrategyKind,
+    case: &Case,
+    params: &StrategyParams,
+) -> Result<Vec<Transfer>, TestCaseError> {
     let mut rng = ChaCha8Rng::seed_from_u64(case.seed);
     let layout = if kind.uses_chunks() {
         Layout::new(u64::from(case.chunks) * 1000, 1000).unwrap()
@@ -75,10 +122,10 @@ fn run(kind: StrategyKind, case: &Case) -> Result<(), TestCaseError> {
     };
     let mut config = SchedulerConfig::new(case.receivers);
     config.max_attempts = case.max_attempts;
-    let params = StrategyParams::new(case.receivers).with_seed(case.seed ^ 0x5eed);
     let mut d = Driver {
-        s: Scheduler::new(kind.build(&params), layout, config),
+        s: Scheduler::new(kind.build(params), layout, config),
         pool: Vec::new(),
+        started: Vec::new(),
         now: 0,
     };
     d.drain()?;
@@ -126,7 +173,12 @@ fn run(kind: StrategyKind, case: &Case) -> Result<(), TestCaseError> {
             );
         }
     }
-    Ok(())
+    Ok(d.started)
+}
+
+/// The hops of a run, without their ids.
+fn hops(transfers: &[Transfer]) -> Vec<(HostId, HostId)> {
+    transfers.iter().map(|t| (t.from, t.to)).collect()
 }
 
 proptest! {
@@ -155,5 +207,67 @@ proptest! {
     #[test]
     fn swarm_ends_with_every_live_receiver_complete(case in cases()) {
         run(StrategyKind::Swarm, &case)?;
+    }
+
+    #[test]
+    fn bounce_fast_ends_with_every_live_receiver_complete(case in cases()) {
+        run(StrategyKind::BounceFast, &case)?;
+    }
+
+    #[test]
+    fn rack_ends_with_every_live_receiver_complete(case in cases()) {
+        run(StrategyKind::Rack, &case)?;
+    }
+
+    #[test]
+    fn bounce_fast_without_capacities_makes_the_hops_of_bounce_even_with_failures(
+        case in cases()
+    ) {
+        let case = Case { capacities: false, ..case };
+        let fast = run(StrategyKind::BounceFast, &case)?;
+        let plain = run(StrategyKind::Bounce, &case)?;
+        prop_assert_eq!(hops(&fast), hops(&plain));
+    }
+
+    #[test]
+    fn rack_without_rack_ids_makes_the_hops_of_bounce_even_with_failures(case in cases()) {
+        let case = Case { racks: 0, ..case };
+        let rack = run(StrategyKind::Rack, &case)?;
+        let plain = run(StrategyKind::Bounce, &case)?;
+        prop_assert_eq!(hops(&rack), hops(&plain));
+    }
+
+    #[test]
+    fn rack_with_a_single_rack_id_makes_the_hops_of_bounce(case in cases()) {
+        let case = Case { racks: 0, ..case };
+        let one = StrategyParams::new(case.receivers)
+            .with_network(None, None, Some(vec![42; case.receivers as usize + 1].into()));
+        let rack = run_with(StrategyKind::Rack, &case, &one)?;
+        let plain = run(StrategyKind::Bounce, &case)?;
+        prop_assert_eq!(hops(&rack), hops(&plain));
+    }
+
+    #[test]
+    fn rack_without_failures_crosses_into_each_rack_once_unless_it_holds_the_source(
+        case in cases()
+    ) {
+        let case = Case { hop_failure: 0.0, host_down: 0.0, racks: case.racks.max(1), ..case };
+        let params = params(&case);
+        let rack = params.rack.clone().unwrap();
+        let transfers = run_with(StrategyKind::Rack, &case, &params)?;
+        let of = |h: HostId| rack[h.index()];
+        let mut unseeded: Vec<u32> = (1..=case.receivers)
+            .map(|h| of(HostId(h)))
+            .filter(|&r| r != of(HostId::SOURCE))
+            .collect();
+        unseeded.sort_unstable();
+        unseeded.dedup();
+        let mut crossed: Vec<u32> = transfers
+            .iter()
+            .filter(|t| of(t.from) != of(t.to))
+            .map(|t| of(t.to))
+            .collect();
+        crossed.sort_unstable();
+        prop_assert_eq!(crossed, unseeded);
     }
 }
