@@ -300,11 +300,6 @@ pub fn simulate(kind: StrategyKind, cfg: &SimConfig) -> Result<SimResult, SimErr
     }
     let layout = kind.layout(cfg.size, cfg.chunk)?;
     let hosts = cfg.receivers as usize + 1;
-    let sched = Scheduler::new(
-        kind.build(&StrategyParams::new(cfg.receivers).with_seed(cfg.seed)),
-        layout,
-        SchedulerConfig::new(cfg.receivers),
-    );
     let topology = cfg.network.build(cfg.receivers, cfg.bandwidth, cfg.seed);
     if let Some(bad) = topology
         .up
@@ -315,6 +310,20 @@ pub fn simulate(kind: StrategyKind, cfg: &SimConfig) -> Result<SimResult, SimErr
     {
         return Err(SimError::Bandwidth(*bad));
     }
+    let mut params = StrategyParams::new(cfg.receivers).with_seed(cfg.seed);
+    if !cfg.network.is_uniform() {
+        let rack = (!topology.rack.is_empty()).then(|| topology.rack.as_slice().into());
+        params = params.with_network(
+            Some(topology.up.as_slice().into()),
+            Some(topology.down.as_slice().into()),
+            rack,
+        );
+    }
+    let sched = Scheduler::new(
+        kind.build(&params),
+        layout,
+        SchedulerConfig::new(cfg.receivers),
+    );
     let mut host_done = vec![f64::NAN; hosts];
     host_done[0] = 0.0;
     Loop {
