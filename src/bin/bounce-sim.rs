@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::Parser;
 
 use bounce::report::{self, Figure};
-use bounce::sim::{self, NetworkSettings, RackSettings, Settings};
+use bounce::sim::{self, NetworkSettings, PlanConfig, RackSettings, Resolved, Settings};
+use bounce::units::{format_rate, format_size};
 
 const AFTER_HELP: &str = "\
 Strategies:
@@ -17,7 +18,10 @@ Strategies:
   chain    store-and-forward pipeline, k = ⌈S/chunk⌉ chunks: (1 + (C−1)/k)·T
   binomial binomial pipeline (circulant schedule), optimal: (1 + (L−1)/k)·T, L = ⌈log2(C+1)⌉
   swarm    BitTorrent-like: 6 random neighbours, 4 upload and 4 download slots, rarest first
+  bounce-fast  bounce, pairing the fastest free holder with the fastest waiting host
+  rack     rack-aware: one cross-rack copy per rack, then doubling inside each rack
   all      every strategy above
+  auto     the planner's pick (strategy and chunk size) for the largest host count
 
 Units: sizes 20GiB, 64MiB, 1GB; rates 1Gbit, 100Mbit, 125MB/s; durations 200ms, 1.5s.
 
@@ -29,7 +33,8 @@ Exit status:
 Examples:
   bounce-sim --hosts 1..64
   bounce-sim --scenario sims/blog-figure.toml
-  bounce-sim --hosts 1..64 --strategy all --jitter 0.1 --runs 100";
+  bounce-sim --hosts 1..64 --strategy all --jitter 0.1 --runs 100
+  bounce-sim plan --size 100GiB --bandwidth 10Gbit --hosts 1000 --latency 300ms";
 
 /// Simulate sending one large file from one source to C hosts.
 ///
@@ -38,8 +43,34 @@ Examples:
 /// starts after --latency, each flow's rate is scaled by a seeded factor in [1−F, 1+F]).
 /// Prints a table of makespans in units of T = S/B and writes a CSV and a PNG figure.
 #[derive(Debug, Parser)]
-#[command(name = "bounce-sim", version, after_help = AFTER_HELP)]
+#[command(
+    name = "bounce-sim",
+    version,
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    args: SimArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Recommend a strategy and chunk size for one host count.
+    ///
+    /// Simulates every strategy, searching each chunked strategy's best chunk size (powers
+    /// of two; a U-shaped search that stops once larger k stops helping), and prints for each
+    /// the predicted time, its ratio to the network's fluid lower bound, the bytes the source
+    /// uploads and the best chunk size, then the recommendation and why. --chunk fixes the
+    /// chunk size instead of searching.
+    #[command(after_help = "Example:\n  bounce-sim plan --size 100GiB --bandwidth 10Gbit --hosts 1000 --latency 300ms")]
+    Plan(SimArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SimArgs {
     /// Read settings from a scenario file (sims/*.toml); flags given here override it.
     #[arg(long, value_name = "FILE")]
     scenario: Option<PathBuf>,
@@ -99,6 +130,13 @@ struct Cli {
 struct BadInput(String);
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Plan(args)) => plan(args),
+        None => simulate(cli.args),
+    }
+}
+
+fn settings(cli: SimArgs) -> anyhow::Result<Settings> {
     let from_file = match &cli.scenario {
         Some(path) => Settings::from_file(path).map_err(|e| BadInput(e.to_string()))?,
         None => Settings::default(),
@@ -128,10 +166,143 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }),
     }
     .or(from_file);
+    Ok(settings)
+}
+
+fn resolve(settings: &Settings, threads: Option<usize>) -> anyhow::Result<Resolved> {
     let mut resolved = settings.resolve().map_err(|e| BadInput(e.to_string()))?;
-    if let Some(n) = cli.threads {
+    if let Some(n) = threads {
         resolved.sweep.threads = n;
     }
+    Ok(resolved)
+}
+
+/// `--strategy auto`: replaces the strategy and chunk with the planner's pick for the
+/// largest host count of the sweep.
+fn pick_auto(settings: &mut Settings, threads: Option<usize>) -> anyhow::Result<()> {
+    let Some(list) = settings.strategy.clone() else {
+        return Ok(());
+    };
+    let parts: Vec<&str> = list.split(',').map(str::trim).collect();
+    if !parts.iter().any(|p| p.eq_ignore_ascii_case("auto")) {
+        return Ok(());
+    }
+    if parts.len() > 1 {
+        return Err(BadInput(format!(
+            "--strategy: '{list}': auto picks one strategy and chunk size, and cannot be combined with others"
+        ))
+        .into());
+    }
+    let probe = Settings {
+        strategy: None,
+        ..settings.clone()
+    };
+    let resolved = resolve(&probe, threads)?;
+    let mut base = resolved.sweep.base.clone();
+    base.receivers = *resolved.sweep.hosts.end();
+    let cfg = PlanConfig {
+        fixed_chunk: settings.chunk.is_some().then_some(base.chunk),
+        ..PlanConfig::new(base)
+    };
+    let plan = sim::plan(&cfg).context("planning failed")?;
+    let best = plan.best();
+    println!(
+        "auto: {} {}at {} hosts ({})",
+        best.strategy,
+        best.chunk
+            .map(|c| format!("with --chunk {} ", format_size(c)))
+            .unwrap_or_default(),
+        cfg.base.receivers,
+        plan.why()
+    );
+    settings.strategy = Some(best.strategy.name().to_string());
+    if let Some(c) = best.chunk {
+        settings.chunk = Some(c.to_string());
+    }
+    Ok(())
+}
+
+fn plan(args: SimArgs) -> anyhow::Result<()> {
+    let threads = args.threads;
+    let mut s = settings(args)?;
+    if s.hosts.is_none() {
+        return Err(BadInput("--hosts: plan needs one host count, such as --hosts 1000".into()).into());
+    }
+    let fixed = s.chunk.is_some();
+    let strategies = match s.strategy.take() {
+        Some(list) if list.trim() != "auto" => Some(list),
+        _ => None,
+    };
+    s.strategy = strategies.clone();
+    let resolved = resolve(&s, threads)?;
+    let hosts = resolved.sweep.hosts.clone();
+    if hosts.start() != hosts.end() {
+        return Err(BadInput(format!(
+            "--hosts: plan takes one host count, not the range {}..{}",
+            hosts.start(),
+            hosts.end()
+        ))
+        .into());
+    }
+    let mut base = resolved.sweep.base.clone();
+    base.receivers = *hosts.start();
+    let mut cfg = PlanConfig::new(base);
+    if strategies.is_some() {
+        cfg.strategies = resolved.sweep.strategies.clone();
+    }
+    if fixed {
+        cfg.fixed_chunk = Some(cfg.base.chunk);
+    }
+    let plan = sim::plan(&cfg).context("planning failed")?;
+    let b = &cfg.base;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "Plan: {} to {} hosts at {} per host, latency {}, jitter {}",
+        format_size(b.size),
+        b.receivers,
+        format_rate(b.bandwidth),
+        humantime::format_duration(b.latency),
+        b.jitter
+    )?;
+    let bound = plan.best().result.lower_bound;
+    writeln!(out, "T = S/B = {:.3} s; fluid lower bound {:.3} s", b.t(), bound)?;
+    writeln!(
+        out,
+        "{:<12} {:>10} {:>14} {:>9} {:>22}",
+        "strategy", "chunk", "predicted", "×bound", "source uploads"
+    )?;
+    for c in &plan.candidates {
+        let chunk = c.chunk.map(format_size).unwrap_or_else(|| "whole file".into());
+        let copies = c.result.source_bytes as f64 / b.size as f64;
+        writeln!(
+            out,
+            "{:<12} {:>10} {:>12.3} s {:>9.3} {:>22}",
+            c.strategy.name(),
+            chunk,
+            c.result.makespan,
+            c.over_bound(),
+            format!("{} ({copies:.2}×)", format_size(c.result.source_bytes))
+        )?;
+    }
+    let best = plan.best();
+    writeln!(
+        out,
+        "recommended: {}{}: {}",
+        best.strategy,
+        best.chunk
+            .map(|c| format!(" with --chunk {}", format_size(c).replace(' ', "")))
+            .unwrap_or_default(),
+        plan.why()
+    )?;
+    Ok(())
+}
+
+fn simulate(args: SimArgs) -> anyhow::Result<()> {
+    let threads = args.threads;
+    let mut settings = settings(args)?;
+    pick_auto(&mut settings, threads)?;
+    let resolved = resolve(&settings, threads)?;
     for (flag, path) in [("--csv", &resolved.csv), ("--png", &resolved.png)] {
         report::check_writable(path).map_err(|e| BadInput(format!("{flag}: {e}")))?;
     }

@@ -5,6 +5,7 @@
 //! - [`topology`]: per-host capacities and racks, and the fluid lower bound;
 //! - [`engine`]: the event loop that runs one strategy once ([`simulate`]);
 //! - [`scenario`]: settings from the command line and `sims/*.toml`, checked;
+//! - [`plan`]: the search behind `bounce-sim plan` and `--strategy auto`;
 //! - [`sweep`]: many runs over host counts, strategies and seeds, on all cores, in a
 //!   deterministic order.
 //!
@@ -13,12 +14,14 @@
 
 mod engine;
 mod network;
+mod plan;
 mod scenario;
 mod sweep;
 mod topology;
 
 pub use engine::{simulate, SimConfig, SimError, SimResult};
 pub use network::{FlowId, Network};
+pub use plan::{plan, Candidate, Plan, PlanConfig, MIN_CHUNK};
 pub use scenario::{parse_hosts, Resolved, Settings, SettingsError};
 pub use sweep::{derive_seed, sweep, Point, SweepConfig};
 pub use topology::{
