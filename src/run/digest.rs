@@ -40,7 +40,10 @@ mod tests {
         std::fs::write(&p, b"abc").unwrap();
         let expect = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
         assert_eq!(sha256_file(&p).unwrap(), expect);
-        let out = std::process::Command::new("sha256sum").arg(&p).output().unwrap();
+        let out = std::process::Command::new("sha256sum")
+            .arg(&p)
+            .output()
+            .unwrap();
         assert!(String::from_utf8(out.stdout).unwrap().starts_with(expect));
     }
 }

@@ -186,7 +186,8 @@ impl<T: Transport> Run<'_, T> {
             r.start.get_or_insert(now);
             self.observer.on_event(&RunEvent::HopStarted(t));
             let tr = Arc::clone(&self.transport);
-            self.tasks.spawn(async move { Task::Hop(t, tr.hop(t).await) });
+            self.tasks
+                .spawn(async move { Task::Hop(t, tr.hop(t).await) });
         }
         while let Some(ev) = sched.poll_event() {
             match ev {

@@ -95,7 +95,11 @@ impl HostSpec {
                         .ok_or_else(|| bad("expected ':port' after ']'"))?,
                 ),
             };
-            if addr.is_empty() || !addr.chars().all(|c| c.is_ascii_hexdigit() || ":.%".contains(c) || c.is_ascii_alphanumeric()) {
+            if addr.is_empty()
+                || !addr.chars().all(|c| {
+                    c.is_ascii_hexdigit() || ":.%".contains(c) || c.is_ascii_alphanumeric()
+                })
+            {
                 return Err(bad("not an IPv6 address"));
             }
             (addr, port)
@@ -123,7 +127,10 @@ impl HostSpec {
         if host.starts_with('-') {
             return Err(bad("host names may not start with '-'"));
         }
-        if !host.chars().all(|c| is_name_char(c) || c == ':' || c == '%') {
+        if !host
+            .chars()
+            .all(|c| is_name_char(c) || c == ':' || c == '%')
+        {
             return Err(bad(
                 "host names may hold only letters, digits, '.', '_', '-' (and ':' or '%' in IPv6 addresses)",
             ));
@@ -333,10 +340,7 @@ mod tests {
             l.add_text("f", "a rel/path"),
             Err(HostsError::RelativeDest { .. })
         ));
-        assert!(matches!(
-            HostList::new().finish(),
-            Err(HostsError::Empty)
-        ));
+        assert!(matches!(HostList::new().finish(), Err(HostsError::Empty)));
         assert!(HostList::new().add_arg("a,,b").is_err());
     }
 }

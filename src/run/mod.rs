@@ -1,6 +1,7 @@
 //! The real runner behind `bounce-run`: drives the scheduler core over OpenSSH.
 //!
 //! - [`hosts`]: the host list (`-H`, hosts files);
+//! - [`plan`]: checking the inputs before anything is touched;
 //! - [`quote`]: quoting for remote shells;
 //! - [`transport`]: the [`Transport`] trait, the seam that lets the orchestration be tested
 //!   without ssh;
@@ -14,6 +15,7 @@
 pub mod digest;
 pub mod driver;
 pub mod hosts;
+pub mod plan;
 pub mod progress;
 pub mod quote;
 pub mod report;

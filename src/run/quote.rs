@@ -54,7 +54,10 @@ mod tests {
     #[test]
     fn nested_quoting_survives_two_shells() {
         let inner = "it's $(x) `y`; z & w";
-        let cmd = format!("sh -c {}", shell_quote(&format!("printf %s {}", shell_quote(inner))));
+        let cmd = format!(
+            "sh -c {}",
+            shell_quote(&format!("printf %s {}", shell_quote(inner)))
+        );
         let out = Command::new("sh").arg("-c").arg(&cmd).output().unwrap();
         assert_eq!(String::from_utf8(out.stdout).unwrap(), inner);
     }

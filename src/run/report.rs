@@ -18,9 +18,13 @@ fn host_name(hosts: &[HostSpec], id: crate::core::HostId) -> String {
 /// `host,from,start_s,end_s,bytes,status,error`.
 pub fn write_csv<W: Write>(w: W, hosts: &[HostSpec], outcome: &RunOutcome) -> csv::Result<()> {
     let mut out = csv::Writer::from_writer(w);
-    out.write_record(["host", "from", "start_s", "end_s", "bytes", "status", "error"])?;
+    out.write_record([
+        "host", "from", "start_s", "end_s", "bytes", "status", "error",
+    ])?;
     for (spec, r) in hosts.iter().zip(&outcome.hosts) {
-        let secs = |d: Option<std::time::Duration>| d.map_or(String::new(), |d| format!("{:.3}", d.as_secs_f64()));
+        let secs = |d: Option<std::time::Duration>| {
+            d.map_or(String::new(), |d| format!("{:.3}", d.as_secs_f64()))
+        };
         out.write_record([
             spec.to_string(),
             r.from.map_or(String::new(), |f| host_name(hosts, f)),
@@ -37,11 +41,21 @@ pub fn write_csv<W: Write>(w: W, hosts: &[HostSpec], outcome: &RunOutcome) -> cs
 
 /// The final table, one line per receiver, then a summary line.
 pub fn table(hosts: &[HostSpec], outcome: &RunOutcome) -> String {
-    let width = hosts.iter().map(|h| h.to_string().len()).max().unwrap_or(4).max(4);
-    let mut s = format!("{:<width$}  {:<11}  {:>8}  {:>10}  {}\n", "host", "status", "end_s", "bytes", "from / error");
+    let width = hosts
+        .iter()
+        .map(|h| h.to_string().len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut s = format!(
+        "{:<width$}  {:<11}  {:>8}  {:>10}  {}\n",
+        "host", "status", "end_s", "bytes", "from / error"
+    );
     for (spec, r) in hosts.iter().zip(&outcome.hosts) {
         let status = r.status.map_or("unknown", HostStatus::as_str);
-        let end = r.end.map_or("-".into(), |d| format!("{:.2}", d.as_secs_f64()));
+        let end = r
+            .end
+            .map_or("-".into(), |d| format!("{:.2}", d.as_secs_f64()));
         let note = match (&r.error, r.from) {
             (Some(e), _) => e.clone(),
             (None, Some(f)) => format!("from {}", host_name(hosts, f)),
@@ -53,12 +67,20 @@ pub fn table(hosts: &[HostSpec], outcome: &RunOutcome) -> String {
             crate::units::format_size(r.bytes)
         ));
     }
-    let ok = outcome.hosts.iter().filter(|r| r.status.is_some_and(HostStatus::is_ok)).count();
+    let ok = outcome
+        .hosts
+        .iter()
+        .filter(|r| r.status.is_some_and(HostStatus::is_ok))
+        .count();
     s.push_str(&format!(
         "{ok}/{} hosts done in {:.2}s{}\n",
         outcome.hosts.len(),
         outcome.elapsed.as_secs_f64(),
-        if outcome.interrupted { " (interrupted)" } else { "" }
+        if outcome.interrupted {
+            " (interrupted)"
+        } else {
+            ""
+        }
     ));
     s
 }

@@ -102,7 +102,13 @@ impl HopSsh {
 }
 
 /// Run on X: sends X's verified copy at `from_dest` to `to`, into `to_tmp`.
-pub fn send_whole(ssh: &HopSsh, from_dest: &str, to: &HostSpec, to_dest: &str, to_tmp: &str) -> String {
+pub fn send_whole(
+    ssh: &HopSsh,
+    from_dest: &str,
+    to: &HostSpec,
+    to_dest: &str,
+    to_tmp: &str,
+) -> String {
     format!(
         "echo $$; exec {} < {}",
         ssh.command(to, &receive_whole(to_dest, to_tmp)),
@@ -181,7 +187,10 @@ mod tests {
 
     #[test]
     fn temp_names_sit_beside_dest() {
-        assert_eq!(temp_path("/data/a.img", "r1", ""), "/data/.a.img.bounce-r1.tmp");
+        assert_eq!(
+            temp_path("/data/a.img", "r1", ""),
+            "/data/.a.img.bounce-r1.tmp"
+        );
         assert_eq!(temp_path("/a.img", "r1", "-t3"), "/.a.img.bounce-r1-t3.tmp");
         assert_eq!(parent("/a"), "/");
         assert_eq!(parent("/x/y/z"), "/x/y");
@@ -253,7 +262,10 @@ mod tests {
         std::fs::write(&src, b"0123456789").unwrap();
         let src = src.display().to_string();
         let script = chunk_reader(&src, "/nonexistent-tmp");
-        let out = sh(&format!("printf '2 3\\n8 2\\n' | sh -c {}", shell_quote(&script)));
+        let out = sh(&format!(
+            "printf '2 3\\n8 2\\n' | sh -c {}",
+            shell_quote(&script)
+        ));
         let stdout = String::from_utf8(out.stdout).unwrap();
         let body = stdout.split_once('\n').unwrap().1;
         assert_eq!(body, "2 3\n2348 2\n89");

@@ -207,7 +207,13 @@ impl SshTransport {
 
     /// Kills the process groups registered under `key` and removes `files` on their hosts.
     async fn kill(&self, key: u64, files: &[(HostId, String)]) {
-        let procs = self.state.lock().unwrap().procs.remove(&key).unwrap_or_default();
+        let procs = self
+            .state
+            .lock()
+            .unwrap()
+            .procs
+            .remove(&key)
+            .unwrap_or_default();
         let mut by_host: HashMap<HostId, (Vec<u32>, Vec<String>)> = HashMap::new();
         for (h, pid) in procs {
             by_host.entry(h).or_default().0.push(pid);
@@ -222,14 +228,21 @@ impl SshTransport {
             if h == HostId::SOURCE {
                 continue;
             }
-            let _ = tokio::time::timeout(CLEANUP_TIMEOUT, self.run(h, &script::cleanup(&pids, &files))).await;
+            let _ = tokio::time::timeout(
+                CLEANUP_TIMEOUT,
+                self.run(h, &script::cleanup(&pids, &files)),
+            )
+            .await;
         }
     }
 
     async fn finalize_tmp(&self, h: HostId, tmp: &str) -> Result<(), TransportError> {
         let t = self.target(h);
         let out = self
-            .run(h, &script::finalize(tmp, &t.dest, &self.src.digest, self.src.mode))
+            .run(
+                h,
+                &script::finalize(tmp, &t.dest, &self.src.digest, self.src.mode),
+            )
             .await?;
         if out.status.success() {
             self.forget_temp(h, tmp);
@@ -254,7 +267,9 @@ impl SshTransport {
         self.counters.set(t.to, 0);
         let res = async {
             if t.from == HostId::SOURCE {
-                let mut child = self.spawn(t.to, &script::receive_whole(&to.dest, &tmp)).await?;
+                let mut child = self
+                    .spawn(t.to, &script::receive_whole(&to.dest, &tmp))
+                    .await?;
                 let stderr = collect(child.stderr().take());
                 let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
                 let pid = read_pid(&mut stdout).await;
@@ -271,12 +286,15 @@ impl SshTransport {
                 sent?;
                 match status {
                     Ok(s) if s.success() => {}
-                    Ok(s) => return Err(self.remote_err(t.to, failure_text(err.as_bytes(), s.code()))),
+                    Ok(s) => {
+                        return Err(self.remote_err(t.to, failure_text(err.as_bytes(), s.code())))
+                    }
                     Err(e) => return Err(self.remote_err(t.to, join(&err, &error_chain(&e)))),
                 }
             } else {
                 let from = self.target(t.from);
-                let script = script::send_whole(&self.hop_ssh, &from.dest, &to.spec, &to.dest, &tmp);
+                let script =
+                    script::send_whole(&self.hop_ssh, &from.dest, &to.spec, &to.dest, &tmp);
                 let mut child = self.spawn(t.from, &script).await?;
                 let stderr = collect(child.stderr().take());
                 let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
@@ -332,7 +350,9 @@ impl SshTransport {
             reason: e.to_string(),
         };
         let mut f = tokio::fs::File::open(&self.src.path).await.map_err(local)?;
-        f.seek(std::io::SeekFrom::Start(offset)).await.map_err(local)?;
+        f.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(local)?;
         let mut left = len;
         let mut buf = vec![0u8; 256 << 10];
         while left > 0 {
@@ -344,9 +364,9 @@ impl SshTransport {
                     "source file shrank during the run",
                 )));
             }
-            w.write_all(&buf[..n])
-                .await
-                .map_err(|e| self.remote_err(to, format!("connection closed while sending: {e}")))?;
+            w.write_all(&buf[..n]).await.map_err(|e| {
+                self.remote_err(to, format!("connection closed while sending: {e}"))
+            })?;
             self.counters.add(to, n as u64);
             left -= n as u64;
         }
@@ -364,7 +384,14 @@ impl SshTransport {
             let f = self.target(from);
             (
                 from,
-                script::send_chunks(&self.hop_ssh, &f.dest, &self.chain_tmp(from), &t.spec, &t.dest, &to_tmp),
+                script::send_chunks(
+                    &self.hop_ssh,
+                    &f.dest,
+                    &self.chain_tmp(from),
+                    &t.spec,
+                    &t.dest,
+                    &to_tmp,
+                ),
             )
         };
         let mut child = self.spawn(runs_on, &script).await?;
@@ -420,19 +447,25 @@ impl SshTransport {
         let link = guard.as_mut().expect("opened above");
         let offset = self.layout.offset(t.chunks.start);
         let res: Result<(), TransportError> = async {
-            let closed = |e: std::io::Error| self.link_err(t.from, t.to, format!("link closed: {e}"));
+            let closed =
+                |e: std::io::Error| self.link_err(t.from, t.to, format!("link closed: {e}"));
             link.stdin
                 .write_all(format!("{offset} {}\n", t.bytes).as_bytes())
                 .await
                 .map_err(closed)?;
             if t.from == HostId::SOURCE {
-                self.copy_range(&mut link.stdin, t.to, offset, t.bytes).await?;
+                self.copy_range(&mut link.stdin, t.to, offset, t.bytes)
+                    .await?;
             }
             link.stdin.flush().await.map_err(closed)?;
             let mut line = String::new();
             link.stdout.read_line(&mut line).await.map_err(closed)?;
             if line.trim() != format!("ok {offset}") {
-                return Err(self.link_err(t.from, t.to, "link ended before acknowledging the chunk".into()));
+                return Err(self.link_err(
+                    t.from,
+                    t.to,
+                    "link ended before acknowledging the chunk".into(),
+                ));
             }
             Ok(())
         }
@@ -449,10 +482,12 @@ impl SshTransport {
                 let reason = self.close_link(link, false).await;
                 self.counters.set(t.to, self.layout.offset(t.chunks.start));
                 Err(match (e, reason) {
-                    (TransportError::Remote { host, reason }, Some(why)) => TransportError::Remote {
-                        host,
-                        reason: join(&reason, &why),
-                    },
+                    (TransportError::Remote { host, reason }, Some(why)) => {
+                        TransportError::Remote {
+                            host,
+                            reason: join(&reason, &why),
+                        }
+                    }
                     (e, _) => e,
                 })
             }
@@ -493,8 +528,15 @@ impl SshTransport {
     async fn close_links(&self, filter: impl Fn(HostId, HostId) -> bool, graceful: bool) {
         let cells: Vec<_> = {
             let mut st = self.state.lock().unwrap();
-            let keys: Vec<_> = st.links.keys().copied().filter(|&(a, b)| filter(a, b)).collect();
-            keys.into_iter().filter_map(|k| st.links.remove(&k)).collect()
+            let keys: Vec<_> = st
+                .links
+                .keys()
+                .copied()
+                .filter(|&(a, b)| filter(a, b))
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| st.links.remove(&k))
+                .collect()
         };
         for cell in cells {
             if let Some(link) = cell.lock().await.take() {
@@ -513,7 +555,9 @@ impl SshTransport {
             .map(|s| s.into_iter().collect())
             .unwrap_or_default();
         if !files.is_empty() && h != HostId::SOURCE {
-            let _ = tokio::time::timeout(CLEANUP_TIMEOUT, self.run(h, &script::cleanup(&[], &files))).await;
+            let _ =
+                tokio::time::timeout(CLEANUP_TIMEOUT, self.run(h, &script::cleanup(&[], &files)))
+                    .await;
         }
     }
 
@@ -537,10 +581,12 @@ impl SshTransport {
         if let Some(p) = spec.port {
             b.port(p);
         }
-        b.connect(&spec.host).await.map_err(|e| TransportError::Connect {
-            host: self.name(h),
-            reason: error_chain(&e),
-        })
+        b.connect(&spec.host)
+            .await
+            .map_err(|e| TransportError::Connect {
+                host: self.name(h),
+                reason: error_chain(&e),
+            })
     }
 }
 
@@ -548,7 +594,9 @@ impl Transport for SshTransport {
     async fn prepare(&self, host: HostId) -> Result<Probe, TransportError> {
         let s = self.connect(host).await?;
         *self.sessions[host.index() - 1].lock().unwrap() = Some(Arc::new(s));
-        let out = self.run(host, &script::probe(&self.target(host).dest)).await?;
+        let out = self
+            .run(host, &script::probe(&self.target(host).dest))
+            .await?;
         if !out.status.success() {
             return Err(self.remote_err(host, failure_text(&out.stderr, out.status.code())));
         }
