@@ -21,7 +21,7 @@ Exit status:
   1    some hosts failed; each is named with its reason (the others completed)
   2    bad invocation or input (missing or unreadable SRC, empty or malformed host list,
        relative DEST, duplicate host, bad flag value), detected before anything is written
-  130  interrupted (SIGINT): remote processes stopped, temporary files removed,
+  130  interrupted (SIGINT or SIGTERM): remote processes stopped, temporary files removed,
        nothing unverified left at DEST
 
 Hosts file: one `[user@]host[:port]` (or `[v6addr]:port`) per line, optionally followed by
@@ -221,9 +221,12 @@ async fn run_async(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
         max_attempts: cli.max_attempts,
         receivers,
     };
-    let cancel = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let cancel = async move {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => if r.is_err() { std::future::pending::<()>().await },
+            _ = term.recv() => {}
         }
     };
     let outcome = drive(transport, &cfg, cancel, &mut progress).await;

@@ -101,7 +101,9 @@ impl HopSsh {
     }
 }
 
-/// Run on X: sends X's verified copy at `from_dest` to `to`, into `to_tmp`.
+/// Run on X: sends X's verified copy at `from_dest` to `to`, into `to_tmp`. A watcher on
+/// stdin kills the hop when the controller's channel closes (the controller or its
+/// connection died), so no copy goes on unattended.
 pub fn send_whole(
     ssh: &HopSsh,
     from_dest: &str,
@@ -110,7 +112,7 @@ pub fn send_whole(
     to_tmp: &str,
 ) -> String {
     format!(
-        "echo $$; exec {} < {}",
+        "echo $$; {{ cat > /dev/null; kill -TERM 0; }} > /dev/null 2>&1 & exec {} < {}",
         ssh.command(to, &receive_whole(to_dest, to_tmp)),
         shell_quote(from_dest)
     )
@@ -130,8 +132,11 @@ pub fn send_chunks(
     to_dest: &str,
     to_tmp: &str,
 ) -> String {
+    // When the link to Y dies, the reader would wait for the next request forever while the
+    // controller waits for an acknowledgement: kill the whole group so the controller sees
+    // the link close.
     format!(
-        "{} | {}",
+        "{} | {{ {}; s=$?; [ $s -eq 0 ] || kill -TERM 0; exit $s; }}",
         chunk_reader(from_dest, from_tmp),
         ssh.command(to, &receive_chunks(to_dest, to_tmp))
     )

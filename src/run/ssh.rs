@@ -136,7 +136,8 @@ impl SshTransport {
     }
 
     fn chain_tmp(&self, h: HostId) -> String {
-        script::temp_path(&self.target(h).dest, &self.run_id, "")
+        // The host index keeps two names for one machine from sharing a temporary file.
+        script::temp_path(&self.target(h).dest, &self.run_id, &format!("-h{}", h.0))
     }
 
     fn session(&self, h: HostId) -> Result<Arc<Session>, TransportError> {
@@ -296,6 +297,8 @@ impl SshTransport {
                 let script =
                     script::send_whole(&self.hop_ssh, &from.dest, &to.spec, &to.dest, &tmp);
                 let mut child = self.spawn(t.from, &script).await?;
+                // Held open until the hop ends: its closing tells the watcher on X to stop.
+                let keep_open = child.stdin().take();
                 let stderr = collect(child.stderr().take());
                 let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
                 if let Some(p) = read_pid(&mut stdout).await {
@@ -305,6 +308,7 @@ impl SshTransport {
                     self.register_proc(key, t.to, p);
                 }
                 let status = child.wait().await;
+                drop(keep_open);
                 let err = stderr.await.unwrap_or_default();
                 let hop = format!("{} -> {}", self.name(t.from), self.name(t.to));
                 match status {
