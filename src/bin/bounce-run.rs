@@ -164,6 +164,11 @@ fn run(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
+    // Installed first, so an interrupt during hashing is not lost (or ignored, for a
+    // background job whose shell set SIGINT to SIG_IGN).
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let report_file = match &cli.report {
         Some(p) => Some(
             std::fs::File::create(p)
@@ -221,11 +226,9 @@ async fn run_async(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
         max_attempts: cli.max_attempts,
         receivers,
     };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
     let cancel = async move {
         tokio::select! {
-            r = tokio::signal::ctrl_c() => if r.is_err() { std::future::pending::<()>().await },
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
     };

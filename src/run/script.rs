@@ -103,7 +103,8 @@ impl HopSsh {
 
 /// Run on X: sends X's verified copy at `from_dest` to `to`, into `to_tmp`. A watcher on
 /// stdin kills the hop when the controller's channel closes (the controller or its
-/// connection died), so no copy goes on unattended.
+/// connection died), so no copy goes on unattended. (An asynchronous list's stdin is
+/// /dev/null unless redirected explicitly, hence the copy of stdin on fd 4.)
 pub fn send_whole(
     ssh: &HopSsh,
     from_dest: &str,
@@ -112,7 +113,7 @@ pub fn send_whole(
     to_tmp: &str,
 ) -> String {
     format!(
-        "echo $$; {{ cat > /dev/null; kill -TERM 0; }} > /dev/null 2>&1 & exec {} < {}",
+        "echo $$; exec 4<&0; {{ cat > /dev/null; kill -TERM 0; }} <&4 > /dev/null 2>&1 & exec {} < {} 4<&-",
         ssh.command(to, &receive_whole(to_dest, to_tmp)),
         shell_quote(from_dest)
     )
