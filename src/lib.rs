@@ -7,5 +7,7 @@
 //! - [`units`]: human units for sizes, rates and durations.
 
 pub mod core;
+pub mod report;
 pub mod run;
+pub mod sim;
 pub mod units;

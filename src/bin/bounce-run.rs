@@ -81,8 +81,15 @@ struct Cli {
     dest: String,
 }
 
+/// The strategies the runner's transport implements: whole-file hops (linear, bounce) and
+/// in-order chunk links (chain).
 fn parse_kind(s: &str) -> Result<StrategyKind, String> {
-    s.parse::<StrategyKind>().map_err(|e| e.to_string())
+    match s.parse::<StrategyKind>() {
+        Ok(k @ (StrategyKind::Linear | StrategyKind::Bounce | StrategyKind::Chain)) => Ok(k),
+        _ => Err(format!(
+            "unknown strategy '{s}' for bounce-run (expected linear, bounce or chain)"
+        )),
+    }
 }
 fn parse_size(s: &str) -> Result<u64, String> {
     units::parse_size(s).map_err(|e| e.to_string())
@@ -148,9 +155,11 @@ fn dry_run(cli: &Cli, plan: &Plan) -> String {
     for (i, h) in plan.hosts.iter().enumerate() {
         s.push_str(&format!("  {:>3}  {h}  {}\n", i + 1, plan.dest_of(i)));
     }
-    // PENDING-SIM: s.push_str(&bounce::run::predict::prediction(plan, cli.bandwidth, cli.latency));
-    let _ = (cli.bandwidth, cli.latency);
-    s.push_str("predicted makespan: unavailable until the simulator (src/sim) is merged\n");
+    s.push_str(&bounce::run::predict::prediction(
+        plan,
+        cli.bandwidth,
+        cli.latency,
+    ));
     s
 }
 

@@ -329,7 +329,8 @@ pub async fn drive<T: Transport>(
     }
 
     let mut sched = Scheduler::new(
-        cfg.kind.build(cfg.receivers),
+        cfg.kind
+            .build(&crate::core::StrategyParams::new(cfg.receivers)),
         cfg.layout,
         SchedulerConfig {
             receivers: cfg.receivers,

@@ -2,6 +2,7 @@
 //!
 //! - [`hosts`]: the host list (`-H`, hosts files);
 //! - [`plan`]: checking the inputs before anything is touched;
+//! - [`predict`]: `--dry-run`'s simulated makespan;
 //! - [`quote`]: quoting for remote shells;
 //! - [`transport`]: the [`Transport`] trait, the seam that lets the orchestration be tested
 //!   without ssh;
@@ -16,6 +17,7 @@ pub mod digest;
 pub mod driver;
 pub mod hosts;
 pub mod plan;
+pub mod predict;
 pub mod progress;
 pub mod quote;
 pub mod report;
