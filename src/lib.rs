@@ -3,9 +3,11 @@
 //! - [`core`]: the sans-IO scheduler shared by both drivers, and its strategies;
 //! - [`sim`]: the discrete-event simulator (`bounce-sim`);
 //! - [`report`]: CSV and PNG writers;
+//! - [`run`]: the OpenSSH runner (`bounce-run`);
 //! - [`units`]: human units for sizes, rates and durations.
 
 pub mod core;
 pub mod report;
+pub mod run;
 pub mod sim;
 pub mod units;

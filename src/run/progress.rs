@@ -1,0 +1,163 @@
+//! What the user sees while a run goes on: indicatif bars on a terminal (bytes and rate per
+//! host, hosts done out of C), one plain line per event otherwise.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::driver::{HostStatus, Observer, RunEvent};
+use super::transport::{ByteCounters, Probe};
+use crate::core::HostId;
+
+/// Shows progress; an [`Observer`] for the driver.
+pub struct Progress {
+    names: Vec<String>,
+    bars: Option<Bars>,
+    done: u64,
+}
+
+struct Bars {
+    multi: MultiProgress,
+    overall: ProgressBar,
+    hosts: Vec<ProgressBar>,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    /// Progress for receivers named `names` (`names[i]` is host `i + 1`) of a `size`-byte
+    /// file. With `bars` false (stderr is not a terminal), events are printed as plain lines.
+    /// Must be called inside a tokio runtime.
+    pub fn new(names: Vec<String>, counters: Arc<ByteCounters>, size: u64, bars: bool) -> Self {
+        let bars = bars.then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let overall = multi.add(ProgressBar::new(names.len() as u64));
+            overall.set_style(
+                ProgressStyle::with_template("{prefix} {pos}/{len} hosts done  {elapsed_precise}  {msg}")
+                    .expect("valid template"),
+            );
+            overall.set_prefix("bounce-run");
+            let style = ProgressStyle::with_template(
+                "{prefix:24!} {bar:30} {binary_bytes:>10}/{binary_total_bytes} {binary_bytes_per_sec:>12} {msg}",
+            )
+            .expect("valid template");
+            let hosts: Vec<ProgressBar> = names
+                .iter()
+                .map(|n| {
+                    let b = multi.add(ProgressBar::new(size));
+                    b.set_style(style.clone());
+                    b.set_prefix(n.clone());
+                    b.set_message("connecting");
+                    b
+                })
+                .collect();
+            let tick_bars = hosts.clone();
+            let ticker = tokio::spawn(async move {
+                loop {
+                    for (i, b) in tick_bars.iter().enumerate() {
+                        if !b.is_finished() {
+                            b.set_position(counters.get(HostId(i as u32 + 1)));
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            });
+            Bars {
+                multi,
+                overall,
+                hosts,
+                ticker,
+            }
+        });
+        Progress {
+            names,
+            bars,
+            done: 0,
+        }
+    }
+
+    fn name(&self, h: HostId) -> &str {
+        if h == HostId::SOURCE {
+            "controller"
+        } else {
+            &self.names[h.index() - 1]
+        }
+    }
+
+    /// Prints a line above the bars, or plainly.
+    fn line(&self, text: String) {
+        match &self.bars {
+            Some(b) => b.multi.suspend(|| eprintln!("{text}")),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    /// Removes the bars before the final table is printed.
+    pub fn finish(self) {
+        if let Some(b) = self.bars {
+            b.ticker.abort();
+            b.overall.finish();
+            let _ = b.multi.clear();
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn on_event(&mut self, event: &RunEvent) {
+        match event {
+            RunEvent::Probed { host, probe } => {
+                let msg = match probe {
+                    Probe::UpToDate => "up to date",
+                    Probe::Needed => "connected",
+                };
+                match &self.bars {
+                    Some(b) => b.hosts[host.index() - 1].set_message(msg),
+                    None => eprintln!("{}: {msg}", self.name(*host)),
+                }
+            }
+            RunEvent::HopStarted(t) => {
+                let msg = format!("from {}", self.name(t.from));
+                match &self.bars {
+                    Some(b) => b.hosts[t.to.index() - 1].set_message(msg),
+                    None if t.chunks.start == 0 => {
+                        eprintln!("{}: receiving {msg}", self.name(t.to))
+                    }
+                    None => {}
+                }
+            }
+            RunEvent::HopFailed { transfer, reason } => self.line(format!(
+                "{} -> {}: hop failed: {reason}",
+                self.name(transfer.from),
+                self.name(transfer.to)
+            )),
+            RunEvent::HostDone {
+                host,
+                status,
+                error,
+            } => {
+                if status.is_ok() {
+                    self.done += 1;
+                }
+                let text = match error {
+                    Some(e) => format!("{}: {}: {e}", self.name(*host), status.as_str()),
+                    None => format!("{}: {}", self.name(*host), status.as_str()),
+                };
+                match &self.bars {
+                    Some(b) => {
+                        let bar = &b.hosts[host.index() - 1];
+                        bar.set_message(status.as_str());
+                        if *status == HostStatus::Verified {
+                            bar.set_position(bar.length().unwrap_or(0));
+                        }
+                        bar.finish();
+                        b.overall.set_position(self.done);
+                        if !status.is_ok() {
+                            self.line(text);
+                        }
+                    }
+                    None => eprintln!("{text}"),
+                }
+            }
+        }
+    }
+}

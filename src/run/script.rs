@@ -1,0 +1,279 @@
+//! The POSIX shell snippets run on the hosts. Every path and host name is passed through
+//! [`shell_quote`]; the snippets need only `sh`, GNU coreutils and, for hops that start on a
+//! host, an `ssh` client there.
+//!
+//! Every snippet that moves data starts with `echo $$`: sshd puts each command in a session
+//! of its own, so that pid is also the process group the runner kills (`kill -TERM -PID`) to
+//! stop a hop's whole pipeline on that host.
+
+use super::hosts::HostSpec;
+use super::quote::shell_quote;
+
+/// Exit status of [`finalize`] when the digest does not match.
+pub const DIGEST_MISMATCH_STATUS: i32 = 3;
+
+/// Wraps a snippet so it runs under `sh` whatever the login shell is.
+pub fn sh_c(script: &str) -> String {
+    format!("sh -c {}", shell_quote(script))
+}
+
+/// The directory part of an absolute path (`/` for a file in the root).
+pub fn parent(dest: &str) -> &str {
+    match dest.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &dest[..i],
+    }
+}
+
+/// The temporary name beside `dest` for run `run_id`: `.NAME.bounce-RUNID{tag}.tmp`.
+pub fn temp_path(dest: &str, run_id: &str, tag: &str) -> String {
+    let name = &dest[dest.rfind('/').map_or(0, |i| i + 1)..];
+    let dir = parent(dest);
+    let sep = if dir.ends_with('/') { "" } else { "/" };
+    format!("{dir}{sep}.{name}.bounce-{run_id}{tag}.tmp")
+}
+
+/// Prints the SHA-256 of `dest` if it is a regular file, `missing` otherwise.
+pub fn probe(dest: &str) -> String {
+    let d = shell_quote(dest);
+    format!("if [ -f {d} ]; then sha256sum < {d}; else echo missing; fi")
+}
+
+/// Receives the whole file on stdin into `tmp` (mode 0600), creating `dest`'s parents.
+pub fn receive_whole(dest: &str, tmp: &str) -> String {
+    format!(
+        "echo $$; mkdir -p -- {dir} && umask 077 && exec cat > {tmp}",
+        dir = shell_quote(parent(dest)),
+        tmp = shell_quote(tmp),
+    )
+}
+
+/// Receives chunks into `tmp`: reads `OFFSET LENGTH` lines, each followed by exactly LENGTH
+/// bytes, writes them at OFFSET and answers `ok OFFSET` once they are on disk. Chunks arrive
+/// in file order, so the file's size proves the whole chunk was written.
+pub fn receive_chunks(dest: &str, tmp: &str) -> String {
+    format!(
+        "echo $$; mkdir -p -- {dir} && umask 077 && : >> {tmp} || exit 1\n\
+         while read off len; do \
+         head -c \"$len\" | dd of={tmp} bs=1M seek=\"$off\" oflag=seek_bytes conv=notrunc status=none || exit 1; \
+         s=$(stat -c %s {tmp}) || exit 1; \
+         [ \"$s\" -ge $((off + len)) ] || {{ echo \"short chunk at $off\" >&2; exit 1; }}; \
+         echo \"ok $off\"; done",
+        dir = shell_quote(parent(dest)),
+        tmp = shell_quote(tmp),
+    )
+}
+
+/// Options for `ssh` run on a host to reach the next one.
+#[derive(Clone, Debug)]
+pub struct HopSsh {
+    /// `StrictHostKeyChecking=accept-new` instead of `yes`.
+    pub accept_new_host_keys: bool,
+    /// ConnectTimeout in whole seconds.
+    pub connect_timeout_s: u64,
+}
+
+impl HopSsh {
+    /// `ssh OPTIONS -- HOST 'sh -c REMOTE'`, to be run on a host to reach `to`.
+    pub fn command(&self, to: &HostSpec, remote: &str) -> String {
+        let strict = if self.accept_new_host_keys {
+            "accept-new"
+        } else {
+            "yes"
+        };
+        let mut s = format!(
+            "ssh -T -x -o BatchMode=yes -o StrictHostKeyChecking={strict} \
+             -o ConnectTimeout={} -o ServerAliveInterval=2 -o ServerAliveCountMax=3",
+            self.connect_timeout_s.max(1)
+        );
+        if let Some(p) = to.port {
+            s.push_str(&format!(" -p {p}"));
+        }
+        if let Some(u) = &to.user {
+            s.push_str(&format!(" -l {}", shell_quote(u)));
+        }
+        s.push_str(&format!(
+            " -- {} {}",
+            shell_quote(&to.host),
+            shell_quote(&sh_c(remote))
+        ));
+        s
+    }
+}
+
+/// Run on X: sends X's verified copy at `from_dest` to `to`, into `to_tmp`. A watcher on
+/// stdin kills the hop when the controller's channel closes (the controller or its
+/// connection died), so no copy goes on unattended. (An asynchronous list's stdin is
+/// /dev/null unless redirected explicitly, hence the copy of stdin on fd 4.)
+pub fn send_whole(
+    ssh: &HopSsh,
+    from_dest: &str,
+    to: &HostSpec,
+    to_dest: &str,
+    to_tmp: &str,
+) -> String {
+    format!(
+        "echo $$; exec 4<&0; {{ cat > /dev/null; kill -TERM 0; }} <&4 > /dev/null 2>&1 & exec {} < {} 4<&-",
+        ssh.command(to, &receive_whole(to_dest, to_tmp)),
+        shell_quote(from_dest)
+    )
+}
+
+/// Run on X: a chain link to `to`. Reads `OFFSET LENGTH` requests on stdin and sends each
+/// chunk from X's copy (its temporary file while it is still receiving, DEST once renamed) to
+/// the receive loop on `to`, whose acknowledgements come back on stdout.
+///
+/// The copy is opened once and each chunk is read through `/dev/fd/3`, which reopens the same
+/// file even after it is renamed into place.
+pub fn send_chunks(
+    ssh: &HopSsh,
+    from_dest: &str,
+    from_tmp: &str,
+    to: &HostSpec,
+    to_dest: &str,
+    to_tmp: &str,
+) -> String {
+    // When the link to Y dies, the reader would wait for the next request forever while the
+    // controller waits for an acknowledgement: kill the whole group so the controller sees
+    // the link close.
+    format!(
+        "{} | {{ {}; s=$?; [ $s -eq 0 ] || kill -TERM 0; exit $s; }}",
+        chunk_reader(from_dest, from_tmp),
+        ssh.command(to, &receive_chunks(to_dest, to_tmp))
+    )
+}
+
+/// The reading half of [`send_chunks`]: prints `$$`, then for each request line the same
+/// line followed by the requested bytes.
+pub fn chunk_reader(from_dest: &str, from_tmp: &str) -> String {
+    format!(
+        "echo $$; f={tmp}; [ -e \"$f\" ] || f={dest}; exec 3< \"$f\" || exit 1\n\
+         while read off len; do printf '%s %s\\n' \"$off\" \"$len\"; \
+         dd if=/dev/fd/3 bs=1M skip=\"$off\" count=\"$len\" iflag=skip_bytes,count_bytes status=none || exit 1; \
+         done",
+        tmp = shell_quote(from_tmp),
+        dest = shell_quote(from_dest),
+    )
+}
+
+/// Verifies `tmp` against `digest`, then applies `mode` and renames it to `dest`. A mismatch
+/// removes `tmp` and exits with [`DIGEST_MISMATCH_STATUS`], printing the digest found.
+pub fn finalize(tmp: &str, dest: &str, digest: &str, mode: u32) -> String {
+    let t = shell_quote(tmp);
+    format!(
+        "h=$(sha256sum < {t}) || exit 1; h=${{h%% *}}; \
+         if [ \"$h\" != {digest} ]; then rm -f -- {t}; echo \"$h\"; exit {DIGEST_MISMATCH_STATUS}; fi; \
+         chmod {mode:o} -- {t} && mv -f -- {t} {d}",
+        digest = shell_quote(digest),
+        d = shell_quote(dest),
+    )
+}
+
+/// Kills the process groups `pids` and removes `files`; never fails.
+pub fn cleanup(pids: &[u32], files: &[String]) -> String {
+    let mut s = String::new();
+    for p in pids {
+        s.push_str(&format!("kill -TERM -{p} 2>/dev/null; "));
+    }
+    for f in files {
+        s.push_str(&format!("rm -f -- {}; ", shell_quote(f)));
+    }
+    s.push_str("true");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn sh(script: &str) -> std::process::Output {
+        Command::new("sh").arg("-c").arg(script).output().unwrap()
+    }
+
+    #[test]
+    fn temp_names_sit_beside_dest() {
+        assert_eq!(
+            temp_path("/data/a.img", "r1", ""),
+            "/data/.a.img.bounce-r1.tmp"
+        );
+        assert_eq!(temp_path("/a.img", "r1", "-t3"), "/.a.img.bounce-r1-t3.tmp");
+        assert_eq!(parent("/a"), "/");
+        assert_eq!(parent("/x/y/z"), "/x/y");
+    }
+
+    #[test]
+    fn receive_finalize_and_probe_work_on_a_hostile_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = format!(
+            "{}/new dir/it's $(touch pwned) `x`; & \"q\".bin",
+            dir.path().display()
+        );
+        let tmp = temp_path(&dest, "r", "");
+        let data = b"hello bounce\n";
+        let digest = "0c7b4d2fe1e2d9b4c6a0d4d3b39a2a7bd0a1b1d1d6f39b1b1f0f1c1e6b8f0d2a";
+        // Receive through the chunk loop: two chunks.
+        let script = format!(
+            "printf '0 6\\nhello 6 7\\nbounce\\n' | sh -c {}",
+            shell_quote(&receive_chunks(&dest, &tmp))
+        );
+        let out = sh(&script);
+        assert!(out.status.success(), "{out:?}");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(stdout.lines().skip(1).collect::<Vec<_>>(), ["ok 0", "ok 6"]);
+        assert_eq!(std::fs::read(&tmp).unwrap(), data);
+        // A wrong digest removes the temporary file and leaves DEST alone.
+        let out = sh(&finalize(&tmp, &dest, digest, 0o644));
+        assert_eq!(out.status.code(), Some(DIGEST_MISMATCH_STATUS));
+        assert!(!std::path::Path::new(&tmp).exists());
+        assert!(!std::path::Path::new(&dest).exists());
+        // The whole-file receiver, then the right digest.
+        let out = sh(&format!(
+            "printf 'hello bounce\\n' | sh -c {}",
+            shell_quote(&receive_whole(&dest, &tmp))
+        ));
+        assert!(out.status.success(), "{out:?}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&tmp).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let good = crate::run::digest::sha256_bytes(data);
+        let out = sh(&finalize(&tmp, &dest, &good, 0o640));
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        let out = sh(&probe(&dest));
+        assert!(String::from_utf8(out.stdout).unwrap().starts_with(&good));
+        assert!(!dir.path().join("pwned").exists());
+        assert!(!std::path::Path::new("pwned").exists());
+    }
+
+    #[test]
+    fn short_chunk_is_not_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = format!("{}/f", dir.path().display());
+        let tmp = temp_path(&dest, "r", "");
+        let out = sh(&format!(
+            "printf '0 10\\nabc' | sh -c {}",
+            shell_quote(&receive_chunks(&dest, &tmp))
+        ));
+        assert!(!out.status.success());
+        assert!(!String::from_utf8(out.stdout).unwrap().contains("ok"));
+    }
+
+    #[test]
+    fn chunk_sender_reads_requested_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::write(&src, b"0123456789").unwrap();
+        let src = src.display().to_string();
+        let script = chunk_reader(&src, "/nonexistent-tmp");
+        let out = sh(&format!(
+            "printf '2 3\\n8 2\\n' | sh -c {}",
+            shell_quote(&script)
+        ));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let body = stdout.split_once('\n').unwrap().1;
+        assert_eq!(body, "2 3\n2348 2\n89");
+    }
+}

@@ -1,0 +1,737 @@
+//! The OpenSSH transport: one multiplexed connection per host (the `openssh` crate's
+//! process mux), and every hop as a small shell pipeline on the hosts (see [`super::script`]).
+//!
+//! - controller → Y: SRC is streamed into a receiver on Y over Y's connection;
+//! - X → Y: a pipeline on X runs `ssh Y` with X's own ssh setup, so the bytes never pass
+//!   through the controller;
+//! - chain: one long-lived link per edge X → Y. The controller writes one request line per
+//!   chunk into the link on X; X sends header and bytes to Y's receive loop, whose
+//!   acknowledgement flows back through X. Per-chunk cost is one request line, one `dd` on
+//!   each side and one acknowledgement, instead of a new ssh connection.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader};
+use tokio::task::JoinHandle;
+
+use crate::core::{HostId, Layout, Transfer};
+
+use super::hosts::HostSpec;
+use super::script::{self, HopSsh};
+use super::transport::{ByteCounters, Probe, Transport, TransportError};
+
+/// How to reach the hosts.
+#[derive(Clone, Debug)]
+pub struct SshOptions {
+    /// `-F`: the controller's ssh_config.
+    pub config_file: Option<PathBuf>,
+    /// Accept unknown host keys (and record them) instead of failing the host.
+    pub accept_new_host_keys: bool,
+    /// ConnectTimeout, for the controller's connections and the hops between hosts.
+    pub connect_timeout: Duration,
+}
+
+/// The file being sent, as read once on the controller.
+#[derive(Clone, Debug)]
+pub struct SourceFile {
+    /// Path on the controller.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits applied at the rename.
+    pub mode: u32,
+    /// Lowercase hex SHA-256.
+    pub digest: String,
+}
+
+/// One receiver and its paths.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// How the user named it.
+    pub spec: HostSpec,
+    /// Its DEST.
+    pub dest: String,
+}
+
+/// A chain link X → Y: the pipeline and its pipes.
+struct Link {
+    key: u64,
+    child: openssh::Child<Arc<Session>>,
+    stdin: openssh::ChildStdin,
+    stdout: BufReader<openssh::ChildStdout>,
+    stderr: JoinHandle<String>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Temporary files that may exist on each host and were not renamed into place.
+    temps: HashMap<HostId, BTreeSet<String>>,
+    /// Remote process groups of running hops and links, by key.
+    procs: HashMap<u64, Vec<(HostId, u32)>>,
+    next_key: u64,
+    links: HashMap<(HostId, HostId), Arc<tokio::sync::Mutex<Option<Link>>>>,
+}
+
+/// The real transport. Host 0 is the controller; `targets[i - 1]` is receiver `i`.
+pub struct SshTransport {
+    targets: Vec<Target>,
+    sessions: Vec<Mutex<Option<Arc<Session>>>>,
+    opts: SshOptions,
+    hop_ssh: HopSsh,
+    src: SourceFile,
+    layout: Layout,
+    chunked: bool,
+    run_id: String,
+    counters: Arc<ByteCounters>,
+    state: Mutex<State>,
+}
+
+/// How long cleanup commands may take on a host before they are abandoned.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl SshTransport {
+    /// A transport for `targets`; `chunked` selects chain links instead of whole-file hops.
+    /// `run_id` makes temporary names unique to this run.
+    pub fn new(
+        targets: Vec<Target>,
+        opts: SshOptions,
+        src: SourceFile,
+        layout: Layout,
+        chunked: bool,
+        run_id: String,
+        counters: Arc<ByteCounters>,
+    ) -> Self {
+        let hop_ssh = HopSsh {
+            accept_new_host_keys: opts.accept_new_host_keys,
+            connect_timeout_s: opts.connect_timeout.as_secs().max(1),
+        };
+        SshTransport {
+            sessions: targets.iter().map(|_| Mutex::new(None)).collect(),
+            targets,
+            opts,
+            hop_ssh,
+            src,
+            layout,
+            chunked,
+            run_id,
+            counters,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn target(&self, h: HostId) -> &Target {
+        &self.targets[h.index() - 1]
+    }
+
+    fn name(&self, h: HostId) -> String {
+        if h == HostId::SOURCE {
+            "controller".into()
+        } else {
+            self.target(h).spec.to_string()
+        }
+    }
+
+    fn chain_tmp(&self, h: HostId) -> String {
+        // The host index keeps two names for one machine from sharing a temporary file.
+        script::temp_path(&self.target(h).dest, &self.run_id, &format!("-h{}", h.0))
+    }
+
+    fn session(&self, h: HostId) -> Result<Arc<Session>, TransportError> {
+        self.sessions[h.index() - 1]
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| TransportError::Connect {
+                host: self.name(h),
+                reason: "not connected".into(),
+            })
+    }
+
+    fn remote_err(&self, h: HostId, reason: impl Into<String>) -> TransportError {
+        TransportError::Remote {
+            host: self.name(h),
+            reason: reason.into(),
+        }
+    }
+
+    fn new_key(&self) -> u64 {
+        let mut st = self.state.lock().unwrap();
+        st.next_key += 1;
+        st.next_key
+    }
+
+    fn register_proc(&self, key: u64, h: HostId, pid: u32) {
+        let mut st = self.state.lock().unwrap();
+        st.procs.entry(key).or_default().push((h, pid));
+    }
+
+    fn add_temp(&self, h: HostId, path: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.temps.entry(h).or_default().insert(path.to_string());
+    }
+
+    fn forget_temp(&self, h: HostId, path: &str) {
+        let mut st = self.state.lock().unwrap();
+        if let Some(s) = st.temps.get_mut(&h) {
+            s.remove(path);
+        }
+    }
+
+    /// Runs `script` on `h` and returns its output.
+    async fn run(&self, h: HostId, script: &str) -> Result<std::process::Output, TransportError> {
+        let s = self.session(h)?;
+        s.raw_command(script::sh_c(script))
+            .output()
+            .await
+            .map_err(|e| self.remote_err(h, error_chain(&e)))
+    }
+
+    /// Starts `script` on `h` with all three pipes.
+    async fn spawn(
+        &self,
+        h: HostId,
+        script: &str,
+    ) -> Result<openssh::Child<Arc<Session>>, TransportError> {
+        let s = self.session(h)?;
+        Session::to_raw_command(s, script::sh_c(script))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .await
+            .map_err(|e| self.remote_err(h, error_chain(&e)))
+    }
+
+    /// Kills the process groups registered under `key` and removes `files` on their hosts.
+    async fn kill(&self, key: u64, files: &[(HostId, String)]) {
+        let procs = self
+            .state
+            .lock()
+            .unwrap()
+            .procs
+            .remove(&key)
+            .unwrap_or_default();
+        let mut by_host: HashMap<HostId, (Vec<u32>, Vec<String>)> = HashMap::new();
+        for (h, pid) in procs {
+            by_host.entry(h).or_default().0.push(pid);
+        }
+        for (h, f) in files {
+            by_host.entry(*h).or_default().1.push(f.clone());
+        }
+        // The sending side first, so the receiver sees its input end.
+        let mut hosts: Vec<_> = by_host.into_iter().collect();
+        hosts.sort_by_key(|(h, (pids, _))| (pids.is_empty(), *h));
+        for (h, (pids, files)) in hosts {
+            if h == HostId::SOURCE {
+                continue;
+            }
+            let _ = tokio::time::timeout(
+                CLEANUP_TIMEOUT,
+                self.run(h, &script::cleanup(&pids, &files)),
+            )
+            .await;
+        }
+    }
+
+    async fn finalize_tmp(&self, h: HostId, tmp: &str) -> Result<(), TransportError> {
+        let t = self.target(h);
+        let out = self
+            .run(
+                h,
+                &script::finalize(tmp, &t.dest, &self.src.digest, self.src.mode),
+            )
+            .await?;
+        if out.status.success() {
+            self.forget_temp(h, tmp);
+            return Ok(());
+        }
+        if out.status.code() == Some(script::DIGEST_MISMATCH_STATUS) {
+            self.forget_temp(h, tmp);
+            return Err(TransportError::DigestMismatch {
+                host: self.name(h),
+                path: tmp.to_string(),
+                got: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            });
+        }
+        Err(self.remote_err(h, failure_text(&out.stderr, out.status.code())))
+    }
+
+    async fn hop_whole(&self, t: Transfer) -> Result<(), TransportError> {
+        let key = self.new_key();
+        let to = self.target(t.to).clone();
+        let tmp = script::temp_path(&to.dest, &self.run_id, &format!("-t{}", t.id.0));
+        self.add_temp(t.to, &tmp);
+        self.counters.set(t.to, 0);
+        let res = async {
+            if t.from == HostId::SOURCE {
+                let mut child = self
+                    .spawn(t.to, &script::receive_whole(&to.dest, &tmp))
+                    .await?;
+                let stderr = collect(child.stderr().take());
+                let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
+                let pid = read_pid(&mut stdout).await;
+                let pid = match pid {
+                    Some(p) => p,
+                    None => return Err(self.remote_err(t.to, stderr.await.unwrap_or_default())),
+                };
+                self.register_proc(key, t.to, pid);
+                let mut stdin = child.stdin().take().expect("piped");
+                let sent = self.copy_range(&mut stdin, t.to, 0, self.src.size).await;
+                drop(stdin);
+                let status = child.wait().await;
+                let err = stderr.await.unwrap_or_default();
+                sent?;
+                match status {
+                    Ok(s) if s.success() => {}
+                    Ok(s) => {
+                        return Err(self.remote_err(t.to, failure_text(err.as_bytes(), s.code())))
+                    }
+                    Err(e) => return Err(self.remote_err(t.to, join(&err, &error_chain(&e)))),
+                }
+            } else {
+                let from = self.target(t.from);
+                let script =
+                    script::send_whole(&self.hop_ssh, &from.dest, &to.spec, &to.dest, &tmp);
+                let mut child = self.spawn(t.from, &script).await?;
+                // Held open until the hop ends: its closing tells the watcher on X to stop.
+                let keep_open = child.stdin().take();
+                let stderr = collect(child.stderr().take());
+                let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
+                if let Some(p) = read_pid(&mut stdout).await {
+                    self.register_proc(key, t.from, p);
+                }
+                if let Some(p) = read_pid(&mut stdout).await {
+                    self.register_proc(key, t.to, p);
+                }
+                let status = child.wait().await;
+                drop(keep_open);
+                let err = stderr.await.unwrap_or_default();
+                let hop = format!("{} -> {}", self.name(t.from), self.name(t.to));
+                match status {
+                    Ok(s) if s.success() => {}
+                    Ok(s) => {
+                        return Err(TransportError::Remote {
+                            host: hop,
+                            reason: failure_text(err.as_bytes(), s.code()),
+                        })
+                    }
+                    Err(e) => {
+                        return Err(TransportError::Remote {
+                            host: hop,
+                            reason: join(&err, &error_chain(&e)),
+                        })
+                    }
+                }
+                self.counters.set(t.to, self.src.size);
+            }
+            self.finalize_tmp(t.to, &tmp).await
+        }
+        .await;
+        if res.is_err() {
+            self.kill(key, &[(t.to, tmp.clone())]).await;
+            self.forget_temp(t.to, &tmp);
+            self.counters.set(t.to, 0);
+        } else {
+            self.state.lock().unwrap().procs.remove(&key);
+        }
+        res
+    }
+
+    /// Writes bytes `offset..offset + len` of SRC into `w`, counting them for `to`.
+    async fn copy_range<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        w: &mut W,
+        to: HostId,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), TransportError> {
+        let local = |e: std::io::Error| TransportError::Local {
+            path: self.src.path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let mut f = tokio::fs::File::open(&self.src.path).await.map_err(local)?;
+        f.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(local)?;
+        let mut left = len;
+        let mut buf = vec![0u8; 256 << 10];
+        while left > 0 {
+            let want = buf.len().min(left as usize);
+            let n = f.read(&mut buf[..want]).await.map_err(local)?;
+            if n == 0 {
+                return Err(local(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "source file shrank during the run",
+                )));
+            }
+            w.write_all(&buf[..n]).await.map_err(|e| {
+                self.remote_err(to, format!("connection closed while sending: {e}"))
+            })?;
+            self.counters.add(to, n as u64);
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
+    async fn open_link(&self, from: HostId, to: HostId) -> Result<Link, TransportError> {
+        let key = self.new_key();
+        let t = self.target(to);
+        let to_tmp = self.chain_tmp(to);
+        self.add_temp(to, &to_tmp);
+        let (runs_on, script) = if from == HostId::SOURCE {
+            (to, script::receive_chunks(&t.dest, &to_tmp))
+        } else {
+            let f = self.target(from);
+            (
+                from,
+                script::send_chunks(
+                    &self.hop_ssh,
+                    &f.dest,
+                    &self.chain_tmp(from),
+                    &t.spec,
+                    &t.dest,
+                    &to_tmp,
+                ),
+            )
+        };
+        let mut child = self.spawn(runs_on, &script).await?;
+        let stderr = collect(child.stderr().take());
+        let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
+        let stdin = child.stdin().take().expect("piped");
+        let mut pids = vec![(runs_on, read_pid(&mut stdout).await)];
+        if from != HostId::SOURCE {
+            pids.push((to, read_pid(&mut stdout).await));
+        }
+        for &(h, p) in &pids {
+            if let Some(p) = p {
+                self.register_proc(key, h, p);
+            }
+        }
+        if pids.iter().any(|(_, p)| p.is_none()) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            let err = tokio::time::timeout(Duration::from_secs(1), stderr)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            self.kill(key, &[]).await;
+            return Err(self.link_err(from, to, failure_text(err.as_bytes(), None)));
+        }
+        Ok(Link {
+            key,
+            child,
+            stdin,
+            stdout,
+            stderr,
+        })
+    }
+
+    fn link_err(&self, from: HostId, to: HostId, reason: String) -> TransportError {
+        TransportError::Remote {
+            host: format!("{} -> {}", self.name(from), self.name(to)),
+            reason,
+        }
+    }
+
+    fn link_cell(&self, from: HostId, to: HostId) -> Arc<tokio::sync::Mutex<Option<Link>>> {
+        let mut st = self.state.lock().unwrap();
+        Arc::clone(st.links.entry((from, to)).or_default())
+    }
+
+    async fn hop_chunk(&self, t: Transfer) -> Result<(), TransportError> {
+        let cell = self.link_cell(t.from, t.to);
+        let mut guard = cell.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.open_link(t.from, t.to).await?);
+        }
+        let link = guard.as_mut().expect("opened above");
+        let offset = self.layout.offset(t.chunks.start);
+        let res: Result<(), TransportError> = async {
+            let closed =
+                |e: std::io::Error| self.link_err(t.from, t.to, format!("link closed: {e}"));
+            link.stdin
+                .write_all(format!("{offset} {}\n", t.bytes).as_bytes())
+                .await
+                .map_err(closed)?;
+            if t.from == HostId::SOURCE {
+                self.copy_range(&mut link.stdin, t.to, offset, t.bytes)
+                    .await?;
+            }
+            link.stdin.flush().await.map_err(closed)?;
+            let mut line = String::new();
+            link.stdout.read_line(&mut line).await.map_err(closed)?;
+            if line.trim() != format!("ok {offset}") {
+                return Err(self.link_err(
+                    t.from,
+                    t.to,
+                    "link ended before acknowledging the chunk".into(),
+                ));
+            }
+            Ok(())
+        }
+        .await;
+        match res {
+            Ok(()) => {
+                if t.from != HostId::SOURCE {
+                    self.counters.add(t.to, t.bytes);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let link = guard.take().expect("present");
+                let reason = self.close_link(link, false).await;
+                self.counters.set(t.to, self.layout.offset(t.chunks.start));
+                Err(match (e, reason) {
+                    (TransportError::Remote { host, reason }, Some(why)) => {
+                        TransportError::Remote {
+                            host,
+                            reason: join(&reason, &why),
+                        }
+                    }
+                    (e, _) => e,
+                })
+            }
+        }
+    }
+
+    /// Ends a link: gracefully (closing its input and waiting) or by killing it. Returns what
+    /// it printed on stderr.
+    async fn close_link(&self, link: Link, graceful: bool) -> Option<String> {
+        let Link {
+            key,
+            child,
+            stdin,
+            stdout,
+            stderr,
+        } = link;
+        drop(stdin);
+        drop(stdout);
+        let exited = graceful
+            && matches!(
+                tokio::time::timeout(Duration::from_secs(3), child.wait()).await,
+                Ok(Ok(s)) if s.success()
+            );
+        if exited {
+            self.state.lock().unwrap().procs.remove(&key);
+        } else {
+            self.kill(key, &[]).await;
+        }
+        let err = tokio::time::timeout(Duration::from_secs(1), stderr)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let text = last_lines(&err);
+        (!text.is_empty()).then_some(text)
+    }
+
+    async fn close_links(&self, filter: impl Fn(HostId, HostId) -> bool, graceful: bool) {
+        let cells: Vec<_> = {
+            let mut st = self.state.lock().unwrap();
+            let keys: Vec<_> = st
+                .links
+                .keys()
+                .copied()
+                .filter(|&(a, b)| filter(a, b))
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| st.links.remove(&k))
+                .collect()
+        };
+        for cell in cells {
+            if let Some(link) = cell.lock().await.take() {
+                self.close_link(link, graceful).await;
+            }
+        }
+    }
+
+    async fn remove_temps(&self, h: HostId) {
+        let files: Vec<String> = self
+            .state
+            .lock()
+            .unwrap()
+            .temps
+            .remove(&h)
+            .map(|s| s.into_iter().collect())
+            .unwrap_or_default();
+        if !files.is_empty() && h != HostId::SOURCE {
+            let _ =
+                tokio::time::timeout(CLEANUP_TIMEOUT, self.run(h, &script::cleanup(&[], &files)))
+                    .await;
+        }
+    }
+
+    async fn connect(&self, h: HostId) -> Result<Session, TransportError> {
+        let spec = &self.target(h).spec;
+        let mut b = SessionBuilder::default();
+        b.known_hosts_check(if self.opts.accept_new_host_keys {
+            KnownHosts::Add
+        } else {
+            KnownHosts::Strict
+        })
+        .connect_timeout(self.opts.connect_timeout)
+        .server_alive_interval(Duration::from_secs(2))
+        .control_directory(std::env::temp_dir());
+        if let Some(f) = &self.opts.config_file {
+            b.config_file(f);
+        }
+        if let Some(u) = &spec.user {
+            b.user(u.clone());
+        }
+        if let Some(p) = spec.port {
+            b.port(p);
+        }
+        b.connect(&spec.host)
+            .await
+            .map_err(|e| TransportError::Connect {
+                host: self.name(h),
+                reason: error_chain(&e),
+            })
+    }
+}
+
+impl Transport for SshTransport {
+    async fn prepare(&self, host: HostId) -> Result<Probe, TransportError> {
+        let s = self.connect(host).await?;
+        *self.sessions[host.index() - 1].lock().unwrap() = Some(Arc::new(s));
+        let out = self
+            .run(host, &script::probe(&self.target(host).dest))
+            .await?;
+        if !out.status.success() {
+            return Err(self.remote_err(host, failure_text(&out.stderr, out.status.code())));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let found = text.split_whitespace().next().unwrap_or("");
+        Ok(if found == self.src.digest {
+            Probe::UpToDate
+        } else {
+            Probe::Needed
+        })
+    }
+
+    async fn hop(&self, t: Transfer) -> Result<(), TransportError> {
+        if self.chunked {
+            self.hop_chunk(t).await
+        } else {
+            self.hop_whole(t).await
+        }
+    }
+
+    async fn finalize(&self, host: HostId) -> Result<(), TransportError> {
+        if !self.chunked {
+            return Ok(()); // hop_whole verified and renamed already
+        }
+        // Nothing will be written to it any more.
+        self.close_links(|_, to| to == host, true).await;
+        let tmp = self.chain_tmp(host);
+        self.finalize_tmp(host, &tmp).await
+    }
+
+    async fn is_alive(&self, host: HostId) -> bool {
+        let Ok(s) = self.session(host) else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), s.check()).await,
+            Ok(Ok(()))
+        )
+    }
+
+    async fn discard(&self, host: HostId) {
+        self.close_links(|a, b| a == host || b == host, false).await;
+        self.remove_temps(host).await;
+    }
+
+    async fn shutdown(&self) {
+        self.close_links(|_, _| true, true).await;
+        let keys: Vec<u64> = self.state.lock().unwrap().procs.keys().copied().collect();
+        for k in keys {
+            self.kill(k, &[]).await;
+        }
+        for i in 1..=self.targets.len() {
+            self.remove_temps(HostId(i as u32)).await;
+        }
+        for s in &self.sessions {
+            let taken = s.lock().unwrap().take();
+            if let Some(s) = taken.and_then(|a| Arc::try_unwrap(a).ok()) {
+                let _ = tokio::time::timeout(CLEANUP_TIMEOUT, s.close()).await;
+            }
+        }
+    }
+}
+
+/// Reads the `echo $$` line a remote snippet starts with.
+async fn read_pid<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Option<u32> {
+    let mut line = String::new();
+    r.read_line(&mut line).await.ok()?;
+    line.trim().parse().ok()
+}
+
+/// Collects a child's stderr in the background, keeping the last 8 KiB.
+fn collect(stderr: Option<openssh::ChildStderr>) -> JoinHandle<String> {
+    tokio::spawn(async move {
+        let Some(mut e) = stderr else {
+            return String::new();
+        };
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = e.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            kept.extend_from_slice(&buf[..n]);
+            if kept.len() > 8192 {
+                kept.drain(..kept.len() - 8192);
+            }
+        }
+        String::from_utf8_lossy(&kept).into_owned()
+    })
+}
+
+/// The last meaningful lines of a command's stderr, on one line.
+fn last_lines(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(2)..].join("; ")
+}
+
+fn failure_text(stderr: &[u8], code: Option<i32>) -> String {
+    let text = last_lines(&String::from_utf8_lossy(stderr));
+    match (text.is_empty(), code) {
+        (false, _) => text,
+        (true, Some(c)) => format!("remote command exited with status {c}"),
+        (true, None) => "remote command was killed".into(),
+    }
+}
+
+fn join(a: &str, b: &str) -> String {
+    let a = last_lines(a);
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a,
+        _ => format!("{a}; {b}"),
+    }
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        let t = t.trim();
+        if !t.is_empty() && !s.contains(t) {
+            s.push_str(": ");
+            s.push_str(&last_lines(t));
+        }
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,180 @@
+//! `bounce-run` on bad input: exit status 2, one line naming the culprit, nothing written,
+//! no connection attempted. Also `--dry-run` and `--help`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn bounce_run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bounce-run"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("bounce-run runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit 2, exactly one line on stderr containing every `needle`, and no panic.
+fn assert_bad_input(o: &Output, needles: &[&str]) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {e}");
+    assert_eq!(
+        e.trim_end().lines().count(),
+        1,
+        "one line expected, got: {e}"
+    );
+    assert!(!e.contains("panicked"), "{e}");
+    for n in needles {
+        assert!(e.contains(n), "{n:?} missing from: {e}");
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("src.bin"), vec![7u8; 5000]).unwrap();
+        Fixture { dir }
+    }
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+    fn dest(&self) -> String {
+        self.path("out/dest.bin")
+    }
+    fn nothing_written(&self) {
+        assert!(
+            !Path::new(&self.path("out")).exists(),
+            "something was written"
+        );
+    }
+}
+
+#[test]
+fn missing_src_exits_2_naming_the_path() {
+    let f = Fixture::new();
+    let src = f.path("nope.bin");
+    let o = bounce_run(&["-H", "127.0.0.1:9", &src, &f.dest()]);
+    assert_bad_input(&o, &["SRC", &src]);
+    f.nothing_written();
+}
+
+#[test]
+fn relative_dest_exits_2() {
+    let f = Fixture::new();
+    let o = bounce_run(&["-H", "127.0.0.1:9", &f.path("src.bin"), "out/dest.bin"]);
+    assert_bad_input(&o, &["DEST", "out/dest.bin", "absolute"]);
+}
+
+#[test]
+fn empty_hosts_file_exits_2() {
+    let f = Fixture::new();
+    let hosts = f.path("hosts");
+    std::fs::write(&hosts, "# nobody\n\n").unwrap();
+    let o = bounce_run(&["--hosts-file", &hosts, &f.path("src.bin"), &f.dest()]);
+    assert_bad_input(&o, &["no hosts"]);
+    f.nothing_written();
+}
+
+#[test]
+fn unreadable_hosts_file_exits_2_naming_it() {
+    let f = Fixture::new();
+    let hosts = f.path("missing-hosts");
+    let o = bounce_run(&["--hosts-file", &hosts, &f.path("src.bin"), &f.dest()]);
+    assert_bad_input(&o, &[&hosts]);
+}
+
+#[test]
+fn option_injection_in_a_host_exits_2() {
+    let f = Fixture::new();
+    let o = bounce_run(&[
+        "-H=-oProxyCommand=touch /tmp/x",
+        &f.path("src.bin"),
+        &f.dest(),
+    ]);
+    assert_bad_input(&o, &["-oProxyCommand", "may not start with '-'"]);
+    f.nothing_written();
+}
+
+#[test]
+fn malformed_host_line_exits_2_naming_file_and_line() {
+    let f = Fixture::new();
+    let hosts = f.path("hosts");
+    std::fs::write(&hosts, "good-host\nbad host;rm\n").unwrap();
+    let o = bounce_run(&["--hosts-file", &hosts, &f.path("src.bin"), &f.dest()]);
+    assert_bad_input(&o, &[&format!("{hosts}:2")]);
+}
+
+#[test]
+fn duplicate_host_exits_2() {
+    let f = Fixture::new();
+    let o = bounce_run(&["-H", "a,b", "-H", "b", &f.path("src.bin"), &f.dest()]);
+    assert_bad_input(&o, &["'b'", "listed twice"]);
+    f.nothing_written();
+}
+
+#[test]
+fn no_hosts_at_all_exits_2() {
+    let f = Fixture::new();
+    let o = bounce_run(&[&f.path("src.bin"), &f.dest()]);
+    assert_bad_input(&o, &["no hosts"]);
+}
+
+#[test]
+fn unknown_strategy_exits_2() {
+    let f = Fixture::new();
+    let o = bounce_run(&[
+        "--strategy",
+        "swarm",
+        "-H",
+        "a",
+        &f.path("src.bin"),
+        &f.dest(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("expected linear, bounce or chain"));
+}
+
+#[test]
+fn dry_run_prints_plan_and_prediction_and_connects_to_nothing() {
+    let f = Fixture::new();
+    // Port 9 on loopback: a connection attempt would fail the run, a dry run never makes one.
+    let o = bounce_run(&[
+        "--dry-run",
+        "--strategy",
+        "chain",
+        "--chunk",
+        "1000",
+        "--bandwidth",
+        "100Mbit",
+        "--latency",
+        "0",
+        "-H",
+        "127.0.0.1:9,127.0.0.1:10",
+        &f.path("src.bin"),
+        &f.dest(),
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(out.contains("2 hosts, strategy chain, 5 chunk(s)"), "{out}");
+    assert!(out.contains("127.0.0.1:10"), "{out}");
+    // chain, C = 2, k = 5: (1 + (C-1)/k) T with T = 5000 B / 12.5 MB/s = 0.4 ms.
+    assert!(out.contains("predicted makespan"), "{out}");
+    assert!(out.contains("(1.20 T"), "{out}");
+    f.nothing_written();
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let o = bounce_run(&["--help"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0));
+    for code in ["  0 ", "  1 ", "  2 ", "  130"] {
+        assert!(out.contains(code), "{code:?} missing from --help");
+    }
+}

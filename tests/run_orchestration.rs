@@ -1,0 +1,409 @@
+//! The runner's orchestration (driver loop around the scheduler core) against an in-memory
+//! transport: byte-identical delivery, retries, dead hosts, resume and cancellation, with no
+//! ssh involved.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bounce::core::{HostId, StrategyKind, Transfer};
+use bounce::run::digest::sha256_bytes;
+use bounce::run::{drive, DriveConfig, HostStatus, Probe, RunOutcome, Transport, TransportError};
+
+/// The strategies bounce-run offers.
+const RUNNER: [StrategyKind; 3] = [
+    StrategyKind::Linear,
+    StrategyKind::Bounce,
+    StrategyKind::Chain,
+];
+
+#[derive(Default)]
+struct FakeState {
+    dest: HashMap<HostId, Vec<u8>>,
+    tmp: HashMap<HostId, Vec<u8>>,
+    unreachable: HashSet<HostId>,
+    /// The host's connection dies the first time a hop touches it.
+    dies_on_hop: HashSet<HostId>,
+    dead: HashSet<HostId>,
+    /// Remaining failures for hops from `.0` to `.1`; `u32::MAX` means always.
+    fail_pair: HashMap<(HostId, HostId), u32>,
+    /// Every hop to this host fails (a full disk).
+    fail_to: HashSet<HostId>,
+    /// The next copy to this host arrives corrupted.
+    corrupt_once: HashSet<HostId>,
+    hang: bool,
+    hops: Vec<(HostId, HostId, bool)>,
+    discarded: Vec<HostId>,
+    shutdown: bool,
+}
+
+struct Fake {
+    data: Vec<u8>,
+    digest: String,
+    chunk: u64,
+    chunked: bool,
+    st: Mutex<FakeState>,
+}
+
+impl Fake {
+    fn new(size: usize, chunked: bool) -> Self {
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 + i / 251) as u8).collect();
+        let digest = sha256_bytes(&data);
+        let mut st = FakeState::default();
+        st.dest.insert(HostId::SOURCE, data.clone());
+        Fake {
+            data,
+            digest,
+            chunk: 1000,
+            chunked,
+            st: Mutex::new(st),
+        }
+    }
+
+    fn fail(&self, h: HostId, reason: &str) -> TransportError {
+        TransportError::Remote {
+            host: h.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl Transport for Fake {
+    async fn prepare(&self, host: HostId) -> Result<Probe, TransportError> {
+        let st = self.st.lock().unwrap();
+        if st.unreachable.contains(&host) {
+            return Err(TransportError::Connect {
+                host: host.to_string(),
+                reason: "Connection refused".into(),
+            });
+        }
+        Ok(match st.dest.get(&host) {
+            Some(d) if sha256_bytes(d) == self.digest => Probe::UpToDate,
+            _ => Probe::Needed,
+        })
+    }
+
+    async fn hop(&self, t: Transfer) -> Result<(), TransportError> {
+        tokio::task::yield_now().await;
+        if self.st.lock().unwrap().hang {
+            std::future::pending::<()>().await;
+        }
+        let mut st = self.st.lock().unwrap();
+        let mut outcome = Ok(());
+        for h in [t.from, t.to] {
+            if st.dies_on_hop.remove(&h) {
+                st.dead.insert(h);
+            }
+            if st.dead.contains(&h) {
+                outcome = Err(self.fail(h, "connection lost"));
+            }
+        }
+        if st.fail_to.contains(&t.to) {
+            outcome = Err(self.fail(t.to, "No space left on device"));
+        }
+        if let Some(n) = st.fail_pair.get_mut(&(t.from, t.to)) {
+            if *n > 0 {
+                *n = n.saturating_sub(u32::from(*n != u32::MAX));
+                outcome = Err(self.fail(t.to, "broken pipe"));
+            }
+        }
+        if outcome.is_err() {
+            st.hops.push((t.from, t.to, false));
+            if !self.chunked {
+                st.tmp.remove(&t.to);
+            }
+            return outcome;
+        }
+        let off = (u64::from(t.chunks.start) * self.chunk) as usize;
+        let end = off + t.bytes as usize;
+        let sender = st
+            .tmp
+            .get(&t.from)
+            .or(st.dest.get(&t.from))
+            .expect("sender holds something")
+            .clone();
+        assert!(
+            sender.len() >= end,
+            "{} sent bytes it does not hold",
+            t.from
+        );
+        let mut piece = sender[off..end].to_vec();
+        if st.corrupt_once.remove(&t.to) {
+            piece[0] ^= 0xff;
+        }
+        st.hops.push((t.from, t.to, true));
+        if self.chunked {
+            let tmp = st.tmp.entry(t.to).or_default();
+            assert_eq!(tmp.len(), off, "chain chunks must arrive in order");
+            tmp.extend_from_slice(&piece);
+            Ok(())
+        } else {
+            if sha256_bytes(&piece) != self.digest {
+                return Err(TransportError::DigestMismatch {
+                    host: t.to.to_string(),
+                    path: "tmp".into(),
+                    got: sha256_bytes(&piece),
+                });
+            }
+            st.dest.insert(t.to, piece);
+            Ok(())
+        }
+    }
+
+    async fn finalize(&self, host: HostId) -> Result<(), TransportError> {
+        if !self.chunked {
+            return Ok(());
+        }
+        let mut st = self.st.lock().unwrap();
+        let tmp = st.tmp.remove(&host).unwrap_or_default();
+        if sha256_bytes(&tmp) != self.digest {
+            return Err(TransportError::DigestMismatch {
+                host: host.to_string(),
+                path: "tmp".into(),
+                got: sha256_bytes(&tmp),
+            });
+        }
+        st.dest.insert(host, tmp);
+        Ok(())
+    }
+
+    async fn is_alive(&self, host: HostId) -> bool {
+        !self.st.lock().unwrap().dead.contains(&host)
+    }
+
+    async fn discard(&self, host: HostId) {
+        let mut st = self.st.lock().unwrap();
+        st.tmp.remove(&host);
+        st.discarded.push(host);
+    }
+
+    async fn shutdown(&self) {
+        let mut st = self.st.lock().unwrap();
+        st.tmp.clear();
+        st.shutdown = true;
+    }
+}
+
+fn cfg(kind: StrategyKind, receivers: u32, fake: &Fake) -> DriveConfig {
+    DriveConfig {
+        kind,
+        layout: kind.layout(fake.data.len() as u64, fake.chunk).unwrap(),
+        max_attempts: 3,
+        receivers,
+    }
+}
+
+async fn run(fake: &Arc<Fake>, kind: StrategyKind, receivers: u32) -> RunOutcome {
+    let c = cfg(kind, receivers, fake);
+    drive(
+        Arc::clone(fake),
+        &c,
+        std::future::pending(),
+        &mut bounce::run::driver::NoObserver,
+    )
+    .await
+}
+
+fn status(o: &RunOutcome, h: u32) -> HostStatus {
+    o.hosts[h as usize - 1]
+        .status
+        .expect("every host has a final status")
+}
+
+fn fake(kind: StrategyKind) -> Arc<Fake> {
+    Arc::new(Fake::new(10_500, kind.uses_chunks()))
+}
+
+#[tokio::test]
+async fn every_strategy_delivers_identical_bytes_to_every_host() {
+    for kind in RUNNER {
+        for c in [1u32, 2, 7, 8, 13] {
+            let f = fake(kind);
+            let o = run(&f, kind, c).await;
+            assert!(o.all_ok(), "{kind} with {c} hosts: {o:?}");
+            let st = f.st.lock().unwrap();
+            for h in 1..=c {
+                assert_eq!(st.dest[&HostId(h)], f.data, "{kind}: host {h} differs");
+                assert_eq!(status(&o, h), HostStatus::Verified);
+            }
+            assert!(st.tmp.is_empty() && st.shutdown);
+        }
+    }
+}
+
+#[tokio::test]
+async fn failed_hop_is_retried_from_another_holder() {
+    let f = fake(StrategyKind::Bounce);
+    f.st.lock()
+        .unwrap()
+        .fail_pair
+        .insert((HostId::SOURCE, HostId(1)), u32::MAX);
+    let o = run(&f, StrategyKind::Bounce, 3).await;
+    assert!(o.all_ok(), "{o:?}");
+    let from = o.hosts[0].from.unwrap();
+    assert_ne!(
+        from,
+        HostId::SOURCE,
+        "host 1 must get the file from another holder"
+    );
+    let st = f.st.lock().unwrap();
+    assert!(st.hops.contains(&(HostId::SOURCE, HostId(1), false)));
+    assert_eq!(st.dest[&HostId(1)], f.data);
+}
+
+#[tokio::test]
+async fn host_is_given_up_after_max_attempts_and_the_others_complete() {
+    for kind in RUNNER {
+        let f = fake(kind);
+        f.st.lock().unwrap().fail_to.insert(HostId(2));
+        let o = run(&f, kind, 4).await;
+        assert!(!o.all_ok());
+        assert_eq!(status(&o, 2), HostStatus::Failed, "{kind}");
+        assert_eq!(
+            o.hosts[1].error.as_deref(),
+            Some("h2: No space left on device")
+        );
+        for h in [1, 3, 4] {
+            assert_eq!(status(&o, h), HostStatus::Verified, "{kind}: host {h}");
+        }
+        let st = f.st.lock().unwrap();
+        let tries = st.hops.iter().filter(|(_, to, _)| *to == HostId(2)).count();
+        assert_eq!(
+            tries, 3,
+            "{kind}: exactly max_attempts hops to the failing host"
+        );
+        assert!(
+            !st.dest.contains_key(&HostId(2)),
+            "nothing at DEST of a failed host"
+        );
+        assert!(st.discarded.contains(&HostId(2)));
+    }
+}
+
+#[tokio::test]
+async fn dead_host_is_given_up_at_once_without_burning_attempts() {
+    for kind in RUNNER {
+        let f = fake(kind);
+        f.st.lock().unwrap().dies_on_hop.insert(HostId(2));
+        let o = run(&f, kind, 5).await;
+        assert_eq!(status(&o, 2), HostStatus::Failed, "{kind}");
+        assert!(o.hosts[1]
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("connection lost"));
+        for h in [1, 3, 4, 5] {
+            assert_eq!(status(&o, h), HostStatus::Verified, "{kind}: host {h}");
+        }
+        let st = f.st.lock().unwrap();
+        let tries = st.hops.iter().filter(|(_, to, _)| *to == HostId(2)).count();
+        assert_eq!(tries, 1, "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn unreachable_host_fails_before_any_data_moves_and_others_complete() {
+    for kind in RUNNER {
+        let f = fake(kind);
+        f.st.lock().unwrap().unreachable.insert(HostId(3));
+        let o = run(&f, kind, 7).await;
+        assert_eq!(status(&o, 3), HostStatus::Failed);
+        assert!(o.hosts[2]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("Connection refused"));
+        for h in [1, 2, 4, 5, 6, 7] {
+            assert_eq!(status(&o, h), HostStatus::Verified, "{kind}: host {h}");
+        }
+        let st = f.st.lock().unwrap();
+        assert!(st
+            .hops
+            .iter()
+            .all(|(a, b, _)| *a != HostId(3) && *b != HostId(3)));
+    }
+}
+
+#[tokio::test]
+async fn resumed_run_sends_only_what_is_missing_and_up_to_date_hosts_still_send() {
+    for kind in RUNNER {
+        let f = fake(kind);
+        {
+            let mut st = f.st.lock().unwrap();
+            for h in [1, 2, 4] {
+                st.dest.insert(HostId(h), f.data.clone());
+            }
+            st.dest.insert(HostId(3), b"stale".to_vec());
+        }
+        let o = run(&f, kind, 5).await;
+        assert!(o.all_ok(), "{o:?}");
+        for h in [1, 2, 4] {
+            assert_eq!(status(&o, h), HostStatus::UpToDate);
+            assert_eq!(o.hosts[h as usize - 1].bytes, 0, "{kind}: host {h}");
+        }
+        assert_eq!(status(&o, 3), HostStatus::Verified);
+        let st = f.st.lock().unwrap();
+        assert!(st.hops.iter().all(|(_, to, _)| ![1, 2, 4].contains(&to.0)));
+        assert_eq!(st.dest[&HostId(3)], f.data);
+        if kind == StrategyKind::Chain {
+            // 2 -> 3 in the chain: the up-to-date host forwards.
+            assert!(st
+                .hops
+                .iter()
+                .any(|(a, b, _)| *a == HostId(2) && *b == HostId(3)));
+        }
+    }
+}
+
+#[tokio::test]
+async fn corrupted_copy_is_rejected_and_retried() {
+    let f = fake(StrategyKind::Linear);
+    f.st.lock().unwrap().corrupt_once.insert(HostId(1));
+    let o = run(&f, StrategyKind::Linear, 2).await;
+    assert!(o.all_ok(), "{o:?}");
+    let st = f.st.lock().unwrap();
+    assert_eq!(st.dest[&HostId(1)], f.data);
+}
+
+#[tokio::test]
+async fn corrupted_chain_copy_fails_the_host_and_leaves_nothing_at_dest() {
+    let f = fake(StrategyKind::Chain);
+    f.st.lock().unwrap().corrupt_once.insert(HostId(2));
+    let o = run(&f, StrategyKind::Chain, 2).await;
+    assert_eq!(status(&o, 1), HostStatus::Verified);
+    assert_eq!(status(&o, 2), HostStatus::Failed);
+    assert!(o.hosts[1]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("digest mismatch"));
+    assert!(!f.st.lock().unwrap().dest.contains_key(&HostId(2)));
+}
+
+#[tokio::test]
+async fn cancellation_stops_the_run_and_cleans_up() {
+    for kind in RUNNER {
+        let f = fake(kind);
+        f.st.lock().unwrap().hang = true;
+        let c = cfg(kind, 4, &f);
+        let o = tokio::time::timeout(
+            Duration::from_secs(10),
+            drive(
+                Arc::clone(&f),
+                &c,
+                tokio::time::sleep(Duration::from_millis(50)),
+                &mut bounce::run::driver::NoObserver,
+            ),
+        )
+        .await
+        .expect("an interrupted run returns promptly");
+        assert!(o.interrupted);
+        for h in 1..=4 {
+            assert_eq!(status(&o, h), HostStatus::Interrupted);
+        }
+        let st = f.st.lock().unwrap();
+        assert!(st.shutdown, "{kind}: shutdown must run on interrupt");
+        assert!(st.tmp.is_empty());
+        assert_eq!(st.dest.len(), 1, "only the source holds the file");
+    }
+}
