@@ -232,3 +232,122 @@ fn an_unknown_scenario_key_is_rejected_by_name() {
     assert!(stderr.contains("hostz"), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 }
+
+#[test]
+fn plan_at_1000_hosts_with_100_chunks_recommends_a_strategy_within_10_percent_of_the_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bounce_sim(
+        dir.path(),
+        &[
+            "plan",
+            "--size",
+            "100GiB",
+            "--bandwidth",
+            "10Gbit",
+            "--hosts",
+            "1000",
+            "--chunk",
+            "1GiB",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec = stdout
+        .lines()
+        .find(|l| l.starts_with("recommended: "))
+        .unwrap_or_else(|| panic!("no recommendation in {stdout}"));
+    assert!(
+        rec.starts_with("recommended: binomial with --chunk 1.0GiB"),
+        "{rec}"
+    );
+    let row = stdout.lines().find(|l| l.starts_with("binomial ")).unwrap();
+    let ratio: f64 = row.split_whitespace().nth(5).unwrap().parse().unwrap();
+    assert!(ratio <= 1.10, "{row}");
+    // Every strategy but swarm (left out at this size, with a note) is ranked.
+    for k in ["linear", "bounce", "chain", "bounce-fast", "rack"] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&format!("{k} "))),
+            "{k} missing: {stdout}"
+        );
+    }
+    assert!(String::from_utf8_lossy(&out.stderr).contains("swarm is left out"));
+    // Nothing is written by plan.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn plan_on_the_blog_scenario_ranks_linear_last_and_bounce_below_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bounce_sim(
+        dir.path(),
+        &["plan", "--hosts", "10", "--strategy", "linear,bounce"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("linear ") || l.starts_with("bounce "))
+        .collect();
+    assert!(
+        rows[0].starts_with("bounce ") && rows[1].starts_with("linear "),
+        "{stdout}"
+    );
+    // C = 10: bounce takes ⌈log2 11⌉ = 4 T, linear 10 T; the floor is T.
+    assert!(rows[0].contains(" 4.000 "), "{}", rows[0]);
+    assert!(rows[1].contains(" 10.000 "), "{}", rows[1]);
+}
+
+#[test]
+fn plan_takes_one_host_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bounce_sim(dir.path(), &["plan", "--hosts", "1..4"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--hosts") && stderr.contains("1..4"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn auto_picks_a_strategy_and_chunk_by_simulating_and_then_sweeps_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bounce_sim(
+        dir.path(),
+        &with_outputs(&[
+            "--hosts",
+            "30",
+            "--size",
+            "10GiB",
+            "--strategy",
+            "auto",
+            "--latency",
+            "100ms",
+        ]),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("auto: binomial with --chunk "),
+        "{stdout}"
+    );
+    let csv = std::fs::read_to_string(dir.path().join("out/sim.csv")).unwrap();
+    assert!(
+        csv.lines().nth(1).unwrap().starts_with("binomial,30,"),
+        "{csv}"
+    );
+    let out = bounce_sim(dir.path(), &with_outputs(&["--strategy", "auto,bounce"]));
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
+use bounce::core::StrategyKind;
 use bounce::report::{self, Figure};
 use bounce::sim::{self, NetworkSettings, PlanConfig, RackSettings, Resolved, Settings};
 use bounce::units::{format_rate, format_size};
@@ -65,7 +66,9 @@ enum Command {
     /// the predicted time, its ratio to the network's fluid lower bound, the bytes the source
     /// uploads and the best chunk size, then the recommendation and why. --chunk fixes the
     /// chunk size instead of searching.
-    #[command(after_help = "Example:\n  bounce-sim plan --size 100GiB --bandwidth 10Gbit --hosts 1000 --latency 300ms")]
+    #[command(
+        after_help = "Example:\n  bounce-sim plan --size 100GiB --bandwidth 10Gbit --hosts 1000 --latency 300ms"
+    )]
     Plan(SimArgs),
 }
 
@@ -123,6 +126,10 @@ struct SimArgs {
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
 }
+
+/// Above this many hosts `plan` leaves swarm out unless asked for: every swarm event
+/// rebalances flows across most of the swarm, so a search would take minutes.
+const SWARM_PLAN_LIMIT: u32 = 200;
 
 /// An error of the user's input: exit status 2.
 #[derive(Debug, thiserror::Error)]
@@ -226,7 +233,9 @@ fn plan(args: SimArgs) -> anyhow::Result<()> {
     let threads = args.threads;
     let mut s = settings(args)?;
     if s.hosts.is_none() {
-        return Err(BadInput("--hosts: plan needs one host count, such as --hosts 1000".into()).into());
+        return Err(
+            BadInput("--hosts: plan needs one host count, such as --hosts 1000".into()).into(),
+        );
     }
     let fixed = s.chunk.is_some();
     let strategies = match s.strategy.take() {
@@ -249,6 +258,12 @@ fn plan(args: SimArgs) -> anyhow::Result<()> {
     let mut cfg = PlanConfig::new(base);
     if strategies.is_some() {
         cfg.strategies = resolved.sweep.strategies.clone();
+    } else if cfg.base.receivers > SWARM_PLAN_LIMIT {
+        cfg.strategies.retain(|&k| k != StrategyKind::Swarm);
+        eprintln!(
+            "note: swarm is left out above {SWARM_PLAN_LIMIT} hosts, where its flow model is slow \
+             to simulate; --strategy swarm includes it"
+        );
     }
     if fixed {
         cfg.fixed_chunk = Some(cfg.base.chunk);
@@ -266,14 +281,22 @@ fn plan(args: SimArgs) -> anyhow::Result<()> {
         b.jitter
     )?;
     let bound = plan.best().result.lower_bound;
-    writeln!(out, "T = S/B = {:.3} s; fluid lower bound {:.3} s", b.t(), bound)?;
+    writeln!(
+        out,
+        "T = S/B = {:.3} s; fluid lower bound {:.3} s",
+        b.t(),
+        bound
+    )?;
     writeln!(
         out,
         "{:<12} {:>10} {:>14} {:>9} {:>22}",
         "strategy", "chunk", "predicted", "×bound", "source uploads"
     )?;
     for c in &plan.candidates {
-        let chunk = c.chunk.map(format_size).unwrap_or_else(|| "whole file".into());
+        let chunk = c
+            .chunk
+            .map(format_size)
+            .unwrap_or_else(|| "whole file".into());
         let copies = c.result.source_bytes as f64 / b.size as f64;
         writeln!(
             out,

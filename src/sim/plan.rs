@@ -208,7 +208,10 @@ mod tests {
         let p = plan(&cfg).unwrap();
         let smallest = *chunk_ladder(&cfg).first().unwrap();
         let chosen = p.best().chunk.unwrap();
-        assert!(chosen > smallest, "chose {chosen}, the smallest is {smallest}");
+        assert!(
+            chosen > smallest,
+            "chose {chosen}, the smallest is {smallest}"
+        );
         // The choice beats both its neighbours on the ladder.
         for &(c, m) in &p.best().tried {
             assert!(m >= p.best().result.makespan, "{c} gave {m}");
@@ -227,6 +230,10 @@ mod tests {
         assert_eq!(p.best().strategy, StrategyKind::Binomial);
         assert_eq!(p.best().chunk, Some(GIB));
         // k = 100, L = 10: (1 + 9/100)·T, within 10% of the floor T.
-        assert!((p.best().over_bound() - 1.09).abs() < 1e-9, "{}", p.best().over_bound());
+        assert!(
+            (p.best().over_bound() - 1.09).abs() < 1e-9,
+            "{}",
+            p.best().over_bound()
+        );
     }
 }
