@@ -30,7 +30,7 @@ fn main() {
     );
     for (label, jitter) in [("jitter 0", 0.0), ("jitter 0.1", 0.1)] {
         let cfg = SweepConfig {
-            hosts: 1..=64,
+            hosts: (1..=64).collect(),
             strategies: StrategyKind::ALL.to_vec(),
             base: SimConfig {
                 jitter,

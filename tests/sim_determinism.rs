@@ -41,7 +41,7 @@ fn jitter_of_a_tenth_moves_the_mean_over_100_runs_by_a_few_percent() {
     ];
     for hosts in [1, 2, 3, 7, 8, 15, 31, 63, 64] {
         let cfg = SweepConfig {
-            hosts: hosts..=hosts,
+            hosts: vec![hosts],
             strategies: limits.iter().map(|l| l.0).collect(),
             base: SimConfig {
                 jitter: 0.1,

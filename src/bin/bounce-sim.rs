@@ -1,7 +1,7 @@
 //! `bounce-sim`: simulate distributing one file to many hosts, and draw the figure.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -72,12 +72,14 @@ enum Command {
     Plan(SimArgs),
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 struct SimArgs {
     /// Read settings from a scenario file (sims/*.toml); flags given here override it.
-    #[arg(long, value_name = "FILE")]
-    scenario: Option<PathBuf>,
-    /// Receivers C (not counting the source): a number or an inclusive range A..B [default: 1..64]
+    /// Repeat it to run several scenarios, each writing its own outputs.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    scenario: Vec<PathBuf>,
+    /// Receivers C (not counting the source): a number, an inclusive range A..B, or a
+    /// comma-separated list of both [default: 1..64]
     #[arg(long, value_name = "C|A..B")]
     hosts: Option<String>,
     /// File size S [default: 20GiB]
@@ -122,6 +124,9 @@ struct SimArgs {
     /// Capacity of each rack's uplink, each direction
     #[arg(long, value_name = "RATE", requires = "racks")]
     rack_uplink: Option<String>,
+    /// Draw the network's fluid lower bound on the figure
+    #[arg(long)]
+    floor: bool,
     /// Worker threads [default: one per core]
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -143,8 +148,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn settings(cli: SimArgs) -> anyhow::Result<Settings> {
-    let from_file = match &cli.scenario {
+fn settings(cli: SimArgs, file: Option<&Path>) -> anyhow::Result<Settings> {
+    let from_file = match file {
         Some(path) => Settings::from_file(path).map_err(|e| BadInput(e.to_string()))?,
         None => Settings::default(),
     };
@@ -161,6 +166,7 @@ fn settings(cli: SimArgs) -> anyhow::Result<Settings> {
         runs: cli.runs,
         csv: cli.csv,
         png: cli.png,
+        floor: cli.floor.then_some(true),
         network: (cli.spread.is_some() || cli.source_bandwidth.is_some() || cli.racks.is_some())
             .then(|| NetworkSettings {
                 source: cli.source_bandwidth,
@@ -206,7 +212,12 @@ fn pick_auto(settings: &mut Settings, threads: Option<usize>) -> anyhow::Result<
     };
     let resolved = resolve(&probe, threads)?;
     let mut base = resolved.sweep.base.clone();
-    base.receivers = *resolved.sweep.hosts.end();
+    base.receivers = *resolved
+        .sweep
+        .hosts
+        .iter()
+        .max()
+        .expect("at least one host count");
     let cfg = PlanConfig {
         fixed_chunk: settings.chunk.is_some().then_some(base.chunk),
         ..PlanConfig::new(base)
@@ -231,7 +242,11 @@ fn pick_auto(settings: &mut Settings, threads: Option<usize>) -> anyhow::Result<
 
 fn plan(args: SimArgs) -> anyhow::Result<()> {
     let threads = args.threads;
-    let mut s = settings(args)?;
+    if args.scenario.len() > 1 {
+        return Err(BadInput("--scenario: plan takes one scenario file".into()).into());
+    }
+    let file = args.scenario.first().cloned();
+    let mut s = settings(args, file.as_deref())?;
     if s.hosts.is_none() {
         return Err(
             BadInput("--hosts: plan needs one host count, such as --hosts 1000".into()).into(),
@@ -244,17 +259,15 @@ fn plan(args: SimArgs) -> anyhow::Result<()> {
     };
     s.strategy = strategies.clone();
     let resolved = resolve(&s, threads)?;
-    let hosts = resolved.sweep.hosts.clone();
-    if hosts.start() != hosts.end() {
+    let [hosts] = resolved.sweep.hosts[..] else {
         return Err(BadInput(format!(
-            "--hosts: plan takes one host count, not the range {}..{}",
-            hosts.start(),
-            hosts.end()
+            "--hosts: plan takes one host count, not '{}'",
+            s.hosts.as_deref().unwrap_or_default()
         ))
         .into());
-    }
+    };
     let mut base = resolved.sweep.base.clone();
-    base.receivers = *hosts.start();
+    base.receivers = hosts;
     let mut cfg = PlanConfig::new(base);
     if strategies.is_some() {
         cfg.strategies = resolved.sweep.strategies.clone();
@@ -322,8 +335,33 @@ fn plan(args: SimArgs) -> anyhow::Result<()> {
 }
 
 fn simulate(args: SimArgs) -> anyhow::Result<()> {
+    if args.scenario.len() <= 1 {
+        let file = args.scenario.first().cloned();
+        return simulate_one(args, file.as_deref());
+    }
+    if args.csv.is_some() || args.png.is_some() {
+        return Err(BadInput(
+            "--csv and --png name one output; with several --scenario files each writes its own"
+                .into(),
+        )
+        .into());
+    }
+    // Check every file before running any, so bad input writes nothing.
+    for file in &args.scenario {
+        resolve(&settings(args.clone(), Some(file))?, args.threads)?;
+    }
+    for (i, file) in args.scenario.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        simulate_one(args.clone(), Some(file))?;
+    }
+    Ok(())
+}
+
+fn simulate_one(args: SimArgs, file: Option<&Path>) -> anyhow::Result<()> {
     let threads = args.threads;
-    let mut settings = settings(args)?;
+    let mut settings = settings(args, file)?;
     pick_auto(&mut settings, threads)?;
     let resolved = resolve(&settings, threads)?;
     for (flag, path) in [("--csv", &resolved.csv), ("--png", &resolved.png)] {
@@ -338,7 +376,12 @@ fn simulate(args: SimArgs) -> anyhow::Result<()> {
     let png = report::render_png(&Figure {
         title: resolved.title.clone(),
         summaries: &summaries,
-        floor: None,
+        floor: resolved.floor.then(|| {
+            (
+                "lower bound".to_string(),
+                report::floor_points(&points, base.t()),
+            )
+        }),
     })?;
     report::write_atomically(&resolved.csv, &csv)?;
     report::write_atomically(&resolved.png, &png)?;

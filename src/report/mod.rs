@@ -12,7 +12,7 @@ mod table;
 pub use csv_rows::write_csv;
 pub use figure::{render_png, Figure};
 pub use output::{check_writable, write_atomically};
-pub use summary::{summarize, Summary};
+pub use summary::{floor_points, summarize, Summary};
 pub use table::write_table;
 
 /// Why a report could not be produced or written.

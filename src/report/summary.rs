@@ -51,3 +51,20 @@ pub fn summarize(points: &[Point], t: f64) -> Vec<Summary> {
     }
     out
 }
+
+/// The mean lower bound at each host count, in units of T, for the figure's floor line.
+pub fn floor_points(points: &[Point], t: f64) -> Vec<(u32, f64)> {
+    let mut out: Vec<(u32, f64, u32)> = Vec::new();
+    for p in points {
+        match out.iter_mut().find(|(h, _, _)| *h == p.hosts) {
+            Some(e) => {
+                e.1 += p.lower_bound / t;
+                e.2 += 1;
+            }
+            None => out.push((p.hosts, p.lower_bound / t, 1)),
+        }
+    }
+    out.into_iter()
+        .map(|(h, sum, n)| (h, sum / f64::from(n)))
+        .collect()
+}

@@ -4,7 +4,6 @@
 //! Both sources give the same keys as strings in human units; command-line values override
 //! the file's, and every error names the flag that was wrong.
 
-use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -71,6 +70,8 @@ pub struct Settings {
     pub csv: Option<PathBuf>,
     /// Where to write the PNG.
     pub png: Option<PathBuf>,
+    /// Draw the fluid lower bound on the figure.
+    pub floor: Option<bool>,
     /// Capacities other than B, and racks.
     pub network: Option<NetworkSettings>,
 }
@@ -86,6 +87,8 @@ pub struct Resolved {
     pub png: PathBuf,
     /// The figure's title.
     pub title: String,
+    /// Whether the figure shows the lower bound.
+    pub floor: bool,
 }
 
 impl Settings {
@@ -114,6 +117,7 @@ impl Settings {
             runs: self.runs.or(base.runs),
             csv: self.csv.or(base.csv),
             png: self.png.or(base.png),
+            floor: self.floor.or(base.floor),
             network: match (self.network, base.network) {
                 (Some(a), Some(b)) => Some(NetworkSettings {
                     source: a.source.or(b.source),
@@ -209,6 +213,7 @@ impl Settings {
                 .clone()
                 .unwrap_or_else(|| "plots/bounce-sim.png".into()),
             title,
+            floor: self.floor.unwrap_or(false),
         })
     }
 }
@@ -283,13 +288,15 @@ fn resolve_network(n: Option<&NetworkSettings>) -> Result<NetworkSpec, SettingsE
     })
 }
 
-/// Parses `--hosts`: a number `C`, or an inclusive range `A..B`, every count at least 1.
-pub fn parse_hosts(s: &str) -> Result<RangeInclusive<u32>, SettingsError> {
+/// Parses `--hosts`: a comma-separated list of host counts `C` and inclusive ranges `A..B`,
+/// such as `1..64` or `50,100,200..202`; every count at least 1. Returns the counts in
+/// ascending order, each once.
+pub fn parse_hosts(s: &str) -> Result<Vec<u32>, SettingsError> {
     let num = |t: &str| -> Result<u32, SettingsError> {
         let n: u32 = t.trim().parse().map_err(|_| {
             invalid(
                 "hosts",
-                format!("'{s}' is not a host count C or a range A..B"),
+                format!("'{s}' is not a host count C, a range A..B, or a list of them"),
             )
         })?;
         if n == 0 {
@@ -300,23 +307,26 @@ pub fn parse_hosts(s: &str) -> Result<RangeInclusive<u32>, SettingsError> {
         }
         Ok(n)
     };
-    match s.split_once("..") {
-        Some((a, b)) => {
-            let b = b.strip_prefix('=').unwrap_or(b);
-            let (a, b) = (num(a)?, num(b)?);
-            if a > b {
-                return Err(invalid(
-                    "hosts",
-                    format!("'{s}' is empty: {a} is greater than {b}"),
-                ));
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        match part.split_once("..") {
+            Some((a, b)) => {
+                let b = b.strip_prefix('=').unwrap_or(b);
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
+                    return Err(invalid(
+                        "hosts",
+                        format!("'{s}' is empty: {a} is greater than {b}"),
+                    ));
+                }
+                out.extend(a..=b);
             }
-            Ok(a..=b)
-        }
-        None => {
-            let n = num(s)?;
-            Ok(n..=n)
+            None => out.push(num(part)?),
         }
     }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -325,14 +335,18 @@ mod tests {
 
     #[test]
     fn hosts_take_a_count_or_an_inclusive_range() {
-        assert_eq!(parse_hosts("64"), Ok(64..=64));
-        assert_eq!(parse_hosts("1..64"), Ok(1..=64));
-        assert_eq!(parse_hosts("2..=8"), Ok(2..=8));
+        assert_eq!(parse_hosts("64"), Ok(vec![64]));
+        assert_eq!(parse_hosts("1..64"), Ok((1..=64).collect()));
+        assert_eq!(parse_hosts("2..=8"), Ok((2..=8).collect()));
+        assert_eq!(
+            parse_hosts("1000,50,100..101,50"),
+            Ok(vec![50, 100, 101, 1000])
+        );
     }
 
     #[test]
     fn bad_host_counts_name_the_flag_and_value() {
-        for bad in ["0", "64..1", "x", "1..", "0..4"] {
+        for bad in ["0", "64..1", "x", "1..", "0..4", "1,,2"] {
             let e = parse_hosts(bad).unwrap_err().to_string();
             assert!(e.starts_with("--hosts: '"), "{e}");
             assert!(e.contains(bad), "{e}");
@@ -351,7 +365,7 @@ mod tests {
             ..Settings::default()
         };
         let r = cli.or(file).resolve().unwrap();
-        assert_eq!(r.sweep.hosts, 4..=4);
+        assert_eq!(r.sweep.hosts, vec![4]);
         assert_eq!(r.sweep.runs, 3);
     }
 

@@ -1,7 +1,6 @@
 //! Sweeps: one simulation per (strategy, host count, run), spread over threads, collected in
 //! a fixed order so the output does not depend on the thread count.
 
-use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -11,8 +10,8 @@ use crate::core::StrategyKind;
 /// What to sweep over.
 #[derive(Clone, Debug)]
 pub struct SweepConfig {
-    /// Receiver counts C, inclusive.
-    pub hosts: RangeInclusive<u32>,
+    /// Receiver counts C, in output order.
+    pub hosts: Vec<u32>,
     /// Strategies, in output order.
     pub strategies: Vec<StrategyKind>,
     /// Size, bandwidth, chunk, latency and jitter; `receivers` and `seed` are set per point.
@@ -62,7 +61,7 @@ pub fn derive_seed(base: u64, hosts: u32, run: u32) -> u64 {
 /// run.
 pub fn sweep(cfg: &SweepConfig) -> Result<Vec<Point>, SimError> {
     let mut jobs = Vec::new();
-    for hosts in cfg.hosts.clone() {
+    for &hosts in &cfg.hosts {
         for &strategy in &cfg.strategies {
             for run in 0..cfg.runs {
                 jobs.push((strategy, hosts, run));
