@@ -31,8 +31,6 @@ pub struct Bounce {
     waiting: VecDeque<HostId>,
     /// (sender, receiver) pairs whose hop failed.
     failed_pairs: HashSet<(HostId, HostId)>,
-    /// True once receivers that were complete from the start were moved to set0.
-    seeded: bool,
 }
 
 impl Bounce {
@@ -45,7 +43,6 @@ impl Bounce {
             holders: VecDeque::from([HostId::SOURCE]),
             waiting: (1..=receivers).map(HostId).collect(),
             failed_pairs: HashSet::new(),
-            seeded: false,
         }
     }
 
@@ -99,22 +96,22 @@ impl Strategy for Bounce {
         "bounce"
     }
 
-    fn next(&mut self, view: &View<'_>) -> Option<(HostId, HostId, ChunkRange)> {
-        if !self.seeded {
-            // Receivers of a resumed run that already hold the file start in set0.
-            self.seeded = true;
-            let complete: Vec<HostId> = self
-                .waiting
-                .iter()
-                .copied()
-                .filter(|&h| view.holdings.is_complete(h))
-                .collect();
-            self.waiting.retain(|&h| !view.holdings.is_complete(h));
-            for h in complete {
-                self.set[h.index()] = Set::Holder;
-                self.holders.push_back(h);
-            }
+    fn start(&mut self, view: &View<'_>) {
+        // Receivers of a resumed run that already hold the file start in set0.
+        let complete: Vec<HostId> = self
+            .waiting
+            .iter()
+            .copied()
+            .filter(|&h| view.holdings.is_complete(h))
+            .collect();
+        self.waiting.retain(|&h| !view.holdings.is_complete(h));
+        for h in complete {
+            self.set[h.index()] = Set::Holder;
+            self.holders.push_back(h);
         }
+    }
+
+    fn next(&mut self, view: &View<'_>) -> Option<(HostId, HostId, ChunkRange)> {
         let (from, to) = self.pair()?;
         self.set[from.index()] = Set::Busy;
         self.set[to.index()] = Set::Busy;

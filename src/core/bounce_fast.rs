@@ -182,6 +182,18 @@ impl Strategy for BounceFast {
         "bounce-fast"
     }
 
+    fn start(&mut self, view: &View<'_>) {
+        // Receivers of a resumed run that already hold the file start among the holders.
+        let complete = |h: HostId| view.holdings.is_complete(h);
+        self.waiting.retain(|e| !complete(e.host));
+        for i in 1..self.set.len() {
+            let h = HostId(i as u32);
+            if complete(h) {
+                self.push(h, Set::Holder);
+            }
+        }
+    }
+
     fn next(&mut self, view: &View<'_>) -> Option<(HostId, HostId, ChunkRange)> {
         let (from, to) = self.pair()?;
         self.set[from.index()] = Set::Busy;

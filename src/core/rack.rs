@@ -239,6 +239,26 @@ impl Strategy for Rack {
         "rack"
     }
 
+    fn start(&mut self, view: &View<'_>) {
+        // Receivers of a resumed run that already hold the file start as holders of their
+        // rack, so that rack needs no seed.
+        for i in 1..self.set.len() {
+            let h = HostId(i as u32);
+            if !view.holdings.is_complete(h) {
+                continue;
+            }
+            let r = self.rack_of[i];
+            let st = &mut self.racks[r as usize];
+            st.waiting.retain(|&w| w != h);
+            st.waiting_count -= 1;
+            st.live_holders += 1;
+            self.make_holder(h);
+        }
+        for r in 0..self.racks.len() as u32 {
+            self.touch(r);
+        }
+    }
+
     fn next(&mut self, view: &View<'_>) -> Option<(HostId, HostId, ChunkRange)> {
         let whole = ChunkRange {
             start: 0,

@@ -68,11 +68,18 @@ impl Scheduler {
                 open -= 1;
             }
         }
+        let failed = vec![false; hosts];
+        let mut strategy = strategy;
+        strategy.start(&View {
+            layout: &layout,
+            holdings: &holdings,
+            failed: &failed,
+        });
         Scheduler {
             strategy,
             layout,
             holdings,
-            failed: vec![false; hosts],
+            failed,
             attempts: vec![0; hosts],
             max_attempts: config.max_attempts.max(1),
             slots: Vec::new(),

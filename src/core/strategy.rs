@@ -43,6 +43,11 @@ pub trait Strategy: Send {
     /// The name users select the strategy by.
     fn name(&self) -> &'static str;
 
+    /// Called once, before the first [`Strategy::next`], with the holdings the run starts
+    /// from: receivers of a resumed run that already hold the file are complete in
+    /// `view.holdings` and can serve as senders at once.
+    fn start(&mut self, _view: &View<'_>) {}
+
     /// The next hop to start now as `(from, to, chunks)`, or `None` when nothing can start
     /// until some hop ends. Called repeatedly until it returns `None`.
     fn next(&mut self, view: &View<'_>) -> Option<(HostId, HostId, ChunkRange)>;
