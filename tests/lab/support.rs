@@ -2,8 +2,10 @@
 //! and its `--report` CSV.
 
 use std::fs;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use rand::{RngCore as _, SeedableRng as _};
 use sha2::{Digest as _, Sha256};
@@ -72,10 +74,15 @@ pub fn bounce_run(
 }
 
 /// Runs a command and returns its output, printing stdout and stderr for the test log.
-pub fn run_logged(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
+/// A command still running after `timeout` is killed and fails the test: a run must never
+/// hang on a dead host.
+pub fn run_logged_within(cmd: &mut Command, timeout: Duration) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = wait_within(child, timeout, &format!("{cmd:?}"));
     eprintln!(
         "--- {cmd:?} -> {}\n--- stdout:\n{}\n--- stderr:\n{}",
         out.status,
@@ -83,6 +90,84 @@ pub fn run_logged(cmd: &mut Command) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// [`run_logged_within`] with a generous bound for small lab transfers.
+pub fn run_logged(cmd: &mut Command) -> Output {
+    run_logged_within(cmd, Duration::from_secs(120))
+}
+
+/// Waits for a child whose stdout and stderr are piped, killing it after `timeout`.
+pub fn wait_within(mut child: Child, timeout: Duration, what: &str) -> Output {
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for child") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = err_reader.join().unwrap_or_default();
+            panic!(
+                "{what} still ran after {timeout:?} and was killed; stderr:\n{}",
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
+}
+
+/// Sends SIGINT to a process.
+pub fn sigint(pid: u32) {
+    let ok = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "cannot send SIGINT to {pid}");
+}
+
+/// Panics unless hosts `1..=n` run nothing but their listening sshd and the controller's
+/// namespace runs nothing at all (no ssh masters, no hop processes) within a few seconds.
+pub fn assert_no_leftover_processes(lab: &Lab, n: usize) {
+    for i in 0..=n {
+        let extra = lab.settle_processes(i, Duration::from_secs(5));
+        let who = if i == 0 {
+            "the controller".to_string()
+        } else {
+            lab.host(i)
+        };
+        let names: Vec<String> = extra
+            .iter()
+            .map(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                    .unwrap_or_default()
+                    .replace('\0', " ")
+            })
+            .collect();
+        assert!(extra.is_empty(), "{who} still runs {names:?}");
+    }
 }
 
 /// One row of `bounce-run --report`.
