@@ -61,7 +61,8 @@ pub fn bounce_run(
     dest: &str,
 ) -> Command {
     let mut c = lab.controller(bounce_run_bin());
-    c.arg("-F")
+    c.stdin(Stdio::null())
+        .arg("-F")
         .arg(lab.ssh_config())
         .args(["--strategy", strategy])
         .arg("-H")
