@@ -838,11 +838,11 @@ impl Lab {
         out
     }
 
-    /// Every path under the whole lab directory whose name contains `needle`.
-    pub fn find_named(&self, needle: &str) -> Vec<String> {
+    /// Every path under the whole lab directory whose last component is one of `names`.
+    pub fn find_named(&self, names: &[&str]) -> Vec<String> {
         let mut out = Vec::new();
         walk(&self.dir, &self.dir, &mut out);
-        out.retain(|p| p.rsplit('/').next().is_some_and(|n| n.contains(needle)));
+        out.retain(|p| p.rsplit('/').next().is_some_and(|n| names.contains(&n)));
         out
     }
 
