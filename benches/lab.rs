@@ -18,8 +18,9 @@
 //! - the issue's reference shell baselines: a simultaneous fan-out, a lock-step doubling
 //!   tree and a naive tee chain.
 //!
-//! Next to each measurement it prints the target and the model's prediction for the
-//! calibrated B and latency. Timing needs the machine to itself: run it alone.
+//! Next to each measurement it prints the target, `bounce::sim`'s prediction for the
+//! calibrated B and latency (the same engine as `bounce-sim`), and the closed form of
+//! DESIGN.md §2 as a cross-check. Timing needs the machine to itself: run it alone.
 
 #[path = "../tests/lab/mod.rs"]
 mod lab;
@@ -30,6 +31,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bounce::core::StrategyKind;
+use bounce::sim::{simulate, SimConfig};
 use bounce::units::parse_size;
 use lab::support::{bounce_run_bin, random_file, sha256_file, wait_within};
 use lab::{Lab, LabConfig};
@@ -132,23 +134,41 @@ struct Calibration {
     hosts: usize,
 }
 
-/// The model's time for `strategy`, with the calibrated bandwidth and latency: the closed
-/// forms of DESIGN.md §2 plus one setup latency per hop on the critical path.
-// The simulator (`bounce::sim::simulate`) has not landed on main yet; when it does, this is
-// the one function to switch to it.
-fn predict(kind: Option<StrategyKind>, baseline: &str, cal: &Calibration) -> f64 {
+/// The simulator's makespan for `kind` on the lab's network as calibrated: every host at
+/// B both ways, one setup latency per transfer, no jitter.
+fn simulated(kind: StrategyKind, cal: &Calibration) -> Result<f64, String> {
+    let cfg = SimConfig {
+        chunk: cal.chunk as u64,
+        latency: Duration::from_secs_f64(cal.latency),
+        ..SimConfig::new(cal.hosts as u32, cal.size as u64, cal.bandwidth)
+    };
+    simulate(kind, &cfg)
+        .map(|r| r.makespan)
+        .map_err(|e| format!("bounce-sim: {e}"))
+}
+
+/// The closed forms of DESIGN.md §2 with one setup latency per hop on the critical path:
+/// a cross-check of the simulator.
+fn closed_form(kind: StrategyKind, cal: &Calibration) -> f64 {
     let c = cal.hosts as f64;
     let t = cal.size / cal.bandwidth;
     let l = cal.latency;
     let k = (cal.size / cal.chunk).ceil().max(1.0);
-    match (kind, baseline) {
-        (Some(StrategyKind::Linear), _) | (None, "fan-out") => c * t + l,
-        (Some(StrategyKind::Bounce), _) | (None, "doubling tree") => {
-            f64::from(rounds(cal.hosts)) * (t + l)
-        }
-        (Some(StrategyKind::Chain), _) => (1.0 + (c - 1.0) / k) * t + c * l,
-        (None, _) => t + c * l,
+    match kind {
+        StrategyKind::Linear => c * t + l,
+        StrategyKind::Chain => (1.0 + (c - 1.0) / k) * t + c * l,
+        // Whole-file doubling; the other strategies are not measured here.
+        _ => f64::from(rounds(cal.hosts)) * (t + l),
     }
+}
+
+/// One line of the final table.
+struct Row {
+    name: String,
+    /// The strategy the simulator models this line with.
+    model: StrategyKind,
+    target: String,
+    measured: Result<f64, String>,
 }
 
 fn main() {
@@ -220,24 +240,19 @@ fn main() {
 
     let l = f64::from(rounds(hosts));
     let c = hosts as f64;
-    let mut table: Vec<(String, Result<f64, String>, String, f64)> = Vec::new();
+    let mut table: Vec<Row> = Vec::new();
     let names = lab.host_names(hosts);
 
-    for kind in [
-        StrategyKind::Linear,
-        StrategyKind::Bounce,
-        StrategyKind::Chain,
-    ] {
-        let name = match kind {
-            StrategyKind::Linear => "linear",
-            StrategyKind::Bounce => "bounce",
-            StrategyKind::Chain => "chain",
-        };
-        let target = match kind {
-            StrategyKind::Linear => format!("≈ {c:.0}·t1"),
-            StrategyKind::Bounce => format!("≤ {:.2}·t1", 1.15 * l),
-            StrategyKind::Chain => "≤ 1.30·t1".to_string(),
-        };
+    let runs = [
+        (StrategyKind::Linear, "linear", format!("≈ {c:.0}·t1")),
+        (
+            StrategyKind::Bounce,
+            "bounce",
+            format!("≤ {:.2}·t1", 1.15 * l),
+        ),
+        (StrategyKind::Chain, "chain", "≤ 1.30·t1".to_string()),
+    ];
+    for (kind, name, target) in runs {
         let mut times = Vec::new();
         let mut failure = None;
         for _ in 0..reps {
@@ -278,12 +293,12 @@ fn main() {
             None => Ok(median(times)),
             Some(e) => Err(e),
         };
-        table.push((
-            format!("bounce-run {name}"),
-            result,
+        table.push(Row {
+            name: format!("bounce-run {name}"),
+            model: kind,
             target,
-            predict(Some(kind), "", &cal),
-        ));
+            measured: result,
+        });
     }
 
     // The shell baselines of the issue.
@@ -295,12 +310,12 @@ fn main() {
             "fan-out",
         )
     });
-    table.push((
-        "shell fan-out".into(),
-        fanout,
-        "ref 7.7·t1".into(),
-        predict(None, "fan-out", &cal),
-    ));
+    table.push(Row {
+        name: "shell fan-out".into(),
+        model: StrategyKind::Linear,
+        target: "ref 7.7·t1".into(),
+        measured: fanout,
+    });
 
     let tree = median_of(reps, &lab, |lab| {
         let start = Instant::now();
@@ -324,12 +339,12 @@ fn main() {
         }
         Ok(start.elapsed().as_secs_f64())
     });
-    table.push((
-        "shell doubling tree".into(),
-        tree,
-        "ref 4.5·t1".into(),
-        predict(None, "doubling tree", &cal),
-    ));
+    table.push(Row {
+        name: "shell doubling tree".into(),
+        model: StrategyKind::Bounce,
+        target: "ref 4.5·t1".into(),
+        measured: tree,
+    });
 
     // Each host tees the stream into its file and pipes it on; the script sits in the lab
     // directory, which every host sees at the same path.
@@ -350,35 +365,48 @@ fn main() {
         c.stdin(Stdio::from(fs::File::open(&src).unwrap()));
         time_it(&mut c, "tee chain")
     });
-    table.push((
-        "shell tee chain".into(),
-        tee,
-        "ref 1.7·t1".into(),
-        predict(None, "tee chain", &cal),
-    ));
+    table.push(Row {
+        name: "shell tee chain".into(),
+        model: StrategyKind::Chain,
+        target: "ref 1.7·t1".into(),
+        measured: tee,
+    });
 
     println!();
     println!(
-        "{:<22} {:>10} {:>8} {:>12} {:>12} {:>8}",
-        "strategy", "measured s", "ratio", "target", "predicted s", "error %"
+        "{:<22} {:>10} {:>7} {:>11} {:>9} {:>7} {:>9} {:>7}",
+        "strategy", "measured s", "ratio", "target", "sim s", "error %", "closed s", "error %"
     );
-    for (name, result, target, predicted) in &table {
-        match result {
-            Ok(s) => println!(
-                "{name:<22} {s:>10.2} {:>8.2} {target:>12} {predicted:>12.2} {:>8.1}",
-                s / t1,
-                (predicted - s) / s * 100.0
-            ),
-            Err(e) => println!(
-                "{name:<22} {:>10} {:>8} {target:>12} {predicted:>12.2} {:>8}   {e}",
-                "failed", "-", "-"
-            ),
-        }
+    for row in &table {
+        let sim = simulated(row.model, &cal);
+        let closed = closed_form(row.model, &cal);
+        let (measured, ratio, failure) = match &row.measured {
+            Ok(s) => (format!("{s:.2}"), format!("{:.2}", s / t1), String::new()),
+            Err(e) => ("failed".into(), "-".into(), format!("   {e}")),
+        };
+        let err = |p: f64| match &row.measured {
+            Ok(s) => format!("{:+.1}", (p - s) / s * 100.0),
+            Err(_) => "-".into(),
+        };
+        let (sim_s, sim_err, sim_failure) = match sim {
+            Ok(p) => (format!("{p:.2}"), err(p), String::new()),
+            Err(e) => ("-".into(), "-".into(), format!("   {e}")),
+        };
+        println!(
+            "{:<22} {measured:>10} {ratio:>7} {:>11} {sim_s:>9} {sim_err:>7} {closed:>9.2} {:>7}{failure}{sim_failure}",
+            row.name,
+            row.target,
+            err(closed),
+        );
     }
     println!(
-        "\nt1 = {:.2} s (single hop, same run); predictions: DESIGN.md §2 closed forms with \
-         B and latency calibrated above.",
-        cal.t1
+        "\nt1 = {:.2} s (single hop, same run). sim: bounce::sim::simulate with B = {:.1} Mbit/s, \
+         latency = {:.0} ms per transfer, chunk = {}; closed: DESIGN.md §2 plus latency. The \
+         shell rows are modelled by linear, bounce and chain.",
+        cal.t1,
+        cal.bandwidth * 8.0 / 1e6,
+        cal.latency * 1000.0,
+        bounce::units::format_size(cal.chunk as u64),
     );
 }
 

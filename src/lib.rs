@@ -6,4 +6,6 @@
 //! - [`units`]: human units for sizes, rates and durations.
 
 pub mod core;
+pub mod report;
+pub mod sim;
 pub mod units;

@@ -77,6 +77,13 @@ impl Strategy for Chain {
         self.receiving[to.index()] = false;
         self.ready.push(from);
         self.ready.push(to);
+        // `from` may have been cut out meanwhile: then `to`'s new predecessor was waiting
+        // for `to` to be free, and only this end tells it.
+        if let Some(p) = self.prev[to.index()] {
+            if p != from {
+                self.ready.push(p);
+            }
+        }
     }
 
     fn host_lost(&mut self, _view: &View<'_>, host: HostId) {

@@ -52,6 +52,13 @@ impl Holdings {
         self.counts[host.index()] == self.chunks
     }
 
+    /// The bitset words of `host`: bit `c % 64` of word `c / 64` is set when it holds chunk
+    /// `c`. Lets strategies compare whole holdings a word at a time.
+    pub(crate) fn words(&self, host: HostId) -> &[u64] {
+        let start = self.words_per_host * host.index();
+        &self.bits[start..start + self.words_per_host]
+    }
+
     /// Records that `host` holds `range`.
     pub fn add(&mut self, host: HostId, range: ChunkRange) {
         for c in range.iter() {

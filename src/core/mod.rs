@@ -36,20 +36,29 @@
 //! keeps (virtual for the simulator, monotonic for the runner). The core only stamps events
 //! with it.
 
+mod binomial;
 mod bounce;
+mod bounce_fast;
 mod chain;
+mod circulant;
 mod holdings;
 mod layout;
 mod linear;
+mod rack;
 mod scheduler;
 mod strategy;
+mod swarm;
 mod types;
 
+pub use binomial::Binomial;
 pub use bounce::Bounce;
+pub use bounce_fast::BounceFast;
 pub use chain::Chain;
 pub use holdings::Holdings;
 pub use layout::{Layout, LayoutError};
 pub use linear::Linear;
+pub use rack::Rack;
 pub use scheduler::{Scheduler, SchedulerConfig};
-pub use strategy::{Strategy, StrategyKind, UnknownStrategy, View};
+pub use strategy::{Strategy, StrategyKind, StrategyParams, UnknownStrategy, View};
+pub use swarm::{Swarm, SwarmParams};
 pub use types::{ChunkRange, Event, HopError, HostId, Transfer, TransferId};

@@ -1,6 +1,6 @@
 //! The scheduler: wraps a strategy with the bookkeeping every strategy shares.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::holdings::Holdings;
@@ -40,8 +40,12 @@ pub struct Scheduler {
     failed: Vec<bool>,
     attempts: Vec<u32>,
     max_attempts: u32,
-    in_flight: HashMap<TransferId, Transfer>,
-    next_id: u64,
+    /// Transfers in flight, by slot: the low 32 bits of a [`TransferId`] name the slot, the
+    /// high 32 bits a generation, so a slot can be reused without confusing late reports.
+    slots: Vec<Option<Transfer>>,
+    free_slots: Vec<u32>,
+    in_flight: usize,
+    generation: u32,
     events: VecDeque<Event>,
     /// Receivers neither complete nor failed.
     open: u32,
@@ -71,8 +75,10 @@ impl Scheduler {
             failed: vec![false; hosts],
             attempts: vec![0; hosts],
             max_attempts: config.max_attempts.max(1),
-            in_flight: HashMap::new(),
-            next_id: 0,
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            in_flight: 0,
+            generation: 0,
             events: VecDeque::new(),
             open,
         }
@@ -100,7 +106,7 @@ impl Scheduler {
 
     /// Number of transfers started and not yet reported.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.in_flight
     }
 
     /// The next transfer to start, or `None` when nothing can start until an input arrives.
@@ -131,8 +137,15 @@ impl Scheduler {
             "{} planned {from} -> {to} with a failed or identical host",
             self.strategy.name()
         );
-        let id = TransferId(self.next_id);
-        self.next_id += 1;
+        let slot = match self.free_slots.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.generation = self.generation.wrapping_add(1);
+        let id = TransferId(u64::from(self.generation) << 32 | u64::from(slot));
         let t = Transfer {
             id,
             from,
@@ -140,7 +153,8 @@ impl Scheduler {
             chunks,
             bytes: self.layout.bytes(chunks.start, chunks.end),
         };
-        self.in_flight.insert(id, t);
+        self.slots[slot as usize] = Some(t);
+        self.in_flight += 1;
         Some(t)
     }
 
@@ -152,9 +166,16 @@ impl Scheduler {
     /// Reports the end of transfer `id`: `Ok(())` when the receiver now holds its chunks.
     /// An unknown or already reported id is ignored.
     pub fn handle_done(&mut self, now: Duration, id: TransferId, result: Result<(), HopError>) {
-        let Some(t) = self.in_flight.remove(&id) else {
+        let slot = (id.0 & u64::from(u32::MAX)) as usize;
+        let Some(t) = self
+            .slots
+            .get_mut(slot)
+            .and_then(|s| s.take_if(|t| t.id == id))
+        else {
             return;
         };
+        self.free_slots.push(slot as u32);
+        self.in_flight -= 1;
         let receiver_gone = self.failed[t.to.index()];
         let ok = result.is_ok() && !receiver_gone;
         if ok {
@@ -224,7 +245,7 @@ impl Scheduler {
 
     /// True when every receiver is complete or failed and no transfer is in flight.
     pub fn is_finished(&self) -> bool {
-        self.open == 0 && self.in_flight.is_empty()
+        self.open == 0 && self.in_flight == 0
     }
 
     /// Checks the strategy's invariants (for tests).

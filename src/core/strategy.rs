@@ -2,11 +2,13 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use super::holdings::Holdings;
 use super::layout::{Layout, LayoutError};
+use super::swarm::SwarmParams;
 use super::types::{ChunkRange, HostId};
-use super::{Bounce, Chain, Linear};
+use super::{Binomial, Bounce, BounceFast, Chain, Linear, Rack, Swarm};
 
 /// What a strategy may look at when it plans: read-only state kept by the
 /// [`crate::core::Scheduler`].
@@ -67,19 +69,99 @@ pub enum StrategyKind {
     Bounce,
     /// A store-and-forward pipeline through all hosts, chunk by chunk.
     Chain,
+    /// The binomial pipeline: a round-optimal chunk schedule, k + ⌈log2(C+1)⌉ − 1 chunk times.
+    Binomial,
+    /// A BitTorrent-like swarm (Murder, Kraken, Dragonfly): random neighbours, rarest first.
+    Swarm,
+    /// Bounce that pairs the fastest free holder (by upload) with the fastest waiting host
+    /// (by download), so fast hosts become holders early and serve more.
+    BounceFast,
+    /// Rack-aware doubling: one cross-rack copy per rack, then spread inside the rack.
+    Rack,
+}
+
+/// What a strategy is built from: the size of the run and the inputs some strategies need.
+///
+/// Build it with [`StrategyParams::new`] and adjust fields, or with a struct literal ending in
+/// `..StrategyParams::default()`, so that new fields do not break callers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StrategyParams {
+    /// Number of receivers, C.
+    pub receivers: u32,
+    /// Seed of the strategy's own random generator (only `swarm` draws random numbers). The
+    /// core never uses a global RNG, so the same seed gives the same transfers.
+    pub seed: u64,
+    /// Tuning of the `swarm` strategy.
+    pub swarm: SwarmParams,
+    /// Upload capacity of every host in bytes/s, indexed by [`HostId`] (0 = the source);
+    /// `None` when unknown. Read by `bounce-fast`.
+    pub upload: Option<Arc<[f64]>>,
+    /// Download capacity of every host in bytes/s, indexed by [`HostId`]; `None` when
+    /// unknown. Read by `bounce-fast`.
+    pub download: Option<Arc<[f64]>>,
+    /// Rack id of every host, indexed by [`HostId`]: hosts with the same id share their
+    /// rack's uplink for flows that leave or enter the rack. `None` when unknown. Read by
+    /// `rack`.
+    pub rack: Option<Arc<[u32]>>,
+}
+
+impl StrategyParams {
+    /// `receivers` receivers, seed 0, default swarm tuning.
+    pub fn new(receivers: u32) -> Self {
+        StrategyParams {
+            receivers,
+            ..StrategyParams::default()
+        }
+    }
+
+    /// The same parameters with another seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The same parameters with the given network knowledge. Each table, when given, holds
+    /// one entry per host, `receivers + 1` in all, indexed by [`HostId`].
+    pub fn with_network(
+        mut self,
+        upload: Option<Arc<[f64]>>,
+        download: Option<Arc<[f64]>>,
+        rack: Option<Arc<[u32]>>,
+    ) -> Self {
+        self.upload = upload;
+        self.download = download;
+        self.rack = rack;
+        self
+    }
+
+    /// `table` if it has one entry per host; a table of another length is a bug in the
+    /// driver that built these parameters.
+    fn per_host<'a, T>(&self, table: &'a Option<Arc<[T]>>, what: &str) -> Option<&'a [T]> {
+        let t = table.as_deref()?;
+        assert_eq!(
+            t.len(),
+            self.receivers as usize + 1,
+            "StrategyParams::{what} must hold one entry per host (receivers + 1)"
+        );
+        Some(t)
+    }
 }
 
 /// A strategy name that is not known.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown strategy '{0}' (expected one of: linear, bounce, chain, all)")]
+#[error("unknown strategy '{0}' (expected one of: linear, bounce, chain, binomial, swarm, bounce-fast, rack, all)")]
 pub struct UnknownStrategy(pub String);
 
 impl StrategyKind {
     /// Every strategy, in the order tables and plots list them.
-    pub const ALL: [StrategyKind; 3] = [
+    pub const ALL: [StrategyKind; 7] = [
         StrategyKind::Linear,
         StrategyKind::Bounce,
         StrategyKind::Chain,
+        StrategyKind::Binomial,
+        StrategyKind::Swarm,
+        StrategyKind::BounceFast,
+        StrategyKind::Rack,
     ];
 
     /// The name users select it by.
@@ -88,13 +170,20 @@ impl StrategyKind {
             StrategyKind::Linear => "linear",
             StrategyKind::Bounce => "bounce",
             StrategyKind::Chain => "chain",
+            StrategyKind::Binomial => "binomial",
+            StrategyKind::Swarm => "swarm",
+            StrategyKind::BounceFast => "bounce-fast",
+            StrategyKind::Rack => "rack",
         }
     }
 
     /// True when the strategy cuts the file into chunks of `--chunk` bytes; whole-file
     /// strategies move the file as one piece.
     pub fn uses_chunks(self) -> bool {
-        matches!(self, StrategyKind::Chain)
+        matches!(
+            self,
+            StrategyKind::Chain | StrategyKind::Binomial | StrategyKind::Swarm
+        )
     }
 
     /// The layout this strategy works on for a file of `size` bytes.
@@ -106,12 +195,28 @@ impl StrategyKind {
         }
     }
 
-    /// A fresh strategy for `receivers` receivers.
-    pub fn build(self, receivers: u32) -> Box<dyn Strategy> {
+    /// A fresh strategy for the run described by `params`.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `params.upload`, `params.download` or `params.rack` is given with a length
+    /// other than `params.receivers + 1`.
+    pub fn build(self, params: &StrategyParams) -> Box<dyn Strategy> {
+        let receivers = params.receivers;
         match self {
             StrategyKind::Linear => Box::new(Linear::new(receivers)),
             StrategyKind::Bounce => Box::new(Bounce::new(receivers)),
             StrategyKind::Chain => Box::new(Chain::new(receivers)),
+            StrategyKind::Binomial => Box::new(Binomial::new(receivers)),
+            StrategyKind::Swarm => Box::new(Swarm::new(receivers, params.seed, &params.swarm)),
+            StrategyKind::BounceFast => Box::new(BounceFast::new(
+                receivers,
+                params.per_host(&params.upload, "upload"),
+                params.per_host(&params.download, "download"),
+            )),
+            StrategyKind::Rack => {
+                Box::new(Rack::new(receivers, params.per_host(&params.rack, "rack")))
+            }
         }
     }
 

@@ -1,0 +1,350 @@
+//! The next-event loop: runs one strategy once over the network model.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::network::{FlowId, Network};
+use super::topology::{NetworkSpec, Topology};
+use crate::core::{
+    Event, HostId, LayoutError, Scheduler, SchedulerConfig, StrategyKind, StrategyParams, Transfer,
+};
+
+/// One simulated distribution: a file of `size` bytes from the source to `receivers` hosts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimConfig {
+    /// Number of receivers, C (the source is not counted).
+    pub receivers: u32,
+    /// File size S in bytes.
+    pub size: u64,
+    /// Chunk size in bytes, for the strategies that cut the file.
+    pub chunk: u64,
+    /// Upload and download capacity B of every host, in bytes per second.
+    pub bandwidth: f64,
+    /// Setup delay before each transfer's bytes start to flow (an ssh connection, say).
+    pub latency: Duration,
+    /// Jitter F in [0, 1): each flow's rate is its fair share times a factor drawn uniformly
+    /// from [1−F, 1+F].
+    pub jitter: f64,
+    /// Seed of the jitter's ChaCha8 generator, of the network's random parts and of the
+    /// strategy's own generator.
+    pub seed: u64,
+    /// Capacities other than B, and racks; the default is the uniform network.
+    pub network: NetworkSpec,
+}
+
+impl SimConfig {
+    /// `receivers` receivers, a file of `size` bytes, links of `bandwidth` bytes per second;
+    /// 64 MiB chunks, no latency, no jitter, seed 1.
+    pub fn new(receivers: u32, size: u64, bandwidth: f64) -> Self {
+        SimConfig {
+            receivers,
+            size,
+            chunk: 64 << 20,
+            bandwidth,
+            latency: Duration::ZERO,
+            jitter: 0.0,
+            seed: 1,
+            network: NetworkSpec::default(),
+        }
+    }
+
+    /// T = S/B: one copy of the file over one link, in seconds.
+    pub fn t(&self) -> f64 {
+        self.size as f64 / self.bandwidth
+    }
+}
+
+/// Why a simulation could not run.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SimError {
+    /// No receivers.
+    #[error("the number of receivers must be at least 1")]
+    NoReceivers,
+    /// Bandwidth zero, negative or not a number.
+    #[error("bandwidth must be a positive number of bytes per second, got {0}")]
+    Bandwidth(f64),
+    /// Jitter outside [0, 1).
+    #[error("jitter must be in [0, 1), got {0}")]
+    Jitter(f64),
+    /// The file cannot be cut as asked.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// The strategy stopped planning with receivers still incomplete: a bug in the strategy.
+    #[error("strategy {strategy} stalled with {open} receivers incomplete")]
+    Stalled {
+        /// The strategy.
+        strategy: &'static str,
+        /// Receivers neither complete nor failed.
+        open: u32,
+    },
+}
+
+/// What one simulation measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimResult {
+    /// When the last receiver completed, in seconds.
+    pub makespan: f64,
+    /// When each receiver completed (index 0, the source, is 0).
+    pub host_done: Vec<f64>,
+    /// Transfers started.
+    pub transfers: u64,
+    /// Bytes the source uploaded.
+    pub source_bytes: u64,
+    /// Chunks the file was cut into for this strategy.
+    pub chunks: u32,
+    /// The fluid lower bound on any schedule's makespan on this network, in seconds.
+    pub lower_bound: f64,
+}
+
+/// What happens at a pending event, packed in a `u64` to keep heap entries small: the top bit
+/// tells a [`What::Begin`] (index into the waiting transfers) from a [`What::Finish`] (flow
+/// index in the high half, its version in the low half).
+#[derive(Clone, Copy, Debug)]
+enum What {
+    /// The transfer's setup delay is over: its bytes start to flow.
+    Begin(usize),
+    /// A flow should finish now, if its version is still the one it had when scheduled.
+    Finish(FlowId, u32),
+}
+
+const BEGIN: u64 = 1 << 63;
+
+impl What {
+    fn pack(self) -> u64 {
+        match self {
+            What::Begin(i) => BEGIN | i as u64,
+            What::Finish(f, v) => (f.index() as u64) << 31 | u64::from(v & 0x7fff_ffff),
+        }
+    }
+
+    fn unpack(x: u64, flow: impl Fn(usize) -> FlowId) -> What {
+        if x & BEGIN != 0 {
+            What::Begin((x & !BEGIN) as usize)
+        } else {
+            What::Finish(flow((x >> 31) as usize), (x & 0x7fff_ffff) as u32)
+        }
+    }
+}
+
+/// A pending event. Equal times are ordered by the packed event, which is deterministic.
+struct Pending {
+    at: f64,
+    what: u64,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pending {
+    // Reversed, so that the max-heap pops the earliest event.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .at
+            .total_cmp(&self.at)
+            .then_with(|| other.what.cmp(&self.what))
+    }
+}
+
+struct Loop {
+    sched: Scheduler,
+    topology: Topology,
+    net: Network,
+    heap: BinaryHeap<Pending>,
+    /// Transfers waiting out their setup delay; freed slots are reused.
+    waiting: Vec<Option<Transfer>>,
+    waiting_free: Vec<usize>,
+    flow_transfer: Vec<Option<Transfer>>,
+    rng: ChaCha8Rng,
+    jitter: f64,
+    latency: f64,
+    result: SimResult,
+}
+
+impl Loop {
+    fn push(&mut self, at: f64, what: What) {
+        self.heap.push(Pending {
+            at,
+            what: what.pack(),
+        });
+    }
+
+    fn reschedule_changed(&mut self) {
+        for i in 0..self.net.changed().len() {
+            let f = self.net.changed()[i];
+            let at = self.net.finish_time(f);
+            let v = self.net.version(f);
+            self.push(at, What::Finish(f, v));
+        }
+    }
+
+    /// The driver contract: after every input, drain transfers, then events.
+    fn drain(&mut self, now: f64) {
+        let d = duration(now);
+        while let Some(t) = self.sched.poll_transfer(d) {
+            self.result.transfers += 1;
+            if t.from == HostId::SOURCE {
+                self.result.source_bytes += t.bytes;
+            }
+            if self.latency > 0.0 {
+                let i = match self.waiting_free.pop() {
+                    Some(i) => i,
+                    None => {
+                        self.waiting.push(None);
+                        self.waiting.len() - 1
+                    }
+                };
+                self.waiting[i] = Some(t);
+                self.push(now + self.latency, What::Begin(i));
+            } else {
+                self.begin(now, t);
+            }
+        }
+        while let Some(e) = self.sched.poll_event() {
+            if let Event::HostComplete { host, .. } = e {
+                self.result.host_done[host.index()] = now;
+                self.result.makespan = self.result.makespan.max(now);
+            }
+        }
+    }
+
+    fn begin(&mut self, now: f64, t: Transfer) {
+        let factor = if self.jitter > 0.0 {
+            1.0 + self.jitter * (2.0 * self.rng.gen::<f64>() - 1.0)
+        } else {
+            1.0
+        };
+        let mut links = [0; 4];
+        let n = self.topology.links(t.from.0, t.to.0, &mut links);
+        let f = self.net.start(now, &links[..n], t.bytes as f64, factor);
+        let slot = f_index(f);
+        if self.flow_transfer.len() <= slot {
+            self.flow_transfer.resize(slot + 1, None);
+        }
+        self.flow_transfer[slot] = Some(t);
+        self.reschedule_changed();
+    }
+
+    fn run(mut self) -> Result<SimResult, SimError> {
+        self.drain(0.0);
+        while let Some(Pending { at, what, .. }) = self.heap.pop() {
+            match What::unpack(what, FlowId::from_index) {
+                What::Begin(i) => {
+                    let t = self.waiting[i]
+                        .take()
+                        .expect("a waiting transfer begins once");
+                    self.waiting_free.push(i);
+                    self.begin(at, t);
+                }
+                What::Finish(f, v) => {
+                    if self.net.version(f) != v {
+                        continue;
+                    }
+                    let Some(t) = self.flow_transfer[f_index(f)].take() else {
+                        continue;
+                    };
+                    self.net.remove(at, f);
+                    self.reschedule_changed();
+                    self.sched.handle_done(duration(at), t.id, Ok(()));
+                    self.drain(at);
+                }
+            }
+        }
+        if !self.sched.is_finished() {
+            return Err(SimError::Stalled {
+                strategy: self.sched.strategy_name(),
+                open: self
+                    .result
+                    .host_done
+                    .iter()
+                    .skip(1)
+                    .filter(|&&t| t.is_nan())
+                    .count() as u32,
+            });
+        }
+        Ok(self.result)
+    }
+}
+
+/// Virtual seconds as the core's `Duration`. The core only stamps events with it, so a plain
+/// truncation to nanoseconds is enough, and much cheaper than `Duration::from_secs_f64`.
+fn duration(secs: f64) -> Duration {
+    Duration::from_nanos((secs * 1e9) as u64)
+}
+
+fn f_index(f: FlowId) -> usize {
+    f.index()
+}
+
+/// Simulates `kind` once under `cfg`.
+pub fn simulate(kind: StrategyKind, cfg: &SimConfig) -> Result<SimResult, SimError> {
+    if cfg.receivers == 0 {
+        return Err(SimError::NoReceivers);
+    }
+    if !(cfg.bandwidth.is_finite() && cfg.bandwidth > 0.0) {
+        return Err(SimError::Bandwidth(cfg.bandwidth));
+    }
+    if !(0.0..1.0).contains(&cfg.jitter) {
+        return Err(SimError::Jitter(cfg.jitter));
+    }
+    let layout = kind.layout(cfg.size, cfg.chunk)?;
+    let hosts = cfg.receivers as usize + 1;
+    let topology = cfg.network.build(cfg.receivers, cfg.bandwidth, cfg.seed);
+    if let Some(bad) = topology
+        .up
+        .iter()
+        .chain(&topology.down)
+        .chain(&topology.rack_uplink)
+        .find(|c| !(c.is_finite() && **c > 0.0))
+    {
+        return Err(SimError::Bandwidth(*bad));
+    }
+    let mut params = StrategyParams::new(cfg.receivers).with_seed(cfg.seed);
+    if !cfg.network.is_uniform() {
+        let rack = (!topology.rack.is_empty()).then(|| topology.rack.as_slice().into());
+        params = params.with_network(
+            Some(topology.up.as_slice().into()),
+            Some(topology.down.as_slice().into()),
+            rack,
+        );
+    }
+    let sched = Scheduler::new(
+        kind.build(&params),
+        layout,
+        SchedulerConfig::new(cfg.receivers),
+    );
+    let mut host_done = vec![f64::NAN; hosts];
+    host_done[0] = 0.0;
+    Loop {
+        sched,
+        net: topology.network(),
+        heap: BinaryHeap::new(),
+        waiting: Vec::new(),
+        waiting_free: Vec::new(),
+        flow_transfer: Vec::new(),
+        rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+        jitter: cfg.jitter,
+        latency: cfg.latency.as_secs_f64(),
+        result: SimResult {
+            makespan: 0.0,
+            host_done,
+            transfers: 0,
+            source_bytes: 0,
+            chunks: layout.count(),
+            lower_bound: topology.lower_bound(cfg.size),
+        },
+        topology,
+    }
+    .run()
+}

@@ -1,0 +1,409 @@
+//! Scenario settings: what a `sims/*.toml` file or the command line asks the simulator to
+//! do, checked and turned into a [`SweepConfig`].
+//!
+//! Both sources give the same keys as strings in human units; command-line values override
+//! the file's, and every error names the flag that was wrong.
+
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::engine::SimConfig;
+use super::sweep::SweepConfig;
+use super::topology::{HostClass, NetworkSettings, NetworkSpec, RackSpec};
+use crate::core::StrategyKind;
+use crate::units::{format_rate, format_size, parse_duration, parse_rate, parse_size};
+
+/// A setting that is missing, malformed or out of range. Its message names the flag.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SettingsError {
+    /// A flag's value is wrong.
+    #[error("--{flag}: {message}")]
+    Invalid {
+        /// The flag, without dashes.
+        flag: &'static str,
+        /// What is wrong with its value.
+        message: String,
+    },
+    /// The scenario file could not be read or parsed.
+    #[error("--scenario {path}: {message}")]
+    Scenario {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn invalid(flag: &'static str, message: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        flag,
+        message: message.into(),
+    }
+}
+
+/// Settings as given, before checking: every field optional, values in human units.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Title of the figure; by default it names S and B.
+    pub title: Option<String>,
+    /// Receivers: `C` or `A..B` inclusive.
+    pub hosts: Option<String>,
+    /// File size S, such as `20GiB`.
+    pub size: Option<String>,
+    /// Per-host bandwidth B, such as `1Gbit`.
+    pub bandwidth: Option<String>,
+    /// Strategies: a comma-separated list, or `all`.
+    pub strategy: Option<String>,
+    /// Chunk size for the chunked strategies.
+    pub chunk: Option<String>,
+    /// Setup latency per transfer, such as `200ms`.
+    pub latency: Option<String>,
+    /// Jitter F in [0, 1).
+    pub jitter: Option<f64>,
+    /// Base seed.
+    pub seed: Option<u64>,
+    /// Runs per point.
+    pub runs: Option<u32>,
+    /// Where to write the CSV.
+    pub csv: Option<PathBuf>,
+    /// Where to write the PNG.
+    pub png: Option<PathBuf>,
+    /// Capacities other than B, and racks.
+    pub network: Option<NetworkSettings>,
+}
+
+/// Checked settings, ready to run.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// The sweep to run.
+    pub sweep: SweepConfig,
+    /// Where the CSV goes.
+    pub csv: PathBuf,
+    /// Where the PNG goes.
+    pub png: PathBuf,
+    /// The figure's title.
+    pub title: String,
+}
+
+impl Settings {
+    /// Reads a scenario file.
+    pub fn from_file(path: &Path) -> Result<Settings, SettingsError> {
+        let err = |message: String| SettingsError::Scenario {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| err(e.message().to_string()))
+    }
+
+    /// These settings, with every field left unset here taken from `base`.
+    pub fn or(self, base: Settings) -> Settings {
+        Settings {
+            title: self.title.or(base.title),
+            hosts: self.hosts.or(base.hosts),
+            size: self.size.or(base.size),
+            bandwidth: self.bandwidth.or(base.bandwidth),
+            strategy: self.strategy.or(base.strategy),
+            chunk: self.chunk.or(base.chunk),
+            latency: self.latency.or(base.latency),
+            jitter: self.jitter.or(base.jitter),
+            seed: self.seed.or(base.seed),
+            runs: self.runs.or(base.runs),
+            csv: self.csv.or(base.csv),
+            png: self.png.or(base.png),
+            network: match (self.network, base.network) {
+                (Some(a), Some(b)) => Some(NetworkSettings {
+                    source: a.source.or(b.source),
+                    spread: a.spread.or(b.spread),
+                    classes: if a.classes.is_empty() {
+                        b.classes
+                    } else {
+                        a.classes
+                    },
+                    racks: a.racks.or(b.racks),
+                }),
+                (a, b) => a.or(b),
+            },
+        }
+    }
+
+    /// Checks every value, filling in the defaults of `bounce-sim --help`.
+    pub fn resolve(&self) -> Result<Resolved, SettingsError> {
+        let hosts = parse_hosts(self.hosts.as_deref().unwrap_or("1..64"))?;
+        let size = parse_size(self.size.as_deref().unwrap_or("20GiB"))
+            .map_err(|e| invalid("size", e.to_string()))?;
+        if size == 0 {
+            return Err(invalid(
+                "size",
+                "'0' is empty: the file must have at least 1 byte",
+            ));
+        }
+        let bw_text = self.bandwidth.as_deref().unwrap_or("1Gbit");
+        let bandwidth = parse_rate(bw_text).map_err(|e| invalid("bandwidth", e.to_string()))?;
+        if bandwidth <= 0.0 {
+            return Err(invalid(
+                "bandwidth",
+                format!("'{bw_text}' must be greater than 0"),
+            ));
+        }
+        let strategies =
+            StrategyKind::parse_list(self.strategy.as_deref().unwrap_or("linear,bounce"))
+                .map_err(|e| invalid("strategy", e.to_string()))?;
+        let chunk = parse_size(self.chunk.as_deref().unwrap_or("64MiB"))
+            .map_err(|e| invalid("chunk", e.to_string()))?;
+        if chunk == 0 {
+            return Err(invalid(
+                "chunk",
+                "'0' is empty: chunks must have at least 1 byte",
+            ));
+        }
+        if size.div_ceil(chunk) > u64::from(u32::MAX) {
+            return Err(invalid(
+                "chunk",
+                format!("{chunk} bytes cuts the file into too many chunks"),
+            ));
+        }
+        let latency = parse_duration(self.latency.as_deref().unwrap_or("0ms"))
+            .map_err(|e| invalid("latency", e.to_string()))?;
+        let jitter = self.jitter.unwrap_or(0.0);
+        if !(0.0..1.0).contains(&jitter) {
+            return Err(invalid("jitter", format!("'{jitter}' is outside [0, 1)")));
+        }
+        let runs = self.runs.unwrap_or(1);
+        if runs == 0 {
+            return Err(invalid("runs", "'0': at least 1 run is needed"));
+        }
+        let title = self.title.clone().unwrap_or_else(|| {
+            format!(
+                "Sending S = {} to C hosts at B = {} per host",
+                format_size(size),
+                format_rate(bandwidth)
+            )
+        });
+        Ok(Resolved {
+            sweep: SweepConfig {
+                hosts,
+                strategies,
+                base: SimConfig {
+                    receivers: 1,
+                    size,
+                    chunk,
+                    bandwidth,
+                    latency,
+                    jitter,
+                    seed: self.seed.unwrap_or(1),
+                    network: resolve_network(self.network.as_ref())?,
+                },
+                runs,
+                threads: 0,
+            },
+            csv: self
+                .csv
+                .clone()
+                .unwrap_or_else(|| "plots/bounce-sim.csv".into()),
+            png: self
+                .png
+                .clone()
+                .unwrap_or_else(|| "plots/bounce-sim.png".into()),
+            title,
+        })
+    }
+}
+
+fn rate(flag: &'static str, text: &str) -> Result<f64, SettingsError> {
+    let r = parse_rate(text).map_err(|e| invalid(flag, e.to_string()))?;
+    if r <= 0.0 {
+        return Err(invalid(flag, format!("'{text}' must be greater than 0")));
+    }
+    Ok(r)
+}
+
+fn resolve_network(n: Option<&NetworkSettings>) -> Result<NetworkSpec, SettingsError> {
+    let Some(n) = n else {
+        return Ok(NetworkSpec::default());
+    };
+    let spread = n.spread.unwrap_or(0.0);
+    if !(spread.is_finite() && spread >= 0.0) {
+        return Err(invalid(
+            "spread",
+            format!("'{spread}' must be a number ≥ 0"),
+        ));
+    }
+    let mut classes = Vec::new();
+    let mut total = 0.0;
+    for c in &n.classes {
+        if !(c.share > 0.0 && c.share <= 1.0) {
+            return Err(invalid(
+                "network.class",
+                format!("share '{}' is outside (0, 1]", c.share),
+            ));
+        }
+        total += c.share;
+        let both = c.bandwidth.as_deref();
+        let up = c.upload.as_deref().or(both);
+        let down = c.download.as_deref().or(both);
+        let (Some(up), Some(down)) = (up, down) else {
+            return Err(invalid(
+                "network.class",
+                "needs bandwidth, or upload and download",
+            ));
+        };
+        classes.push(HostClass {
+            share: c.share,
+            upload: rate("network.class", up)?,
+            download: rate("network.class", down)?,
+        });
+    }
+    if total > 1.0 + 1e-9 {
+        return Err(invalid(
+            "network.class",
+            format!("shares add up to {total}, more than 1"),
+        ));
+    }
+    let racks = match &n.racks {
+        Some(r) if r.count == 0 => return Err(invalid("racks", "'0': at least 1 rack")),
+        Some(r) => Some(RackSpec {
+            count: r.count,
+            uplink: rate("rack-uplink", &r.uplink)?,
+        }),
+        None => None,
+    };
+    Ok(NetworkSpec {
+        source_upload: n
+            .source
+            .as_deref()
+            .map(|s| rate("source-bandwidth", s))
+            .transpose()?,
+        classes,
+        spread,
+        racks,
+    })
+}
+
+/// Parses `--hosts`: a number `C`, or an inclusive range `A..B`, every count at least 1.
+pub fn parse_hosts(s: &str) -> Result<RangeInclusive<u32>, SettingsError> {
+    let num = |t: &str| -> Result<u32, SettingsError> {
+        let n: u32 = t.trim().parse().map_err(|_| {
+            invalid(
+                "hosts",
+                format!("'{s}' is not a host count C or a range A..B"),
+            )
+        })?;
+        if n == 0 {
+            return Err(invalid(
+                "hosts",
+                format!("'{s}': host counts start at 1 (C counts receivers)"),
+            ));
+        }
+        Ok(n)
+    };
+    match s.split_once("..") {
+        Some((a, b)) => {
+            let b = b.strip_prefix('=').unwrap_or(b);
+            let (a, b) = (num(a)?, num(b)?);
+            if a > b {
+                return Err(invalid(
+                    "hosts",
+                    format!("'{s}' is empty: {a} is greater than {b}"),
+                ));
+            }
+            Ok(a..=b)
+        }
+        None => {
+            let n = num(s)?;
+            Ok(n..=n)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_take_a_count_or_an_inclusive_range() {
+        assert_eq!(parse_hosts("64"), Ok(64..=64));
+        assert_eq!(parse_hosts("1..64"), Ok(1..=64));
+        assert_eq!(parse_hosts("2..=8"), Ok(2..=8));
+    }
+
+    #[test]
+    fn bad_host_counts_name_the_flag_and_value() {
+        for bad in ["0", "64..1", "x", "1..", "0..4"] {
+            let e = parse_hosts(bad).unwrap_err().to_string();
+            assert!(e.starts_with("--hosts: '"), "{e}");
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn command_line_values_override_the_scenario() {
+        let file = Settings {
+            hosts: Some("1..8".into()),
+            runs: Some(3),
+            ..Settings::default()
+        };
+        let cli = Settings {
+            hosts: Some("4".into()),
+            ..Settings::default()
+        };
+        let r = cli.or(file).resolve().unwrap();
+        assert_eq!(r.sweep.hosts, 4..=4);
+        assert_eq!(r.sweep.runs, 3);
+    }
+
+    #[test]
+    fn out_of_range_values_are_rejected_by_flag() {
+        let cases = [
+            (
+                Settings {
+                    size: Some("0".into()),
+                    ..Settings::default()
+                },
+                "--size",
+            ),
+            (
+                Settings {
+                    bandwidth: Some("0Gbit".into()),
+                    ..Settings::default()
+                },
+                "--bandwidth",
+            ),
+            (
+                Settings {
+                    jitter: Some(1.5),
+                    ..Settings::default()
+                },
+                "--jitter",
+            ),
+            (
+                Settings {
+                    strategy: Some("teleport".into()),
+                    ..Settings::default()
+                },
+                "--strategy",
+            ),
+            (
+                Settings {
+                    runs: Some(0),
+                    ..Settings::default()
+                },
+                "--runs",
+            ),
+            (
+                Settings {
+                    latency: Some("soon".into()),
+                    ..Settings::default()
+                },
+                "--latency",
+            ),
+        ];
+        for (s, flag) in cases {
+            let e = s.resolve().unwrap_err().to_string();
+            assert!(e.starts_with(flag), "{e}");
+        }
+    }
+}

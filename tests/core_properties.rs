@@ -1,0 +1,273 @@
+//! Every strategy survives random completion orders, failed hops and lost hosts: invariants
+//! hold after every step, the run ends, and every receiver not given up holds every chunk.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bounce::core::{
+    HopError, HostId, Layout, Scheduler, SchedulerConfig, StrategyKind, StrategyParams, Transfer,
+};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// One random run's shape.
+#[derive(Clone, Debug)]
+struct Case {
+    receivers: u32,
+    chunks: u32,
+    max_attempts: u32,
+    /// Chance that a completing hop fails.
+    hop_failure: f64,
+    /// Chance, before each completion, that a random receiver goes down for good.
+    host_down: f64,
+    /// Seeds the driver's choices and the strategy.
+    seed: u64,
+    /// Whether the strategy is told random upload and download capacities.
+    capacities: bool,
+    /// Number of racks the hosts are spread over at random; 0 tells the strategy nothing.
+    racks: u32,
+}
+
+fn cases() -> impl Strategy<Value = Case> {
+    (
+        1u32..40,
+        1u32..24,
+        1u32..4,
+        prop_oneof![Just(0.0), 0.0..0.4f64],
+        prop_oneof![Just(0.0), 0.0..0.05f64],
+        any::<u64>(),
+        any::<bool>(),
+        prop_oneof![Just(0u32), 1u32..8],
+    )
+        .prop_map(
+            |(receivers, chunks, max_attempts, hop_failure, host_down, seed, capacities, racks)| {
+                Case {
+                    receivers,
+                    chunks,
+                    max_attempts,
+                    hop_failure,
+                    host_down,
+                    seed,
+                    capacities,
+                    racks,
+                }
+            },
+        )
+}
+
+/// The strategy's inputs for `case`: random capacities (few distinct values, so ties
+/// happen) and random racks when the case asks for them.
+fn params(case: &Case) -> StrategyParams {
+    let mut rng = ChaCha8Rng::seed_from_u64(case.seed ^ 0x0e7);
+    let hosts = case.receivers as usize + 1;
+    let mut table = || -> Arc<[f64]> {
+        (0..hosts)
+            .map(|_| f64::from(rng.gen_range(1u32..6)) * 1e6)
+            .collect()
+    };
+    let (upload, download) = if case.capacities {
+        (Some(table()), Some(table()))
+    } else {
+        (None, None)
+    };
+    let rack = (case.racks > 0).then(|| {
+        (0..hosts)
+            .map(|_| rng.gen_range(0..case.racks) * 7 + 3)
+            .collect::<Arc<[u32]>>()
+    });
+    StrategyParams::new(case.receivers)
+        .with_seed(case.seed ^ 0x5eed)
+        .with_network(upload, download, rack)
+}
+
+struct Driver {
+    s: Scheduler,
+    pool: Vec<Transfer>,
+    started: Vec<Transfer>,
+    now: u64,
+}
+
+impl Driver {
+    /// Drains the outputs, as the driver contract requires after every input, then checks
+    /// the strategy's invariants.
+    fn drain(&mut self) -> Result<(), TestCaseError> {
+        while let Some(t) = self.s.poll_transfer(Duration::from_millis(self.now)) {
+            self.pool.push(t);
+            self.started.push(t);
+        }
+        while self.s.poll_event().is_some() {}
+        self.s
+            .check_invariants()
+            .map_err(|e| TestCaseError::fail(format!("invariant broken at t={}: {e}", self.now)))
+    }
+}
+
+/// Runs `kind` on `case` and returns every transfer it started, in order.
+fn run(kind: StrategyKind, case: &Case) -> Result<Vec<Transfer>, TestCaseError> {
+    run_with(kind, case, &params(case))
+}
+
+fn run_with(
+    kind: StrategyKind,
+    case: &Case,
+    params: &StrategyParams,
+) -> Result<Vec<Transfer>, TestCaseError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(case.seed);
+    let layout = if kind.uses_chunks() {
+        Layout::new(u64::from(case.chunks) * 1000, 1000).unwrap()
+    } else {
+        Layout::whole(u64::from(case.chunks) * 1000).unwrap()
+    };
+    let mut config = SchedulerConfig::new(case.receivers);
+    config.max_attempts = case.max_attempts;
+    let mut d = Driver {
+        s: Scheduler::new(kind.build(params), layout, config),
+        pool: Vec::new(),
+        started: Vec::new(),
+        now: 0,
+    };
+    d.drain()?;
+    let mut down: HashSet<HostId> = HashSet::new();
+    // Every hop ends at most max_attempts times per receiver and chunk, and whole-file
+    // fallbacks move at least one chunk per success, so this bound is generous.
+    let bound = 50 * u64::from(case.receivers + 1) * u64::from(case.chunks + 1) * 4;
+    let mut steps = 0u64;
+    loop {
+        steps += 1;
+        prop_assert!(steps < bound, "{kind} did not end within {bound} steps");
+        if d.pool.is_empty() {
+            prop_assert!(
+                d.s.is_finished(),
+                "{kind} stalled: nothing in flight, nothing to start, not finished"
+            );
+            break;
+        }
+        d.now += 1;
+        if case.host_down > 0.0 && rng.gen_bool(case.host_down) {
+            let h = HostId(rng.gen_range(1..=case.receivers));
+            down.insert(h);
+            d.s.handle_host_down(Duration::from_millis(d.now), h, "test: host down");
+            d.drain()?;
+        }
+        let t = d.pool.swap_remove(rng.gen_range(0..d.pool.len()));
+        let fails = down.contains(&t.from)
+            || down.contains(&t.to)
+            || (case.hop_failure > 0.0 && rng.gen_bool(case.hop_failure));
+        let result = if fails {
+            Err(HopError::new("test: hop failed"))
+        } else {
+            Ok(())
+        };
+        d.s.handle_done(Duration::from_millis(d.now), t.id, result);
+        d.drain()?;
+    }
+    for h in (1..=case.receivers).map(HostId) {
+        if !d.s.is_failed(h) {
+            prop_assert!(
+                d.s.holdings().is_complete(h),
+                "{kind}: {h} was not given up but holds {} of {} chunks",
+                d.s.holdings().count(h),
+                d.s.layout().count()
+            );
+        }
+    }
+    Ok(d.started)
+}
+
+/// The hops of a run, without their ids.
+fn hops(transfers: &[Transfer]) -> Vec<(HostId, HostId)> {
+    transfers.iter().map(|t| (t.from, t.to)).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn linear_ends_with_every_live_receiver_complete(case in cases()) {
+        run(StrategyKind::Linear, &case)?;
+    }
+
+    #[test]
+    fn bounce_ends_with_every_live_receiver_complete(case in cases()) {
+        run(StrategyKind::Bounce, &case)?;
+    }
+
+    #[test]
+    fn chain_ends_with_every_live_receiver_complete(case in cases()) {
+        run(StrategyKind::Chain, &case)?;
+    }
+
+    #[test]
+    fn binomial_ends_with_every_live_receiver_complete(case in cases()) {
+        run(StrategyKind::Binomial, &case)?;
+    }
+
+    #[test]
+    fn swarm_ends_with_every_live_receiver_complete(case in cases()) {
+        run(StrategyKind::Swarm, &case)?;
+    }
+
+    #[test]
+    fn bounce_fast_ends_with_every_live_receiver_complete(case in cases()) {
+        run(StrategyKind::BounceFast, &case)?;
+    }
+
+    #[test]
+    fn rack_ends_with_every_live_receiver_complete(case in cases()) {
+        run(StrategyKind::Rack, &case)?;
+    }
+
+    #[test]
+    fn bounce_fast_without_capacities_makes_the_hops_of_bounce_even_with_failures(
+        case in cases()
+    ) {
+        let case = Case { capacities: false, ..case };
+        let fast = run(StrategyKind::BounceFast, &case)?;
+        let plain = run(StrategyKind::Bounce, &case)?;
+        prop_assert_eq!(hops(&fast), hops(&plain));
+    }
+
+    #[test]
+    fn rack_without_rack_ids_makes_the_hops_of_bounce_even_with_failures(case in cases()) {
+        let case = Case { racks: 0, ..case };
+        let rack = run(StrategyKind::Rack, &case)?;
+        let plain = run(StrategyKind::Bounce, &case)?;
+        prop_assert_eq!(hops(&rack), hops(&plain));
+    }
+
+    #[test]
+    fn rack_with_a_single_rack_id_makes_the_hops_of_bounce(case in cases()) {
+        let case = Case { racks: 0, ..case };
+        let one = StrategyParams::new(case.receivers)
+            .with_network(None, None, Some(vec![42; case.receivers as usize + 1].into()));
+        let rack = run_with(StrategyKind::Rack, &case, &one)?;
+        let plain = run(StrategyKind::Bounce, &case)?;
+        prop_assert_eq!(hops(&rack), hops(&plain));
+    }
+
+    #[test]
+    fn rack_without_failures_crosses_into_each_rack_once_unless_it_holds_the_source(
+        case in cases()
+    ) {
+        let case = Case { hop_failure: 0.0, host_down: 0.0, racks: case.racks.max(1), ..case };
+        let params = params(&case);
+        let rack = params.rack.clone().unwrap();
+        let transfers = run_with(StrategyKind::Rack, &case, &params)?;
+        let of = |h: HostId| rack[h.index()];
+        let mut unseeded: Vec<u32> = (1..=case.receivers)
+            .map(|h| of(HostId(h)))
+            .filter(|&r| r != of(HostId::SOURCE))
+            .collect();
+        unseeded.sort_unstable();
+        unseeded.dedup();
+        let mut crossed: Vec<u32> = transfers
+            .iter()
+            .filter(|t| of(t.from) != of(t.to))
+            .map(|t| of(t.to))
+            .collect();
+        crossed.sort_unstable();
+        prop_assert_eq!(crossed, unseeded);
+    }
+}

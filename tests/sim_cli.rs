@@ -1,0 +1,234 @@
+//! `bounce-sim` as a user runs it: exit codes, one-line errors, files written whole.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn bounce_sim(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bounce-sim"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("bounce-sim starts")
+}
+
+fn with_outputs<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = args.to_vec();
+    v.extend(["--csv", "out/sim.csv", "--png", "out/sim.png"]);
+    v
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line_naming_the_flag_and_value_and_writes_nothing() {
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["--hosts", "0"], "--hosts", "'0'"),
+        (&["--hosts", "64..1"], "--hosts", "'64..1'"),
+        (&["--size", "0"], "--size", "'0'"),
+        (&["--size", "huge"], "--size", "'huge'"),
+        (&["--bandwidth", "0"], "--bandwidth", "'0'"),
+        (&["--bandwidth", "0Gbit"], "--bandwidth", "'0Gbit'"),
+        (&["--jitter", "1.5"], "--jitter", "'1.5'"),
+        (&["--strategy", "teleport"], "--strategy", "'teleport'"),
+        (&["--latency", "soon"], "--latency", "'soon'"),
+        (&["--runs", "0"], "--runs", "'0'"),
+        (&["--chunk", "0"], "--chunk", "'0'"),
+        (&["--seed", "minus-one"], "--seed", "'minus-one'"),
+        (
+            &["--scenario", "no-such.toml"],
+            "--scenario",
+            "no-such.toml",
+        ),
+    ];
+    for (args, flag, value) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let out = bounce_sim(dir.path(), &with_outputs(args));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains(value),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!dir.path().join("out").exists(), "{args:?} created output");
+    }
+}
+
+#[test]
+fn an_unwritable_png_path_exits_2_before_simulating_and_leaves_no_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("blocker"), b"a file, not a directory").unwrap();
+    let out = bounce_sim(
+        dir.path(),
+        &[
+            "--hosts",
+            "1..4",
+            "--csv",
+            "sim.csv",
+            "--png",
+            "blocker/sim.png",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--png") && stderr.contains("blocker/sim.png"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(!dir.path().join("sim.csv").exists());
+}
+
+#[test]
+fn a_good_run_writes_a_csv_row_per_point_a_png_and_a_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bounce_sim(
+        dir.path(),
+        &with_outputs(&[
+            "--hosts",
+            "1..8",
+            "--strategy",
+            "all",
+            "--runs",
+            "2",
+            "--jitter",
+            "0.05",
+        ]),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = std::fs::read_to_string(dir.path().join("out/sim.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    for col in [
+        "strategy",
+        "hosts",
+        "run",
+        "seed",
+        "size_bytes",
+        "bandwidth_bytes_per_s",
+        "makespan_s",
+        "t_s",
+        "makespan_over_t",
+    ] {
+        assert!(header.split(',').any(|c| c == col), "missing column {col}");
+    }
+    assert_eq!(lines.count(), 8 * bounce::core::StrategyKind::ALL.len() * 2);
+    let png = std::fs::read(dir.path().join("out/sim.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("linear/T") && stdout.contains("chain/T"),
+        "{stdout}"
+    );
+    // Nothing but the two outputs: no temporary files left behind.
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("out")).unwrap().count(),
+        2
+    );
+}
+
+#[test]
+fn the_same_seed_gives_byte_identical_csv_and_another_seed_different_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |seed: &str, name: &str| {
+        let csv = format!("{name}.csv");
+        let png = format!("{name}.png");
+        let out = bounce_sim(
+            dir.path(),
+            &[
+                "--hosts",
+                "1..16",
+                "--strategy",
+                "all",
+                "--jitter",
+                "0.1",
+                "--runs",
+                "3",
+                "--seed",
+                seed,
+                "--csv",
+                &csv,
+                "--png",
+                &png,
+                "--threads",
+                "2",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read(dir.path().join(csv)).unwrap()
+    };
+    let a = run("7", "a");
+    let b = run("7", "b");
+    let c = run("8", "c");
+    assert_eq!(a, b, "same seed, same bytes");
+    assert_ne!(a, c, "another seed must change the numbers");
+}
+
+#[test]
+fn the_csv_does_not_depend_on_the_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |threads: &str| {
+        let csv = format!("t{threads}.csv");
+        let png = format!("t{threads}.png");
+        let out = bounce_sim(
+            dir.path(),
+            &[
+                "--hosts",
+                "1..12",
+                "--strategy",
+                "all",
+                "--jitter",
+                "0.2",
+                "--runs",
+                "4",
+                "--csv",
+                &csv,
+                "--png",
+                &png,
+                "--threads",
+                threads,
+            ],
+        );
+        assert!(out.status.success());
+        std::fs::read(dir.path().join(csv)).unwrap()
+    };
+    assert_eq!(run("1"), run("3"));
+}
+
+#[test]
+fn a_scenario_file_sets_defaults_that_flags_override() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("s.toml"),
+        "hosts = \"1..3\"\nsize = \"1GiB\"\nbandwidth = \"1Gbit\"\nstrategy = \"bounce\"\ncsv = \"s.csv\"\npng = \"s.png\"\n",
+    )
+    .unwrap();
+    let out = bounce_sim(dir.path(), &["--scenario", "s.toml", "--hosts", "5"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = std::fs::read_to_string(dir.path().join("s.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].starts_with("bounce,5,0,"), "{}", rows[0]);
+}
+
+#[test]
+fn an_unknown_scenario_key_is_rejected_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.toml"), "hostz = \"1..3\"\n").unwrap();
+    let out = bounce_sim(dir.path(), &["--scenario", "s.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("hostz"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}

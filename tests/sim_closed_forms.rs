@@ -1,0 +1,192 @@
+//! The simulator against the closed forms of DESIGN.md §2, at zero jitter and zero latency.
+
+use std::time::Duration;
+
+use bounce::core::StrategyKind;
+use bounce::sim::{simulate, SimConfig};
+
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+
+fn makespan(kind: StrategyKind, cfg: &SimConfig) -> f64 {
+    simulate(kind, cfg).expect("simulation runs").makespan
+}
+
+fn assert_close(got: f64, want: f64, what: &str) {
+    let rel = ((got - want) / want).abs();
+    assert!(
+        rel <= 1e-9,
+        "{what}: got {got}, want {want} (relative error {rel:e})"
+    );
+}
+
+fn blog(receivers: u32) -> SimConfig {
+    SimConfig::new(receivers, 20 * GIB, 125e6)
+}
+
+#[test]
+fn linear_takes_c_times_t() {
+    for c in 1..=64 {
+        let cfg = blog(c);
+        assert_close(
+            makespan(StrategyKind::Linear, &cfg),
+            f64::from(c) * cfg.t(),
+            &format!("C={c}"),
+        );
+    }
+}
+
+#[test]
+fn bounce_takes_ceil_log2_c_plus_1_times_t() {
+    for c in 1..=64u32 {
+        let cfg = blog(c);
+        let l = f64::from(32 - c.leading_zeros()); // ⌈log2(C+1)⌉
+        assert_close(
+            makespan(StrategyKind::Bounce, &cfg),
+            l * cfg.t(),
+            &format!("C={c}"),
+        );
+    }
+}
+
+#[test]
+fn bounce_matches_the_blog_staircase() {
+    let t = blog(1).t();
+    for (c, rounds) in [
+        (1, 1.0),
+        (2, 2.0),
+        (3, 2.0),
+        (4, 3.0),
+        (7, 3.0),
+        (8, 4.0),
+        (15, 4.0),
+        (16, 5.0),
+    ] {
+        assert_close(
+            makespan(StrategyKind::Bounce, &blog(c)),
+            rounds * t,
+            &format!("C={c}"),
+        );
+    }
+}
+
+#[test]
+fn chain_takes_one_plus_c_minus_1_over_k_times_t() {
+    for c in 1..=64u32 {
+        let cfg = blog(c);
+        let k = cfg.size.div_ceil(cfg.chunk) as f64;
+        let want = (1.0 + f64::from(c - 1) / k) * cfg.t();
+        assert_close(makespan(StrategyKind::Chain, &cfg), want, &format!("C={c}"));
+    }
+}
+
+#[test]
+fn chain_with_a_short_last_chunk_pays_one_full_chunk_per_extra_hop() {
+    // 10 MiB in 3 MiB chunks: k = 4 with a 1 MiB tail. The last host finishes at
+    // T + (C−1)·chunk/B: the pipeline fills with full chunks.
+    let cfg = SimConfig {
+        chunk: 3 * MIB,
+        ..SimConfig::new(5, 10 * MIB, 1e6)
+    };
+    let want = cfg.t() + 4.0 * (3 * MIB) as f64 / 1e6;
+    assert_close(makespan(StrategyKind::Chain, &cfg), want, "C=5");
+}
+
+#[test]
+fn latency_delays_every_transfer_once() {
+    let lat = Duration::from_millis(250);
+    let cfg = SimConfig {
+        latency: lat,
+        ..blog(7)
+    };
+    let t = cfg.t();
+    // Linear: one setup, then C·T. Bounce: three rounds, each with its own setup.
+    assert_close(
+        makespan(StrategyKind::Linear, &cfg),
+        7.0 * t + 0.25,
+        "linear",
+    );
+    assert_close(
+        makespan(StrategyKind::Bounce, &cfg),
+        3.0 * (t + 0.25),
+        "bounce",
+    );
+    // Chain: k + C − 1 chunk-steps, each a setup plus one chunk time.
+    let k = cfg.size.div_ceil(cfg.chunk) as f64;
+    let step = t / k + 0.25;
+    assert_close(
+        makespan(StrategyKind::Chain, &cfg),
+        (k + 6.0) * step,
+        "chain",
+    );
+}
+
+#[test]
+fn the_source_uploads_what_each_strategy_promises() {
+    let cfg = blog(7);
+    let r = simulate(StrategyKind::Linear, &cfg).unwrap();
+    assert_eq!(r.source_bytes, 7 * cfg.size);
+    let r = simulate(StrategyKind::Bounce, &cfg).unwrap();
+    assert_eq!(
+        r.source_bytes,
+        3 * cfg.size,
+        "the source sends once per round"
+    );
+    let r = simulate(StrategyKind::Chain, &cfg).unwrap();
+    assert_eq!(
+        r.source_bytes, cfg.size,
+        "the chain's source uploads the file once"
+    );
+}
+
+#[test]
+fn binomial_takes_one_plus_l_minus_1_over_k_times_t() {
+    for c in 1..=64u32 {
+        let cfg = blog(c);
+        let k = cfg.size.div_ceil(cfg.chunk) as f64;
+        let l = f64::from(32 - c.leading_zeros());
+        let want = (1.0 + (l - 1.0) / k) * cfg.t();
+        assert_close(
+            makespan(StrategyKind::Binomial, &cfg),
+            want,
+            &format!("C={c}"),
+        );
+    }
+}
+
+#[test]
+fn binomial_is_exact_for_other_chunk_counts_and_equals_bounce_with_one_chunk() {
+    for c in [1u32, 2, 3, 5, 6, 7, 9, 12, 13, 31, 33, 63, 100, 200] {
+        for k in [1u64, 2, 3, 8, 10, 100] {
+            let cfg = SimConfig {
+                chunk: 16 * MIB,
+                ..SimConfig::new(c, k * 16 * MIB, 125e6)
+            };
+            let l = f64::from(32 - c.leading_zeros());
+            let want = (1.0 + (l - 1.0) / k as f64) * cfg.t();
+            let got = makespan(StrategyKind::Binomial, &cfg);
+            assert_close(got, want, &format!("C={c} k={k}"));
+            if k == 1 {
+                assert_close(
+                    got,
+                    makespan(StrategyKind::Bounce, &cfg),
+                    &format!("C={c} k=1 vs bounce"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn no_strategy_beats_the_floor_t() {
+    for c in [1u32, 2, 7, 8, 13, 64] {
+        let cfg = SimConfig {
+            jitter: 0.0,
+            ..blog(c)
+        };
+        for kind in StrategyKind::ALL {
+            let m = makespan(kind, &cfg);
+            assert!(m >= cfg.t() * (1.0 - 1e-12), "{kind} C={c}: {m} < T");
+        }
+    }
+}
