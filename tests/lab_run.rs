@@ -568,3 +568,208 @@ fn remote_to_remote_bytes_skip_the_controller() {
         }
     }
 }
+
+#[test]
+fn host_whose_link_dies_mid_run_fails_within_seconds_and_the_rest_complete() {
+    // Capped so that the link dies while bytes are flowing to or from h2.
+    let Some(lab) = Lab::start(
+        "host_whose_link_dies_mid_run_fails_within_seconds_and_the_rest_complete",
+        LabConfig::hosts(4).rate("40mbit"),
+    ) else {
+        return;
+    };
+    let src = lab.scratch().join("src.bin");
+    lab::support::random_file(&src, 8 * MIB, 42);
+    for strategy in STRATEGIES {
+        lab.clear_data();
+        lab.link_up(2);
+        let report = lab.scratch().join(format!("{strategy}.csv"));
+        let tx0 = lab.controller_tx_bytes();
+        let child = bounce_run(
+            &lab,
+            strategy,
+            &lab.host_names(4),
+            &report,
+            &src,
+            &lab.dest("f.bin"),
+        )
+        .arg("--connect-timeout")
+        .arg("3s")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bounce-run");
+        let started = Instant::now();
+        while lab.controller_tx_bytes() < tx0 + MIB as u64
+            && started.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        lab.link_down(2);
+        // Not a speed target: a bound that only a hang exceeds.
+        let out = wait_within(
+            child,
+            Duration::from_secs(120),
+            "bounce-run with a dead link",
+        );
+        eprintln!(
+            "--- {strategy} with h2's link down: {}\n{}",
+            out.status,
+            stderr_of(&out)
+        );
+        assert_eq!(out.status.code(), Some(EXIT_SOME_FAILED), "{strategy}");
+        assert!(
+            stderr_of(&out).contains("h2"),
+            "{strategy}: h2 is not named"
+        );
+        assert!(
+            !lab.host_file(2, "f.bin").exists(),
+            "{strategy}: h2 has a file at DEST"
+        );
+        for i in [1, 3, 4] {
+            assert_same(&lab, i, "f.bin", &src);
+            assert_only(&lab, i, &["f.bin"]);
+        }
+        lab.link_up(2);
+        assert_no_leftover_processes(&lab, 4);
+    }
+}
+
+#[test]
+fn hosts_file_with_user_port_comments_and_per_host_dest() {
+    let Some(lab) = Lab::start(
+        "hosts_file_with_user_port_comments_and_per_host_dest",
+        LabConfig::hosts(3),
+    ) else {
+        return;
+    };
+    let src = lab.scratch().join("src.bin");
+    lab::support::random_file(&src, MIB, 99);
+    let hosts_file = lab.scratch().join("hosts");
+    fs::write(
+        &hosts_file,
+        format!(
+            "# lab hosts\n\nroot@h1:22\nh2   {}\n  h3 # trailing comment\n",
+            lab.dest("other dir/g.bin")
+        ),
+    )
+    .unwrap();
+    for strategy in STRATEGIES {
+        lab.clear_data();
+        let report = lab.scratch().join(format!("{strategy}.csv"));
+        let out = run_logged(
+            lab.controller(lab::support::bounce_run_bin())
+                .stdin(Stdio::null())
+                .arg("-F")
+                .arg(lab.ssh_config())
+                .args(["--strategy", strategy, "--hosts-file"])
+                .arg(&hosts_file)
+                .arg("--report")
+                .arg(&report)
+                .arg(&src)
+                .arg(lab.dest("f.bin")),
+        );
+        assert_eq!(out.status.code(), Some(0), "{strategy}");
+        assert_same(&lab, 1, "f.bin", &src);
+        assert_same(&lab, 2, "other dir/g.bin", &src);
+        assert_same(&lab, 3, "f.bin", &src);
+        assert_only(&lab, 2, &["other dir", "other dir/g.bin"]);
+        assert_eq!(read_report(&report).len(), 3, "{strategy}");
+    }
+
+    // A duplicate host is bad input, found before anything is written.
+    lab.clear_data();
+    fs::write(&hosts_file, "h1\nh2\nroot@h1:22\n").unwrap();
+    let out = run_logged(
+        lab.controller(lab::support::bounce_run_bin())
+            .stdin(Stdio::null())
+            .arg("-F")
+            .arg(lab.ssh_config())
+            .arg("--hosts-file")
+            .arg(&hosts_file)
+            .arg(&src)
+            .arg(lab.dest("f.bin")),
+    );
+    assert_eq!(out.status.code(), Some(EXIT_BAD_INPUT), "duplicate host");
+    assert!(stderr_of(&out).contains("h1"), "the duplicate is not named");
+    for i in 1..=3 {
+        assert!(
+            lab.data_tree(i).is_empty(),
+            "h{i} got {:?}",
+            lab.data_tree(i)
+        );
+    }
+}
+
+#[test]
+fn unknown_host_key_fails_that_host_unless_new_keys_are_accepted() {
+    let Some(lab) = Lab::start(
+        "unknown_host_key_fails_that_host_unless_new_keys_are_accepted",
+        LabConfig::hosts(3),
+    ) else {
+        return;
+    };
+    let src = lab.scratch().join("src.bin");
+    lab::support::random_file(&src, MIB, 5150);
+    // The controller's own config and known_hosts, without h2's key. Hops between hosts
+    // still use the hosts' full known_hosts.
+    let known = lab.scratch().join("known_hosts");
+    let full = fs::read_to_string(lab.ssh_dir().join("known_hosts")).unwrap();
+    let without_h2: String = full
+        .lines()
+        .filter(|l| !l.starts_with("h2,"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(without_h2.lines().count(), 2);
+    fs::write(&known, &without_h2).unwrap();
+    let config = lab.scratch().join("ssh_config");
+    let text = fs::read_to_string(lab.ssh_config()).unwrap().replace(
+        &format!(
+            "UserKnownHostsFile {}",
+            lab.ssh_dir().join("known_hosts").display()
+        ),
+        &format!("UserKnownHostsFile {}", known.display()),
+    );
+    assert!(text.contains(&known.display().to_string()));
+    fs::write(&config, text).unwrap();
+    let run = |strategy: &str, accept: bool| {
+        let mut c = lab.controller(lab::support::bounce_run_bin());
+        c.stdin(Stdio::null()).arg("-F").arg(&config).args([
+            "--strategy",
+            strategy,
+            "-H",
+            "h1,h2,h3",
+        ]);
+        if accept {
+            c.arg("--accept-new-host-keys");
+        }
+        c.arg(&src).arg(lab.dest("f.bin"));
+        run_logged(&mut c)
+    };
+
+    // Strict by default: h2 fails, clearly, and only h2.
+    let out = run("linear", false);
+    assert_eq!(out.status.code(), Some(EXIT_SOME_FAILED));
+    let err = stderr_of(&out);
+    assert!(
+        err.lines()
+            .any(|l| l.contains("h2") && l.to_lowercase().contains("host key")),
+        "no line names h2 and its host key"
+    );
+    assert!(lab.data_tree(2).is_empty(), "h2 got {:?}", lab.data_tree(2));
+    assert_same(&lab, 1, "f.bin", &src);
+    assert_same(&lab, 3, "f.bin", &src);
+
+    // Accepting new keys is explicit, and records the key.
+    lab.clear_data();
+    let out = run("bounce", true);
+    assert_eq!(out.status.code(), Some(0));
+    for i in 1..=3 {
+        assert_same(&lab, i, "f.bin", &src);
+    }
+    let recorded = fs::read_to_string(&known).unwrap();
+    assert!(
+        recorded.lines().count() > 2,
+        "h2's key was not recorded: {recorded}"
+    );
+}
