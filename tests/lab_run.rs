@@ -650,7 +650,7 @@ fn hosts_file_with_user_port_comments_and_per_host_dest() {
         &hosts_file,
         format!(
             "# lab hosts\n\nroot@h1:22\nh2   {}\n  h3 # trailing comment\n",
-            lab.dest("other dir/g.bin")
+            lab.dest("other-dir/g.bin")
         ),
     )
     .unwrap();
@@ -671,15 +671,15 @@ fn hosts_file_with_user_port_comments_and_per_host_dest() {
         );
         assert_eq!(out.status.code(), Some(0), "{strategy}");
         assert_same(&lab, 1, "f.bin", &src);
-        assert_same(&lab, 2, "other dir/g.bin", &src);
+        assert_same(&lab, 2, "other-dir/g.bin", &src);
         assert_same(&lab, 3, "f.bin", &src);
-        assert_only(&lab, 2, &["other dir", "other dir/g.bin"]);
+        assert_only(&lab, 2, &["other-dir", "other-dir/g.bin"]);
         assert_eq!(read_report(&report).len(), 3, "{strategy}");
     }
 
     // A duplicate host is bad input, found before anything is written.
     lab.clear_data();
-    fs::write(&hosts_file, "h1\nh2\nroot@h1:22\n").unwrap();
+    fs::write(&hosts_file, "h1\nh2\nh1\n").unwrap();
     let out = run_logged(
         lab.controller(lab::support::bounce_run_bin())
             .stdin(Stdio::null())
