@@ -157,7 +157,10 @@ pub fn available(test: &str) -> bool {
             if std::env::var_os("CI").is_some() {
                 panic!("lab test {test} cannot run and CI is set, so it fails: {reason}");
             }
-            eprintln!(
+            // Straight to the process's stderr: libtest captures `eprintln!` of passing
+            // tests, which would make this skip silent.
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
                  !!! SKIPPED lab test {test}: {reason}\n\
                  !!! (it runs as root with openssh-server and iproute2; in CI it fails)\n\
