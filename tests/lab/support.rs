@@ -1,0 +1,215 @@
+//! Test inputs and outputs around the lab: source files, digests, `bounce-run` invocations
+//! and its `--report` CSV.
+
+use std::fs;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::{RngCore as _, SeedableRng as _};
+use sha2::{Digest as _, Sha256};
+
+use super::Lab;
+
+/// Writes `size` bytes of seeded pseudo-random data to `path`: incompressible, and
+/// different per seed so a stale copy from another test cannot pass for the right one.
+pub fn random_file(path: &Path, size: usize, seed: u64) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut data = vec![0u8; size];
+    rng.fill_bytes(&mut data);
+    fs::write(path, &data).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// The SHA-256 of a file, in hex.
+pub fn sha256_file(path: &Path) -> String {
+    let data = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let digest = Sha256::digest(&data);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Panics unless host `i` holds a byte-identical copy of `src` at destination `rel`.
+pub fn assert_same(lab: &Lab, i: usize, rel: &str, src: &Path) {
+    let copy = lab.host_file(i, rel);
+    assert!(
+        copy.is_file(),
+        "{} has no file at {rel}; its data dir holds {:?}",
+        lab.host(i),
+        lab.data_tree(i)
+    );
+    assert_eq!(
+        sha256_file(&copy),
+        sha256_file(src),
+        "{}'s copy at {rel} differs from the source",
+        lab.host(i)
+    );
+}
+
+/// The `bounce-run` binary built for this test run.
+pub fn bounce_run_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bounce-run"))
+}
+
+/// `bounce-run -F <lab config> --strategy <strategy> -H <hosts> --report <report> <extra>
+/// SRC DEST` in the controller's namespace.
+pub fn bounce_run(
+    lab: &Lab,
+    strategy: &str,
+    hosts: &[String],
+    report: &Path,
+    src: &Path,
+    dest: &str,
+) -> Command {
+    let mut c = lab.controller(bounce_run_bin());
+    c.stdin(Stdio::null())
+        .arg("-F")
+        .arg(lab.ssh_config())
+        .args(["--strategy", strategy])
+        .arg("-H")
+        .arg(hosts.join(","))
+        .arg("--report")
+        .arg(report)
+        .arg(src)
+        .arg(dest);
+    c
+}
+
+/// Runs a command and returns its output, printing stdout and stderr for the test log.
+/// A command still running after `timeout` is killed and fails the test: a run must never
+/// hang on a dead host.
+pub fn run_logged_within(cmd: &mut Command, timeout: Duration) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = wait_within(child, timeout, &format!("{cmd:?}"));
+    eprintln!(
+        "--- {cmd:?} -> {}\n--- stdout:\n{}\n--- stderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// [`run_logged_within`] with a generous bound for small lab transfers.
+pub fn run_logged(cmd: &mut Command) -> Output {
+    run_logged_within(cmd, Duration::from_secs(120))
+}
+
+/// Waits for a child whose stdout and stderr are piped, killing it after `timeout`.
+pub fn wait_within(mut child: Child, timeout: Duration, what: &str) -> Output {
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for child") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = err_reader.join().unwrap_or_default();
+            panic!(
+                "{what} still ran after {timeout:?} and was killed; stderr:\n{}",
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
+}
+
+/// Sends SIGINT to a process.
+pub fn sigint(pid: u32) {
+    let ok = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "cannot send SIGINT to {pid}");
+}
+
+/// Panics unless hosts `1..=n` run nothing but their listening sshd and the controller's
+/// namespace runs nothing at all (no ssh masters, no hop processes) within a few seconds.
+pub fn assert_no_leftover_processes(lab: &Lab, n: usize) {
+    for i in 0..=n {
+        let extra = lab.settle_processes(i, Duration::from_secs(5));
+        let who = if i == 0 {
+            "the controller".to_string()
+        } else {
+            lab.host(i)
+        };
+        let names: Vec<String> = extra
+            .iter()
+            .map(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                    .unwrap_or_default()
+                    .replace('\0', " ")
+            })
+            .collect();
+        assert!(extra.is_empty(), "{who} still runs {names:?}");
+    }
+}
+
+/// One row of `bounce-run --report`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ReportRow {
+    /// The receiving host, as given on the command line.
+    pub host: String,
+    /// Who sent it the file (the source or another host).
+    pub from: String,
+    /// Start of the host's transfer, seconds since the run began.
+    pub start_s: Option<f64>,
+    /// End of the host's transfer, seconds since the run began.
+    pub end_s: Option<f64>,
+    /// Bytes the host received in this run.
+    pub bytes: u64,
+    /// Outcome, such as verified, up to date or failed.
+    pub status: String,
+    /// Why the host failed, empty otherwise.
+    pub error: String,
+}
+
+/// Reads a `--report` CSV, checking the header is exactly the contract's.
+pub fn read_report(path: &Path) -> Vec<ReportRow> {
+    let text =
+        fs::read_to_string(path).unwrap_or_else(|e| panic!("read report {}: {e}", path.display()));
+    let header = text.lines().next().unwrap_or_default();
+    assert_eq!(
+        header.trim(),
+        "host,from,start_s,end_s,bytes,status,error",
+        "report header of {}",
+        path.display()
+    );
+    csv::Reader::from_reader(text.as_bytes())
+        .deserialize()
+        .collect::<Result<Vec<ReportRow>, _>>()
+        .unwrap_or_else(|e| panic!("parse report {}: {e}\n{text}", path.display()))
+}
+
+/// The report row of `host`.
+pub fn row<'a>(rows: &'a [ReportRow], host: &str) -> &'a ReportRow {
+    rows.iter()
+        .find(|r| r.host == host || r.host.ends_with(&format!("@{host}")))
+        .unwrap_or_else(|| panic!("no report row for {host} in {rows:#?}"))
+}

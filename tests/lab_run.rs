@@ -1,0 +1,775 @@
+//! `bounce-run` against real sshd hosts in the lab (issue 3): every strategy with 1, 2, 7, 8
+//! and 13 hosts, resume, a hostile destination, dead and full hosts, bad input, SIGINT, and
+//! proof that remote-to-remote bytes skip the controller.
+//!
+//! These need root; see `tests/lab/mod.rs` for when they skip (loudly) and when they fail.
+//! Files are small (a few MiB) so the whole file stays well within CI's time on 2 cores;
+//! links are capped only where timing matters for the assertion.
+
+mod lab;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use lab::support::{
+    assert_no_leftover_processes, assert_same, bounce_run, read_report, row, run_logged, sigint,
+    wait_within, ReportRow,
+};
+use lab::{Lab, LabConfig};
+
+const MIB: usize = 1 << 20;
+const STRATEGIES: [&str; 3] = ["linear", "bounce", "chain"];
+/// Exit statuses of the CLI contract.
+const EXIT_SOME_FAILED: i32 = 1;
+const EXIT_BAD_INPUT: i32 = 2;
+const EXIT_INTERRUPTED: i32 = 130;
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Checks a successful run of `strategy` to hosts `1..=n` of `lab` and that hosts past `n`
+/// were left alone.
+fn assert_everyone_has_it(lab: &Lab, n: usize, rel: &str, src: &Path, rows: &[ReportRow]) {
+    let size = fs::metadata(src).unwrap().len();
+    let mode = fs::metadata(src).unwrap().permissions().mode() & 0o777;
+    assert_eq!(rows.len(), n, "one report row per host: {rows:#?}");
+    for i in 1..=n {
+        assert_same(lab, i, rel, src);
+        let copy_mode = fs::metadata(lab.host_file(i, rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(
+            copy_mode,
+            mode,
+            "{}'s copy has mode {copy_mode:o}",
+            lab.host(i)
+        );
+        let r = row(rows, &lab.host(i));
+        assert_eq!(r.bytes, size, "{} received {} bytes", lab.host(i), r.bytes);
+        assert!(r.error.is_empty(), "{} has an error: {r:?}", lab.host(i));
+        assert!(
+            r.start_s.is_some() && r.end_s >= r.start_s,
+            "{} has no sane times: {r:?}",
+            lab.host(i)
+        );
+    }
+    for i in n + 1..=lab.len() {
+        assert!(
+            lab.data_tree(i).is_empty(),
+            "{} was not asked but got {:?}",
+            lab.host(i),
+            lab.data_tree(i)
+        );
+    }
+}
+
+/// Only the destination (and its parents) exists on host `i`: no temp file is left.
+fn assert_only(lab: &Lab, i: usize, expected: &[&str]) {
+    let tree = lab.data_tree(i);
+    assert_eq!(tree, expected, "{}'s data dir", lab.host(i));
+}
+
+fn strategy_copies_identical_files_to_1_2_7_8_13_hosts(strategy: &str, test: &str) {
+    let Some(lab) = Lab::start(test, LabConfig::hosts(13)) else {
+        return;
+    };
+    let src = lab.scratch().join("src.bin");
+    lab::support::random_file(&src, 3 * MIB + 12_345, 13);
+    fs::set_permissions(&src, fs::Permissions::from_mode(0o640)).unwrap();
+    // The parent "sub" does not exist on any host: the runner creates it.
+    let rel = "sub/f.bin";
+    for n in [1, 2, 7, 8, 13] {
+        lab.clear_data();
+        let report = lab.scratch().join(format!("{strategy}-{n}.csv"));
+        let out = run_logged(&mut bounce_run(
+            &lab,
+            strategy,
+            &lab.host_names(n),
+            &report,
+            &src,
+            &lab.dest(rel),
+        ));
+        assert_eq!(out.status.code(), Some(0), "{strategy} to {n} hosts failed");
+        let rows = read_report(&report);
+        assert_everyone_has_it(&lab, n, rel, &src, &rows);
+        for i in 1..=n {
+            assert_only(&lab, i, &["sub", "sub/f.bin"]);
+        }
+        assert_no_leftover_processes(&lab, n);
+        assert_eq!(
+            fs::read_dir(lab.mnt()).unwrap().count(),
+            0,
+            "something was written on the controller's side of the mountpoint"
+        );
+    }
+}
+
+#[test]
+fn linear_copies_identical_files_to_1_2_7_8_13_hosts() {
+    strategy_copies_identical_files_to_1_2_7_8_13_hosts(
+        "linear",
+        "linear_copies_identical_files_to_1_2_7_8_13_hosts",
+    );
+}
+
+#[test]
+fn bounce_copies_identical_files_to_1_2_7_8_13_hosts() {
+    strategy_copies_identical_files_to_1_2_7_8_13_hosts(
+        "bounce",
+        "bounce_copies_identical_files_to_1_2_7_8_13_hosts",
+    );
+}
+
+#[test]
+fn chain_copies_identical_files_to_1_2_7_8_13_hosts() {
+    strategy_copies_identical_files_to_1_2_7_8_13_hosts(
+        "chain",
+        "chain_copies_identical_files_to_1_2_7_8_13_hosts",
+    );
+}
+
+#[test]
+fn second_run_after_partial_failure_sends_only_what_is_missing() {
+    let Some(mut lab) = Lab::start(
+        "second_run_after_partial_failure_sends_only_what_is_missing",
+        LabConfig::hosts(7),
+    ) else {
+        return;
+    };
+    let src = lab.scratch().join("src.bin");
+    lab::support::random_file(&src, 4 * MIB, 7);
+    let size = 4 * MIB as u64;
+    let hosts = lab.host_names(7);
+    for strategy in STRATEGIES {
+        lab.clear_data();
+        lab.stop_sshd(3);
+        let report = lab.scratch().join(format!("{strategy}-first.csv"));
+        let out = run_logged(&mut bounce_run(
+            &lab,
+            strategy,
+            &hosts,
+            &report,
+            &src,
+            &lab.dest("f.bin"),
+        ));
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_SOME_FAILED),
+            "{strategy}: first run"
+        );
+        assert!(
+            stderr_of(&out).contains("h3"),
+            "{strategy}: the failed host is not named"
+        );
+        let first = read_report(&report);
+        assert!(
+            !row(&first, "h3").error.is_empty(),
+            "{strategy}: h3 failed without a reason"
+        );
+        for i in (1..=7).filter(|&i| i != 3) {
+            assert_same(&lab, i, "f.bin", &src);
+        }
+
+        lab.start_sshd(3);
+        let report = lab.scratch().join(format!("{strategy}-second.csv"));
+        let tx = lab.controller_tx_bytes();
+        let out = run_logged(&mut bounce_run(
+            &lab,
+            strategy,
+            &hosts,
+            &report,
+            &src,
+            &lab.dest("f.bin"),
+        ));
+        let sent = lab.controller_tx_bytes() - tx;
+        assert_eq!(out.status.code(), Some(0), "{strategy}: second run");
+        // At most one copy leaves the controller: the missing one.
+        assert!(
+            sent <= size + size / 10 + 512 * 1024,
+            "{strategy}: the controller sent {sent} bytes to resume one {size}-byte copy"
+        );
+        let second = read_report(&report);
+        for i in 1..=7 {
+            assert_same(&lab, i, "f.bin", &src);
+            assert_only(&lab, i, &["f.bin"]);
+        }
+        let h3 = row(&second, "h3");
+        assert_eq!(h3.bytes, size, "{strategy}: h3 in the second run: {h3:?}");
+        for i in (1..=7).filter(|&i| i != 3) {
+            let r = row(&second, &lab.host(i));
+            assert_eq!(
+                r.bytes,
+                0,
+                "{strategy}: up-to-date {} was sent bytes: {r:?}",
+                lab.host(i)
+            );
+            assert_ne!(
+                r.status, h3.status,
+                "{strategy}: skipped and sent hosts share a status"
+            );
+            assert!(r.error.is_empty(), "{strategy}: {r:?}");
+        }
+        assert_no_leftover_processes(&lab, 7);
+    }
+}
+
+#[test]
+fn hostile_dest_path_is_quoted_and_nothing_is_written_outside_it() {
+    let Some(lab) = Lab::start(
+        "hostile_dest_path_is_quoted_and_nothing_is_written_outside_it",
+        LabConfig::hosts(3),
+    ) else {
+        return;
+    };
+    let src = lab.scratch().join("src.bin");
+    lab::support::random_file(&src, MIB, 3);
+    // Every payload would leave a file named pwned* in the remote shell's working
+    // directory (the host's home, watched by the lab) if it ever ran.
+    let dir = "d $(touch pwned0) 'x";
+    let name =
+        "sp ace 'sq' \"dq\" $(touch pwned1) `touch pwned2` ; touch pwned3 & touch pwned4 | x";
+    let rel = format!("{dir}/{name}");
+    for strategy in STRATEGIES {
+        lab.clear_data();
+        let report = lab.scratch().join(format!("{strategy}.csv"));
+        let out = run_logged(&mut bounce_run(
+            &lab,
+            strategy,
+            &lab.host_names(3),
+            &report,
+            &src,
+            &lab.dest(&rel),
+        ));
+        assert_eq!(out.status.code(), Some(0), "{strategy}: hostile DEST");
+        for i in 1..=3 {
+            assert_same(&lab, i, &rel, &src);
+            assert_only(&lab, i, &[dir, &rel]);
+            assert!(
+                lab.home_tree(i).is_empty(),
+                "{strategy}: h{i} home holds {:?}",
+                lab.home_tree(i)
+            );
+        }
+        assert_eq!(
+            lab.find_named(&["pwned0", "pwned1", "pwned2", "pwned3", "pwned4"]),
+            Vec::<String>::new(),
+            "{strategy}: a payload ran"
+        );
+        assert_eq!(
+            fs::read_dir(lab.mnt()).unwrap().count(),
+            0,
+            "{strategy}: controller-side mnt"
+        );
+    }
+}
+
+#[test]
+fn host_without_sshd_fails_alone_and_leaves_nothing_at_its_dest() {
+    let Some(lab) = Lab::start(
+        "host_without_sshd_fails_alone_and_leaves_nothing_at_its_dest",
+        LabConfig::hosts(7).no_sshd(4),
+    ) else {
+        return;
+    };
+    let src = lab.scratch().join("src.bin");
+    lab::support::random_file(&src, 2 * MIB, 4);
+    for strategy in STRATEGIES {
+        lab.clear_data();
+        let report = lab.scratch().join(format!("{strategy}.csv"));
+        let out = run_logged(&mut bounce_run(
+            &lab,
+            strategy,
+            &lab.host_names(7),
+            &report,
+            &src,
+            &lab.dest("f.bin"),
+        ));
+        assert_eq!(out.status.code(), Some(EXIT_SOME_FAILED), "{strategy}");
+        assert!(
+            stderr_of(&out).contains("h4"),
+            "{strategy}: the dead host is not named"
+        );
+        let rows = read_report(&report);
+        let dead = row(&rows, "h4");
+        assert!(!dead.error.is_empty(), "{strategy}: {dead:?}");
+        assert!(
+            lab.data_tree(4).is_empty(),
+            "{strategy}: h4 has {:?}",
+            lab.data_tree(4)
+        );
+        for i in (1..=7).filter(|&i| i != 4) {
+            assert_same(&lab, i, "f.bin", &src);
+            assert_only(&lab, i, &["f.bin"]);
+            assert!(
+                row(&rows, &lab.host(i)).error.is_empty(),
+                "{strategy}: h{i} has an error"
+            );
+        }
+        assert_no_leftover_processes(&lab, 7);
+    }
+}
+
+#[test]
+fn disk_full_host_is_named_with_no_space_left_on_device() {
+    let Some(lab) = Lab::start(
+        "disk_full_host_is_named_with_no_space_left_on_device",
+        LabConfig::hosts(3).tmpfs(2, "1m"),
+    ) else {
+        return;
+    };
+    let src = lab.scratch().join("src.bin");
+    lab::support::random_file(&src, 3 * MIB, 5);
+    for strategy in STRATEGIES {
+        lab.clear_data();
+        let report = lab.scratch().join(format!("{strategy}.csv"));
+        let out = run_logged(&mut bounce_run(
+            &lab,
+            strategy,
+            &lab.host_names(3),
+            &report,
+            &src,
+            &lab.dest("f.bin"),
+        ));
+        assert_eq!(out.status.code(), Some(EXIT_SOME_FAILED), "{strategy}");
+        let err = stderr_of(&out);
+        assert!(
+            err.lines()
+                .any(|l| l.contains("h2") && l.contains("No space left on device")),
+            "{strategy}: no line names h2 with 'No space left on device'"
+        );
+        let rows = read_report(&report);
+        assert!(
+            row(&rows, "h2").error.contains("No space left on device"),
+            "{strategy}: {rows:?}"
+        );
+        // The temp file that filled the disk is gone, and nothing is at DEST.
+        assert!(
+            lab.data_tree(2).is_empty(),
+            "{strategy}: h2 has {:?}",
+            lab.data_tree(2)
+        );
+        for i in [1, 3] {
+            assert_same(&lab, i, "f.bin", &src);
+            assert_only(&lab, i, &["f.bin"]);
+        }
+        assert_no_leftover_processes(&lab, 3);
+    }
+}
+
+#[test]
+fn bad_input_exits_2_and_writes_nothing_anywhere() {
+    let Some(lab) = Lab::start(
+        "bad_input_exits_2_and_writes_nothing_anywhere",
+        LabConfig::hosts(2),
+    ) else {
+        return;
+    };
+    let src = lab.scratch().join("src.bin");
+    lab::support::random_file(&src, MIB, 6);
+    let missing = lab.scratch().join("no such file.bin");
+    let hosts = lab.host_names(2);
+    let cases: Vec<(&str, std::process::Command, String)> = vec![
+        (
+            "missing SRC",
+            bounce_run(
+                &lab,
+                "bounce",
+                &hosts,
+                &lab.scratch().join("r1.csv"),
+                &missing,
+                &lab.dest("f.bin"),
+            ),
+            missing.display().to_string(),
+        ),
+        (
+            "relative DEST",
+            bounce_run(
+                &lab,
+                "bounce",
+                &hosts,
+                &lab.scratch().join("r2.csv"),
+                &src,
+                "relative/f.bin",
+            ),
+            "relative/f.bin".to_string(),
+        ),
+        (
+            "empty host list",
+            bounce_run(
+                &lab,
+                "bounce",
+                &[String::new()],
+                &lab.scratch().join("r3.csv"),
+                &src,
+                &lab.dest("f.bin"),
+            ),
+            String::new(),
+        ),
+    ];
+    for (what, mut cmd, named) in cases {
+        let tx = lab.controller_tx_bytes();
+        let out = run_logged(&mut cmd);
+        assert_eq!(out.status.code(), Some(EXIT_BAD_INPUT), "{what}");
+        let err = stderr_of(&out);
+        assert!(!err.trim().is_empty(), "{what}: no message");
+        assert!(
+            err.contains(&named),
+            "{what}: the message does not name {named:?}"
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+            "{what}: a panic"
+        );
+        for i in 1..=2 {
+            assert!(
+                lab.data_tree(i).is_empty(),
+                "{what}: h{i} got {:?}",
+                lab.data_tree(i)
+            );
+            assert!(
+                lab.home_tree(i).is_empty(),
+                "{what}: h{i} home got {:?}",
+                lab.home_tree(i)
+            );
+        }
+        // Bad input is found before any file moves; ARP and ssh handshakes stay far below
+        // even a 1 MiB copy.
+        let sent = lab.controller_tx_bytes() - tx;
+        assert!(
+            sent < 256 * 1024,
+            "{what}: the controller sent {sent} bytes"
+        );
+    }
+}
+
+#[test]
+fn sigint_mid_run_cleans_up_and_exits_130() {
+    // Capped so that the run is surely still going when the signal comes.
+    let Some(lab) = Lab::start(
+        "sigint_mid_run_cleans_up_and_exits_130",
+        LabConfig::hosts(7).rate("40mbit"),
+    ) else {
+        return;
+    };
+    let src = lab.scratch().join("src.bin");
+    let size = 16 * MIB;
+    lab::support::random_file(&src, size, 130);
+    for strategy in STRATEGIES {
+        lab.clear_data();
+        let report = lab.scratch().join(format!("{strategy}.csv"));
+        let tx0 = lab.controller_tx_bytes();
+        let child = bounce_run(
+            &lab,
+            strategy,
+            &lab.host_names(7),
+            &report,
+            &src,
+            &lab.dest("f.bin"),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bounce-run");
+        // `ip netns exec` execs, so this pid is bounce-run's. Wait until bytes flow.
+        let pid = child.id();
+        let started = Instant::now();
+        while lab.controller_tx_bytes() < tx0 + 2 * MIB as u64
+            && started.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        sigint(pid);
+        let out = wait_within(child, Duration::from_secs(30), "bounce-run after SIGINT");
+        eprintln!(
+            "--- {strategy} after SIGINT: {}\n{}",
+            out.status,
+            stderr_of(&out)
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_INTERRUPTED),
+            "{strategy}: exit status after SIGINT"
+        );
+        let mut unfinished = 0;
+        for i in 1..=7 {
+            if lab.host_file(i, "f.bin").exists() {
+                // Whatever is at DEST was verified.
+                assert_same(&lab, i, "f.bin", &src);
+                assert_only(&lab, i, &["f.bin"]);
+            } else {
+                unfinished += 1;
+                assert_only(&lab, i, &[]);
+            }
+        }
+        assert!(
+            unfinished > 0,
+            "{strategy}: SIGINT came after the run had finished"
+        );
+        assert_no_leftover_processes(&lab, 7);
+    }
+}
+
+#[test]
+fn remote_to_remote_bytes_skip_the_controller() {
+    // Capped, so that the schedule is the model's: the blog's doubling, where the source
+    // sends ⌈log2(C+1)⌉ copies, not C.
+    let Some(lab) = Lab::start(
+        "remote_to_remote_bytes_skip_the_controller",
+        LabConfig::hosts(7).rate("100mbit"),
+    ) else {
+        return;
+    };
+    let src = lab.scratch().join("src.bin");
+    let size = 4 * MIB as u64;
+    lab::support::random_file(&src, size as usize, 77);
+    let hosts = lab.host_names(7);
+    for (strategy, max_copies) in [("linear", 7), ("bounce", 4), ("chain", 1)] {
+        lab.clear_data();
+        let report = lab.scratch().join(format!("{strategy}.csv"));
+        let tx = lab.controller_tx_bytes();
+        let out = run_logged(&mut bounce_run(
+            &lab,
+            strategy,
+            &hosts,
+            &report,
+            &src,
+            &lab.dest("f.bin"),
+        ));
+        let sent = lab.controller_tx_bytes() - tx;
+        assert_eq!(out.status.code(), Some(0), "{strategy}");
+        let rows = read_report(&report);
+        // Copies the report says came from the source (any sender that is not a host).
+        let from_source = rows.iter().filter(|r| !hosts.contains(&r.from)).count() as u64;
+        eprintln!("{strategy}: controller sent {sent} bytes, {from_source} copies from the source");
+        assert!(
+            from_source >= 1 && from_source <= max_copies,
+            "{strategy}: {from_source} copies came from the source: {rows:#?}"
+        );
+        if strategy == "bounce" {
+            assert!(
+                from_source >= 3,
+                "bounce to 7 needs 3 rounds from the source"
+            );
+        }
+        assert!(
+            sent >= from_source * size && sent <= from_source * size * 11 / 10 + 512 * 1024,
+            "{strategy}: the controller sent {sent} bytes for {from_source} copies of {size}"
+        );
+        for i in 1..=7 {
+            assert_same(&lab, i, "f.bin", &src);
+        }
+    }
+}
+
+#[test]
+fn host_whose_link_dies_mid_run_fails_within_seconds_and_the_rest_complete() {
+    // Capped so that the link dies while bytes are flowing to or from h2.
+    let Some(lab) = Lab::start(
+        "host_whose_link_dies_mid_run_fails_within_seconds_and_the_rest_complete",
+        LabConfig::hosts(4).rate("40mbit"),
+    ) else {
+        return;
+    };
+    let src = lab.scratch().join("src.bin");
+    lab::support::random_file(&src, 8 * MIB, 42);
+    for strategy in STRATEGIES {
+        lab.clear_data();
+        lab.link_up(2);
+        let report = lab.scratch().join(format!("{strategy}.csv"));
+        let tx0 = lab.controller_tx_bytes();
+        let child = bounce_run(
+            &lab,
+            strategy,
+            &lab.host_names(4),
+            &report,
+            &src,
+            &lab.dest("f.bin"),
+        )
+        .arg("--connect-timeout")
+        .arg("3s")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bounce-run");
+        let started = Instant::now();
+        while lab.controller_tx_bytes() < tx0 + MIB as u64
+            && started.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        lab.link_down(2);
+        // Not a speed target: a bound that only a hang exceeds.
+        let out = wait_within(
+            child,
+            Duration::from_secs(120),
+            "bounce-run with a dead link",
+        );
+        eprintln!(
+            "--- {strategy} with h2's link down: {}\n{}",
+            out.status,
+            stderr_of(&out)
+        );
+        assert_eq!(out.status.code(), Some(EXIT_SOME_FAILED), "{strategy}");
+        assert!(
+            stderr_of(&out).contains("h2"),
+            "{strategy}: h2 is not named"
+        );
+        assert!(
+            !lab.host_file(2, "f.bin").exists(),
+            "{strategy}: h2 has a file at DEST"
+        );
+        for i in [1, 3, 4] {
+            assert_same(&lab, i, "f.bin", &src);
+            assert_only(&lab, i, &["f.bin"]);
+        }
+        lab.link_up(2);
+        assert_no_leftover_processes(&lab, 4);
+    }
+}
+
+#[test]
+fn hosts_file_with_user_port_comments_and_per_host_dest() {
+    let Some(lab) = Lab::start(
+        "hosts_file_with_user_port_comments_and_per_host_dest",
+        LabConfig::hosts(3),
+    ) else {
+        return;
+    };
+    let src = lab.scratch().join("src.bin");
+    lab::support::random_file(&src, MIB, 99);
+    let hosts_file = lab.scratch().join("hosts");
+    fs::write(
+        &hosts_file,
+        format!(
+            "# lab hosts\n\nroot@h1:22\nh2   {}\n  h3 # trailing comment\n",
+            lab.dest("other-dir/g.bin")
+        ),
+    )
+    .unwrap();
+    for strategy in STRATEGIES {
+        lab.clear_data();
+        let report = lab.scratch().join(format!("{strategy}.csv"));
+        let out = run_logged(
+            lab.controller(lab::support::bounce_run_bin())
+                .stdin(Stdio::null())
+                .arg("-F")
+                .arg(lab.ssh_config())
+                .args(["--strategy", strategy, "--hosts-file"])
+                .arg(&hosts_file)
+                .arg("--report")
+                .arg(&report)
+                .arg(&src)
+                .arg(lab.dest("f.bin")),
+        );
+        assert_eq!(out.status.code(), Some(0), "{strategy}");
+        assert_same(&lab, 1, "f.bin", &src);
+        assert_same(&lab, 2, "other-dir/g.bin", &src);
+        assert_same(&lab, 3, "f.bin", &src);
+        assert_only(&lab, 2, &["other-dir", "other-dir/g.bin"]);
+        assert_eq!(read_report(&report).len(), 3, "{strategy}");
+    }
+
+    // A duplicate host is bad input, found before anything is written.
+    lab.clear_data();
+    fs::write(&hosts_file, "h1\nh2\nh1\n").unwrap();
+    let out = run_logged(
+        lab.controller(lab::support::bounce_run_bin())
+            .stdin(Stdio::null())
+            .arg("-F")
+            .arg(lab.ssh_config())
+            .arg("--hosts-file")
+            .arg(&hosts_file)
+            .arg(&src)
+            .arg(lab.dest("f.bin")),
+    );
+    assert_eq!(out.status.code(), Some(EXIT_BAD_INPUT), "duplicate host");
+    assert!(stderr_of(&out).contains("h1"), "the duplicate is not named");
+    for i in 1..=3 {
+        assert!(
+            lab.data_tree(i).is_empty(),
+            "h{i} got {:?}",
+            lab.data_tree(i)
+        );
+    }
+}
+
+#[test]
+fn unknown_host_key_fails_that_host_unless_new_keys_are_accepted() {
+    let Some(lab) = Lab::start(
+        "unknown_host_key_fails_that_host_unless_new_keys_are_accepted",
+        LabConfig::hosts(3),
+    ) else {
+        return;
+    };
+    let src = lab.scratch().join("src.bin");
+    lab::support::random_file(&src, MIB, 5150);
+    // The controller's own config and known_hosts, without h2's key. Hops between hosts
+    // still use the hosts' full known_hosts.
+    let known = lab.scratch().join("known_hosts");
+    let full = fs::read_to_string(lab.ssh_dir().join("known_hosts")).unwrap();
+    let without_h2: String = full
+        .lines()
+        .filter(|l| !l.starts_with("h2,"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(without_h2.lines().count(), 2);
+    fs::write(&known, &without_h2).unwrap();
+    let config = lab.scratch().join("ssh_config");
+    let text = fs::read_to_string(lab.ssh_config()).unwrap().replace(
+        &format!(
+            "UserKnownHostsFile {}",
+            lab.ssh_dir().join("known_hosts").display()
+        ),
+        &format!("UserKnownHostsFile {}", known.display()),
+    );
+    assert!(text.contains(&known.display().to_string()));
+    fs::write(&config, text).unwrap();
+    let run = |strategy: &str, accept: bool| {
+        let mut c = lab.controller(lab::support::bounce_run_bin());
+        c.stdin(Stdio::null()).arg("-F").arg(&config).args([
+            "--strategy",
+            strategy,
+            "-H",
+            "h1,h2,h3",
+        ]);
+        if accept {
+            c.arg("--accept-new-host-keys");
+        }
+        c.arg(&src).arg(lab.dest("f.bin"));
+        run_logged(&mut c)
+    };
+
+    // Strict by default: h2 fails, clearly, and only h2.
+    let out = run("linear", false);
+    assert_eq!(out.status.code(), Some(EXIT_SOME_FAILED));
+    let err = stderr_of(&out);
+    assert!(
+        err.lines()
+            .any(|l| l.contains("h2") && l.to_lowercase().contains("host key")),
+        "no line names h2 and its host key"
+    );
+    assert!(lab.data_tree(2).is_empty(), "h2 got {:?}", lab.data_tree(2));
+    assert_same(&lab, 1, "f.bin", &src);
+    assert_same(&lab, 3, "f.bin", &src);
+
+    // Accepting new keys is explicit, and records the key.
+    lab.clear_data();
+    let out = run("bounce", true);
+    assert_eq!(out.status.code(), Some(0));
+    for i in 1..=3 {
+        assert_same(&lab, i, "f.bin", &src);
+    }
+    let recorded = fs::read_to_string(&known).unwrap();
+    assert!(
+        recorded.lines().count() > 2,
+        "h2's key was not recorded: {recorded}"
+    );
+}
