@@ -264,7 +264,7 @@ fn lab_teardown_and_sweep_leave_nothing_behind() {
         s.reverse();
         String::from_utf8(s).unwrap()
     };
-    let bridge = format!("bl{radix}x0br");
+    let bridge = format!("bl{radix}-0br");
     let stale_dir = std::env::temp_dir().join(format!("bounce-lab-{dead_pid}-0"));
     sh(Command::new("ip").args(["netns", "add", &ns]));
     sh(Command::new("ip").args(["link", "add", &bridge, "type", "bridge"]));

@@ -273,8 +273,8 @@ pub fn sweep_leftovers() {
         }
     }
 
-    // Interfaces are `bl<pid base36>x<n base36>...`; deleting a bridge or one end of a veth
-    // removes it entirely.
+    // Interfaces are `bl<pid base36>-<n base36>...`, with a dash because base-36 digits
+    // include x; deleting a bridge or one end of a veth removes it entirely.
     let links = quiet(&mut cmd("ip", &["-o", "link", "show"]))
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
@@ -286,7 +286,7 @@ pub fn sweep_leftovers() {
         let Some(rest) = name.strip_prefix(IF_PREFIX) else {
             continue;
         };
-        let Some((pid36, _)) = rest.split_once('x') else {
+        let Some((pid36, _)) = rest.split_once('-') else {
             continue;
         };
         let Ok(pid) = u32::from_str_radix(pid36, 36) else {
@@ -380,9 +380,9 @@ impl Lab {
         let pid = std::process::id();
         let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
         let id = format!("{pid}-{n}");
-        // Interface names: "bl" + pid in base 36 (≤ 5) + "x" + counter (≤ 2) + a suffix
+        // Interface names: "bl" + pid in base 36 (≤ 5) + "-" + counter (≤ 2) + a suffix
         // of ≤ 4 ("br", "v13", "vc") stays within the kernel's 15 characters.
-        let ifid = format!("{IF_PREFIX}{}x{}", base36(pid), base36(n));
+        let ifid = format!("{IF_PREFIX}{}-{}", base36(pid), base36(n));
         let net = Self::pick_subnet(pid, n);
         let dir = std::env::temp_dir().join(format!("{NS_PREFIX}{id}"));
         let mnt = dir.join("mnt");
