@@ -924,7 +924,7 @@ impl Drop for Lab {
             quiet(&mut cmd("ip", &["link", "del", &self.bridge()]));
         }
         for m in &self.tmpfs {
-            if quiet(cmd("umount", &[]).arg(m)).map_or(true, |o| !o.status.success()) {
+            if quiet(cmd("umount", &[]).arg(m)).is_none_or(|o| !o.status.success()) {
                 quiet(cmd("umount", &["-l"]).arg(m));
             }
         }
