@@ -284,6 +284,13 @@ impl SshTransport {
                 drop(stdin);
                 let status = child.wait().await;
                 let err = stderr.await.unwrap_or_default();
+                // When the receiver fails (a full disk, say) our writes fail with a broken
+                // pipe; the receiver's own message is the one that names the cause.
+                if let Ok(st) = &status {
+                    if !st.success() && !last_lines(&err).is_empty() {
+                        return Err(self.remote_err(t.to, failure_text(err.as_bytes(), st.code())));
+                    }
+                }
                 sent?;
                 match status {
                     Ok(s) if s.success() => {}
