@@ -200,6 +200,19 @@ proptest! {
     }
 
     #[test]
+    fn chain_with_a_window_ends_with_every_live_receiver_complete(case in cases(), window in 2u32..5) {
+        let params = StrategyParams { chain_window: window, ..params(&case) };
+        let started = run_with(StrategyKind::Chain, &case, &params)?;
+        // Nothing is sent twice unless a failure asked for it.
+        if case.hop_failure == 0.0 && case.host_down == 0.0 {
+            let mut seen = std::collections::HashSet::new();
+            for t in &started {
+                prop_assert!(seen.insert((t.to, t.chunks.start)), "{t:?} sent twice");
+            }
+        }
+    }
+
+    #[test]
     fn binomial_ends_with_every_live_receiver_complete(case in cases()) {
         run(StrategyKind::Binomial, &case)?;
     }

@@ -3,28 +3,35 @@
 use super::strategy::{Strategy, View};
 use super::types::{ChunkRange, HostId};
 
-/// Host i forwards chunk j to host i+1 as soon as it holds it, one chunk at a time per link.
-/// With k equal chunks the last host is done after (1 + (C−1)/k)·T.
+/// Host i forwards chunk j to host i+1 as soon as it holds it. With k equal chunks the last
+/// host is done after (1 + (C−1)/k)·T.
 ///
-/// Receivers get chunks in order, so what a host holds is always a prefix of the file. A lost
-/// host is cut out of the chain: its predecessor carries on with its successor, from the
-/// first chunk the successor lacks.
+/// Up to `window` chunks may be in flight on one link at a time. Drivers run the transfers of
+/// one link first in, first out (see the driver contract), so a window does not change when
+/// bytes move; it lets a driver queue the next chunk's request while the previous chunk's
+/// bytes are still on the wire, hiding each chunk's round trip. A window of 1 is strict
+/// store-and-forward with one chunk per link.
+///
+/// A lost host is cut out of the chain: its predecessor carries on with its successor, from
+/// the first chunk the successor lacks. A failed chunk is sent again from the same point.
 pub struct Chain {
     /// Successor of each live host in the chain (`None` for the last).
     next: Vec<Option<HostId>>,
     /// Predecessor of each live host.
     prev: Vec<Option<HostId>>,
-    /// True while the host is sending a chunk.
-    sending: Vec<bool>,
-    /// True while the host is receiving a chunk.
-    receiving: Vec<bool>,
+    /// Chunks in flight to each host.
+    inbound: Vec<u32>,
+    /// Every chunk below `cursor[h]` is held by h or in flight to it.
+    cursor: Vec<u32>,
+    /// Most chunks in flight on one link.
+    window: u32,
     /// Hosts whose outgoing link may be able to start a hop.
     ready: Vec<HostId>,
 }
 
 impl Chain {
-    /// The chain source → 1 → 2 → … → C.
-    pub fn new(receivers: u32) -> Self {
+    /// The chain source → 1 → 2 → … → C, with up to `window` chunks in flight per link.
+    pub fn new(receivers: u32, window: u32) -> Self {
         let n = receivers as usize + 1;
         Chain {
             next: (0..n)
@@ -33,8 +40,9 @@ impl Chain {
             prev: (0..n)
                 .map(|i| (i > 0).then(|| HostId(i as u32 - 1)))
                 .collect(),
-            sending: vec![false; n],
-            receiving: vec![false; n],
+            inbound: vec![0; n],
+            cursor: vec![0; n],
+            window: window.max(1),
             ready: vec![HostId::SOURCE],
         }
     }
@@ -46,43 +54,47 @@ impl Strategy for Chain {
     }
 
     fn next(&mut self, view: &View<'_>) -> Option<(HostId, HostId, ChunkRange)> {
+        let k = view.layout.count();
         while let Some(h) = self.ready.pop() {
-            if view.is_failed(h) || self.sending[h.index()] {
+            if view.is_failed(h) {
                 continue;
             }
             let Some(s) = self.next[h.index()] else {
                 continue;
             };
-            if self.receiving[s.index()] {
-                continue;
+            let mut c = self.cursor[s.index()];
+            while c < k && view.holdings.has(s, c) {
+                c += 1;
             }
-            let chunk = view.holdings.count(s);
-            if chunk >= view.layout.count() {
-                // The successor is complete (a resumed run): skip it for the next one.
+            self.cursor[s.index()] = c;
+            if c >= k {
+                // The successor has everything (a resumed run): it forwards in our place.
                 self.ready.push(s);
                 continue;
             }
-            if !view.holdings.has(h, chunk) {
+            if self.inbound[s.index()] >= self.window || !view.holdings.has(h, c) {
+                // Woken again when a chunk to `s` ends or `h` receives one.
                 continue;
             }
-            self.sending[h.index()] = true;
-            self.receiving[s.index()] = true;
-            return Some((h, s, ChunkRange::single(chunk)));
+            self.inbound[s.index()] += 1;
+            self.cursor[s.index()] = c + 1;
+            // The window may allow another chunk on this link.
+            self.ready.push(h);
+            return Some((h, s, ChunkRange::single(c)));
         }
         None
     }
 
-    fn finished(&mut self, _view: &View<'_>, from: HostId, to: HostId, _c: ChunkRange, _ok: bool) {
-        self.sending[from.index()] = false;
-        self.receiving[to.index()] = false;
-        self.ready.push(from);
+    fn finished(&mut self, _view: &View<'_>, _from: HostId, to: HostId, c: ChunkRange, ok: bool) {
+        self.inbound[to.index()] -= 1;
+        if !ok {
+            self.cursor[to.index()] = self.cursor[to.index()].min(c.start);
+        }
+        // `to` may forward what it got, and its predecessor may send more. That is `from`,
+        // unless `from` was cut out meanwhile: then only this end tells the new one.
         self.ready.push(to);
-        // `from` may have been cut out meanwhile: then `to`'s new predecessor was waiting
-        // for `to` to be free, and only this end tells it.
         if let Some(p) = self.prev[to.index()] {
-            if p != from {
-                self.ready.push(p);
-            }
+            self.ready.push(p);
         }
     }
 
@@ -101,9 +113,8 @@ impl Strategy for Chain {
     fn check_invariants(&self, view: &View<'_>) -> Result<(), String> {
         for i in 0..self.next.len() {
             let h = HostId(i as u32);
-            let count = view.holdings.count(h);
-            if (0..count).any(|c| !view.holdings.has(h, c)) {
-                return Err(format!("{h} holds {count} chunks that are not a prefix"));
+            if self.inbound[i] > self.window {
+                return Err(format!("{h} has {} chunks in flight", self.inbound[i]));
             }
             if let Some(n) = self.next[i] {
                 if view.is_failed(n) {

@@ -203,7 +203,8 @@ impl Scheduler {
         };
         self.strategy.finished(&view, t.from, t.to, t.chunks, ok);
         if let Err(e) = result {
-            if !receiver_gone {
+            // A failed duplicate to a host that is complete by now costs it nothing.
+            if !receiver_gone && !self.holdings.is_complete(t.to) {
                 self.attempts[t.to.index()] += 1;
                 if self.attempts[t.to.index()] >= self.max_attempts {
                     self.give_up(now, t.to, e.reason);

@@ -108,6 +108,10 @@ pub struct StrategyParams {
     /// rack's uplink for flows that leave or enter the rack. `None` when unknown. Read by
     /// `rack`.
     pub rack: Option<Arc<[u32]>>,
+    /// Chunks a `chain` link may have in flight at once (0 counts as 1). Drivers run one
+    /// link's transfers first in, first out, so more than one only hides each chunk's round
+    /// trip: the real runner sets it, the simulator keeps 1.
+    pub chain_window: u32,
 }
 
 impl StrategyParams {
@@ -211,7 +215,7 @@ impl StrategyKind {
         match self {
             StrategyKind::Linear => Box::new(Linear::new(receivers)),
             StrategyKind::Bounce => Box::new(Bounce::new(receivers)),
-            StrategyKind::Chain => Box::new(Chain::new(receivers)),
+            StrategyKind::Chain => Box::new(Chain::new(receivers, params.chain_window)),
             StrategyKind::Binomial => Box::new(Binomial::new(receivers)),
             StrategyKind::Swarm => Box::new(Swarm::new(receivers, params.seed, &params.swarm)),
             StrategyKind::BounceFast => Box::new(BounceFast::new(
