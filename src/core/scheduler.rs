@@ -40,6 +40,13 @@ pub struct Scheduler {
     failed: Vec<bool>,
     attempts: Vec<u32>,
     max_attempts: u32,
+    /// Transfers started so far; `start_seq[slot]` is the count when the slot's transfer
+    /// started.
+    started: u64,
+    start_seq: Vec<u64>,
+    /// `started` when each host last failed: failures of transfers already in flight then
+    /// (a window of chunks on a link that died) are one attempt, not several.
+    failed_at: Vec<u64>,
     /// Transfers in flight, by slot: the low 32 bits of a [`TransferId`] name the slot, the
     /// high 32 bits a generation, so a slot can be reused without confusing late reports.
     slots: Vec<Option<Transfer>>,
@@ -82,6 +89,9 @@ impl Scheduler {
             failed,
             attempts: vec![0; hosts],
             max_attempts: config.max_attempts.max(1),
+            started: 0,
+            start_seq: Vec::new(),
+            failed_at: vec![0; hosts],
             slots: Vec::new(),
             free_slots: Vec::new(),
             in_flight: 0,
@@ -148,6 +158,7 @@ impl Scheduler {
             Some(s) => s,
             None => {
                 self.slots.push(None);
+                self.start_seq.push(0);
                 (self.slots.len() - 1) as u32
             }
         };
@@ -161,6 +172,8 @@ impl Scheduler {
             bytes: self.layout.bytes(chunks.start, chunks.end),
         };
         self.slots[slot as usize] = Some(t);
+        self.started += 1;
+        self.start_seq[slot as usize] = self.started;
         self.in_flight += 1;
         Some(t)
     }
@@ -203,8 +216,12 @@ impl Scheduler {
         };
         self.strategy.finished(&view, t.from, t.to, t.chunks, ok);
         if let Err(e) = result {
-            // A failed duplicate to a host that is complete by now costs it nothing.
-            if !receiver_gone && !self.holdings.is_complete(t.to) {
+            // A failed duplicate to a host that is complete by now costs it nothing, and
+            // neither does a transfer that was already in flight when the host last failed.
+            let to = t.to.index();
+            let new_attempt = self.start_seq[slot] > self.failed_at[to];
+            if !receiver_gone && !self.holdings.is_complete(t.to) && new_attempt {
+                self.failed_at[to] = self.started;
                 self.attempts[t.to.index()] += 1;
                 if self.attempts[t.to.index()] >= self.max_attempts {
                     self.give_up(now, t.to, e.reason);

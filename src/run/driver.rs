@@ -13,6 +13,12 @@ use crate::core::{
 
 use super::transport::{Probe, Transport, TransportError};
 
+/// Chunks a chain link may have in flight. Links are first in, first out, so this does not
+/// change when bytes move; it lets the next request reach the sender while the previous
+/// chunk is still on the wire, instead of paying a round trip and two process starts per
+/// chunk.
+pub const CHAIN_WINDOW: u32 = 4;
+
 /// How a receiver ended up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostStatus {
@@ -329,8 +335,10 @@ pub async fn drive<T: Transport>(
     }
 
     let mut sched = Scheduler::new(
-        cfg.kind
-            .build(&crate::core::StrategyParams::new(cfg.receivers)),
+        cfg.kind.build(&crate::core::StrategyParams {
+            chain_window: CHAIN_WINDOW,
+            ..crate::core::StrategyParams::new(cfg.receivers)
+        }),
         cfg.layout,
         SchedulerConfig {
             receivers: cfg.receivers,

@@ -25,7 +25,9 @@ pub mod script;
 pub mod ssh;
 pub mod transport;
 
-pub use driver::{drive, DriveConfig, HostRecord, HostStatus, Observer, RunEvent, RunOutcome};
+pub use driver::{
+    drive, DriveConfig, HostRecord, HostStatus, Observer, RunEvent, RunOutcome, CHAIN_WINDOW,
+};
 pub use hosts::{HostList, HostSpec, HostsError};
 pub use quote::shell_quote;
 pub use transport::{ByteCounters, Probe, Transport, TransportError};

@@ -57,13 +57,37 @@ pub struct Target {
     pub dest: String,
 }
 
-/// A chain link X → Y: the pipeline and its pipes.
+/// A chain link X → Y: the pipeline and its pipes. Several chunks may be in flight on it:
+/// requests are written under `writer`, each taking the next ticket; acknowledgements come
+/// back in request order and are read under `acks` by whichever hop is waiting, each hop
+/// taking the line of its own ticket.
 struct Link {
     key: u64,
-    child: openssh::Child<Arc<Session>>,
-    stdin: openssh::ChildStdin,
+    writer: tokio::sync::Mutex<LinkWriter>,
+    acks: tokio::sync::Mutex<LinkAcks>,
+    /// Held by whoever closes the link, until `reason` is known.
+    child: tokio::sync::Mutex<Option<openssh::Child<Arc<Session>>>>,
+    stderr: Mutex<Option<JoinHandle<String>>>,
+    /// What the link printed on stderr when it was closed: the cause every chunk that was in
+    /// flight on it failed for.
+    reason: Mutex<Option<String>>,
+}
+
+/// The link of one edge, if open; its lock serialises opening and closing.
+type LinkCell = Arc<tokio::sync::Mutex<Option<Arc<Link>>>>;
+
+struct LinkWriter {
+    /// `None` once the link is being closed.
+    stdin: Option<openssh::ChildStdin>,
+    next_ticket: u64,
+}
+
+struct LinkAcks {
     stdout: BufReader<openssh::ChildStdout>,
-    stderr: JoinHandle<String>,
+    /// Tickets whose acknowledgement has been read.
+    read: u64,
+    /// Acknowledgements read but not yet taken by their hop.
+    lines: HashMap<u64, String>,
 }
 
 #[derive(Default)]
@@ -73,7 +97,7 @@ struct State {
     /// Remote process groups of running hops and links, by key.
     procs: HashMap<u64, Vec<(HostId, u32)>>,
     next_key: u64,
-    links: HashMap<(HostId, HostId), Arc<tokio::sync::Mutex<Option<Link>>>>,
+    links: HashMap<(HostId, HostId), LinkCell>,
 }
 
 /// The real transport. Host 0 is the controller; `targets[i - 1]` is receiver `i`.
@@ -430,10 +454,18 @@ impl SshTransport {
         }
         Ok(Link {
             key,
-            child,
-            stdin,
-            stdout,
-            stderr,
+            writer: tokio::sync::Mutex::new(LinkWriter {
+                stdin: Some(stdin),
+                next_ticket: 0,
+            }),
+            acks: tokio::sync::Mutex::new(LinkAcks {
+                stdout,
+                read: 0,
+                lines: HashMap::new(),
+            }),
+            child: tokio::sync::Mutex::new(Some(child)),
+            stderr: Mutex::new(Some(stderr)),
+            reason: Mutex::new(None),
         })
     }
 
@@ -444,38 +476,61 @@ impl SshTransport {
         }
     }
 
-    fn link_cell(&self, from: HostId, to: HostId) -> Arc<tokio::sync::Mutex<Option<Link>>> {
+    fn link_cell(&self, from: HostId, to: HostId) -> LinkCell {
         let mut st = self.state.lock().unwrap();
         Arc::clone(st.links.entry((from, to)).or_default())
     }
 
     async fn hop_chunk(&self, t: Transfer) -> Result<(), TransportError> {
         let cell = self.link_cell(t.from, t.to);
-        let mut guard = cell.lock().await;
-        if guard.is_none() {
-            *guard = Some(self.open_link(t.from, t.to).await?);
-        }
-        let link = guard.as_mut().expect("opened above");
-        let offset = self.layout.offset(t.chunks.start);
-        let res: Result<(), TransportError> = async {
-            let closed =
-                |e: std::io::Error| self.link_err(t.from, t.to, format!("link closed: {e}"));
-            link.stdin
-                .write_all(format!("{offset} {}\n", t.bytes).as_bytes())
-                .await
-                .map_err(closed)?;
-            if t.from == HostId::SOURCE {
-                self.copy_range(&mut link.stdin, t.to, offset, t.bytes)
-                    .await?;
+        let link = {
+            let mut guard = cell.lock().await;
+            if guard.is_none() {
+                *guard = Some(Arc::new(self.open_link(t.from, t.to).await?));
             }
-            link.stdin.flush().await.map_err(closed)?;
-            let mut line = String::new();
-            link.stdout.read_line(&mut line).await.map_err(closed)?;
+            Arc::clone(guard.as_ref().expect("opened above"))
+        };
+        let offset = self.layout.offset(t.chunks.start);
+        let closed = |e: std::io::Error| self.link_err(t.from, t.to, format!("link closed: {e}"));
+        let res: Result<(), TransportError> = async {
+            let ticket = {
+                let mut w = link.writer.lock().await;
+                let stdin = w.stdin.as_mut().ok_or_else(|| {
+                    self.link_err(t.from, t.to, "link closed by an earlier failure".into())
+                })?;
+                stdin
+                    .write_all(format!("{offset} {}\n", t.bytes).as_bytes())
+                    .await
+                    .map_err(closed)?;
+                if t.from == HostId::SOURCE {
+                    self.copy_range(stdin, t.to, offset, t.bytes).await?;
+                }
+                stdin.flush().await.map_err(closed)?;
+                w.next_ticket += 1;
+                w.next_ticket - 1
+            };
+            let line = loop {
+                let mut a = link.acks.lock().await;
+                if let Some(line) = a.lines.remove(&ticket) {
+                    break line;
+                }
+                let mut line = String::new();
+                if a.stdout.read_line(&mut line).await.map_err(closed)? == 0 {
+                    return Err(self.link_err(
+                        t.from,
+                        t.to,
+                        "link ended before acknowledging the chunk".into(),
+                    ));
+                }
+                let n = a.read;
+                a.read += 1;
+                a.lines.insert(n, line);
+            };
             if line.trim() != format!("ok {offset}") {
                 return Err(self.link_err(
                     t.from,
                     t.to,
-                    "link ended before acknowledging the chunk".into(),
+                    format!("unexpected acknowledgement {:?}", line.trim()),
                 ));
             }
             Ok(())
@@ -489,8 +544,23 @@ impl SshTransport {
                 Ok(())
             }
             Err(e) => {
-                let link = guard.take().expect("present");
-                let reason = self.close_link(link, false).await;
+                // The first hop to fail closes the link; the others fail with it, and the
+                // next chunk on this edge opens a fresh one. The closer takes the child's
+                // lock before letting go of the cell, so the others wait for the cause.
+                let mut guard = cell.lock().await;
+                let reason = match guard.as_ref() {
+                    Some(l) if Arc::ptr_eq(l, &link) => {
+                        let l = guard.take().expect("checked above");
+                        let child = l.child.lock().await;
+                        drop(guard);
+                        self.close_link(&l, child, false).await
+                    }
+                    _ => {
+                        drop(guard);
+                        let _closed = link.child.lock().await;
+                        link.reason.lock().unwrap().clone()
+                    }
+                };
                 self.counters.set(t.to, self.layout.offset(t.chunks.start));
                 Err(match (e, reason) {
                     (TransportError::Remote { host, reason }, Some(why)) => {
@@ -507,33 +577,42 @@ impl SshTransport {
 
     /// Ends a link: gracefully (closing its input and waiting) or by killing it. Returns what
     /// it printed on stderr.
-    async fn close_link(&self, link: Link, graceful: bool) -> Option<String> {
-        let Link {
-            key,
-            child,
-            stdin,
-            stdout,
-            stderr,
-        } = link;
-        drop(stdin);
-        drop(stdout);
-        let exited = graceful
-            && matches!(
-                tokio::time::timeout(Duration::from_secs(3), child.wait()).await,
-                Ok(Ok(s)) if s.success()
-            );
-        if exited {
-            self.state.lock().unwrap().procs.remove(&key);
-        } else {
-            self.kill(key, &[]).await;
+    async fn close_link(
+        &self,
+        link: &Link,
+        mut child: tokio::sync::MutexGuard<'_, Option<openssh::Child<Arc<Session>>>>,
+        graceful: bool,
+    ) -> Option<String> {
+        if !graceful {
+            // Kill first: a hop blocked writing into a stalled link is released by it.
+            self.kill(link.key, &[]).await;
         }
-        let err = tokio::time::timeout(Duration::from_secs(1), stderr)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
+        drop(link.writer.lock().await.stdin.take());
+        let exited = match child.take() {
+            Some(c) if graceful => matches!(
+                tokio::time::timeout(Duration::from_secs(3), c.wait()).await,
+                Ok(Ok(s)) if s.success()
+            ),
+            _ => false,
+        };
+        if exited {
+            self.state.lock().unwrap().procs.remove(&link.key);
+        } else if graceful {
+            self.kill(link.key, &[]).await;
+        }
+        let stderr = link.stderr.lock().unwrap().take();
+        let err = match stderr {
+            Some(h) => tokio::time::timeout(Duration::from_secs(1), h)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default(),
+            None => String::new(),
+        };
         let text = last_lines(&err);
-        (!text.is_empty()).then_some(text)
+        let reason = (!text.is_empty()).then_some(text);
+        link.reason.lock().unwrap().clone_from(&reason);
+        reason
     }
 
     async fn close_links(&self, filter: impl Fn(HostId, HostId) -> bool, graceful: bool) {
@@ -550,8 +629,11 @@ impl SshTransport {
                 .collect()
         };
         for cell in cells {
-            if let Some(link) = cell.lock().await.take() {
-                self.close_link(link, graceful).await;
+            let mut guard = cell.lock().await;
+            if let Some(link) = guard.take() {
+                let child = link.child.lock().await;
+                drop(guard);
+                self.close_link(&link, child, graceful).await;
             }
         }
     }
