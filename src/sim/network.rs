@@ -92,6 +92,7 @@ pub struct Network {
     link_load: Vec<f64>,
     link_max: Vec<f64>,
     region: Vec<u32>,
+    lone: Vec<u32>,
     touched: Vec<u32>,
     suspects: Vec<u32>,
     heap: BinaryHeap<Reverse<(u64, u32)>>,
@@ -252,15 +253,35 @@ impl Network {
         }
         let rs = self.next_stamp();
         self.region.clear();
+        self.lone.clear();
         for &l in &self.dirty {
             for &f in &self.link_flows[l as usize] {
                 if self.in_region[f as usize] != rs {
                     self.in_region[f as usize] = rs;
-                    self.region.push(f);
+                    // A flow alone on all its links (a chain hop, a bounce pair) shares
+                    // nothing: it gets its narrowest link, outside any region.
+                    let links = self.flows[f as usize].links();
+                    if links
+                        .iter()
+                        .all(|&m| self.link_flows[m as usize].len() == 1)
+                    {
+                        self.lone.push(f);
+                    } else {
+                        self.region.push(f);
+                    }
                 }
             }
         }
         self.dirty.clear();
+        for i in 0..self.lone.len() {
+            let f = self.lone[i];
+            let share = self.flows[f as usize]
+                .links()
+                .iter()
+                .map(|&m| self.capacity[m as usize])
+                .fold(f64::INFINITY, f64::min);
+            self.set_rate(now, f, share);
+        }
         if self.region.is_empty() {
             return;
         }
