@@ -71,26 +71,61 @@ fn vm_hwm() -> String {
         .unwrap_or_else(|| "n/a".into())
 }
 
-/// Runs `f` `reps` times; returns the median wall time and what the last run returned
-/// (simulations, transfers).
-fn time<F: FnMut() -> (usize, u64)>(reps: usize, mut f: F) -> (Duration, usize, u64) {
-    let mut times = Vec::new();
+/// CPU time of the whole process so far (every thread, finished ones included), from
+/// /proc/self/stat in clock ticks of 10 ms; zero where that file does not exist. On a shared
+/// machine it is steadier than wall time, which counts the time other jobs hold the cores.
+fn cpu_time() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are 14 and 15.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// What a case measured: median wall and CPU time over the repetitions, and the last run's
+/// simulations and transfers.
+struct Timing {
+    wall: Duration,
+    cpu: Duration,
+    sims: usize,
+    transfers: u64,
+}
+
+impl Timing {
+    /// Median CPU nanoseconds per transfer.
+    fn ns_per_transfer(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e9 / self.transfers.max(1) as f64
+    }
+}
+
+/// Runs `f` `reps` times; `f` returns (simulations, transfers).
+fn time<F: FnMut() -> (usize, u64)>(reps: usize, mut f: F) -> Timing {
+    let mut walls = Vec::new();
+    let mut cpus = Vec::new();
     let mut out = (0, 0);
     for _ in 0..reps {
-        let start = Instant::now();
+        let (start, cpu) = (Instant::now(), cpu_time());
         out = f();
-        times.push(start.elapsed());
+        walls.push(start.elapsed());
+        cpus.push(cpu_time().saturating_sub(cpu));
     }
-    times.sort();
-    (times[times.len() / 2], out.0, out.1)
+    walls.sort();
+    cpus.sort();
+    Timing {
+        wall: walls[walls.len() / 2],
+        cpu: cpus[cpus.len() / 2],
+        sims: out.0,
+        transfers: out.1,
+    }
 }
 
 fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-fn ns_per_transfer(t: Duration, threads: usize, transfers: u64) -> f64 {
-    t.as_secs_f64() * threads as f64 * 1e9 / transfers.max(1) as f64
 }
 
 fn sweep_case(reps: usize, strategies: &[StrategyKind], names: &str, hosts: u32, runs: u32) {
@@ -106,15 +141,19 @@ fn sweep_case(reps: usize, strategies: &[StrategyKind], names: &str, hosts: u32,
             runs,
             threads: 0,
         };
-        let (t, sims, transfers) = time(reps, || {
+        let t = time(reps, || {
             let points = sweep(&cfg).expect("sweep runs");
             (points.len(), points.iter().map(|p| p.transfers).sum())
         });
         println!(
             "  bounce-sim --hosts 1..{hosts} --strategy {names} --runs {runs} --jitter {jitter}: \
-             {sims} simulations, {transfers} transfers in {:.3} s ({:.0} ns CPU per transfer)",
-            t.as_secs_f64(),
-            ns_per_transfer(t, threads(), transfers)
+             {} simulations, {} transfers in {:.3} s wall, {:.2} s CPU ({:.0} ns CPU per \
+             transfer)",
+            t.sims,
+            t.transfers,
+            t.wall.as_secs_f64(),
+            t.cpu.as_secs_f64(),
+            t.ns_per_transfer()
         );
     }
 }
@@ -159,14 +198,16 @@ fn main() {
         ..SimConfig::new(hosts, 20 << 30, 125e6)
     };
     reset_peak();
-    let (t, _, transfers) = time(reps, || {
+    let t = time(reps, || {
         let r = simulate(StrategyKind::Bounce, &cfg).expect("runs");
         (1, r.transfers)
     });
     println!(
-        "  bounce-sim --hosts 1000000 --strategy bounce --jitter 0.1: {transfers} transfers in \
-         {:.3} s, peak heap {:.1} MiB, process VmHWM {}",
-        t.as_secs_f64(),
+        "  bounce-sim --hosts 1000000 --strategy bounce --jitter 0.1: {} transfers in {:.3} s \
+         ({:.0} ns per transfer), peak heap {:.1} MiB, process VmHWM {}",
+        t.transfers,
+        t.wall.as_secs_f64(),
+        t.ns_per_transfer(),
         peak_mib(),
         vm_hwm()
     );
@@ -180,15 +221,16 @@ fn main() {
         ..SimConfig::new(hosts, 1000 << 20, 125e6)
     };
     reset_peak();
-    let (t, _, transfers) = time(reps, || {
+    let t = time(reps, || {
         let r = simulate(StrategyKind::Binomial, &cfg).expect("runs");
         (1, r.transfers)
     });
     println!(
-        "  bounce-sim --hosts 10000 --size 1000MiB --chunk 10MiB --strategy binomial: \
-         {transfers} transfers in {:.3} s ({:.0} ns per transfer), peak heap {:.1} MiB",
-        t.as_secs_f64(),
-        ns_per_transfer(t, 1, transfers),
+        "  bounce-sim --hosts 10000 --size 1000MiB --chunk 10MiB --strategy binomial: {} \
+         transfers in {:.3} s ({:.0} ns per transfer), peak heap {:.1} MiB",
+        t.transfers,
+        t.wall.as_secs_f64(),
+        t.ns_per_transfer(),
         peak_mib()
     );
 }
