@@ -41,6 +41,10 @@ const MAX_LINKS: usize = 4;
 /// Relative slack of the max-min check: sums of a few hundred shares round at ~1e-14.
 const EPS: f64 = 1e-12;
 
+/// Up to this many links, progressive filling scans them for the lowest level; above, it
+/// keeps them in a heap.
+const SCAN_LINKS: usize = 16;
+
 #[derive(Clone, Debug)]
 struct Flow {
     links: [u32; MAX_LINKS],
@@ -82,6 +86,7 @@ pub struct Network {
     // are stamps: a flow is in the region when `in_region[f] == stamp`, and so on.
     stamp: u32,
     link_mark: Vec<u32>,
+    link_dirty: Vec<u32>,
     link_seen: Vec<u32>,
     in_region: Vec<u32>,
     frozen: Vec<u32>,
@@ -116,6 +121,7 @@ impl Network {
         self.capacity.push(capacity);
         self.link_flows.push(Vec::new());
         self.link_mark.push(0);
+        self.link_dirty.push(0);
         self.link_seen.push(0);
         self.link_left.push(0.0);
         self.link_unfrozen.push(0);
@@ -231,6 +237,7 @@ impl Network {
         if self.stamp == 0 {
             for v in [
                 &mut self.link_mark,
+                &mut self.link_dirty,
                 &mut self.link_seen,
                 &mut self.in_region,
                 &mut self.frozen,
@@ -255,6 +262,7 @@ impl Network {
         self.region.clear();
         self.lone.clear();
         for &l in &self.dirty {
+            self.link_dirty[l as usize] = rs;
             for &f in &self.link_flows[l as usize] {
                 if self.in_region[f as usize] != rs {
                     self.in_region[f as usize] = rs;
@@ -347,6 +355,25 @@ impl Network {
         if unfrozen == 0 {
             return closed;
         }
+        if self.touched.len() <= SCAN_LINKS {
+            // Few links: a scan for the lowest level beats a heap.
+            loop {
+                let mut best = (u64::MAX, u32::MAX);
+                for &l in &self.touched {
+                    if self.link_unfrozen[l as usize] > 0 {
+                        let key = self.level(l);
+                        if key < best.0 {
+                            best = (key, l);
+                        }
+                    }
+                }
+                if best.1 == u32::MAX {
+                    break;
+                }
+                self.freeze(best.1, f64::from_bits(best.0), rs, fs, false);
+            }
+            return closed;
+        }
         self.heap.clear();
         for &l in &self.touched {
             if self.link_unfrozen[l as usize] > 0 {
@@ -358,27 +385,32 @@ impl Network {
             if self.link_unfrozen[l as usize] == 0 || self.level(l) != key {
                 continue; // a newer entry for this link is in the heap
             }
-            let best = f64::from_bits(key);
-            for k in 0..self.link_flows[l as usize].len() {
-                let f = self.link_flows[l as usize][k] as usize;
-                if self.in_region[f] != rs || self.frozen[f] == fs {
-                    continue;
-                }
-                self.frozen[f] = fs;
-                self.new_share[f] = best;
-                let flow = &self.flows[f];
-                let (links, n) = (flow.links, flow.nlinks as usize);
-                for &m in &links[..n] {
-                    self.link_left[m as usize] -= best;
-                    self.link_unfrozen[m as usize] -= 1;
-                    if m != l && self.link_unfrozen[m as usize] > 0 {
-                        let key = self.level(m);
-                        self.heap.push(Reverse((key, m)));
-                    }
+            self.freeze(l, f64::from_bits(key), rs, fs, true);
+        }
+        closed
+    }
+
+    /// Freezes the region's unfrozen flows on link `l` at share `best`, releasing their claim
+    /// on their other links (whose new levels go on the heap when `heap` is set).
+    fn freeze(&mut self, l: u32, best: f64, rs: u32, fs: u32, heap: bool) {
+        for k in 0..self.link_flows[l as usize].len() {
+            let f = self.link_flows[l as usize][k] as usize;
+            if self.in_region[f] != rs || self.frozen[f] == fs {
+                continue;
+            }
+            self.frozen[f] = fs;
+            self.new_share[f] = best;
+            let flow = &self.flows[f];
+            let (links, n) = (flow.links, flow.nlinks as usize);
+            for &m in &links[..n] {
+                self.link_left[m as usize] -= best;
+                self.link_unfrozen[m as usize] -= 1;
+                if heap && m != l && self.link_unfrozen[m as usize] > 0 {
+                    let key = self.level(m);
+                    self.heap.push(Reverse((key, m)));
                 }
             }
         }
-        closed
     }
 
     /// The share link `l` can still give each of its unfrozen flows, as ordered bits.
@@ -442,9 +474,20 @@ impl Network {
             let l = self.touched[i];
             let (load, _) = self.link_stats(l, rs, ss);
             let overloaded = load > self.capacity[l as usize] * (1.0 + EPS);
+            // A link whose flows and shares are all as before cannot have broken the
+            // condition for the outside flows on it (it held before this settle): only the
+            // region's own flows need checking there.
+            let changed = self.link_dirty[l as usize] == rs
+                || self.link_flows[l as usize].iter().any(|&g| {
+                    self.in_region[g as usize] == rs
+                        && self.new_share[g as usize] != self.flows[g as usize].share
+                });
             for k in 0..self.link_flows[l as usize].len() {
                 let g = self.link_flows[l as usize][k];
                 let outside = self.in_region[g as usize] != rs;
+                if outside && !changed {
+                    continue;
+                }
                 if overloaded && outside {
                     self.suspects.push(g);
                 }
