@@ -144,31 +144,21 @@ impl Network {
     /// `factor`. Its rate is zero until the next [`Network::settle`].
     pub fn start(&mut self, now: f64, links: &[u32], bytes: f64, factor: f64) -> FlowId {
         assert!(!links.is_empty() && links.len() <= MAX_LINKS);
-        let mut arr = [0u32; MAX_LINKS];
-        arr[..links.len()].copy_from_slice(links);
-        let flow = Flow {
-            links: arr,
-            nlinks: links.len() as u8,
-            factor,
-            bytes,
-            remaining: bytes,
-            share: 0.0,
-            rate: 0.0,
-            updated: now,
-            version: 0,
-            live: true,
-        };
         let id = match self.free.pop() {
-            Some(i) => {
-                let v = self.flows[i as usize].version;
-                self.flows[i as usize] = Flow {
-                    version: v.wrapping_add(1),
-                    ..flow
-                };
-                i
-            }
+            Some(i) => i,
             None => {
-                self.flows.push(flow);
+                self.flows.push(Flow {
+                    links: [0; MAX_LINKS],
+                    nlinks: 0,
+                    factor: 0.0,
+                    bytes: 0.0,
+                    remaining: 0.0,
+                    share: 0.0,
+                    rate: 0.0,
+                    updated: 0.0,
+                    version: u32::MAX,
+                    live: false,
+                });
                 self.in_region.push(0);
                 self.frozen.push(0);
                 self.checked.push(0);
@@ -176,6 +166,21 @@ impl Network {
                 (self.flows.len() - 1) as u32
             }
         };
+        // Field by field, in place: building a `Flow` and copying it in reads back bytes
+        // just written in smaller pieces, a store-forwarding stall on every start.
+        let flow = &mut self.flows[id as usize];
+        for (k, &l) in links.iter().enumerate() {
+            flow.links[k] = l;
+        }
+        flow.nlinks = links.len() as u8;
+        flow.factor = factor;
+        flow.bytes = bytes;
+        flow.remaining = bytes;
+        flow.share = 0.0;
+        flow.rate = 0.0;
+        flow.updated = now;
+        flow.version = flow.version.wrapping_add(1);
+        flow.live = true;
         for &l in links {
             self.link_flows[l as usize].push(id);
             self.dirty.push(l);
