@@ -92,6 +92,8 @@ pub struct Network {
     frozen: Vec<u32>,
     checked: Vec<u32>,
     new_share: Vec<f64>,
+    /// The link each region flow froze on in the last fill (`u32::MAX`: alone on its links).
+    freeze_link: Vec<u32>,
     link_left: Vec<f64>,
     link_unfrozen: Vec<u32>,
     link_load: Vec<f64>,
@@ -163,6 +165,7 @@ impl Network {
                 self.frozen.push(0);
                 self.checked.push(0);
                 self.new_share.push(0.0);
+                self.freeze_link.push(u32::MAX);
                 (self.flows.len() - 1) as u32
             }
         };
@@ -351,6 +354,8 @@ impl Network {
                     .fold(f64::INFINITY, f64::min);
                 self.new_share[f as usize] = share;
                 self.frozen[f as usize] = fs;
+                // Alone on its links: nobody there can get more.
+                self.freeze_link[f as usize] = u32::MAX;
                 for &l in links {
                     self.link_unfrozen[l as usize] = 0;
                 }
@@ -405,6 +410,7 @@ impl Network {
             }
             self.frozen[f] = fs;
             self.new_share[f] = best;
+            self.freeze_link[f] = l;
             let flow = &self.flows[f];
             let (links, n) = (flow.links, flow.nlinks as usize);
             for &m in &links[..n] {
@@ -477,47 +483,61 @@ impl Network {
         let mut stuck = false;
         for i in 0..self.touched.len() {
             let l = self.touched[i];
-            let (load, _) = self.link_stats(l, rs, ss);
-            let overloaded = load > self.capacity[l as usize] * (1.0 + EPS);
             // A link whose flows and shares are all as before cannot have broken the
-            // condition for the outside flows on it (it held before this settle): only the
-            // region's own flows need checking there.
+            // condition for the outside flows on it (it held before this settle), nor be
+            // overloaded.
             let changed = self.link_dirty[l as usize] == rs
                 || self.link_flows[l as usize].iter().any(|&g| {
                     self.in_region[g as usize] == rs
                         && self.new_share[g as usize] != self.flows[g as usize].share
                 });
+            if !changed {
+                continue;
+            }
+            let (load, _) = self.link_stats(l, rs, ss);
+            let overloaded = load > self.capacity[l as usize] * (1.0 + EPS);
             for k in 0..self.link_flows[l as usize].len() {
                 let g = self.link_flows[l as usize][k];
-                let outside = self.in_region[g as usize] != rs;
-                if outside && !changed {
+                if self.in_region[g as usize] == rs {
                     continue;
                 }
-                if overloaded && outside {
+                if overloaded {
                     self.suspects.push(g);
                 }
                 if self.checked[g as usize] == cs {
                     continue;
                 }
                 self.checked[g as usize] = cs;
-                if self.has_bottleneck(g, rs, ss) {
-                    continue;
-                }
-                if outside {
+                if !self.has_bottleneck(g, rs, ss) {
                     self.suspects.push(g);
-                } else {
-                    let before = self.suspects.len();
-                    let flow = &self.flows[g as usize];
-                    for &m in flow.links() {
-                        for &h in &self.link_flows[m as usize] {
-                            if self.in_region[h as usize] != rs {
-                                self.suspects.push(h);
-                            }
-                        }
-                    }
-                    stuck |= self.suspects.len() == before;
                 }
             }
+        }
+        // A region flow froze where its link saturated, at a share no other region flow
+        // there exceeds: it has its bottleneck unless an outside flow there gets more.
+        for i in 0..self.region.len() {
+            let f = self.region[i];
+            let l = self.freeze_link[f as usize];
+            if l == u32::MAX {
+                continue;
+            }
+            let s = self.new_share[f as usize] * (1.0 + EPS);
+            let ok = self.link_flows[l as usize]
+                .iter()
+                .all(|&h| self.in_region[h as usize] == rs || self.flows[h as usize].share <= s);
+            if ok {
+                continue;
+            }
+            let before = self.suspects.len();
+            let flow = &self.flows[f as usize];
+            for &m in flow.links() {
+                for &h in &self.link_flows[m as usize] {
+                    if self.in_region[h as usize] != rs {
+                        self.suspects.push(h);
+                    }
+                }
+            }
+            stuck |= self.suspects.len() == before;
         }
         let before = self.region.len();
         for i in 0..self.suspects.len() {
