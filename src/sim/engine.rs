@@ -274,7 +274,8 @@ impl Loop {
                 self.begin(at, t);
             }
             What::Finish(f, v) => {
-                if self.net.version(f) != v {
+                // Only the version's low 31 bits fit in the packed event.
+                if self.net.version(f) & 0x7fff_ffff != v {
                     return;
                 }
                 let Some(t) = self.flow_transfer[f_index(f)].take() else {

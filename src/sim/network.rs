@@ -473,9 +473,11 @@ impl Network {
         })
     }
 
-    /// Checks the max-min condition on the flows that share a link with the region; those
-    /// that fail it, and the outside neighbours of region flows that fail it, join the
-    /// region. Returns true when the region grew and must be solved again.
+    /// Checks the max-min condition around the region: on every outside flow that shares a
+    /// changed link with it, and on every region flow against the outside flows of the link
+    /// it froze on. Outside flows that fail it, and the outside neighbours of region flows
+    /// that fail it, join the region. Returns true when the region grew and must be solved
+    /// again.
     fn grow(&mut self, rs: u32) -> bool {
         let ss = self.next_stamp();
         let cs = self.next_stamp();
