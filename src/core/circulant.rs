@@ -79,11 +79,11 @@ impl CirculantSchedule {
     /// The block number `host` receives in `round` before clamping; negative before the
     /// pipeline reaches it.
     fn raw_block(&self, host: u32, round: u32) -> i64 {
-        let abs = i64::from(round + self.shift);
-        let q = i64::from(self.q);
-        let entry =
-            i64::from(self.table[host as usize * self.q as usize + self.phase_round(round)]);
-        entry + q * (abs / q) - i64::from(self.shift)
+        // One unsigned division gives both the phase and the phase round.
+        let abs = round + self.shift;
+        let (phase, k) = (abs / self.q, abs % self.q);
+        let entry = i64::from(self.table[host as usize * self.q as usize + k as usize]);
+        entry + i64::from(self.q) * i64::from(phase) - i64::from(self.shift)
     }
 
     fn first_round_of_last_block(&self, host: u32) -> u32 {
@@ -108,14 +108,21 @@ impl CirculantSchedule {
 
     /// The host `host` receives from in `round`.
     pub(crate) fn sender(&self, host: u32, round: u32) -> u32 {
+        // host < hosts and 1 <= s <= hosts: a conditional add replaces the modulo.
         let s = self.skips[self.phase_round(round)];
-        (host + self.hosts - s) % self.hosts
+        if host >= s {
+            host - s
+        } else {
+            host + (self.hosts - s)
+        }
     }
 
     /// The host `host` sends to in `round`.
     pub(crate) fn receiver(&self, host: u32, round: u32) -> u32 {
         let s = self.skips[self.phase_round(round)];
-        ((u64::from(host) + u64::from(s)) % u64::from(self.hosts)) as u32
+        let r = u64::from(host) + u64::from(s);
+        let p = u64::from(self.hosts);
+        (if r >= p { r - p } else { r }) as u32
     }
 
     /// The block `host` receives in `round`, or `None` when it receives nothing new then.

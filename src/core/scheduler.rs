@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::holdings::Holdings;
 use super::layout::Layout;
 use super::strategy::{Strategy, View};
-use super::types::{Event, HopError, HostId, Transfer, TransferId};
+use super::types::{ChunkRange, Event, HopError, HostId, Transfer, TransferId};
 
 /// Settings of a [`Scheduler`] that do not depend on the strategy.
 #[derive(Clone, Debug)]
@@ -31,6 +31,16 @@ impl SchedulerConfig {
     }
 }
 
+/// What a free transfer slot holds: no id the scheduler hands out is all ones, since that
+/// would need 2³² transfers in flight at once.
+const EMPTY: Transfer = Transfer {
+    id: TransferId(u64::MAX),
+    from: HostId(0),
+    to: HostId(0),
+    chunks: ChunkRange { start: 0, end: 0 },
+    bytes: 0,
+};
+
 /// Drives one strategy through one distribution. See the module docs of [`crate::core`] for
 /// the driver contract.
 pub struct Scheduler {
@@ -49,7 +59,9 @@ pub struct Scheduler {
     failed_at: Vec<u64>,
     /// Transfers in flight, by slot: the low 32 bits of a [`TransferId`] name the slot, the
     /// high 32 bits a generation, so a slot can be reused without confusing late reports.
-    slots: Vec<Option<Transfer>>,
+    /// A free slot holds [`EMPTY`]; slots are plain `Transfer`s rather than `Option`s so
+    /// that they can be filled field by field in place.
+    slots: Vec<Transfer>,
     free_slots: Vec<u32>,
     in_flight: usize,
     generation: u32,
@@ -157,25 +169,33 @@ impl Scheduler {
         let slot = match self.free_slots.pop() {
             Some(s) => s,
             None => {
-                self.slots.push(None);
+                self.slots.push(EMPTY);
                 self.start_seq.push(0);
                 (self.slots.len() - 1) as u32
             }
         };
         self.generation = self.generation.wrapping_add(1);
         let id = TransferId(u64::from(self.generation) << 32 | u64::from(slot));
-        let t = Transfer {
+        let bytes = self.layout.bytes(chunks.start, chunks.end);
+        // Filled in place from the same values that build the returned copy: copying one
+        // `Transfer` into the other reads back bytes just written field by field, and that
+        // store-to-load forwarding stall cost a tenth of this function.
+        let s = &mut self.slots[slot as usize];
+        s.id = id;
+        s.from = from;
+        s.to = to;
+        s.chunks = chunks;
+        s.bytes = bytes;
+        self.started += 1;
+        self.start_seq[slot as usize] = self.started;
+        self.in_flight += 1;
+        Some(Transfer {
             id,
             from,
             to,
             chunks,
-            bytes: self.layout.bytes(chunks.start, chunks.end),
-        };
-        self.slots[slot as usize] = Some(t);
-        self.started += 1;
-        self.start_seq[slot as usize] = self.started;
-        self.in_flight += 1;
-        Some(t)
+            bytes,
+        })
     }
 
     /// The next event, or `None`.
@@ -187,13 +207,16 @@ impl Scheduler {
     /// An unknown or already reported id is ignored.
     pub fn handle_done(&mut self, now: Duration, id: TransferId, result: Result<(), HopError>) {
         let slot = (id.0 & u64::from(u32::MAX)) as usize;
-        let Some(t) = self
+        let Some(s) = self
             .slots
             .get_mut(slot)
-            .and_then(|s| s.take_if(|t| t.id == id))
+            .filter(|s| s.id == id && id != EMPTY.id)
         else {
             return;
         };
+        let t = *s;
+        let seq = self.start_seq[slot];
+        s.id = EMPTY.id;
         self.free_slots.push(slot as u32);
         self.in_flight -= 1;
         let receiver_gone = self.failed[t.to.index()];
@@ -219,7 +242,7 @@ impl Scheduler {
             // A failed duplicate to a host that is complete by now costs it nothing, and
             // neither does a transfer that was already in flight when the host last failed.
             let to = t.to.index();
-            let new_attempt = self.start_seq[slot] > self.failed_at[to];
+            let new_attempt = seq > self.failed_at[to];
             if !receiver_gone && !self.holdings.is_complete(t.to) && new_attempt {
                 self.failed_at[to] = self.started;
                 self.attempts[t.to.index()] += 1;

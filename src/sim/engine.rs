@@ -1,6 +1,6 @@
 //! The next-event loop: runs one strategy once over the network model.
 
-use std::cmp::Ordering;
+use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
@@ -130,30 +130,25 @@ impl What {
     }
 }
 
-/// A pending event. Equal times are ordered by the packed event, which is deterministic.
-struct Pending {
-    at: f64,
-    what: u64,
-}
+/// A pending event as one ordered key: the time's bits above the packed event. Virtual times
+/// are never negative, and the bits of non-negative `f64`s sort as the numbers do, so the
+/// min-heap pops the earliest event, equal times in the order of the packed event, with a
+/// single integer comparison.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Pending(u128);
 
-impl PartialEq for Pending {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
+impl Pending {
+    fn new(at: f64, what: u64) -> Self {
+        debug_assert!(at >= 0.0, "virtual time runs forward from 0");
+        Pending(u128::from(at.to_bits()) << 64 | u128::from(what))
     }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
+
+    fn at(self) -> f64 {
+        f64::from_bits((self.0 >> 64) as u64)
     }
-}
-impl Ord for Pending {
-    // Reversed, so that the max-heap pops the earliest event.
-    fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .at
-            .total_cmp(&self.at)
-            .then_with(|| other.what.cmp(&self.what))
+
+    fn what(self) -> u64 {
+        self.0 as u64
     }
 }
 
@@ -161,7 +156,7 @@ struct Loop {
     sched: Scheduler,
     topology: Topology,
     net: Network,
-    heap: BinaryHeap<Pending>,
+    heap: BinaryHeap<Reverse<Pending>>,
     /// Transfers waiting out their setup delay; freed slots are reused.
     waiting: Vec<Option<Transfer>>,
     waiting_free: Vec<usize>,
@@ -174,13 +169,13 @@ struct Loop {
 
 impl Loop {
     fn push(&mut self, at: f64, what: What) {
-        self.heap.push(Pending {
-            at,
-            what: what.pack(),
-        });
+        self.heap.push(Reverse(Pending::new(at, what.pack())));
     }
 
-    fn reschedule_changed(&mut self) {
+    /// Settles the network after a batch of starts and ends at `now`, and schedules the new
+    /// completion time of every flow whose rate changed.
+    fn settle(&mut self, now: f64) {
+        self.net.settle(now);
         for i in 0..self.net.changed().len() {
             let f = self.net.changed()[i];
             let at = self.net.finish_time(f);
@@ -233,33 +228,24 @@ impl Loop {
             self.flow_transfer.resize(slot + 1, None);
         }
         self.flow_transfer[slot] = Some(t);
-        self.reschedule_changed();
     }
 
     fn run(mut self) -> Result<SimResult, SimError> {
         self.drain(0.0);
-        while let Some(Pending { at, what, .. }) = self.heap.pop() {
-            match What::unpack(what, FlowId::from_index) {
-                What::Begin(i) => {
-                    let t = self.waiting[i]
-                        .take()
-                        .expect("a waiting transfer begins once");
-                    self.waiting_free.push(i);
-                    self.begin(at, t);
+        self.settle(0.0);
+        // Events at the same virtual time form one batch: the scheduler sees them one by one,
+        // as the driver contract asks, but the network settles once for all of them.
+        while let Some(Reverse(first)) = self.heap.pop() {
+            let at = first.at();
+            self.handle(at, first.what());
+            while let Some(&Reverse(next)) = self.heap.peek() {
+                if next.at() != at {
+                    break;
                 }
-                What::Finish(f, v) => {
-                    if self.net.version(f) != v {
-                        continue;
-                    }
-                    let Some(t) = self.flow_transfer[f_index(f)].take() else {
-                        continue;
-                    };
-                    self.net.remove(at, f);
-                    self.reschedule_changed();
-                    self.sched.handle_done(duration(at), t.id, Ok(()));
-                    self.drain(at);
-                }
+                self.heap.pop();
+                self.handle(at, next.what());
             }
+            self.settle(at);
         }
         if !self.sched.is_finished() {
             return Err(SimError::Stalled {
@@ -274,6 +260,32 @@ impl Loop {
             });
         }
         Ok(self.result)
+    }
+}
+
+impl Loop {
+    fn handle(&mut self, at: f64, what: u64) {
+        match What::unpack(what, FlowId::from_index) {
+            What::Begin(i) => {
+                let t = self.waiting[i]
+                    .take()
+                    .expect("a waiting transfer begins once");
+                self.waiting_free.push(i);
+                self.begin(at, t);
+            }
+            What::Finish(f, v) => {
+                // Only the version's low 31 bits fit in the packed event.
+                if self.net.version(f) & 0x7fff_ffff != v {
+                    return;
+                }
+                let Some(t) = self.flow_transfer[f_index(f)].take() else {
+                    return;
+                };
+                self.net.remove(f);
+                self.sched.handle_done(duration(at), t.id, Ok(()));
+                self.drain(at);
+            }
+        }
     }
 }
 

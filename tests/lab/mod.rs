@@ -916,8 +916,12 @@ impl Drop for Lab {
         for ns in &self.netns_made {
             kill_netns_processes(ns);
         }
+        // Deleting a namespace destroys its veth end only asynchronously; deleting the root
+        // end removes the pair at once, so nothing is left when drop returns.
+        for i in 0..=self.hosts {
+            quiet(&mut cmd("ip", &["link", "del", &self.veth_name(i)]));
+        }
         for ns in &self.netns_made {
-            // Deleting a namespace destroys its veth end, and with it the pair.
             quiet(&mut cmd("ip", &["netns", "del", ns]));
         }
         if self.bridge_made {
