@@ -93,14 +93,14 @@ fn chain_with_a_short_last_chunk_pays_one_full_chunk_per_extra_hop() {
 }
 
 #[test]
-fn latency_delays_every_transfer_once() {
+fn latency_is_paid_once_per_connection() {
     let lat = Duration::from_millis(250);
     let cfg = SimConfig {
         latency: lat,
         ..blog(7)
     };
     let t = cfg.t();
-    // Linear: one setup, then C·T. Bounce: three rounds, each with its own setup.
+    // Linear: one setup, then C·T. Bounce: three rounds, each a new connection.
     assert_close(
         makespan(StrategyKind::Linear, &cfg),
         7.0 * t + 0.25,
@@ -111,12 +111,12 @@ fn latency_delays_every_transfer_once() {
         3.0 * (t + 0.25),
         "bounce",
     );
-    // Chain: k + C − 1 chunk-steps, each a setup plus one chunk time.
+    // Chain: each of the C links is set up once, when its first chunk arrives; after that
+    // chunks follow each other on it: C·λ + (1 + (C−1)/k)·T.
     let k = cfg.size.div_ceil(cfg.chunk) as f64;
-    let step = t / k + 0.25;
     assert_close(
         makespan(StrategyKind::Chain, &cfg),
-        (k + 6.0) * step,
+        7.0 * 0.25 + (1.0 + 6.0 / k) * t,
         "chain",
     );
 }
@@ -136,6 +136,25 @@ fn the_source_uploads_what_each_strategy_promises() {
     assert_eq!(
         r.source_bytes, cfg.size,
         "the chain's source uploads the file once"
+    );
+}
+
+#[test]
+fn chain_pays_the_chunk_overhead_on_every_chunk_step() {
+    let cfg = SimConfig {
+        latency: Duration::from_millis(250),
+        chunk_overhead: Duration::from_millis(40),
+        ..blog(7)
+    };
+    // C·λ + (k + C − 1)·(T/k + α): every link is set up once, and every chunk on it pays α.
+    let k = cfg.size.div_ceil(cfg.chunk) as f64;
+    let want = 7.0 * 0.25 + (k + 6.0) * (cfg.t() / k + 0.04);
+    assert_close(makespan(StrategyKind::Chain, &cfg), want, "chain");
+    // A whole-file hop pays both once: bounce's three rounds.
+    assert_close(
+        makespan(StrategyKind::Bounce, &cfg),
+        3.0 * (cfg.t() + 0.29),
+        "bounce",
     );
 }
 

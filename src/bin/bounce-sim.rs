@@ -40,8 +40,9 @@ Examples:
 /// Simulate sending one large file from one source to C hosts.
 ///
 /// Runs a discrete-event simulation of each strategy on a flow-level network model (every host
-/// uploads and downloads at B, concurrent flows share links max-min fairly, each transfer
-/// starts after --latency, each flow's rate is scaled by a seeded factor in [1−F, 1+F]).
+/// uploads and downloads at B, concurrent flows share links max-min fairly, a connection
+/// between two hosts takes --latency to set up and then carries its transfers in order, each
+/// paying --chunk-overhead, and each flow's rate is scaled by a seeded factor in [1−F, 1+F]).
 /// Prints a table of makespans in units of T = S/B and writes a CSV and a PNG figure.
 #[derive(Debug, Parser)]
 #[command(
@@ -94,9 +95,13 @@ struct SimArgs {
     /// Chunk size for chunked strategies (chain, binomial, swarm) [default: 64MiB]
     #[arg(long, value_name = "SIZE")]
     chunk: Option<String>,
-    /// Setup delay before each transfer moves bytes, e.g. an ssh connection [default: 0ms]
+    /// Setup delay of each connection between two hosts, e.g. an ssh session; connections
+    /// stay open and carry their transfers in order [default: 0ms]
     #[arg(long, value_name = "DURATION")]
     latency: Option<String>,
+    /// Fixed cost of every transfer (chunk), paid in turn on each connection [default: 0ms]
+    #[arg(long, value_name = "DURATION")]
+    chunk_overhead: Option<String>,
     /// Rate jitter F in [0, 1): each flow's rate is scaled by a factor uniform in [1−F, 1+F] [default: 0]
     #[arg(long, value_name = "F")]
     jitter: Option<f64>,
@@ -161,6 +166,7 @@ fn settings(cli: SimArgs, file: Option<&Path>) -> anyhow::Result<Settings> {
         strategy: cli.strategy,
         chunk: cli.chunk,
         latency: cli.latency,
+        chunk_overhead: cli.chunk_overhead,
         jitter: cli.jitter,
         seed: cli.seed,
         runs: cli.runs,

@@ -1,7 +1,7 @@
 //! The next-event loop: runs one strategy once over the network model.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
@@ -24,8 +24,13 @@ pub struct SimConfig {
     pub chunk: u64,
     /// Upload and download capacity B of every host, in bytes per second.
     pub bandwidth: f64,
-    /// Setup delay before each transfer's bytes start to flow (an ssh connection, say).
+    /// Setup delay of a connection between two hosts (an ssh session, say): the first
+    /// transfer between them waits this long before its bytes flow. Connections then stay
+    /// open and carry their transfers one at a time, first in, first out.
     pub latency: Duration,
+    /// Fixed cost α of every transfer, on top of its bytes (a process start, a request's
+    /// round trip); transfers on one connection pay it one after another.
+    pub chunk_overhead: Duration,
     /// Jitter F in [0, 1): each flow's rate is its fair share times a factor drawn uniformly
     /// from [1−F, 1+F].
     pub jitter: f64,
@@ -46,6 +51,7 @@ impl SimConfig {
             chunk: 64 << 20,
             bandwidth,
             latency: Duration::ZERO,
+            chunk_overhead: Duration::ZERO,
             jitter: 0.0,
             seed: 1,
             network: NetworkSpec::default(),
@@ -152,6 +158,37 @@ impl Pending {
     }
 }
 
+/// A connection from one host to another. It pays the setup latency once, when first used,
+/// and then carries its transfers one at a time, first in, first out, as an ssh session
+/// does.
+#[derive(Default)]
+struct Edge {
+    /// Set up already, or being set up.
+    opened: bool,
+    /// A transfer is moving bytes on it, or waiting for its setup.
+    active: bool,
+    queue: VecDeque<Transfer>,
+}
+
+/// The connections each host has opened, by receiver. A host talks to few others (one in a
+/// chain, about log2(C) in the binomial pipeline, its neighbours in a swarm), so a short list
+/// searched in place beats hashing.
+struct Edges(Vec<Vec<(u32, Edge)>>);
+
+impl Edges {
+    fn get(&mut self, t: &Transfer) -> &mut Edge {
+        let out = &mut self.0[t.from.index()];
+        let i = match out.iter().position(|(to, _)| *to == t.to.0) {
+            Some(i) => i,
+            None => {
+                out.push((t.to.0, Edge::default()));
+                out.len() - 1
+            }
+        };
+        &mut out[i].1
+    }
+}
+
 struct Loop {
     sched: Scheduler,
     topology: Topology,
@@ -161,9 +198,13 @@ struct Loop {
     waiting: Vec<Option<Transfer>>,
     waiting_free: Vec<usize>,
     flow_transfer: Vec<Option<Transfer>>,
+    /// Connections between pairs of hosts, when the file has several chunks (whole-file
+    /// transfers never reuse one in a simulation, which has no failures).
+    edges: Option<Edges>,
     rng: ChaCha8Rng,
     jitter: f64,
     latency: f64,
+    overhead: f64,
     result: SimResult,
 }
 
@@ -192,25 +233,49 @@ impl Loop {
             if t.from == HostId::SOURCE {
                 self.result.source_bytes += t.bytes;
             }
-            if self.latency > 0.0 {
-                let i = match self.waiting_free.pop() {
-                    Some(i) => i,
-                    None => {
-                        self.waiting.push(None);
-                        self.waiting.len() - 1
-                    }
-                };
-                self.waiting[i] = Some(t);
-                self.push(now + self.latency, What::Begin(i));
-            } else {
-                self.begin(now, t);
-            }
+            self.dispatch(now, t);
         }
         while let Some(e) = self.sched.poll_event() {
             if let Event::HostComplete { host, .. } = e {
                 self.result.host_done[host.index()] = now;
                 self.result.makespan = self.result.makespan.max(now);
             }
+        }
+    }
+
+    /// Starts `t` now, after its connection's setup, or behind the transfers already on its
+    /// connection.
+    fn dispatch(&mut self, now: f64, t: Transfer) {
+        let fresh = match self.edges.as_mut() {
+            None => true,
+            Some(edges) => {
+                let e = edges.get(&t);
+                if e.active {
+                    e.queue.push_back(t);
+                    return;
+                }
+                e.active = true;
+                !std::mem::replace(&mut e.opened, true)
+            }
+        };
+        let delay = if fresh { self.latency } else { 0.0 } + self.overhead;
+        self.start_after(now, delay, t);
+    }
+
+    /// Starts `t`'s bytes `delay` seconds from `now`.
+    fn start_after(&mut self, now: f64, delay: f64, t: Transfer) {
+        if delay > 0.0 {
+            let i = match self.waiting_free.pop() {
+                Some(i) => i,
+                None => {
+                    self.waiting.push(None);
+                    self.waiting.len() - 1
+                }
+            };
+            self.waiting[i] = Some(t);
+            self.push(now + delay, What::Begin(i));
+        } else {
+            self.begin(now, t);
         }
     }
 
@@ -282,6 +347,15 @@ impl Loop {
                     return;
                 };
                 self.net.remove(f);
+                let queued = self.edges.as_mut().and_then(|edges| {
+                    let e = edges.get(&t);
+                    let next = e.queue.pop_front();
+                    e.active = next.is_some();
+                    next
+                });
+                if let Some(next) = queued {
+                    self.start_after(at, self.overhead, next);
+                }
                 self.sched.handle_done(duration(at), t.id, Ok(()));
                 self.drain(at);
             }
@@ -345,9 +419,11 @@ pub fn simulate(kind: StrategyKind, cfg: &SimConfig) -> Result<SimResult, SimErr
         waiting: Vec::new(),
         waiting_free: Vec::new(),
         flow_transfer: Vec::new(),
+        edges: (layout.count() > 1).then(|| Edges((0..hosts).map(|_| Vec::new()).collect())),
         rng: ChaCha8Rng::seed_from_u64(cfg.seed),
         jitter: cfg.jitter,
         latency: cfg.latency.as_secs_f64(),
+        overhead: cfg.chunk_overhead.as_secs_f64(),
         result: SimResult {
             makespan: 0.0,
             host_done,

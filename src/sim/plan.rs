@@ -196,9 +196,10 @@ mod tests {
     }
 
     #[test]
-    fn a_latency_per_chunk_makes_the_search_stop_short_of_the_smallest_chunk() {
+    fn a_cost_per_chunk_makes_the_search_stop_short_of_the_smallest_chunk() {
         let base = SimConfig {
             latency: std::time::Duration::from_millis(300),
+            chunk_overhead: std::time::Duration::from_millis(50),
             ..SimConfig::new(100, 100 * GIB, 1.25e9)
         };
         let cfg = PlanConfig {

@@ -58,8 +58,10 @@ pub struct Settings {
     pub strategy: Option<String>,
     /// Chunk size for the chunked strategies.
     pub chunk: Option<String>,
-    /// Setup latency per transfer, such as `200ms`.
+    /// Setup latency of each connection between two hosts, such as `200ms`.
     pub latency: Option<String>,
+    /// Fixed cost of every transfer, such as `5ms`.
+    pub chunk_overhead: Option<String>,
     /// Jitter F in [0, 1).
     pub jitter: Option<f64>,
     /// Base seed.
@@ -112,6 +114,7 @@ impl Settings {
             strategy: self.strategy.or(base.strategy),
             chunk: self.chunk.or(base.chunk),
             latency: self.latency.or(base.latency),
+            chunk_overhead: self.chunk_overhead.or(base.chunk_overhead),
             jitter: self.jitter.or(base.jitter),
             seed: self.seed.or(base.seed),
             runs: self.runs.or(base.runs),
@@ -172,6 +175,8 @@ impl Settings {
         }
         let latency = parse_duration(self.latency.as_deref().unwrap_or("0ms"))
             .map_err(|e| invalid("latency", e.to_string()))?;
+        let chunk_overhead = parse_duration(self.chunk_overhead.as_deref().unwrap_or("0ms"))
+            .map_err(|e| invalid("chunk-overhead", e.to_string()))?;
         let jitter = self.jitter.unwrap_or(0.0);
         if !(0.0..1.0).contains(&jitter) {
             return Err(invalid("jitter", format!("'{jitter}' is outside [0, 1)")));
@@ -197,6 +202,7 @@ impl Settings {
                     chunk,
                     bandwidth,
                     latency,
+                    chunk_overhead,
                     jitter,
                     seed: self.seed.unwrap_or(1),
                     network: resolve_network(self.network.as_ref())?,
