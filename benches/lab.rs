@@ -135,7 +135,7 @@ struct Calibration {
 }
 
 /// The simulator's makespan for `kind` on the lab's network as calibrated: every host at
-/// B both ways, one setup latency per transfer, no jitter.
+/// B both ways, one setup latency per connection between two hosts, no jitter.
 fn simulated(kind: StrategyKind, cal: &Calibration) -> Result<f64, String> {
     let cfg = SimConfig {
         chunk: cal.chunk as u64,
@@ -401,7 +401,7 @@ fn main() {
     }
     println!(
         "\nt1 = {:.2} s (single hop, same run). sim: bounce::sim::simulate with B = {:.1} Mbit/s, \
-         latency = {:.0} ms per transfer, chunk = {}; closed: DESIGN.md §2 plus latency. The \
+         latency = {:.0} ms per connection, chunk = {}; closed: DESIGN.md §2 plus latency. The \
          shell rows are modelled by linear, bounce and chain.",
         cal.t1,
         cal.bandwidth * 8.0 / 1e6,
