@@ -3,20 +3,8 @@
 use std::collections::{HashSet, VecDeque};
 
 use super::strategy::{Strategy, View};
+use super::three_sets::{check_sets, Set};
 use super::types::{ChunkRange, HostId};
-
-/// Which of the seed's three sets a host is in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Set {
-    /// set0: holds the whole file and is free to send.
-    Holder,
-    /// set1: still waiting for the file.
-    Waiting,
-    /// set2: busy sending or receiving.
-    Busy,
-    /// Given up: in no set.
-    Gone,
-}
 
 /// The seed's scheduler. set0 = holders, set1 = waiting, set2 = busy. It repeatedly pairs the
 /// first free holder with the first waiting host; on success both return to the holders, on
@@ -145,38 +133,8 @@ impl Strategy for Bounce {
     }
 
     fn check_invariants(&self, view: &View<'_>) -> Result<(), String> {
-        let mut seen = vec![0u8; self.set.len()];
-        for (queue, want, name) in [
-            (&self.holders, Set::Holder, "holders"),
-            (&self.waiting, Set::Waiting, "waiting"),
-        ] {
-            for &h in queue {
-                if self.set[h.index()] == want {
-                    seen[h.index()] += 1;
-                } else if self.set[h.index()] != Set::Gone {
-                    return Err(format!(
-                        "{h} is queued in {name} but is {:?}",
-                        self.set[h.index()]
-                    ));
-                }
-            }
-        }
-        for (i, s) in self.set.iter().enumerate() {
-            let h = HostId(i as u32);
-            let expected = u8::from(matches!(s, Set::Holder | Set::Waiting));
-            if seen[i] != expected {
-                return Err(format!("{h} is {s:?} but queued {} times", seen[i]));
-            }
-            if *s == Set::Holder && !view.holdings.is_complete(h) {
-                return Err(format!("{h} is a holder without the whole file"));
-            }
-            if *s == Set::Waiting && view.holdings.is_complete(h) {
-                return Err(format!("{h} is waiting but holds the whole file"));
-            }
-            if *s != Set::Gone && view.is_failed(h) {
-                return Err(format!("{h} failed but is still in {s:?}"));
-            }
-        }
-        Ok(())
+        let holders = self.holders.iter().map(|&h| (h, Set::Holder, "holders"));
+        let waiting = self.waiting.iter().map(|&h| (h, Set::Waiting, "waiting"));
+        check_sets(&self.set, holders.chain(waiting), view)
     }
 }

@@ -4,20 +4,8 @@ use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
 use super::strategy::{Strategy, View};
+use super::three_sets::{check_sets, Set};
 use super::types::{ChunkRange, HostId};
-
-/// Which of the seed's three sets a host is in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Set {
-    /// set0: holds the whole file and is free to send.
-    Holder,
-    /// set1: still waiting for the file.
-    Waiting,
-    /// set2: busy sending or receiving.
-    Busy,
-    /// Given up: in no set.
-    Gone,
-}
 
 /// A queued host. The heap pops the highest `key`, then the highest `tie`, then the lowest
 /// `seq`: with equal capacities that is first in, first out, exactly the seed's queues.
@@ -229,39 +217,14 @@ impl Strategy for BounceFast {
     }
 
     fn check_invariants(&self, view: &View<'_>) -> Result<(), String> {
-        let mut seen = vec![0u8; self.set.len()];
-        for (heap, want, name) in [
-            (&self.holders, Set::Holder, "holders"),
-            (&self.waiting, Set::Waiting, "waiting"),
-        ] {
-            for e in heap.iter() {
-                let h = e.host;
-                if self.set[h.index()] == want {
-                    seen[h.index()] += 1;
-                } else if self.set[h.index()] != Set::Gone {
-                    return Err(format!(
-                        "{h} is queued in {name} but is {:?}",
-                        self.set[h.index()]
-                    ));
-                }
-            }
-        }
-        for (i, s) in self.set.iter().enumerate() {
-            let h = HostId(i as u32);
-            let expected = u8::from(matches!(s, Set::Holder | Set::Waiting));
-            if seen[i] != expected {
-                return Err(format!("{h} is {s:?} but queued {} times", seen[i]));
-            }
-            if *s == Set::Holder && !view.holdings.is_complete(h) {
-                return Err(format!("{h} is a holder without the whole file"));
-            }
-            if *s == Set::Waiting && view.holdings.is_complete(h) {
-                return Err(format!("{h} is waiting but holds the whole file"));
-            }
-            if *s != Set::Gone && view.is_failed(h) {
-                return Err(format!("{h} failed but is still in {s:?}"));
-            }
-        }
-        Ok(())
+        let holders = self
+            .holders
+            .iter()
+            .map(|e| (e.host, Set::Holder, "holders"));
+        let waiting = self
+            .waiting
+            .iter()
+            .map(|e| (e.host, Set::Waiting, "waiting"));
+        check_sets(&self.set, holders.chain(waiting), view)
     }
 }

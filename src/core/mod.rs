@@ -48,6 +48,7 @@ mod rack;
 mod scheduler;
 mod strategy;
 mod swarm;
+mod three_sets;
 mod types;
 
 pub use binomial::Binomial;

@@ -3,20 +3,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::strategy::{Strategy, View};
+use super::three_sets::{check_host, Set};
 use super::types::{ChunkRange, HostId};
-
-/// Where a host stands, as in the seed's three sets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Set {
-    /// Holds the whole file and is free to send.
-    Holder,
-    /// Still waiting for the file.
-    Waiting,
-    /// Busy sending or receiving.
-    Busy,
-    /// Given up.
-    Gone,
-}
 
 /// One rack's share of the three sets.
 #[derive(Clone, Debug, Default)]
@@ -356,15 +344,7 @@ impl Strategy for Rack {
             if *s != Set::Gone && view.holdings.is_complete(h) {
                 w.live_holders += 1;
             }
-            if *s == Set::Holder && !view.holdings.is_complete(h) {
-                return Err(format!("{h} is a holder without the whole file"));
-            }
-            if *s == Set::Waiting && view.holdings.is_complete(h) {
-                return Err(format!("{h} is waiting but holds the whole file"));
-            }
-            if *s != Set::Gone && view.is_failed(h) {
-                return Err(format!("{h} failed but is still in {s:?}"));
-            }
+            check_host(h, *s, view)?;
         }
         for (r, (st, w)) in self.racks.iter().zip(&want).enumerate() {
             for (queue, set, name) in [
