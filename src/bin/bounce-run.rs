@@ -56,8 +56,9 @@ struct Cli {
     /// failing those hosts.
     #[arg(long)]
     accept_new_host_keys: bool,
-    /// Chunk size for chain. 1MiB keeps the pipeline's fill time small (C-1 chunks) while
-    /// the per-chunk cost (one request line, one dd each side) stays well under 1%.
+    /// Chunk size for chain. 1MiB keeps the pipeline's fill time small (C-1 chunks); each
+    /// chunk costs a request line and a few short processes on each host, partly hidden by
+    /// keeping 4 chunks in flight per link.
     #[arg(long, default_value = "1MiB", value_parser = parse_size)]
     chunk: u64,
     /// Failed hops a host may suffer (each retried from another holder when possible) before
@@ -70,7 +71,8 @@ struct Cli {
     /// Per-host bandwidth assumed by --dry-run's prediction.
     #[arg(long, default_value = "1Gbit", value_parser = parse_rate)]
     bandwidth: f64,
-    /// Per-hop setup latency assumed by --dry-run's prediction.
+    /// Setup latency of an ssh connection between two hosts, assumed by --dry-run's
+    /// prediction.
     #[arg(long, default_value = "50ms", value_parser = parse_duration)]
     latency: Duration,
     /// The file to send, on this machine.
