@@ -49,15 +49,21 @@ pub fn receive_whole(dest: &str, tmp: &str) -> String {
 }
 
 /// Receives chunks into `tmp`: reads `OFFSET LENGTH` lines, each followed by exactly LENGTH
-/// bytes, writes them at OFFSET and answers `ok OFFSET` once they are on disk. Chunks arrive
-/// in file order, so the file's size proves the whole chunk was written.
+/// bytes, writes them at OFFSET and answers `ok OFFSET` once they are on disk.
+///
+/// One `dd` per chunk reads exactly LENGTH bytes (`fullblock,count_bytes`) and writes them in
+/// place; its own byte count, read from its summary in the C locale, proves the whole chunk
+/// arrived. A single process per chunk matters: a chain starts one per chunk on every host.
+/// On failure only dd's first line, the one naming the cause, goes to stderr.
 pub fn receive_chunks(dest: &str, tmp: &str) -> String {
     format!(
         "echo $$; mkdir -p -- {dir} && umask 077 && : >> {tmp} || exit 1\n\
          while read off len; do \
-         head -c \"$len\" | dd of={tmp} bs=1M seek=\"$off\" oflag=seek_bytes conv=notrunc status=none || exit 1; \
-         s=$(stat -c %s {tmp}) || exit 1; \
-         [ \"$s\" -ge $((off + len)) ] || {{ echo \"short chunk at $off\" >&2; exit 1; }}; \
+         r=$(LC_ALL=C dd of={tmp} bs=1M iflag=fullblock,count_bytes count=\"$len\" \
+         seek=\"$off\" oflag=seek_bytes conv=notrunc 2>&1) \
+         || {{ printf '%s\\n' \"$r\" | head -n 1 >&2; exit 1; }}; \
+         n=${{r##*records out}}; n=${{n#?}}; n=${{n%% *}}; \
+         [ \"$n\" = \"$len\" ] || {{ echo \"short chunk at $off\" >&2; exit 1; }}; \
          echo \"ok $off\"; done",
         dir = shell_quote(parent(dest)),
         tmp = shell_quote(tmp),
@@ -246,6 +252,34 @@ mod tests {
         assert!(String::from_utf8(out.stdout).unwrap().starts_with(&good));
         assert!(!dir.path().join("pwned").exists());
         assert!(!std::path::Path::new("pwned").exists());
+    }
+
+    #[test]
+    fn chunks_larger_than_a_block_arrive_whole_and_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = format!("{}/f", dir.path().display());
+        let tmp = temp_path(&dest, "r", "");
+        // Two chunks of 1.5 MiB on one stream, the second sent first: dd must read exactly
+        // each chunk's bytes, leaving the next header in the pipe.
+        let len = 3 << 19;
+        let data: Vec<u8> = (0..2 * len).map(|i| (i * 7 % 251) as u8).collect();
+        let mut stream = Vec::new();
+        for off in [len, 0] {
+            stream.extend_from_slice(format!("{off} {len}\n").as_bytes());
+            stream.extend_from_slice(&data[off..off + len]);
+        }
+        let input = dir.path().join("stream");
+        std::fs::write(&input, &stream).unwrap();
+        let out = sh(&format!(
+            "sh -c {} < {}",
+            shell_quote(&receive_chunks(&dest, &tmp)),
+            shell_quote(&input.display().to_string())
+        ));
+        assert!(out.status.success(), "{out:?}");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let acks: Vec<String> = stdout.lines().skip(1).map(String::from).collect();
+        assert_eq!(acks, [format!("ok {len}"), "ok 0".to_string()]);
+        assert!(std::fs::read(&tmp).unwrap() == data);
     }
 
     #[test]
