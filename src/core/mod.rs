@@ -31,6 +31,9 @@
 //!    host must still be reported through `handle_done` (usually as failures).
 //! 5. The run is over when [`Scheduler::is_finished`] returns true: every receiver is either
 //!    complete or failed, and nothing is in flight.
+//! 6. Several transfers may be in flight between the same two hosts (a chain link with a
+//!    window of chunks). Drivers carry them over one connection, first in, first out; no
+//!    strategy relies on the order in which they end.
 //!
 //! `now` arguments are the time since the start of the run, on whatever clock the driver
 //! keeps (virtual for the simulator, monotonic for the runner). The core only stamps events
