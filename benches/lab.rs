@@ -8,7 +8,8 @@
 //! Defaults follow the issue: 8 hosts, every link at 100 Mbit/s both ways, a 64 MiB file,
 //! the median of 3 repetitions. Override with `BOUNCE_BENCH_HOSTS`, `BOUNCE_BENCH_SIZE`
 //! (such as `16MiB`), `BOUNCE_BENCH_RATE` (a `tc` rate such as `100mbit`),
-//! `BOUNCE_BENCH_REPS` and `BOUNCE_BENCH_CHUNK` (the chunk of the chain model, `1MiB`).
+//! `BOUNCE_BENCH_REPS` and `BOUNCE_BENCH_CHUNK` (the chain's chunk, for `bounce-run --chunk`
+//! and for the model alike, `1MiB`).
 //!
 //! It measures:
 //! - t1, a plain `ssh h1 'cat > f' < file` from the controller, and a one-byte hop, from
@@ -252,6 +253,8 @@ fn main() {
         ),
         (StrategyKind::Chain, "chain", "≤ 1.30·t1".to_string()),
     ];
+    // The runner's chain uses the chunk the model assumes.
+    let chunk_arg = chunk.to_string();
     for (kind, name, target) in runs {
         let mut times = Vec::new();
         let mut failure = None;
@@ -263,6 +266,7 @@ fn main() {
                 .arg("-F")
                 .arg(lab.ssh_config())
                 .args(["--strategy", name, "-H", &names.join(",")])
+                .args(["--chunk", &chunk_arg])
                 .arg("--report")
                 .arg(&report)
                 .arg(&src)
