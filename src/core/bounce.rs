@@ -64,11 +64,8 @@ impl Bounce {
             .holders
             .iter()
             .position(|&h| !self.failed_pairs.contains(&(h, to)))
-            .or(if self.holders.is_empty() {
-                None
-            } else {
-                Some(0)
-            });
+            // Every free holder failed it before: retry from the first one anyway.
+            .or((!self.holders.is_empty()).then_some(0));
         match pos.and_then(|p| self.holders.remove(p)) {
             Some(from) => Some((from, to)),
             None => {

@@ -288,7 +288,7 @@ impl Loop {
         let mut links = [0; 4];
         let n = self.topology.links(t.from.0, t.to.0, &mut links);
         let f = self.net.start(now, &links[..n], t.bytes as f64, factor);
-        let slot = f_index(f);
+        let slot = f.index();
         if self.flow_transfer.len() <= slot {
             self.flow_transfer.resize(slot + 1, None);
         }
@@ -343,7 +343,7 @@ impl Loop {
                 if self.net.version(f) & 0x7fff_ffff != v {
                     return;
                 }
-                let Some(t) = self.flow_transfer[f_index(f)].take() else {
+                let Some(t) = self.flow_transfer[f.index()].take() else {
                     return;
                 };
                 self.net.remove(f);
@@ -367,10 +367,6 @@ impl Loop {
 /// truncation to nanoseconds is enough, and much cheaper than `Duration::from_secs_f64`.
 fn duration(secs: f64) -> Duration {
     Duration::from_nanos((secs * 1e9) as u64)
-}
-
-fn f_index(f: FlowId) -> usize {
-    f.index()
 }
 
 /// Simulates `kind` once under `cfg`.
