@@ -58,3 +58,33 @@ fn bounce_and_bounce_fast_use_complete_receivers_as_senders_from_the_start() {
         );
     }
 }
+
+#[test]
+fn chain_plans_exactly_the_links_it_uses_from_the_start() {
+    for complete in [&[][..], &[3], &[1, 5]] {
+        let kind = StrategyKind::Chain;
+        let config = SchedulerConfig {
+            already_complete: complete.iter().map(|&h| HostId(h)).collect(),
+            ..SchedulerConfig::new(5)
+        };
+        let s = Scheduler::new(
+            kind.build(&StrategyParams::new(5)),
+            kind.layout(64 << 20, 8 << 20).unwrap(),
+            config,
+        );
+        let mut planned: Vec<(u32, u32)> =
+            s.planned_links().iter().map(|(a, b)| (a.0, b.0)).collect();
+        planned.sort();
+        let mut used = run(kind, 5, complete);
+        used.sort();
+        used.dedup();
+        assert_eq!(planned, used, "complete {complete:?}");
+    }
+    // Strategies whose links change with every round plan none ahead.
+    let s = Scheduler::new(
+        StrategyKind::Bounce.build(&StrategyParams::new(5)),
+        StrategyKind::Bounce.layout(1 << 20, 1 << 20).unwrap(),
+        SchedulerConfig::new(5),
+    );
+    assert!(s.planned_links().is_empty());
+}

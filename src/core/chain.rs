@@ -110,6 +110,15 @@ impl Strategy for Chain {
         }
     }
 
+    fn planned_links(&self, view: &View<'_>) -> Vec<(HostId, HostId)> {
+        // Every link of the chain carries the whole file, and a link's setup would otherwise
+        // wait for the first chunk to reach its sender: C setups one after another.
+        (0..self.next.len())
+            .filter_map(|i| Some((HostId(i as u32), self.next[i]?)))
+            .filter(|&(h, s)| !view.is_failed(h) && !view.holdings.is_complete(s))
+            .collect()
+    }
+
     fn check_invariants(&self, view: &View<'_>) -> Result<(), String> {
         for i in 0..self.next.len() {
             let h = HostId(i as u32);

@@ -133,6 +133,16 @@ impl Scheduler {
         self.failed[host.index()]
     }
 
+    /// The links the strategy expects to use for much of the run, as planned now (see
+    /// [`crate::core::Strategy::planned_links`]): a driver may set them up ahead of time.
+    pub fn planned_links(&self) -> Vec<(HostId, HostId)> {
+        self.strategy.planned_links(&View {
+            layout: &self.layout,
+            holdings: &self.holdings,
+            failed: &self.failed,
+        })
+    }
+
     /// Number of transfers started and not yet reported.
     pub fn in_flight(&self) -> usize {
         self.in_flight

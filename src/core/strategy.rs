@@ -59,6 +59,14 @@ pub trait Strategy: Send {
     /// `host` was given up: never plan a hop to or from it again.
     fn host_lost(&mut self, view: &View<'_>, host: HostId);
 
+    /// The links `(from, to)` this strategy already knows it will use for a long stretch of
+    /// the run, so that a driver whose connections are slow to set up (ssh between hosts) can
+    /// open them all at once before their first transfer, instead of one after another as the
+    /// data reaches each. A hint only, for the links as planned now; the default is none.
+    fn planned_links(&self, _view: &View<'_>) -> Vec<(HostId, HostId)> {
+        Vec::new()
+    }
+
     /// Checks the strategy's own invariants (for tests); an `Err` names the broken one.
     fn check_invariants(&self, _view: &View<'_>) -> Result<(), String> {
         Ok(())
