@@ -773,3 +773,95 @@ fn unknown_host_key_fails_that_host_unless_new_keys_are_accepted() {
         "h2's key was not recorded: {recorded}"
     );
 }
+
+#[test]
+fn chain_streams_through_every_host_and_falls_back_when_a_relay_cannot_start() {
+    let Some(lab) = Lab::start(
+        "chain_streams_through_every_host_and_falls_back_when_a_relay_cannot_start",
+        LabConfig::hosts(4),
+    ) else {
+        return;
+    };
+    let src = lab.scratch().join("src.bin");
+    let size = 3 * MIB + 12345;
+    lab::support::random_file(&src, size, 808);
+    let hosts = lab.host_names(4);
+    let report = lab.scratch().join("chain.csv");
+
+    // Every relay starts: each host gets the file once, from the one before it, and no
+    // chunk is sent twice.
+    let out = run_logged(&mut bounce_run(
+        &lab,
+        "chain",
+        &hosts,
+        &report,
+        &src,
+        &lab.dest("f.bin"),
+    ));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!stderr_of(&out).contains("hop failed"));
+    let rows = read_report(&report);
+    for (i, r) in rows.iter().enumerate() {
+        let from = if i == 0 {
+            "controller".to_string()
+        } else {
+            lab.host(i)
+        };
+        assert_eq!(
+            (r.from.as_str(), r.bytes),
+            (from.as_str(), size as u64),
+            "{r:?}"
+        );
+        assert_same(&lab, i + 1, "f.bin", &src);
+        assert_only(&lab, i + 1, &["f.bin"]);
+    }
+    assert_no_leftover_processes(&lab, 4);
+
+    // Hops into h3 cannot start (the hosts do not know its key; the controller does): the
+    // relay h2 -> h3 fails to set up, h3 fails by name, and h4 is served past it.
+    lab.clear_data();
+    let shared = lab.ssh_dir().join("known_hosts");
+    let full = fs::read_to_string(&shared).unwrap();
+    let controller_known = lab.scratch().join("controller_known_hosts");
+    fs::write(&controller_known, &full).unwrap();
+    let config = lab.scratch().join("controller_ssh_config");
+    let text = fs::read_to_string(lab.ssh_config()).unwrap().replace(
+        &format!("UserKnownHostsFile {}", shared.display()),
+        &format!("UserKnownHostsFile {}", controller_known.display()),
+    );
+    assert!(text.contains(&controller_known.display().to_string()));
+    fs::write(&config, text).unwrap();
+    let without_h3: String = full
+        .lines()
+        .filter(|l| !l.starts_with("h3,"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(without_h3.lines().count() + 1, full.lines().count());
+    fs::write(&shared, without_h3).unwrap();
+    let mut c = lab.controller(lab::support::bounce_run_bin());
+    c.stdin(Stdio::null())
+        .arg("-F")
+        .arg(&config)
+        .args(["--strategy", "chain", "-H", &hosts.join(",")])
+        .arg("--report")
+        .arg(&report)
+        .arg(&src)
+        .arg(lab.dest("f.bin"));
+    let out = run_logged(&mut c);
+    fs::write(&shared, &full).unwrap();
+    assert_eq!(out.status.code(), Some(EXIT_SOME_FAILED));
+    let rows = read_report(&report);
+    let h3 = &rows[2];
+    assert_eq!(h3.status, "failed", "{h3:?}");
+    assert!(
+        h3.error.to_lowercase().contains("host key"),
+        "h3's error does not name its host key: {h3:?}"
+    );
+    assert!(lab.data_tree(3).is_empty(), "h3 got {:?}", lab.data_tree(3));
+    assert_eq!(rows[3].from, "h2", "{:?}", rows[3]);
+    for i in [1, 2, 4] {
+        assert_same(&lab, i, "f.bin", &src);
+        assert_only(&lab, i, &["f.bin"]);
+    }
+    assert_no_leftover_processes(&lab, 4);
+}

@@ -145,6 +145,7 @@ pub struct DriveConfig {
 enum Task {
     Hop(Transfer, Result<(), TransportError>),
     Finalize(HostId, Result<(), TransportError>),
+    /// A host was discarded: nothing for the scheduler.
     Discarded,
 }
 
@@ -353,6 +354,13 @@ pub async fn drive<T: Transport>(
     unreachable.sort_by_key(|(h, _)| *h);
     for (h, reason) in unreachable {
         sched.handle_host_down(run.now(), h, reason);
+    }
+    let links = sched.planned_links();
+    if !links.is_empty() {
+        tokio::select! {
+            () = run.transport.open_links(&links) => {}
+            () = &mut cancel => return run.interrupt().await,
+        }
     }
     run.drain(&mut sched);
 

@@ -70,6 +70,22 @@ pub fn receive_chunks(dest: &str, tmp: &str) -> String {
     )
 }
 
+/// Receives the whole file as one stream on stdin into `tmp` (mode 0600), hashing it on the
+/// way, for a chain link set up before the run. Prints `$$` once `tmp` exists (a relay
+/// follows that file), then `at N`, the bytes written so far, about five times a second, and
+/// once its input ends `end N DIGEST`: the bytes written and their SHA-256. A failed write (a
+/// full disk) ends it at once, with the cause on stderr.
+pub fn stream_receive(dest: &str, tmp: &str) -> String {
+    format!(
+        "mkdir -p -- {dir} && umask 077 && : > {tmp} || exit 1; echo $$; \
+         ( while sleep 0.2 > /dev/null 2>&1; do echo \"at $(stat -c %s -- {tmp})\"; done ) & p=$!; \
+         h=$(tee --output-error=exit -- {tmp} | sha256sum); kill \"$p\" 2>/dev/null; \
+         echo \"end $(stat -c %s -- {tmp}) ${{h%% *}}\"",
+        dir = shell_quote(parent(dest)),
+        tmp = shell_quote(tmp),
+    )
+}
+
 /// Options for `ssh` run on a host to reach the next one.
 #[derive(Clone, Debug)]
 pub struct HopSsh {
@@ -151,14 +167,63 @@ pub fn send_chunks(
 
 /// The reading half of [`send_chunks`]: prints `$$`, then for each request line the same
 /// line followed by the requested bytes.
+///
+/// The copy is opened at the first request, not at start: a link may be set up before its
+/// sender has received anything, when its temporary file does not exist yet.
 pub fn chunk_reader(from_dest: &str, from_tmp: &str) -> String {
     format!(
-        "echo $$; f={tmp}; [ -e \"$f\" ] || f={dest}; exec 3< \"$f\" || exit 1\n\
-         while read off len; do printf '%s %s\\n' \"$off\" \"$len\"; \
+        "echo $$; o=\n\
+         while read off len; do \
+         if [ -z \"$o\" ]; then f={tmp}; [ -e \"$f\" ] || f={dest}; exec 3< \"$f\" || exit 1; o=1; fi; \
+         printf '%s %s\\n' \"$off\" \"$len\"; \
          dd if=/dev/fd/3 bs=1M skip=\"$off\" count=\"$len\" iflag=skip_bytes,count_bytes status=none || exit 1; \
          done",
         tmp = shell_quote(from_tmp),
         dest = shell_quote(from_dest),
+    )
+}
+
+/// Run on X: relays X's copy of a `size`-byte file to `to` while X receives it, for a chain
+/// link set up before the run. The `ssh` to `to` starts at once, so its setup overlaps
+/// everything before; the relay then waits for one line on stdin, the pid of X's own
+/// [`stream_receive`], and follows X's temporary file from its first byte (GNU `tail -f`)
+/// until `size` bytes have gone on, or until that receiver has exited and the file is read to
+/// its end (`--pid`), whichever is first. Stopping at `size` ends the stream into `to` at
+/// once, not a polling interval after X's receiver is gone. The rest of stdin is a watcher:
+/// when the controller's channel closes, the relay's whole process group is killed. (An
+/// asynchronous list's stdin is /dev/null unless redirected, and dash applies that before
+/// `<&0`: hence fd 4.)
+///
+/// When the ssh to `to` fails, the relay kills its whole group at once: the follower may
+/// still be waiting for its pid, and the controller for the relay's output to end.
+///
+/// Following the file, rather than a pipe filled by the receiver, keeps the two apart: a
+/// relay that dies or never starts cannot stall X's own copy.
+pub fn stream_relay(
+    ssh: &HopSsh,
+    from_tmp: &str,
+    size: u64,
+    to: &HostSpec,
+    to_dest: &str,
+    to_tmp: &str,
+) -> String {
+    format!(
+        "echo $$; {{ read p && case $p in ''|*[!0-9]*) exit 1;; esac || exit 1; \
+         exec 4<&0; {{ cat > /dev/null; kill -TERM 0; }} <&4 > /dev/null 2>&1 & \
+         exec tail -c +1 -f --pid=\"$p\" -s 0.05 -- {tmp} 4<&-; }} | head -c {size} | \
+         {{ {}; s=$?; [ $s -eq 0 ] || kill -TERM 0; exit $s; }}",
+        ssh.command(to, &stream_receive(to_dest, to_tmp)),
+        tmp = shell_quote(from_tmp),
+    )
+}
+
+/// Applies `mode` to `tmp` and renames it to `dest`, for a copy whose digest was already
+/// checked as it was written (see [`stream_receive`]).
+pub fn install(tmp: &str, dest: &str, mode: u32) -> String {
+    format!(
+        "chmod {mode:o} -- {t} && mv -f -- {t} {d}",
+        t = shell_quote(tmp),
+        d = shell_quote(dest),
     )
 }
 
@@ -293,6 +358,95 @@ mod tests {
         ));
         assert!(!out.status.success());
         assert!(!String::from_utf8(out.stdout).unwrap().contains("ok"));
+    }
+
+    /// A stand-in for `ssh` that runs the remote command here: its last argument.
+    fn fake_ssh_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let ssh = dir.path().join("ssh");
+        std::fs::write(
+            &ssh,
+            "#!/bin/sh\nfor a; do last=$a; done\nexec sh -c \"$last\"\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_stream_is_received_hashed_and_relayed_as_it_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let a_dest = format!("{}/a/it's $(x) `y`.bin", dir.path().display());
+        let b_dest = format!("{}/b dir/f.bin", dir.path().display());
+        let (a_tmp, b_tmp) = (
+            temp_path(&a_dest, "r", "-h1"),
+            temp_path(&b_dest, "r", "-h2"),
+        );
+        let data: Vec<u8> = (0..(3 << 20) + 777).map(|i| (i * 31 % 253) as u8).collect();
+        let input = dir.path().join("input");
+        std::fs::write(&input, &data).unwrap();
+        let fake = fake_ssh_dir();
+        let path = format!(
+            "{}:{}",
+            fake.path().display(),
+            std::env::var("PATH").unwrap()
+        );
+        let hop = HopSsh {
+            accept_new_host_keys: false,
+            connect_timeout_s: 1,
+        };
+        let to = HostSpec::parse("h2", "test").unwrap();
+        // A's receiver gets its input slowly, so that the relay follows a growing file.
+        let mut receiver = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{{ head -c 1000000; sleep 0.3; cat; }} < {} | sh -c {}",
+                shell_quote(&input.display().to_string()),
+                shell_quote(&stream_receive(&a_dest, &a_tmp))
+            ))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut a_out = std::io::BufReader::new(receiver.stdout.take().unwrap());
+        let mut pid = String::new();
+        std::io::BufRead::read_line(&mut a_out, &mut pid).unwrap();
+        let relay = stream_relay(&hop, &a_tmp, data.len() as u64, &to, &b_dest, &b_tmp);
+        // In a session of its own, as sshd runs it: its watcher kills its process group once
+        // stdin closes, which happens here after it is done.
+        let mut child = std::process::Command::new("setsid")
+            .args(["-w", "sh", "-c", &relay])
+            .env("PATH", &path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        std::io::Write::write_all(&mut stdin, pid.as_bytes()).unwrap();
+        let mut b = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut b).unwrap();
+        let status = child.wait().unwrap();
+        drop(stdin);
+        assert!(status.success(), "{status:?}: {b}");
+        let mut a_rest = String::new();
+        std::io::Read::read_to_string(&mut a_out, &mut a_rest).unwrap();
+        assert!(receiver.wait().unwrap().success());
+        let digest = crate::run::digest::sha256_bytes(&data);
+        let end = format!("end {} {digest}", data.len());
+        assert_eq!(a_rest.lines().last(), Some(end.as_str()), "{a_rest}");
+        let lines: Vec<&str> = b.lines().collect();
+        // The relay's pid, B's receiver's pid, reports, and B's own end.
+        assert!(lines.len() >= 3, "{b}");
+        assert!(lines[2..]
+            .iter()
+            .all(|l| l.starts_with("at ") || l.starts_with("end ")));
+        assert_eq!(lines.last(), Some(&end.as_str()), "{b}");
+        assert!(std::fs::read(&a_tmp).unwrap() == data);
+        assert!(std::fs::read(&b_tmp).unwrap() == data);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&b_tmp).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!dir.path().join("x").exists() && !std::path::Path::new("x").exists());
     }
 
     #[test]

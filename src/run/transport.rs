@@ -101,6 +101,16 @@ pub trait Transport: Send + Sync + 'static {
     /// the transport has already stopped the hop's remote processes.
     fn hop(&self, t: Transfer) -> impl Future<Output = Result<(), TransportError>> + Send;
 
+    /// Sets up `links` ahead of their first transfer (the driver passes
+    /// [`crate::core::Scheduler::planned_links`] before the first one starts), so that links
+    /// whose setup is slow are set up all at once rather than as the data reaches each
+    /// sender, and may carry their data without waiting for each transfer. A hint: a link
+    /// that fails here is not reported, since the first hop over it meets the failure again.
+    /// The default does nothing.
+    fn open_links(&self, _links: &[(HostId, HostId)]) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// Called once a receiver holds every chunk: verifies it and renames it into place, if
     /// [`Transport::hop`] has not already done so.
     fn finalize(&self, host: HostId) -> impl Future<Output = Result<(), TransportError>> + Send;
