@@ -1,8 +1,9 @@
 //! What the user sees while a run goes on: indicatif bars on a terminal (bytes and rate per
-//! host, hosts done out of C), one plain line per event otherwise.
+//! host, hosts done out of C), one plain line per event otherwise, stamped with the seconds
+//! since the run started.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -15,6 +16,7 @@ pub struct Progress {
     names: Vec<String>,
     bars: Option<Bars>,
     done: u64,
+    started: Instant,
 }
 
 struct Bars {
@@ -73,6 +75,7 @@ impl Progress {
             names,
             bars,
             done: 0,
+            started: Instant::now(),
         }
     }
 
@@ -88,8 +91,13 @@ impl Progress {
     fn line(&self, text: String) {
         match &self.bars {
             Some(b) => b.multi.suspend(|| eprintln!("{text}")),
-            None => eprintln!("{text}"),
+            None => self.plain(&text),
         }
+    }
+
+    /// Prints a plain line, stamped with the time since the start.
+    fn plain(&self, text: &str) {
+        eprintln!("[{:>7.2}s] {text}", self.started.elapsed().as_secs_f64());
     }
 
     /// Removes the bars before the final table is printed.
@@ -112,7 +120,7 @@ impl Observer for Progress {
                 };
                 match &self.bars {
                     Some(b) => b.hosts[host.index() - 1].set_message(msg),
-                    None => eprintln!("{}: {msg}", self.name(*host)),
+                    None => self.plain(&format!("{}: {msg}", self.name(*host))),
                 }
             }
             RunEvent::HopStarted(t) => {
@@ -120,7 +128,7 @@ impl Observer for Progress {
                 match &self.bars {
                     Some(b) => b.hosts[t.to.index() - 1].set_message(msg),
                     None if t.chunks.start == 0 => {
-                        eprintln!("{}: receiving {msg}", self.name(t.to))
+                        self.plain(&format!("{}: receiving {msg}", self.name(t.to)))
                     }
                     None => {}
                 }
@@ -155,7 +163,7 @@ impl Observer for Progress {
                             self.line(text);
                         }
                     }
-                    None => eprintln!("{text}"),
+                    None => self.plain(&text),
                 }
             }
         }
