@@ -8,8 +8,9 @@
 //! Defaults follow the issue: 8 hosts, every link at 100 Mbit/s both ways, a 64 MiB file,
 //! the median of 3 repetitions. Override with `BOUNCE_BENCH_HOSTS`, `BOUNCE_BENCH_SIZE`
 //! (such as `16MiB`), `BOUNCE_BENCH_RATE` (a `tc` rate such as `100mbit`),
-//! `BOUNCE_BENCH_REPS` and `BOUNCE_BENCH_CHUNK` (the chain's chunk, for `bounce-run --chunk`
-//! and for the model alike, `1MiB`).
+//! `BOUNCE_BENCH_REPS`, `BOUNCE_BENCH_CHUNK` (the chain's chunk, for `bounce-run --chunk`
+//! and for the model alike, `1MiB`) and `BOUNCE_BENCH_ONLY`, a comma-separated subset of
+//! `linear,bounce,chain,fan-out,tree,tee` to measure (all by default; t1 always).
 //!
 //! It measures:
 //! - t1, a plain `ssh h1 'cat > f' < file` from the controller, and a one-byte hop, from
@@ -41,6 +42,12 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
+/// True when the row `name` is to be measured (see `BOUNCE_BENCH_ONLY`).
+fn wanted(name: &str) -> bool {
+    std::env::var("BOUNCE_BENCH_ONLY")
+        .map_or(true, |only| only.split(',').any(|w| w.trim() == name))
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     let n = xs.len();
@@ -67,6 +74,10 @@ fn time_it(cmd: &mut Command, what: &str) -> Result<f64, String> {
         .map_err(|e| format!("{what}: {e}"))?;
     let out = wait_within(child, Duration::from_secs(1800), what);
     let secs = start.elapsed().as_secs_f64();
+    if std::env::var_os("BOUNCE_BENCH_TRACE").is_some() {
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        print!("{}", String::from_utf8_lossy(&out.stderr));
+    }
     if out.status.success() {
         Ok(secs)
     } else {
@@ -256,6 +267,9 @@ fn main() {
     // The runner's chain uses the chunk the model assumes.
     let chunk_arg = chunk.to_string();
     for (kind, name, target) in runs {
+        if !wanted(name) {
+            continue;
+        }
         let mut times = Vec::new();
         let mut failure = None;
         for _ in 0..reps {
@@ -271,7 +285,11 @@ fn main() {
                 .arg(&report)
                 .arg(&src)
                 .arg(&dest);
-            match time_it(&mut cmd, name) {
+            let res = time_it(&mut cmd, name);
+            if std::env::var_os("BOUNCE_BENCH_TRACE").is_some() {
+                print!("{}", fs::read_to_string(&report).unwrap_or_default());
+            }
+            match res {
                 Ok(s) => {
                     let bad: Vec<String> = (1..=hosts)
                         .filter(|&i| {
@@ -306,75 +324,81 @@ fn main() {
     }
 
     // The shell baselines of the issue.
-    let fanout = median_of(reps, &lab, |lab| {
-        time_parallel(
-            (1..=hosts)
-                .map(|i| push_from_controller(lab, i, &src, &dest))
-                .collect(),
-            "fan-out",
-        )
-    });
-    table.push(Row {
-        name: "shell fan-out".into(),
-        model: StrategyKind::Linear,
-        target: "ref 7.7·t1".into(),
-        measured: fanout,
-    });
+    if wanted("fan-out") {
+        let fanout = median_of(reps, &lab, |lab| {
+            time_parallel(
+                (1..=hosts)
+                    .map(|i| push_from_controller(lab, i, &src, &dest))
+                    .collect(),
+                "fan-out",
+            )
+        });
+        table.push(Row {
+            name: "shell fan-out".into(),
+            model: StrategyKind::Linear,
+            target: "ref 7.7·t1".into(),
+            measured: fanout,
+        });
+    }
 
-    let tree = median_of(reps, &lab, |lab| {
-        let start = Instant::now();
-        let mut holders = vec![0usize];
-        let mut next = 1;
-        while next <= hosts {
-            let mut round = Vec::new();
-            for &h in &holders.clone() {
-                if next > hosts {
-                    break;
+    if wanted("tree") {
+        let tree = median_of(reps, &lab, |lab| {
+            let start = Instant::now();
+            let mut holders = vec![0usize];
+            let mut next = 1;
+            while next <= hosts {
+                let mut round = Vec::new();
+                for &h in &holders.clone() {
+                    if next > hosts {
+                        break;
+                    }
+                    round.push(if h == 0 {
+                        push_from_controller(lab, next, &src, &dest)
+                    } else {
+                        push_between(lab, h, next, &dest)
+                    });
+                    holders.push(next);
+                    next += 1;
                 }
-                round.push(if h == 0 {
-                    push_from_controller(lab, next, &src, &dest)
-                } else {
-                    push_between(lab, h, next, &dest)
-                });
-                holders.push(next);
-                next += 1;
+                time_parallel(round, "doubling tree round")?;
             }
-            time_parallel(round, "doubling tree round")?;
-        }
-        Ok(start.elapsed().as_secs_f64())
-    });
-    table.push(Row {
-        name: "shell doubling tree".into(),
-        model: StrategyKind::Bounce,
-        target: "ref 4.5·t1".into(),
-        measured: tree,
-    });
+            Ok(start.elapsed().as_secs_f64())
+        });
+        table.push(Row {
+            name: "shell doubling tree".into(),
+            model: StrategyKind::Bounce,
+            target: "ref 4.5·t1".into(),
+            measured: tree,
+        });
+    }
 
     // Each host tees the stream into its file and pipes it on; the script sits in the lab
     // directory, which every host sees at the same path.
-    let script = scratch.join("tee-chain.sh");
-    fs::write(
-        &script,
-        "#!/bin/sh\n\
+    if wanted("tee") {
+        let script = scratch.join("tee-chain.sh");
+        fs::write(
+            &script,
+            "#!/bin/sh\n\
          # $1 = this host's index, $2 = the last index, $3 = DEST\n\
          if [ \"$1\" -ge \"$2\" ]; then exec cat > \"$3\"; fi\n\
          tee \"$3\" | ssh \"h$(($1 + 1))\" sh \"$0\" \"$(($1 + 1))\" \"$2\" \"$3\"\n",
-    )
-    .unwrap();
-    let tee = median_of(reps, &lab, |lab| {
-        let mut c = lab.ssh(
-            "h1",
-            &format!("sh '{}' 1 {hosts} '{dest}'", script.display()),
-        );
-        c.stdin(Stdio::from(fs::File::open(&src).unwrap()));
-        time_it(&mut c, "tee chain")
-    });
-    table.push(Row {
-        name: "shell tee chain".into(),
-        model: StrategyKind::Chain,
-        target: "ref 1.7·t1".into(),
-        measured: tee,
-    });
+        )
+        .unwrap();
+        let tee = median_of(reps, &lab, |lab| {
+            let mut c = lab.ssh(
+                "h1",
+                &format!("sh '{}' 1 {hosts} '{dest}'", script.display()),
+            );
+            c.stdin(Stdio::from(fs::File::open(&src).unwrap()));
+            time_it(&mut c, "tee chain")
+        });
+        table.push(Row {
+            name: "shell tee chain".into(),
+            model: StrategyKind::Chain,
+            target: "ref 1.7·t1".into(),
+            measured: tee,
+        });
+    }
 
     println!();
     println!(
