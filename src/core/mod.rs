@@ -34,6 +34,13 @@
 //! 6. Several transfers may be in flight between the same two hosts (a chain link with a
 //!    window of chunks). Drivers carry them over one connection, first in, first out; no
 //!    strategy relies on the order in which they end.
+//! 7. [`Scheduler::planned_links`], asked once after construction, names the links the
+//!    strategy will use for the whole run as long as their hosts live (a chain's). A driver
+//!    may set them all up before the first transfer, and over such a link it may move every
+//!    chunk as soon as the sender holds it, ahead of the transfer that plans it: the
+//!    strategy would plan exactly that. Each transfer is still reported through
+//!    `handle_done` only after it was polled and its bytes arrived; when such a link breaks,
+//!    its planned transfers fail like any other, and the strategy's plan takes over.
 //!
 //! `now` arguments are the time since the start of the run, on whatever clock the driver
 //! keeps (virtual for the simulator, monotonic for the runner). The core only stamps events
