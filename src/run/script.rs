@@ -2,9 +2,10 @@
 //! [`shell_quote`]; the snippets need only `sh`, GNU coreutils and, for hops that start on a
 //! host, an `ssh` client there.
 //!
-//! Every snippet that moves data starts with `echo $$`: sshd puts each command in a session
-//! of its own, so that pid is also the process group the runner kills (`kill -TERM -PID`) to
-//! stop a hop's whole pipeline on that host.
+//! Every snippet that moves data prints `echo $$` before any data flows (the receiver once its
+//! file exists): sshd puts each command in a session of its own, so that pid is also the
+//! process group the runner kills (`kill -TERM -PID`) to stop a hop's whole pipeline on that
+//! host.
 
 use super::hosts::HostSpec;
 use super::quote::shell_quote;
@@ -39,15 +40,6 @@ pub fn probe(dest: &str) -> String {
     format!("if [ -f {d} ]; then sha256sum < {d}; else echo missing; fi")
 }
 
-/// Receives the whole file on stdin into `tmp` (mode 0600), creating `dest`'s parents.
-pub fn receive_whole(dest: &str, tmp: &str) -> String {
-    format!(
-        "echo $$; mkdir -p -- {dir} && umask 077 && exec cat > {tmp}",
-        dir = shell_quote(parent(dest)),
-        tmp = shell_quote(tmp),
-    )
-}
-
 /// Receives chunks into `tmp`: reads `OFFSET LENGTH` lines, each followed by exactly LENGTH
 /// bytes, writes them at OFFSET and answers `ok OFFSET` once they are on disk.
 ///
@@ -70,16 +62,18 @@ pub fn receive_chunks(dest: &str, tmp: &str) -> String {
     )
 }
 
-/// Receives the whole file as one stream on stdin into `tmp` (mode 0600), hashing it on the
-/// way, for a chain link set up before the run. Prints `$$` once `tmp` exists (a relay
-/// follows that file), then `at N`, the bytes written so far, about five times a second, and
+/// Receives the whole file as one stream on stdin into `tmp` (mode 0600, `dest`'s parents
+/// created), hashing it on the way: the receiving end of every whole-file hop and of every
+/// chain stream. Prints `$$` once `tmp` exists (a chain relay follows that file), then `at N`, the bytes written so far, about five times a second, and
 /// once its input ends `end N DIGEST`: the bytes written and their SHA-256. A failed write (a
-/// full disk) ends it at once, with the cause on stderr.
+/// full disk) kills its process group at once (sshd runs it in a session of its own), with
+/// the cause on stderr.
 pub fn stream_receive(dest: &str, tmp: &str) -> String {
     format!(
         "mkdir -p -- {dir} && umask 077 && : > {tmp} || exit 1; echo $$; \
          ( while sleep 0.2 > /dev/null 2>&1; do echo \"at $(stat -c %s -- {tmp})\"; done ) & p=$!; \
-         h=$(tee --output-error=exit -- {tmp} | sha256sum); kill \"$p\" 2>/dev/null; \
+         h=$({{ tee --output-error=exit -- {tmp} || kill -TERM 0; }} | sha256sum); \
+         kill \"$p\" 2>/dev/null; \
          echo \"end $(stat -c %s -- {tmp}) ${{h%% *}}\"",
         dir = shell_quote(parent(dest)),
         tmp = shell_quote(tmp),
@@ -136,7 +130,7 @@ pub fn send_whole(
 ) -> String {
     format!(
         "echo $$; exec 4<&0; {{ cat > /dev/null; kill -TERM 0; }} <&4 > /dev/null 2>&1 & exec {} < {} 4<&-",
-        ssh.command(to, &receive_whole(to_dest, to_tmp)),
+        ssh.command(to, &stream_receive(to_dest, to_tmp)),
         shell_quote(from_dest)
     )
 }
@@ -301,13 +295,18 @@ mod tests {
         // The whole-file receiver, then the right digest.
         let out = sh(&format!(
             "printf 'hello bounce\\n' | sh -c {}",
-            shell_quote(&receive_whole(&dest, &tmp))
+            shell_quote(&stream_receive(&dest, &tmp))
         ));
         assert!(out.status.success(), "{out:?}");
+        let good = crate::run::digest::sha256_bytes(data);
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(
+            stdout.lines().last(),
+            Some(format!("end 13 {good}").as_str())
+        );
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&tmp).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let good = crate::run::digest::sha256_bytes(data);
         let out = sh(&finalize(&tmp, &dest, &good, 0o640));
         assert!(out.status.success(), "{out:?}");
         assert_eq!(std::fs::read(&dest).unwrap(), data);

@@ -309,6 +309,19 @@ impl SshTransport {
         }
     }
 
+    /// Renames a copy whose digest was checked as it was written into place.
+    async fn install_tmp(&self, h: HostId, tmp: &str) -> Result<(), TransportError> {
+        let t = self.target(h);
+        let out = self
+            .run(h, &script::install(tmp, &t.dest, self.src.mode))
+            .await?;
+        if !out.status.success() {
+            return Err(self.remote_err(h, failure_text(&out.stderr, out.status.code())));
+        }
+        self.forget_temp(h, tmp);
+        Ok(())
+    }
+
     async fn finalize_tmp(&self, h: HostId, tmp: &str) -> Result<(), TransportError> {
         let t = self.target(h);
         let out = self
@@ -339,9 +352,9 @@ impl SshTransport {
         self.add_temp(t.to, &tmp);
         self.counters.set(t.to, 0);
         let res = async {
-            if t.from == HostId::SOURCE {
+            let end = if t.from == HostId::SOURCE {
                 let mut child = self
-                    .spawn(t.to, &script::receive_whole(&to.dest, &tmp))
+                    .spawn(t.to, &script::stream_receive(&to.dest, &tmp))
                     .await?;
                 let stderr = collect(child.stderr().take());
                 let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
@@ -352,8 +365,15 @@ impl SshTransport {
                 };
                 self.register_proc(key, t.to, pid);
                 let mut stdin = child.stdin().take().expect("piped");
-                let sent = self.copy_range(&mut stdin, t.to, 0, self.src.size).await;
-                drop(stdin);
+                // The controller counts what it sends; the receiver's reports only end it.
+                let (sent, end) = tokio::join!(
+                    async {
+                        let sent = self.copy_range(&mut stdin, t.to, 0, self.src.size).await;
+                        drop(stdin);
+                        sent
+                    },
+                    read_end_report(stdout, None)
+                );
                 let status = child.wait().await;
                 let err = stderr.await.unwrap_or_default();
                 // When the receiver fails (a full disk, say) our writes fail with a broken
@@ -371,6 +391,7 @@ impl SshTransport {
                     }
                     Err(e) => return Err(self.remote_err(t.to, join(&err, &error_chain(&e)))),
                 }
+                end
             } else {
                 let from = self.target(t.from);
                 let script =
@@ -386,6 +407,7 @@ impl SshTransport {
                 if let Some(p) = read_pid(&mut stdout).await {
                     self.register_proc(key, t.to, p);
                 }
+                let end = read_end_report(stdout, Some((&self.counters, t.to))).await;
                 let status = child.wait().await;
                 drop(keep_open);
                 let err = stderr.await.unwrap_or_default();
@@ -406,8 +428,14 @@ impl SshTransport {
                     }
                 }
                 self.counters.set(t.to, self.src.size);
+                end
+            };
+            if end == Some((self.src.size, self.src.digest.clone())) {
+                // Hashed as it was written: only the rename is left.
+                self.install_tmp(t.to, &tmp).await
+            } else {
+                self.finalize_tmp(t.to, &tmp).await
             }
-            self.finalize_tmp(t.to, &tmp).await
         }
         .await;
         if res.is_err() {
@@ -967,15 +995,7 @@ impl Transport for SshTransport {
         let streamed = self.state.lock().unwrap().streamed.remove(&host);
         if streamed.as_deref() == Some(self.src.digest.as_str()) {
             // Hashed as it was written: only the rename is left.
-            let t = self.target(host);
-            let out = self
-                .run(host, &script::install(&tmp, &t.dest, self.src.mode))
-                .await?;
-            if !out.status.success() {
-                return Err(self.remote_err(host, failure_text(&out.stderr, out.status.code())));
-            }
-            self.forget_temp(host, &tmp);
-            return Ok(());
+            return self.install_tmp(host, &tmp).await;
         }
         self.finalize_tmp(host, &tmp).await
     }
@@ -1069,6 +1089,37 @@ async fn read_reports(
         tx.send_modify(|s| s.bytes = s.bytes.max(n));
     }
     tx.send_modify(|s| s.ended = true);
+}
+
+/// Reads a whole-file receiver's reports to their end (see [`script::stream_receive`]),
+/// passing its byte counts to `counters` if given, and returns its `end` report: the bytes
+/// written and their digest.
+async fn read_end_report(
+    mut stdout: BufReader<openssh::ChildStdout>,
+    counters: Option<(&ByteCounters, HostId)>,
+) -> Option<(u64, String)> {
+    let mut line = String::new();
+    let mut end = None;
+    loop {
+        line.clear();
+        match stdout.read_line(&mut line).await {
+            Ok(0) | Err(_) => return end,
+            Ok(_) => {}
+        }
+        let mut words = line.split_whitespace();
+        match (
+            words.next(),
+            words.next().and_then(|n| n.parse::<u64>().ok()),
+        ) {
+            (Some("at"), Some(n)) => {
+                if let Some((c, to)) = counters {
+                    c.set(to, n);
+                }
+            }
+            (Some("end"), Some(n)) => end = words.next().map(|d| (n, d.to_string())),
+            _ => {}
+        }
+    }
 }
 
 /// Streams the file at `path` into a stream receiver's stdin, then closes it.
