@@ -1043,6 +1043,27 @@ struct Pipeline {
     receiver_pid: u32,
 }
 
+/// One line of a receiver's reports (see [`script::stream_receive`]).
+#[derive(Debug, PartialEq)]
+enum Report {
+    /// `at N`: N bytes written so far.
+    At(u64),
+    /// `end N DIGEST`: the input ended after N bytes, whose SHA-256 is DIGEST.
+    End(u64, String),
+}
+
+impl Report {
+    fn parse(line: &str) -> Option<Report> {
+        let mut words = line.split_whitespace();
+        let (kind, n) = (words.next()?, words.next()?.parse().ok()?);
+        match kind {
+            "at" => Some(Report::At(n)),
+            "end" => Some(Report::End(n, words.next()?.to_string())),
+            _ => None,
+        }
+    }
+}
+
 /// Reads a stream receiver's reports (see [`script::stream_receive`]) into `tx` and the byte
 /// counters, and records the digest of a copy that arrived whole.
 async fn read_reports(
@@ -1064,26 +1085,17 @@ async fn read_reports(
         if ended {
             continue;
         }
-        let mut words = line.split_whitespace();
-        let (kind, n) = (
-            words.next(),
-            words.next().and_then(|n| n.parse::<u64>().ok()),
-        );
-        let Some(n) = n else { continue };
-        match kind {
-            Some("at") => {}
-            Some("end") => {
+        let n = match Report::parse(&line) {
+            Some(Report::At(n)) => n,
+            Some(Report::End(n, digest)) => {
                 ended = true;
-                if let (Some(digest), true) = (words.next(), n == size) {
-                    state
-                        .lock()
-                        .unwrap()
-                        .streamed
-                        .insert(to, digest.to_string());
+                if n == size {
+                    state.lock().unwrap().streamed.insert(to, digest);
                 }
+                n
             }
-            _ => continue,
-        }
+            None => continue,
+        };
         let n = n.min(size);
         counters.set(to, n);
         tx.send_modify(|s| s.bytes = s.bytes.max(n));
@@ -1106,18 +1118,14 @@ async fn read_end_report(
             Ok(0) | Err(_) => return end,
             Ok(_) => {}
         }
-        let mut words = line.split_whitespace();
-        match (
-            words.next(),
-            words.next().and_then(|n| n.parse::<u64>().ok()),
-        ) {
-            (Some("at"), Some(n)) => {
+        match Report::parse(&line) {
+            Some(Report::At(n)) => {
                 if let Some((c, to)) = counters {
                     c.set(to, n);
                 }
             }
-            (Some("end"), Some(n)) => end = words.next().map(|d| (n, d.to_string())),
-            _ => {}
+            Some(Report::End(n, digest)) => end = Some((n, digest)),
+            None => {}
         }
     }
 }
@@ -1218,4 +1226,21 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Report;
+
+    #[test]
+    fn receiver_reports_parse_and_anything_else_is_ignored() {
+        assert_eq!(Report::parse("at 1048576\n"), Some(Report::At(1 << 20)));
+        assert_eq!(
+            Report::parse("end 13 0c7b\n"),
+            Some(Report::End(13, "0c7b".into()))
+        );
+        for bad in ["", "at", "at x", "end 13", "ok 0", "12345"] {
+            assert_eq!(Report::parse(bad), None, "{bad:?}");
+        }
+    }
 }
