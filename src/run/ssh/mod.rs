@@ -4,16 +4,7 @@
 //! - controller → Y: SRC is streamed into a receiver on Y over Y's connection;
 //! - X → Y: a pipeline on X runs `ssh Y` with X's own ssh setup, so the bytes never pass
 //!   through the controller;
-//! - chain: one long-lived link per edge X → Y, of two kinds.
-//!   - *Streams*, for the links the strategy plans from the start
-//!     ([`Transport::open_links`]): all set up at once before any data moves; the source
-//!     streams SRC into the first host, and every host relays its copy to the next while it
-//!     receives it. No request and no acknowledgement sits between the hops: the receivers
-//!     report their byte counts to the controller on the side, and those reports end the
-//!     core's chunk transfers.
-//!   - *Request links*, for every other edge (a host cut out of the chain, a stream that
-//!     broke): the controller writes one request line per chunk into the link on X; X sends
-//!     header and bytes to Y's receive loop, whose acknowledgement flows back through X.
+//! - chain: one long-lived link per edge X → Y (see [`link`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -22,7 +13,6 @@ use std::time::Duration;
 
 use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::core::{HostId, Layout, Transfer};
@@ -30,6 +20,10 @@ use crate::core::{HostId, Layout, Transfer};
 use super::hosts::HostSpec;
 use super::script::{self, HopSsh};
 use super::transport::{ByteCounters, Probe, Transport, TransportError};
+
+mod link;
+
+use link::LinkCell;
 
 /// How to reach the hosts.
 #[derive(Clone, Debug)]
@@ -62,77 +56,6 @@ pub struct Target {
     pub spec: HostSpec,
     /// Its DEST.
     pub dest: String,
-}
-
-/// A chain link X → Y: the pipeline on the hosts and how the controller talks to it.
-struct Link {
-    key: u64,
-    kind: LinkKind,
-    /// Held by whoever closes the link, until `reason` is known.
-    child: tokio::sync::Mutex<Option<openssh::Child<Arc<Session>>>>,
-    stderr: Mutex<Option<JoinHandle<String>>>,
-    /// What the link printed on stderr when it was closed: the cause every chunk that was in
-    /// flight on it failed for.
-    reason: Mutex<Option<String>>,
-}
-
-impl Link {
-    /// Closes the controller's side of the link's stdin, if it holds it.
-    async fn close_input(&self) {
-        match &self.kind {
-            LinkKind::Requests { writer, .. } => drop(writer.lock().await.stdin.take()),
-            LinkKind::Stream { stdin, .. } => drop(stdin.lock().await.take()),
-        }
-    }
-}
-
-/// What a link carries.
-enum LinkKind {
-    /// Chunks on request. Several may be in flight: requests are written under `writer`,
-    /// each taking the next ticket; acknowledgements come back in request order and are read
-    /// under `acks` by whichever hop is waiting, each hop taking the line of its own ticket.
-    Requests {
-        writer: tokio::sync::Mutex<LinkWriter>,
-        acks: tokio::sync::Mutex<LinkAcks>,
-    },
-    /// The whole file as one stream, relayed without waiting for the controller.
-    Stream {
-        /// The receiver's reports, kept up to date by `tasks`.
-        progress: watch::Receiver<Streamed>,
-        /// The relay's stdin: the receiver's pid goes in first, then it is held open for the
-        /// relay's watcher. Empty for the source's link, whose feeding task owns it.
-        stdin: tokio::sync::Mutex<Option<openssh::ChildStdin>>,
-        /// The pid of the receiving end, which the receiver's own relay follows.
-        receiver_pid: u32,
-        /// The task reading reports (and, from the source, the one feeding SRC).
-        tasks: Vec<JoinHandle<()>>,
-    },
-}
-
-/// What a stream's receiver has reported.
-#[derive(Clone, Copy, Debug, Default)]
-struct Streamed {
-    /// Bytes written at the receiver, from the start of the file.
-    bytes: u64,
-    /// The report stream has ended: no more bytes will come over this link.
-    ended: bool,
-}
-
-/// The link of one edge, if open; its lock serialises opening and closing.
-type LinkCell = Arc<tokio::sync::Mutex<Option<Arc<Link>>>>;
-
-struct LinkWriter {
-    /// `None` once the link is being closed.
-    stdin: Option<openssh::ChildStdin>,
-    next_ticket: u64,
-}
-
-struct LinkAcks {
-    stdout: BufReader<openssh::ChildStdout>,
-    /// Tickets whose acknowledgement has been read.
-    read: u64,
-    /// Acknowledgements read but not yet taken by their hop.
-    lines: HashMap<u64, String>,
 }
 
 #[derive(Default)]
@@ -484,379 +407,6 @@ impl SshTransport {
         Ok(())
     }
 
-    /// Starts a link's pipeline: on `to` for a link from the source, on `from` otherwise (where
-    /// it runs ssh to `to`). Returns once both ends have printed their pids, registered under
-    /// `key`; the pid of the receiving end comes last.
-    async fn start_pipeline(
-        &self,
-        key: u64,
-        from: HostId,
-        to: HostId,
-        script: &str,
-    ) -> Result<Pipeline, TransportError> {
-        let runs_on = if from == HostId::SOURCE { to } else { from };
-        let mut child = self.spawn(runs_on, script).await?;
-        let stderr = collect(child.stderr().take());
-        let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
-        let stdin = child.stdin().take().expect("piped");
-        let mut pids = vec![(runs_on, read_pid(&mut stdout).await)];
-        if from != HostId::SOURCE {
-            pids.push((to, read_pid(&mut stdout).await));
-        }
-        for &(h, p) in &pids {
-            if let Some(p) = p {
-                self.register_proc(key, h, p);
-            }
-        }
-        match pids.last() {
-            Some(&(_, Some(receiver_pid))) if pids.iter().all(|(_, p)| p.is_some()) => {
-                Ok(Pipeline {
-                    child,
-                    stdin,
-                    stdout,
-                    stderr,
-                    receiver_pid,
-                })
-            }
-            _ => {
-                // Without its stdin the relay's watcher ends it, if the relay is still waiting.
-                drop(stdin);
-                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-                let err = tokio::time::timeout(Duration::from_secs(1), stderr)
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .unwrap_or_default();
-                self.kill(key, &[]).await;
-                Err(self.link_err(from, to, failure_text(err.as_bytes(), None)))
-            }
-        }
-    }
-
-    /// Opens a request link (see the module docs).
-    async fn spawn_link(&self, from: HostId, to: HostId) -> Result<Link, TransportError> {
-        let key = self.new_key();
-        let t = self.target(to);
-        let to_tmp = self.chain_tmp(to);
-        self.add_temp(to, &to_tmp);
-        // Chunks written on request may follow a stream: its digest no longer covers them.
-        self.state.lock().unwrap().streamed.remove(&to);
-        let script = if from == HostId::SOURCE {
-            script::receive_chunks(&t.dest, &to_tmp)
-        } else {
-            let f = self.target(from);
-            script::send_chunks(
-                &self.hop_ssh,
-                &f.dest,
-                &self.chain_tmp(from),
-                &t.spec,
-                &t.dest,
-                &to_tmp,
-            )
-        };
-        let p = self.start_pipeline(key, from, to, &script).await?;
-        Ok(Link {
-            key,
-            kind: LinkKind::Requests {
-                writer: tokio::sync::Mutex::new(LinkWriter {
-                    stdin: Some(p.stdin),
-                    next_ticket: 0,
-                }),
-                acks: tokio::sync::Mutex::new(LinkAcks {
-                    stdout: p.stdout,
-                    read: 0,
-                    lines: HashMap::new(),
-                }),
-            },
-            child: tokio::sync::Mutex::new(Some(p.child)),
-            stderr: Mutex::new(Some(p.stderr)),
-            reason: Mutex::new(None),
-        })
-    }
-
-    /// Opens a stream link (see the module docs). A relay from a receiver waits for that
-    /// receiver's pid on stdin, which [`Transport::open_links`] passes on.
-    async fn spawn_stream(&self, from: HostId, to: HostId) -> Result<Link, TransportError> {
-        let key = self.new_key();
-        let t = self.target(to);
-        let to_tmp = self.chain_tmp(to);
-        self.add_temp(to, &to_tmp);
-        let script = if from == HostId::SOURCE {
-            script::stream_receive(&t.dest, &to_tmp)
-        } else {
-            script::stream_relay(
-                &self.hop_ssh,
-                &self.chain_tmp(from),
-                self.src.size,
-                &t.spec,
-                &t.dest,
-                &to_tmp,
-            )
-        };
-        let p = self.start_pipeline(key, from, to, &script).await?;
-        let (tx, progress) = watch::channel(Streamed::default());
-        let mut tasks = vec![tokio::spawn(read_reports(
-            p.stdout,
-            tx,
-            to,
-            self.src.size,
-            Arc::clone(&self.counters),
-            Arc::clone(&self.state),
-        ))];
-        let stdin = if from == HostId::SOURCE {
-            tasks.push(tokio::spawn(feed(self.src.path.clone(), p.stdin)));
-            None
-        } else {
-            Some(p.stdin)
-        };
-        Ok(Link {
-            key,
-            kind: LinkKind::Stream {
-                progress,
-                stdin: tokio::sync::Mutex::new(stdin),
-                receiver_pid: p.receiver_pid,
-                tasks,
-            },
-            child: tokio::sync::Mutex::new(Some(p.child)),
-            stderr: Mutex::new(Some(p.stderr)),
-            reason: Mutex::new(None),
-        })
-    }
-
-    fn link_err(&self, from: HostId, to: HostId, reason: String) -> TransportError {
-        TransportError::Remote {
-            host: format!("{} -> {}", self.name(from), self.name(to)),
-            reason,
-        }
-    }
-
-    fn link_cell(&self, from: HostId, to: HostId) -> LinkCell {
-        let mut st = self.state.lock().unwrap();
-        Arc::clone(st.links.entry((from, to)).or_default())
-    }
-
-    /// Closes the stream on `edge` before any chunk used it: the next chunk over the edge
-    /// opens a request link instead.
-    async fn drop_stream(&self, edge: (HostId, HostId), link: &Arc<Link>) {
-        let cell = self.link_cell(edge.0, edge.1);
-        let mut guard = cell.lock().await;
-        if guard.as_ref().is_some_and(|l| Arc::ptr_eq(l, link)) {
-            guard.take();
-        }
-        let child = link.child.lock().await;
-        drop(guard);
-        self.close_link(link, child, false).await;
-    }
-
-    /// Sends one chunk over a request link and waits for its acknowledgement.
-    async fn request_chunk(
-        &self,
-        t: &Transfer,
-        offset: u64,
-        writer: &tokio::sync::Mutex<LinkWriter>,
-        acks: &tokio::sync::Mutex<LinkAcks>,
-    ) -> Result<(), TransportError> {
-        let closed = |e: std::io::Error| self.link_err(t.from, t.to, format!("link closed: {e}"));
-
-        let ticket = {
-            let mut w = writer.lock().await;
-            let stdin = w.stdin.as_mut().ok_or_else(|| {
-                self.link_err(t.from, t.to, "link closed by an earlier failure".into())
-            })?;
-            stdin
-                .write_all(format!("{offset} {}\n", t.bytes).as_bytes())
-                .await
-                .map_err(closed)?;
-            if t.from == HostId::SOURCE {
-                self.copy_range(stdin, t.to, offset, t.bytes).await?;
-            }
-            stdin.flush().await.map_err(closed)?;
-            w.next_ticket += 1;
-            w.next_ticket - 1
-        };
-        let line = loop {
-            let mut a = acks.lock().await;
-            if let Some(line) = a.lines.remove(&ticket) {
-                break line;
-            }
-            let mut line = String::new();
-            if a.stdout.read_line(&mut line).await.map_err(closed)? == 0 {
-                return Err(self.link_err(
-                    t.from,
-                    t.to,
-                    "link ended before acknowledging the chunk".into(),
-                ));
-            }
-            let n = a.read;
-            a.read += 1;
-            a.lines.insert(n, line);
-        };
-        if line.trim() != format!("ok {offset}") {
-            return Err(self.link_err(
-                t.from,
-                t.to,
-                format!("unexpected acknowledgement {:?}", line.trim()),
-            ));
-        }
-        Ok(())
-    }
-
-    async fn hop_chunk(&self, t: Transfer) -> Result<(), TransportError> {
-        let cell = self.link_cell(t.from, t.to);
-        let link = {
-            let mut guard = cell.lock().await;
-            if guard.is_none() {
-                *guard = Some(Arc::new(self.spawn_link(t.from, t.to).await?));
-            }
-            Arc::clone(guard.as_ref().expect("opened above"))
-        };
-        let offset = self.layout.offset(t.chunks.start);
-        let res = match &link.kind {
-            LinkKind::Requests { writer, acks } => {
-                self.request_chunk(&t, offset, writer, acks).await
-            }
-            LinkKind::Stream { progress, .. } => {
-                let end = offset + t.bytes;
-                let mut rx = progress.clone();
-                let got = rx
-                    .wait_for(|s| s.bytes >= end || s.ended)
-                    .await
-                    .map_or(0, |s| s.bytes);
-                if got >= end {
-                    Ok(())
-                } else {
-                    Err(self.link_err(
-                        t.from,
-                        t.to,
-                        format!("the stream ended after {got} of {} bytes", self.src.size),
-                    ))
-                }
-            }
-        };
-        match res {
-            Ok(()) => {
-                // A stream's reports keep its receiver's count; the source counts its own.
-                if t.from != HostId::SOURCE && matches!(link.kind, LinkKind::Requests { .. }) {
-                    self.counters.add(t.to, t.bytes);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                // The first hop to fail closes the link; the others fail with it, and the
-                // next chunk on this edge opens a fresh one. The closer takes the child's
-                // lock before letting go of the cell, so the others wait for the cause.
-                let mut guard = cell.lock().await;
-                let reason = match guard.as_ref() {
-                    Some(l) if Arc::ptr_eq(l, &link) => {
-                        let l = guard.take().expect("checked above");
-                        let child = l.child.lock().await;
-                        drop(guard);
-                        self.close_link(&l, child, false).await
-                    }
-                    _ => {
-                        drop(guard);
-                        let _closed = link.child.lock().await;
-                        link.reason.lock().unwrap().clone()
-                    }
-                };
-                self.counters.set(t.to, self.layout.offset(t.chunks.start));
-                Err(match (e, reason) {
-                    (TransportError::Remote { host, reason }, Some(why)) => {
-                        TransportError::Remote {
-                            host,
-                            reason: join(&reason, &why),
-                        }
-                    }
-                    (e, _) => e,
-                })
-            }
-        }
-    }
-
-    /// Ends a link: gracefully (closing its input and waiting) or by killing it. Returns what
-    /// it printed on stderr.
-    async fn close_link(
-        &self,
-        link: &Link,
-        mut child: tokio::sync::MutexGuard<'_, Option<openssh::Child<Arc<Session>>>>,
-        graceful: bool,
-    ) -> Option<String> {
-        // A stream still moving has nothing to finish gracefully: only one that has carried
-        // the whole file, or ended, is waited for.
-        let graceful = graceful
-            && match &link.kind {
-                LinkKind::Requests { .. } => true,
-                LinkKind::Stream { progress, .. } => {
-                    let p = progress.borrow();
-                    p.ended || p.bytes >= self.src.size
-                }
-            };
-        if !graceful {
-            // Kill first: a hop blocked writing into a stalled link is released by it.
-            self.kill(link.key, &[]).await;
-        }
-        // A request link ends when its input does. A relay ends by itself, and closing its
-        // input first would kill it through its watcher.
-        let is_stream = matches!(link.kind, LinkKind::Stream { .. });
-        if !is_stream {
-            link.close_input().await;
-        }
-        let exited = match child.take() {
-            Some(c) if graceful => matches!(
-                tokio::time::timeout(Duration::from_secs(3), c.wait()).await,
-                Ok(Ok(s)) if s.success()
-            ),
-            _ => false,
-        };
-        link.close_input().await;
-        if let LinkKind::Stream { tasks, .. } = &link.kind {
-            for t in tasks {
-                t.abort();
-            }
-        }
-        if exited {
-            self.state.lock().unwrap().procs.remove(&link.key);
-        } else if graceful {
-            self.kill(link.key, &[]).await;
-        }
-        let stderr = link.stderr.lock().unwrap().take();
-        let err = match stderr {
-            Some(h) => tokio::time::timeout(Duration::from_secs(1), h)
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default(),
-            None => String::new(),
-        };
-        let text = last_lines(&err);
-        let reason = (!text.is_empty()).then_some(text);
-        link.reason.lock().unwrap().clone_from(&reason);
-        reason
-    }
-
-    async fn close_links(&self, filter: impl Fn(HostId, HostId) -> bool, graceful: bool) {
-        let cells: Vec<_> = {
-            let mut st = self.state.lock().unwrap();
-            let keys: Vec<_> = st
-                .links
-                .keys()
-                .copied()
-                .filter(|&(a, b)| filter(a, b))
-                .collect();
-            keys.into_iter()
-                .filter_map(|k| st.links.remove(&k))
-                .collect()
-        };
-        for cell in cells {
-            let mut guard = cell.lock().await;
-            if let Some(link) = guard.take() {
-                let child = link.child.lock().await;
-                drop(guard);
-                self.close_link(&link, child, graceful).await;
-            }
-        }
-    }
-
     async fn remove_temps(&self, h: HostId) {
         let files: Vec<String> = self
             .state
@@ -930,58 +480,8 @@ impl Transport for SshTransport {
     }
 
     async fn open_links(&self, links: &[(HostId, HostId)]) {
-        use futures_util::stream::{FuturesUnordered, StreamExt};
-        if !self.chunked {
-            return;
-        }
-        // All at once: each relay's ssh setup overlaps every other's.
-        let mut opening: FuturesUnordered<_> = links
-            .iter()
-            .map(|&(from, to)| async move {
-                let cell = self.link_cell(from, to);
-                let mut guard = cell.lock().await;
-                if guard.is_some() {
-                    return None;
-                }
-                // An error is met again, and reported, by the first chunk over this edge.
-                let link = Arc::new(self.spawn_stream(from, to).await.ok()?);
-                *guard = Some(Arc::clone(&link));
-                Some(((from, to), link))
-            })
-            .collect();
-        let mut streams: Vec<((HostId, HostId), Arc<Link>)> = Vec::new();
-        let mut waiting: Vec<usize> = Vec::new();
-        while let Some(opened) = opening.next().await {
-            let Some((edge, link)) = opened else { continue };
-            if edge.0 != HostId::SOURCE {
-                waiting.push(streams.len());
-            }
-            streams.push((edge, link));
-            // A relay from X follows X's stream receiver: tell it which process that is as
-            // soon as both are up, so it starts while others are still being set up.
-            let mut still = Vec::new();
-            for i in waiting.drain(..) {
-                let ((from, to), ref relay) = streams[i];
-                let upstream = streams.iter().find_map(|((_, t), l)| match &l.kind {
-                    LinkKind::Stream { receiver_pid, .. } if *t == from => Some(*receiver_pid),
-                    _ => None,
-                });
-                match upstream {
-                    None => still.push(i),
-                    Some(pid) => {
-                        if !tell_pid(relay, pid).await {
-                            // Its chunks go over a request link instead.
-                            self.drop_stream((from, to), relay).await;
-                        }
-                    }
-                }
-            }
-            waiting = still;
-        }
-        // A relay whose sender has no stream coming in would wait forever.
-        for i in waiting {
-            let (edge, ref relay) = streams[i];
-            self.drop_stream(edge, relay).await;
+        if self.chunked {
+            self.open_streams(links).await;
         }
     }
 
@@ -1033,16 +533,6 @@ impl Transport for SshTransport {
     }
 }
 
-/// A link's pipeline once both its ends are running.
-struct Pipeline {
-    child: openssh::Child<Arc<Session>>,
-    stdin: openssh::ChildStdin,
-    stdout: BufReader<openssh::ChildStdout>,
-    stderr: JoinHandle<String>,
-    /// The pid of the receiving end's snippet.
-    receiver_pid: u32,
-}
-
 /// One line of a receiver's reports (see [`script::stream_receive`]).
 #[derive(Debug, PartialEq)]
 enum Report {
@@ -1062,45 +552,6 @@ impl Report {
             _ => None,
         }
     }
-}
-
-/// Reads a stream receiver's reports (see [`script::stream_receive`]) into `tx` and the byte
-/// counters, and records the digest of a copy that arrived whole.
-async fn read_reports(
-    mut stdout: BufReader<openssh::ChildStdout>,
-    tx: watch::Sender<Streamed>,
-    to: HostId,
-    size: u64,
-    counters: Arc<ByteCounters>,
-    state: Arc<Mutex<State>>,
-) {
-    let mut line = String::new();
-    let mut ended = false;
-    loop {
-        line.clear();
-        match stdout.read_line(&mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        if ended {
-            continue;
-        }
-        let n = match Report::parse(&line) {
-            Some(Report::At(n)) => n,
-            Some(Report::End(n, digest)) => {
-                ended = true;
-                if n == size {
-                    state.lock().unwrap().streamed.insert(to, digest);
-                }
-                n
-            }
-            None => continue,
-        };
-        let n = n.min(size);
-        counters.set(to, n);
-        tx.send_modify(|s| s.bytes = s.bytes.max(n));
-    }
-    tx.send_modify(|s| s.ended = true);
 }
 
 /// Reads a whole-file receiver's reports to their end (see [`script::stream_receive`]),
@@ -1127,30 +578,6 @@ async fn read_end_report(
             Some(Report::End(n, digest)) => end = Some((n, digest)),
             None => {}
         }
-    }
-}
-
-/// Streams the file at `path` into a stream receiver's stdin, then closes it.
-async fn feed(path: PathBuf, mut stdin: openssh::ChildStdin) {
-    // A failure shows as a short stream in the receiver's report.
-    if let Ok(mut f) = tokio::fs::File::open(&path).await {
-        if tokio::io::copy(&mut f, &mut stdin).await.is_ok() {
-            let _ = stdin.shutdown().await;
-        }
-    }
-}
-
-/// Starts a relay: writes the pid it is to follow into its stdin. False if it is gone.
-async fn tell_pid(relay: &Link, pid: u32) -> bool {
-    let LinkKind::Stream { stdin, .. } = &relay.kind else {
-        return false;
-    };
-    let mut stdin = stdin.lock().await;
-    match stdin.as_mut() {
-        Some(w) => {
-            w.write_all(format!("{pid}\n").as_bytes()).await.is_ok() && w.flush().await.is_ok()
-        }
-        None => false,
     }
 }
 
