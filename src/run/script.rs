@@ -64,14 +64,18 @@ pub fn receive_chunks(dest: &str, tmp: &str) -> String {
 
 /// Receives the whole file as one stream on stdin into `tmp` (mode 0600, `dest`'s parents
 /// created), hashing it on the way: the receiving end of every whole-file hop and of every
-/// chain stream. Prints `$$` once `tmp` exists (a chain relay follows that file), then `at N`, the bytes written so far, about five times a second, and
-/// once its input ends `end N DIGEST`: the bytes written and their SHA-256. A failed write (a
-/// full disk) kills its process group at once (sshd runs it in a session of its own), with
-/// the cause on stderr.
+/// chain stream. Prints `$$` once `tmp` exists (a chain relay follows that file), then
+/// `at N`, the bytes written so far, twice a second, and once its input ends
+/// `end N DIGEST`: the bytes written and their SHA-256. A failed write (a full disk) kills
+/// its process group at once (sshd runs it in a session of its own), with the cause on
+/// stderr.
+///
+/// Nothing waits for the `at` reports (they feed progress and the core's bookkeeping), so
+/// they are kept rare: each costs two process starts on a host that is busy relaying.
 pub fn stream_receive(dest: &str, tmp: &str) -> String {
     format!(
         "mkdir -p -- {dir} && umask 077 && : > {tmp} || exit 1; echo $$; \
-         ( while sleep 0.2 > /dev/null 2>&1; do echo \"at $(stat -c %s -- {tmp})\"; done ) & p=$!; \
+         ( while sleep 0.5 > /dev/null 2>&1; do echo \"at $(stat -c %s -- {tmp})\"; done ) & p=$!; \
          h=$({{ tee --output-error=exit -- {tmp} || kill -TERM 0; }} | sha256sum); \
          kill \"$p\" 2>/dev/null; \
          echo \"end $(stat -c %s -- {tmp}) ${{h%% *}}\"",
