@@ -4,6 +4,10 @@
 //! with the median CPU time per chunk transfer (wall time × threads / transfers). Peak memory
 //! is the high-water mark of live heap bytes, counted by a wrapping global allocator and
 //! reset before each case.
+//!
+//! `cargo bench --bench sim -- TEXT...` runs only the cases whose `bounce-sim` command
+//! contains one of the TEXTs (for instance `-- 'linear,bounce,chain'`): the full set takes
+//! minutes, most of it the swarm.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -124,6 +128,16 @@ fn time<F: FnMut() -> (usize, u64)>(reps: usize, mut f: F) -> Timing {
     }
 }
 
+/// True when the case standing for `command` was asked for on the command line (every case
+/// when none was named). Cargo passes `--bench` to the binary, hence the flags are skipped.
+fn wanted(command: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    filters.is_empty() || filters.iter().any(|f| command.contains(f.as_str()))
+}
+
 fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -131,6 +145,12 @@ fn threads() -> usize {
 fn sweep_case(reps: usize, strategies: &[StrategyKind], names: &str, hosts: u32, runs: u32) {
     let base = SimConfig::new(1, 20 << 30, 125e6);
     for jitter in [0.0, 0.1] {
+        let command = format!(
+            "bounce-sim --hosts 1..{hosts} --strategy {names} --runs {runs} --jitter {jitter}"
+        );
+        if !wanted(&command) {
+            continue;
+        }
         let cfg = SweepConfig {
             hosts: (1..=hosts).collect(),
             strategies: strategies.to_vec(),
@@ -146,9 +166,8 @@ fn sweep_case(reps: usize, strategies: &[StrategyKind], names: &str, hosts: u32,
             (points.len(), points.iter().map(|p| p.transfers).sum())
         });
         println!(
-            "  bounce-sim --hosts 1..{hosts} --strategy {names} --runs {runs} --jitter {jitter}: \
-             {} simulations, {} transfers in {:.3} s wall, {:.2} s CPU ({:.0} ns CPU per \
-             transfer)",
+            "  {command}: {} simulations, {} transfers in {:.3} s wall, {:.2} s CPU ({:.0} ns \
+             CPU per transfer)",
             t.sims,
             t.transfers,
             t.wall.as_secs_f64(),
@@ -189,7 +208,16 @@ fn main() {
     // A swarm alone: its flows share links across the whole swarm.
     sweep_case(reps, &[StrategyKind::Swarm], "swarm", 64, 10);
 
-    // Issue 4: a million hosts, whole-file doubling with jitter; peak heap of one run.
+    if wanted("bounce-sim --hosts 1000000 --strategy bounce --jitter 0.1") {
+        million_bounce(reps);
+    }
+    if wanted("bounce-sim --hosts 10000 --size 1000MiB --chunk 10MiB --strategy binomial") {
+        binomial_10000(reps);
+    }
+}
+
+/// Issue 4: a million hosts, whole-file doubling with jitter; peak heap of one run.
+fn million_bounce(reps: usize) {
     let hosts = 1_000_000;
     let cfg = SimConfig {
         receivers: hosts,
@@ -211,8 +239,10 @@ fn main() {
         peak_mib(),
         vm_hwm()
     );
+}
 
-    // Issue 4: a million chunk transfers with the binomial pipeline.
+/// Issue 4: a million chunk transfers with the binomial pipeline.
+fn binomial_10000(reps: usize) {
     let hosts = 10_000;
     let cfg = SimConfig {
         receivers: hosts,
