@@ -70,6 +70,6 @@ pub use layout::{Layout, LayoutError};
 pub use linear::Linear;
 pub use rack::Rack;
 pub use scheduler::{Scheduler, SchedulerConfig};
-pub use strategy::{Strategy, StrategyKind, StrategyParams, UnknownStrategy, View};
+pub use strategy::{Strategy, StrategyKind, StrategyParams, UnknownStrategy, View, WithStrategy};
 pub use swarm::{Swarm, SwarmParams};
 pub use types::{ChunkRange, Event, HopError, HostId, Transfer, TransferId};

@@ -43,8 +43,12 @@ const EMPTY: Transfer = Transfer {
 
 /// Drives one strategy through one distribution. See the module docs of [`crate::core`] for
 /// the driver contract.
-pub struct Scheduler {
-    strategy: Box<dyn Strategy>,
+///
+/// The strategy is usually chosen at run time (`Scheduler<dyn Strategy>`, the default); a
+/// driver that knows its type (the simulator, through [`crate::core::StrategyKind::build_with`])
+/// names it, so that the strategy's calls are direct and inlined into the scheduler's.
+pub struct Scheduler<S: Strategy + ?Sized = dyn Strategy> {
+    strategy: Box<S>,
     layout: Layout,
     holdings: Holdings,
     failed: Vec<bool>,
@@ -70,9 +74,9 @@ pub struct Scheduler {
     open: u32,
 }
 
-impl Scheduler {
+impl<S: Strategy + ?Sized> Scheduler<S> {
     /// A scheduler for `strategy` over a file cut by `layout`.
-    pub fn new(strategy: Box<dyn Strategy>, layout: Layout, config: SchedulerConfig) -> Self {
+    pub fn new(strategy: Box<S>, layout: Layout, config: SchedulerConfig) -> Self {
         let hosts = config.receivers as usize + 1;
         let mut holdings = Holdings::new(hosts, layout.count());
         holdings.fill(HostId::SOURCE);

@@ -164,6 +164,28 @@ impl StrategyParams {
     }
 }
 
+/// What to do with a strategy of a type known at compile time: the argument of
+/// [`StrategyKind::build_with`]. A driver whose loop is generic over the strategy gets one copy
+/// of the loop per strategy, with the strategy's calls inlined.
+pub trait WithStrategy {
+    /// What [`WithStrategy::call`] returns.
+    type Output;
+
+    /// Runs with `strategy`.
+    fn call<S: Strategy + 'static>(self, strategy: S) -> Self::Output;
+}
+
+/// Boxes the strategy behind the trait: [`StrategyKind::build`].
+struct Boxed;
+
+impl WithStrategy for Boxed {
+    type Output = Box<dyn Strategy>;
+
+    fn call<S: Strategy + 'static>(self, strategy: S) -> Box<dyn Strategy> {
+        Box::new(strategy)
+    }
+}
+
 /// A strategy name that is not known.
 #[derive(Debug, thiserror::Error)]
 #[error("unknown strategy '{0}' (expected one of: linear, bounce, chain, binomial, swarm, bounce-fast, rack, all)")]
@@ -219,20 +241,30 @@ impl StrategyKind {
     /// Panics if `params.upload`, `params.download` or `params.rack` is given with a length
     /// other than `params.receivers + 1`.
     pub fn build(self, params: &StrategyParams) -> Box<dyn Strategy> {
+        self.build_with(params, Boxed)
+    }
+
+    /// A fresh strategy for the run described by `params`, handed to `with` as its own type
+    /// rather than boxed behind the trait.
+    ///
+    /// # Panics
+    ///
+    /// As [`StrategyKind::build`].
+    pub fn build_with<W: WithStrategy>(self, params: &StrategyParams, with: W) -> W::Output {
         let receivers = params.receivers;
         match self {
-            StrategyKind::Linear => Box::new(Linear::new(receivers)),
-            StrategyKind::Bounce => Box::new(Bounce::new(receivers)),
-            StrategyKind::Chain => Box::new(Chain::new(receivers, params.chain_window)),
-            StrategyKind::Binomial => Box::new(Binomial::new(receivers)),
-            StrategyKind::Swarm => Box::new(Swarm::new(receivers, params.seed, &params.swarm)),
-            StrategyKind::BounceFast => Box::new(BounceFast::new(
+            StrategyKind::Linear => with.call(Linear::new(receivers)),
+            StrategyKind::Bounce => with.call(Bounce::new(receivers)),
+            StrategyKind::Chain => with.call(Chain::new(receivers, params.chain_window)),
+            StrategyKind::Binomial => with.call(Binomial::new(receivers)),
+            StrategyKind::Swarm => with.call(Swarm::new(receivers, params.seed, &params.swarm)),
+            StrategyKind::BounceFast => with.call(BounceFast::new(
                 receivers,
                 params.per_host(&params.upload, "upload"),
                 params.per_host(&params.download, "download"),
             )),
             StrategyKind::Rack => {
-                Box::new(Rack::new(receivers, params.per_host(&params.rack, "rack")))
+                with.call(Rack::new(receivers, params.per_host(&params.rack, "rack")))
             }
         }
     }

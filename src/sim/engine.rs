@@ -10,7 +10,8 @@ use rand_chacha::ChaCha8Rng;
 use super::network::{FlowId, Network};
 use super::topology::{NetworkSpec, Topology};
 use crate::core::{
-    Event, HostId, LayoutError, Scheduler, SchedulerConfig, StrategyKind, StrategyParams, Transfer,
+    Event, HostId, Layout, LayoutError, Scheduler, SchedulerConfig, Strategy, StrategyKind,
+    StrategyParams, Transfer, WithStrategy,
 };
 
 /// One simulated distribution: a file of `size` bytes from the source to `receivers` hosts.
@@ -170,34 +171,53 @@ struct Edge {
     queue: VecDeque<Transfer>,
 }
 
-/// The connections each host has opened, by receiver. A host talks to few others (one in a
-/// chain, about log2(C) in the binomial pipeline, its neighbours in a swarm), so a short list
-/// searched in place beats hashing.
-struct Edges(Vec<Vec<(u32, Edge)>>);
+/// The connections the hosts have opened. A host talks to few others (one in a chain, about
+/// log2(C) in the binomial pipeline, its neighbours in a swarm), so each sender's short list
+/// of (receiver, connection) is searched in place rather than hashed; a transfer then keeps
+/// its connection's index, so its end finds the connection without a search.
+struct Edges {
+    by_sender: Vec<Vec<(u32, u32)>>,
+    edges: Vec<Edge>,
+}
 
 impl Edges {
-    fn get(&mut self, t: &Transfer) -> &mut Edge {
-        let out = &mut self.0[t.from.index()];
-        let i = match out.iter().position(|(to, _)| *to == t.to.0) {
-            Some(i) => i,
+    /// The index of the connection from `from` to `to`, opened (as an entry) if new.
+    fn find(&mut self, from: HostId, to: HostId) -> u32 {
+        let out = &mut self.by_sender[from.index()];
+        match out.iter().find(|(r, _)| *r == to.0) {
+            Some(&(_, i)) => i,
             None => {
-                out.push((t.to.0, Edge::default()));
-                out.len() - 1
+                let i = self.edges.len() as u32;
+                self.edges.push(Edge::default());
+                out.push((to.0, i));
+                i
             }
-        };
-        &mut out[i].1
+        }
     }
 }
 
-struct Loop {
-    sched: Scheduler,
+/// No connection: whole-file transfers do not track them.
+const NO_EDGE: u32 = u32::MAX;
+
+/// A transfer on its way, with the connection that carries it (or [`NO_EDGE`]).
+#[derive(Clone, Copy)]
+struct Job {
+    t: Transfer,
+    edge: u32,
+}
+
+/// The loop is generic over the strategy so that each strategy gets its own copy, with the
+/// strategy's calls inlined: the chunked strategies make tens of millions of them per sweep.
+struct Loop<S: Strategy> {
+    sched: Scheduler<S>,
     topology: Topology,
     net: Network,
     heap: BinaryHeap<Reverse<Pending>>,
     /// Transfers waiting out their setup delay; freed slots are reused.
-    waiting: Vec<Option<Transfer>>,
+    waiting: Vec<Option<Job>>,
     waiting_free: Vec<usize>,
-    flow_transfer: Vec<Option<Transfer>>,
+    /// The job each flow carries, by flow index.
+    flow_job: Vec<Option<Job>>,
     /// Connections between pairs of hosts, when the file has several chunks (whole-file
     /// transfers never reuse one in a simulation, which has no failures).
     edges: Option<Edges>,
@@ -208,7 +228,7 @@ struct Loop {
     result: SimResult,
 }
 
-impl Loop {
+impl<S: Strategy> Loop<S> {
     fn push(&mut self, at: f64, what: What) {
         self.heap.push(Reverse(Pending::new(at, what.pack())));
     }
@@ -225,9 +245,9 @@ impl Loop {
         }
     }
 
-    /// The driver contract: after every input, drain transfers, then events.
-    fn drain(&mut self, now: f64) {
-        let d = duration(now);
+    /// The driver contract: after every input, drain transfers, then events. `d` is `now` as
+    /// the core's `Duration`, converted once per instant by the caller.
+    fn drain(&mut self, now: f64, d: Duration) {
         while let Some(t) = self.sched.poll_transfer(d) {
             self.result.transfers += 1;
             if t.from == HostId::SOURCE {
@@ -246,24 +266,25 @@ impl Loop {
     /// Starts `t` now, after its connection's setup, or behind the transfers already on its
     /// connection.
     fn dispatch(&mut self, now: f64, t: Transfer) {
-        let fresh = match self.edges.as_mut() {
-            None => true,
+        let (fresh, edge) = match self.edges.as_mut() {
+            None => (true, NO_EDGE),
             Some(edges) => {
-                let e = edges.get(&t);
+                let i = edges.find(t.from, t.to);
+                let e = &mut edges.edges[i as usize];
                 if e.active {
                     e.queue.push_back(t);
                     return;
                 }
                 e.active = true;
-                !std::mem::replace(&mut e.opened, true)
+                (!std::mem::replace(&mut e.opened, true), i)
             }
         };
         let delay = if fresh { self.latency } else { 0.0 } + self.overhead;
-        self.start_after(now, delay, t);
+        self.start_after(now, delay, Job { t, edge });
     }
 
-    /// Starts `t`'s bytes `delay` seconds from `now`.
-    fn start_after(&mut self, now: f64, delay: f64, t: Transfer) {
+    /// Starts `job`'s bytes `delay` seconds from `now`.
+    fn start_after(&mut self, now: f64, delay: f64, job: Job) {
         if delay > 0.0 {
             let i = match self.waiting_free.pop() {
                 Some(i) => i,
@@ -272,14 +293,15 @@ impl Loop {
                     self.waiting.len() - 1
                 }
             };
-            self.waiting[i] = Some(t);
+            self.waiting[i] = Some(job);
             self.push(now + delay, What::Begin(i));
         } else {
-            self.begin(now, t);
+            self.begin(now, job);
         }
     }
 
-    fn begin(&mut self, now: f64, t: Transfer) {
+    fn begin(&mut self, now: f64, job: Job) {
+        let t = &job.t;
         let factor = if self.jitter > 0.0 {
             1.0 + self.jitter * (2.0 * self.rng.gen::<f64>() - 1.0)
         } else {
@@ -289,26 +311,27 @@ impl Loop {
         let n = self.topology.links(t.from.0, t.to.0, &mut links);
         let f = self.net.start(now, &links[..n], t.bytes as f64, factor);
         let slot = f.index();
-        if self.flow_transfer.len() <= slot {
-            self.flow_transfer.resize(slot + 1, None);
+        if self.flow_job.len() <= slot {
+            self.flow_job.resize(slot + 1, None);
         }
-        self.flow_transfer[slot] = Some(t);
+        self.flow_job[slot] = Some(job);
     }
 
     fn run(mut self) -> Result<SimResult, SimError> {
-        self.drain(0.0);
+        self.drain(0.0, Duration::ZERO);
         self.settle(0.0);
         // Events at the same virtual time form one batch: the scheduler sees them one by one,
         // as the driver contract asks, but the network settles once for all of them.
         while let Some(Reverse(first)) = self.heap.pop() {
             let at = first.at();
-            self.handle(at, first.what());
+            let d = duration(at);
+            self.handle(at, d, first.what());
             while let Some(&Reverse(next)) = self.heap.peek() {
                 if next.at() != at {
                     break;
                 }
                 self.heap.pop();
-                self.handle(at, next.what());
+                self.handle(at, d, next.what());
             }
             self.settle(at);
         }
@@ -328,36 +351,35 @@ impl Loop {
     }
 }
 
-impl Loop {
-    fn handle(&mut self, at: f64, what: u64) {
+impl<S: Strategy> Loop<S> {
+    fn handle(&mut self, at: f64, d: Duration, what: u64) {
         match What::unpack(what, FlowId::from_index) {
             What::Begin(i) => {
-                let t = self.waiting[i]
+                let job = self.waiting[i]
                     .take()
                     .expect("a waiting transfer begins once");
                 self.waiting_free.push(i);
-                self.begin(at, t);
+                self.begin(at, job);
             }
             What::Finish(f, v) => {
                 // Only the version's low 31 bits fit in the packed event.
                 if self.net.version(f) & 0x7fff_ffff != v {
                     return;
                 }
-                let Some(t) = self.flow_transfer[f.index()].take() else {
+                let Some(job) = self.flow_job[f.index()].take() else {
                     return;
                 };
                 self.net.remove(f);
-                let queued = self.edges.as_mut().and_then(|edges| {
-                    let e = edges.get(&t);
+                if let Some(edges) = self.edges.as_mut().filter(|_| job.edge != NO_EDGE) {
+                    let e = &mut edges.edges[job.edge as usize];
                     let next = e.queue.pop_front();
                     e.active = next.is_some();
-                    next
-                });
-                if let Some(next) = queued {
-                    self.start_after(at, self.overhead, next);
+                    if let Some(t) = next {
+                        self.start_after(at, self.overhead, Job { t, edge: job.edge });
+                    }
                 }
-                self.sched.handle_done(duration(at), t.id, Ok(()));
-                self.drain(at);
+                self.sched.handle_done(d, job.t.id, Ok(()));
+                self.drain(at, d);
             }
         }
     }
@@ -381,7 +403,6 @@ pub fn simulate(kind: StrategyKind, cfg: &SimConfig) -> Result<SimResult, SimErr
         return Err(SimError::Jitter(cfg.jitter));
     }
     let layout = kind.layout(cfg.size, cfg.chunk)?;
-    let hosts = cfg.receivers as usize + 1;
     let topology = cfg.network.build(cfg.receivers, cfg.bandwidth, cfg.seed);
     if let Some(bad) = topology
         .up
@@ -401,34 +422,66 @@ pub fn simulate(kind: StrategyKind, cfg: &SimConfig) -> Result<SimResult, SimErr
             rack,
         );
     }
-    let sched = Scheduler::new(
-        kind.build(&params),
-        layout,
-        SchedulerConfig::new(cfg.receivers),
-    );
-    let mut host_done = vec![f64::NAN; hosts];
-    host_done[0] = 0.0;
-    Loop {
-        sched,
-        net: topology.network(),
-        heap: BinaryHeap::new(),
-        waiting: Vec::new(),
-        waiting_free: Vec::new(),
-        flow_transfer: Vec::new(),
-        edges: (layout.count() > 1).then(|| Edges((0..hosts).map(|_| Vec::new()).collect())),
-        rng: ChaCha8Rng::seed_from_u64(cfg.seed),
-        jitter: cfg.jitter,
-        latency: cfg.latency.as_secs_f64(),
-        overhead: cfg.chunk_overhead.as_secs_f64(),
-        result: SimResult {
-            makespan: 0.0,
-            host_done,
-            transfers: 0,
-            source_bytes: 0,
-            chunks: layout.count(),
-            lower_bound: topology.lower_bound(cfg.size),
+    kind.build_with(
+        &params,
+        Start {
+            cfg,
+            layout,
+            topology,
         },
-        topology,
+    )
+}
+
+/// What a run is built from once its inputs are checked; builds the loop for the strategy's
+/// own type and runs it.
+struct Start<'a> {
+    cfg: &'a SimConfig,
+    layout: Layout,
+    topology: Topology,
+}
+
+impl WithStrategy for Start<'_> {
+    type Output = Result<SimResult, SimError>;
+
+    fn call<S: Strategy + 'static>(self, strategy: S) -> Self::Output {
+        let Start {
+            cfg,
+            layout,
+            topology,
+        } = self;
+        let hosts = cfg.receivers as usize + 1;
+        let sched = Scheduler::new(
+            Box::new(strategy),
+            layout,
+            SchedulerConfig::new(cfg.receivers),
+        );
+        let mut host_done = vec![f64::NAN; hosts];
+        host_done[0] = 0.0;
+        Loop {
+            sched,
+            net: topology.network(),
+            heap: BinaryHeap::new(),
+            waiting: Vec::new(),
+            waiting_free: Vec::new(),
+            flow_job: Vec::new(),
+            edges: (layout.count() > 1).then(|| Edges {
+                by_sender: vec![Vec::new(); hosts],
+                edges: Vec::new(),
+            }),
+            rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+            jitter: cfg.jitter,
+            latency: cfg.latency.as_secs_f64(),
+            overhead: cfg.chunk_overhead.as_secs_f64(),
+            result: SimResult {
+                makespan: 0.0,
+                host_done,
+                transfers: 0,
+                source_bytes: 0,
+                chunks: layout.count(),
+                lower_bound: topology.lower_bound(cfg.size),
+            },
+            topology,
+        }
+        .run()
     }
-    .run()
 }
