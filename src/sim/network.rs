@@ -79,8 +79,11 @@ pub struct Network {
     link_flows: Vec<Vec<u32>>,
     flows: Vec<Flow>,
     free: Vec<u32>,
-    /// Links whose set of flows changed since the last settle.
+    /// Links whose set of flows changed since the last settle, each once.
     dirty: Vec<u32>,
+    /// `dirty_now[l]` is true while link `l` is in `dirty`: a chain hop removes and starts a
+    /// flow on the same two links, and settling scans each link's flows only once.
+    dirty_now: Vec<bool>,
     changed: Vec<FlowId>,
     // Scratch space for the max-min computation, kept to avoid allocating per settle. Marks
     // are stamps: a flow is in the region when `in_region[f] == stamp`, and so on.
@@ -99,7 +102,6 @@ pub struct Network {
     link_load: Vec<f64>,
     link_max: Vec<f64>,
     region: Vec<u32>,
-    lone: Vec<u32>,
     touched: Vec<u32>,
     suspects: Vec<u32>,
     heap: BinaryHeap<Reverse<(u64, u32)>>,
@@ -122,6 +124,7 @@ impl Network {
     pub fn add_link(&mut self, capacity: f64) -> u32 {
         self.capacity.push(capacity);
         self.link_flows.push(Vec::new());
+        self.dirty_now.push(false);
         self.link_mark.push(0);
         self.link_dirty.push(0);
         self.link_seen.push(0);
@@ -186,7 +189,7 @@ impl Network {
         flow.live = true;
         for &l in links {
             self.link_flows[l as usize].push(id);
-            self.dirty.push(l);
+            self.mark_dirty(l);
         }
         FlowId(id)
     }
@@ -203,9 +206,17 @@ impl Network {
             if let Some(p) = v.iter().position(|&x| x == id.0) {
                 v.swap_remove(p);
             }
-            self.dirty.push(l);
+            self.mark_dirty(l);
         }
         self.free.push(id.0);
+    }
+
+    fn mark_dirty(&mut self, l: u32) {
+        let now = &mut self.dirty_now[l as usize];
+        if !*now {
+            *now = true;
+            self.dirty.push(l);
+        }
     }
 
     /// Flows whose rate changed in the last [`Network::settle`].
@@ -268,36 +279,24 @@ impl Network {
         }
         let rs = self.next_stamp();
         self.region.clear();
-        self.lone.clear();
-        for &l in &self.dirty {
-            self.link_dirty[l as usize] = rs;
-            for &f in &self.link_flows[l as usize] {
+        for i in 0..self.dirty.len() {
+            let l = self.dirty[i] as usize;
+            self.dirty_now[l] = false;
+            self.link_dirty[l] = rs;
+            for k in 0..self.link_flows[l].len() {
+                let f = self.link_flows[l][k];
                 if self.in_region[f as usize] != rs {
                     self.in_region[f as usize] = rs;
                     // A flow alone on all its links (a chain hop, a bounce pair) shares
-                    // nothing: it gets its narrowest link, outside any region.
-                    let links = self.flows[f as usize].links();
-                    if links
-                        .iter()
-                        .all(|&m| self.link_flows[m as usize].len() == 1)
-                    {
-                        self.lone.push(f);
-                    } else {
-                        self.region.push(f);
+                    // nothing: it gets its narrowest link at once, outside any region.
+                    match self.lone_share(f) {
+                        Some(share) => self.set_rate(now, f, share),
+                        None => self.region.push(f),
                     }
                 }
             }
         }
         self.dirty.clear();
-        for i in 0..self.lone.len() {
-            let f = self.lone[i];
-            let share = self.flows[f as usize]
-                .links()
-                .iter()
-                .map(|&m| self.capacity[m as usize])
-                .fold(f64::INFINITY, f64::min);
-            self.set_rate(now, f, share);
-        }
         if self.region.is_empty() {
             return;
         }
@@ -306,6 +305,19 @@ impl Network {
             let f = self.region[i];
             self.set_rate(now, f, self.new_share[f as usize]);
         }
+    }
+
+    /// The capacity of flow `f`'s narrowest link when it is alone on all its links, else
+    /// `None`.
+    fn lone_share(&self, f: u32) -> Option<f64> {
+        let mut share = f64::INFINITY;
+        for &m in self.flows[f as usize].links() {
+            if self.link_flows[m as usize].len() != 1 {
+                return None;
+            }
+            share = share.min(self.capacity[m as usize]);
+        }
+        Some(share)
     }
 
     /// Max-min shares of the region's flows by progressive filling, every other flow held at
@@ -342,16 +354,8 @@ impl Network {
         // A flow alone on all its links (a chain hop, a bounce pair) gets its narrowest one.
         let mut unfrozen = self.region.len();
         for &f in &self.region {
-            let flow = &self.flows[f as usize];
-            let links = flow.links();
-            if links
-                .iter()
-                .all(|&l| self.link_flows[l as usize].len() == 1)
-            {
-                let share = links
-                    .iter()
-                    .map(|&l| self.capacity[l as usize])
-                    .fold(f64::INFINITY, f64::min);
+            if let Some(share) = self.lone_share(f) {
+                let links = self.flows[f as usize].links();
                 self.new_share[f as usize] = share;
                 self.frozen[f as usize] = fs;
                 // Alone on its links: nobody there can get more.
