@@ -60,6 +60,7 @@ impl Holdings {
     }
 
     /// Records that `host` holds `range`.
+    #[inline]
     pub fn add(&mut self, host: HostId, range: ChunkRange) {
         for c in range.iter() {
             let w = self.words_per_host * host.index() + (c / 64) as usize;
