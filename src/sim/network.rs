@@ -45,6 +45,20 @@ const EPS: f64 = 1e-12;
 /// keeps them in a heap.
 const SCAN_LINKS: usize = 16;
 
+/// A link: its capacity, its flows and whether they changed.
+#[derive(Clone, Debug)]
+struct Link {
+    /// Bytes per second.
+    capacity: f64,
+    /// The flows crossing it, in no particular order.
+    flows: Vec<u32>,
+    /// True while the link is in `Network::dirty`: a chain hop removes and starts a flow on
+    /// the same two links, and settling scans each link's flows only once.
+    dirty_now: bool,
+    /// The stamp of the last settle that found the link changed.
+    dirty_stamp: u32,
+}
+
 #[derive(Clone, Debug)]
 struct Flow {
     links: [u32; MAX_LINKS],
@@ -75,21 +89,17 @@ impl Flow {
 /// Links and the flows crossing them.
 #[derive(Clone, Debug, Default)]
 pub struct Network {
-    capacity: Vec<f64>,
-    link_flows: Vec<Vec<u32>>,
+    /// What every step touches per link, kept in one entry per link.
+    links: Vec<Link>,
     flows: Vec<Flow>,
     free: Vec<u32>,
     /// Links whose set of flows changed since the last settle, each once.
     dirty: Vec<u32>,
-    /// `dirty_now[l]` is true while link `l` is in `dirty`: a chain hop removes and starts a
-    /// flow on the same two links, and settling scans each link's flows only once.
-    dirty_now: Vec<bool>,
     changed: Vec<FlowId>,
     // Scratch space for the max-min computation, kept to avoid allocating per settle. Marks
     // are stamps: a flow is in the region when `in_region[f] == stamp`, and so on.
     stamp: u32,
     link_mark: Vec<u32>,
-    link_dirty: Vec<u32>,
     link_seen: Vec<u32>,
     in_region: Vec<u32>,
     frozen: Vec<u32>,
@@ -122,17 +132,19 @@ impl Network {
 
     /// Adds a link of `capacity` bytes per second (a rack uplink, say) and returns its index.
     pub fn add_link(&mut self, capacity: f64) -> u32 {
-        self.capacity.push(capacity);
-        self.link_flows.push(Vec::new());
-        self.dirty_now.push(false);
+        self.links.push(Link {
+            capacity,
+            flows: Vec::new(),
+            dirty_now: false,
+            dirty_stamp: 0,
+        });
         self.link_mark.push(0);
-        self.link_dirty.push(0);
         self.link_seen.push(0);
         self.link_left.push(0.0);
         self.link_unfrozen.push(0);
         self.link_load.push(0.0);
         self.link_max.push(0.0);
-        (self.capacity.len() - 1) as u32
+        (self.links.len() - 1) as u32
     }
 
     /// The upload link of host `h`.
@@ -188,8 +200,11 @@ impl Network {
         flow.version = flow.version.wrapping_add(1);
         flow.live = true;
         for &l in links {
-            self.link_flows[l as usize].push(id);
-            self.mark_dirty(l);
+            let link = &mut self.links[l as usize];
+            link.flows.push(id);
+            if !std::mem::replace(&mut link.dirty_now, true) {
+                self.dirty.push(l);
+            }
         }
         FlowId(id)
     }
@@ -202,21 +217,15 @@ impl Network {
         f.live = false;
         let (links, n) = (f.links, f.nlinks as usize);
         for &l in &links[..n] {
-            let v = &mut self.link_flows[l as usize];
-            if let Some(p) = v.iter().position(|&x| x == id.0) {
-                v.swap_remove(p);
+            let link = &mut self.links[l as usize];
+            if let Some(p) = link.flows.iter().position(|&x| x == id.0) {
+                link.flows.swap_remove(p);
             }
-            self.mark_dirty(l);
+            if !std::mem::replace(&mut link.dirty_now, true) {
+                self.dirty.push(l);
+            }
         }
         self.free.push(id.0);
-    }
-
-    fn mark_dirty(&mut self, l: u32) {
-        let now = &mut self.dirty_now[l as usize];
-        if !*now {
-            *now = true;
-            self.dirty.push(l);
-        }
     }
 
     /// Flows whose rate changed in the last [`Network::settle`].
@@ -256,13 +265,15 @@ impl Network {
         if self.stamp == 0 {
             for v in [
                 &mut self.link_mark,
-                &mut self.link_dirty,
                 &mut self.link_seen,
                 &mut self.in_region,
                 &mut self.frozen,
                 &mut self.checked,
             ] {
                 v.fill(0);
+            }
+            for link in &mut self.links {
+                link.dirty_stamp = 0;
             }
             self.stamp = 1;
         }
@@ -281,10 +292,11 @@ impl Network {
         self.region.clear();
         for i in 0..self.dirty.len() {
             let l = self.dirty[i] as usize;
-            self.dirty_now[l] = false;
-            self.link_dirty[l] = rs;
-            for k in 0..self.link_flows[l].len() {
-                let f = self.link_flows[l][k];
+            let link = &mut self.links[l];
+            link.dirty_now = false;
+            link.dirty_stamp = rs;
+            for k in 0..self.links[l].flows.len() {
+                let f = self.links[l].flows[k];
                 if self.in_region[f as usize] != rs {
                     self.in_region[f as usize] = rs;
                     // A flow alone on all its links (a chain hop, a bounce pair) shares
@@ -312,10 +324,11 @@ impl Network {
     fn lone_share(&self, f: u32) -> Option<f64> {
         let mut share = f64::INFINITY;
         for &m in self.flows[f as usize].links() {
-            if self.link_flows[m as usize].len() != 1 {
+            let link = &self.links[m as usize];
+            if link.flows.len() != 1 {
                 return None;
             }
-            share = share.min(self.capacity[m as usize]);
+            share = share.min(link.capacity);
         }
         Some(share)
     }
@@ -338,9 +351,9 @@ impl Network {
         }
         let mut closed = true;
         for &l in &self.touched {
-            let mut left = self.capacity[l as usize];
+            let mut left = self.links[l as usize].capacity;
             let mut n = 0;
-            for &g in &self.link_flows[l as usize] {
+            for &g in &self.links[l as usize].flows {
                 if self.in_region[g as usize] == rs {
                     n += 1;
                 } else {
@@ -407,8 +420,8 @@ impl Network {
     /// Freezes the region's unfrozen flows on link `l` at share `best`, releasing their claim
     /// on their other links (whose new levels go on the heap when `heap` is set).
     fn freeze(&mut self, l: u32, best: f64, rs: u32, fs: u32, heap: bool) {
-        for k in 0..self.link_flows[l as usize].len() {
-            let f = self.link_flows[l as usize][k] as usize;
+        for k in 0..self.links[l as usize].flows.len() {
+            let f = self.links[l as usize].flows[k] as usize;
             if self.in_region[f] != rs || self.frozen[f] == fs {
                 continue;
             }
@@ -453,7 +466,7 @@ impl Network {
         let i = l as usize;
         if self.link_seen[i] != ss {
             let (mut load, mut max) = (0.0, 0.0f64);
-            for &g in &self.link_flows[i] {
+            for &g in &self.links[i].flows {
                 let s = self.share_of(g, rs);
                 load += s;
                 max = max.max(s);
@@ -473,7 +486,7 @@ impl Network {
         let (links, n) = (flow.links, flow.nlinks as usize);
         links[..n].iter().any(|&m| {
             let (load, max) = self.link_stats(m, rs, ss);
-            load >= self.capacity[m as usize] * (1.0 - EPS) && s >= max * (1.0 - EPS)
+            load >= self.links[m as usize].capacity * (1.0 - EPS) && s >= max * (1.0 - EPS)
         })
     }
 
@@ -492,8 +505,8 @@ impl Network {
             // A link whose flows and shares are all as before cannot have broken the
             // condition for the outside flows on it (it held before this settle), nor be
             // overloaded.
-            let changed = self.link_dirty[l as usize] == rs
-                || self.link_flows[l as usize].iter().any(|&g| {
+            let changed = self.links[l as usize].dirty_stamp == rs
+                || self.links[l as usize].flows.iter().any(|&g| {
                     self.in_region[g as usize] == rs
                         && self.new_share[g as usize] != self.flows[g as usize].share
                 });
@@ -501,9 +514,9 @@ impl Network {
                 continue;
             }
             let (load, _) = self.link_stats(l, rs, ss);
-            let overloaded = load > self.capacity[l as usize] * (1.0 + EPS);
-            for k in 0..self.link_flows[l as usize].len() {
-                let g = self.link_flows[l as usize][k];
+            let overloaded = load > self.links[l as usize].capacity * (1.0 + EPS);
+            for k in 0..self.links[l as usize].flows.len() {
+                let g = self.links[l as usize].flows[k];
                 if self.in_region[g as usize] == rs {
                     continue;
                 }
@@ -528,7 +541,8 @@ impl Network {
                 continue;
             }
             let s = self.new_share[f as usize] * (1.0 + EPS);
-            let ok = self.link_flows[l as usize]
+            let ok = self.links[l as usize]
+                .flows
                 .iter()
                 .all(|&h| self.in_region[h as usize] == rs || self.flows[h as usize].share <= s);
             if ok {
@@ -537,7 +551,7 @@ impl Network {
             let before = self.suspects.len();
             let flow = &self.flows[f as usize];
             for &m in flow.links() {
-                for &h in &self.link_flows[m as usize] {
+                for &h in &self.links[m as usize].flows {
                     if self.in_region[h as usize] != rs {
                         self.suspects.push(h);
                     }
@@ -574,8 +588,8 @@ impl Network {
             let flow = &self.flows[f];
             let (links, n) = (flow.links, flow.nlinks as usize);
             for &m in &links[..n] {
-                for k in 0..self.link_flows[m as usize].len() {
-                    let g = self.link_flows[m as usize][k];
+                for k in 0..self.links[m as usize].flows.len() {
+                    let g = self.links[m as usize].flows[k];
                     if self.in_region[g as usize] != rs {
                         self.in_region[g as usize] = rs;
                         self.region.push(g);
