@@ -41,6 +41,14 @@ const EMPTY: Transfer = Transfer {
     bytes: 0,
 };
 
+/// A transfer in flight and `Scheduler::started` when it started, kept together since both
+/// are read when it ends.
+#[derive(Clone, Copy)]
+struct Slot {
+    t: Transfer,
+    seq: u64,
+}
+
 /// Drives one strategy through one distribution. See the module docs of [`crate::core`] for
 /// the driver contract.
 ///
@@ -54,18 +62,16 @@ pub struct Scheduler<S: Strategy + ?Sized = dyn Strategy> {
     failed: Vec<bool>,
     attempts: Vec<u32>,
     max_attempts: u32,
-    /// Transfers started so far; `start_seq[slot]` is the count when the slot's transfer
-    /// started.
+    /// Transfers started so far; a slot's `seq` is the count when its transfer started.
     started: u64,
-    start_seq: Vec<u64>,
     /// `started` when each host last failed: failures of transfers already in flight then
     /// (a window of chunks on a link that died) are one attempt, not several.
     failed_at: Vec<u64>,
     /// Transfers in flight, by slot: the low 32 bits of a [`TransferId`] name the slot, the
     /// high 32 bits a generation, so a slot can be reused without confusing late reports.
-    /// A free slot holds [`EMPTY`]; slots are plain `Transfer`s rather than `Option`s so
-    /// that they can be filled field by field in place.
-    slots: Vec<Transfer>,
+    /// A free slot's transfer is [`EMPTY`]; slots hold plain `Transfer`s rather than
+    /// `Option`s so that they can be filled field by field in place.
+    slots: Vec<Slot>,
     free_slots: Vec<u32>,
     in_flight: usize,
     generation: u32,
@@ -106,7 +112,6 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
             attempts: vec![0; hosts],
             max_attempts: config.max_attempts.max(1),
             started: 0,
-            start_seq: Vec::new(),
             failed_at: vec![0; hosts],
             slots: Vec::new(),
             free_slots: Vec::new(),
@@ -183,8 +188,7 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
         let slot = match self.free_slots.pop() {
             Some(s) => s,
             None => {
-                self.slots.push(EMPTY);
-                self.start_seq.push(0);
+                self.slots.push(Slot { t: EMPTY, seq: 0 });
                 (self.slots.len() - 1) as u32
             }
         };
@@ -194,14 +198,14 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
         // Filled in place from the same values that build the returned copy: copying one
         // `Transfer` into the other reads back bytes just written field by field, and that
         // store-to-load forwarding stall cost a tenth of this function.
-        let s = &mut self.slots[slot as usize];
-        s.id = id;
-        s.from = from;
-        s.to = to;
-        s.chunks = chunks;
-        s.bytes = bytes;
         self.started += 1;
-        self.start_seq[slot as usize] = self.started;
+        let s = &mut self.slots[slot as usize];
+        s.t.id = id;
+        s.t.from = from;
+        s.t.to = to;
+        s.t.chunks = chunks;
+        s.t.bytes = bytes;
+        s.seq = self.started;
         self.in_flight += 1;
         Some(Transfer {
             id,
@@ -224,13 +228,12 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
         let Some(s) = self
             .slots
             .get_mut(slot)
-            .filter(|s| s.id == id && id != EMPTY.id)
+            .filter(|s| s.t.id == id && id != EMPTY.id)
         else {
             return;
         };
-        let t = *s;
-        let seq = self.start_seq[slot];
-        s.id = EMPTY.id;
+        let (t, seq) = (s.t, s.seq);
+        s.t.id = EMPTY.id;
         self.free_slots.push(slot as u32);
         self.in_flight -= 1;
         let receiver_gone = self.failed[t.to.index()];
