@@ -123,6 +123,20 @@ impl Network {
     pub fn new(up: &[f64], down: &[f64]) -> Self {
         assert_eq!(up.len(), down.len(), "one upload and one download per host");
         let mut net = Network::default();
+        // Sized once: grown by doubling, the link tables of a million hosts would hold their
+        // old and new buffers at once at the last doubling.
+        let n = 2 * up.len();
+        net.links.reserve_exact(n);
+        for v in [
+            &mut net.link_mark,
+            &mut net.link_seen,
+            &mut net.link_unfrozen,
+        ] {
+            v.reserve_exact(n);
+        }
+        for v in [&mut net.link_left, &mut net.link_load, &mut net.link_max] {
+            v.reserve_exact(n);
+        }
         for (&u, &d) in up.iter().zip(down) {
             net.add_link(u);
             net.add_link(d);
