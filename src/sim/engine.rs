@@ -171,35 +171,36 @@ struct Edge {
     queue: VecDeque<Transfer>,
 }
 
-/// The connections the hosts have opened. A host talks to few others (one in a chain, about
-/// log2(C) in the binomial pipeline, its neighbours in a swarm), so each sender's short list
-/// of (receiver, connection) is searched in place rather than hashed; a transfer then keeps
-/// its connection's index, so its end finds the connection without a search.
-struct Edges {
-    by_sender: Vec<Vec<(u32, u32)>>,
-    edges: Vec<Edge>,
-}
+/// The connections each host has opened, by receiver. A host talks to few others (one in a
+/// chain, about log2(C) in the binomial pipeline, its neighbours in a swarm), so a short list
+/// searched in place beats hashing; a transfer then keeps its connection's place in its
+/// sender's list, so its end finds the connection without a search.
+struct Edges(Vec<Vec<(u32, Edge)>>);
 
 impl Edges {
-    /// The index of the connection from `from` to `to`, opened (as an entry) if new.
+    /// The place of the connection from `from` to `to` in `from`'s list, opened if new.
     fn find(&mut self, from: HostId, to: HostId) -> u32 {
-        let out = &mut self.by_sender[from.index()];
-        match out.iter().find(|(r, _)| *r == to.0) {
-            Some(&(_, i)) => i,
+        let out = &mut self.0[from.index()];
+        match out.iter().position(|(r, _)| *r == to.0) {
+            Some(i) => i as u32,
             None => {
-                let i = self.edges.len() as u32;
-                self.edges.push(Edge::default());
-                out.push((to.0, i));
-                i
+                out.push((to.0, Edge::default()));
+                (out.len() - 1) as u32
             }
         }
+    }
+
+    /// The connection at place `i` of `from`'s list.
+    fn get(&mut self, from: HostId, i: u32) -> &mut Edge {
+        &mut self.0[from.index()][i as usize].1
     }
 }
 
 /// No connection: whole-file transfers do not track them.
 const NO_EDGE: u32 = u32::MAX;
 
-/// A transfer on its way, with the connection that carries it (or [`NO_EDGE`]).
+/// A transfer on its way, with the place of the connection that carries it in its sender's
+/// list (or [`NO_EDGE`]).
 #[derive(Clone, Copy)]
 struct Job {
     t: Transfer,
@@ -270,7 +271,7 @@ impl<S: Strategy> Loop<S> {
             None => (true, NO_EDGE),
             Some(edges) => {
                 let i = edges.find(t.from, t.to);
-                let e = &mut edges.edges[i as usize];
+                let e = edges.get(t.from, i);
                 if e.active {
                     e.queue.push_back(t);
                     return;
@@ -371,7 +372,7 @@ impl<S: Strategy> Loop<S> {
                 };
                 self.net.remove(f);
                 if let Some(edges) = self.edges.as_mut().filter(|_| job.edge != NO_EDGE) {
-                    let e = &mut edges.edges[job.edge as usize];
+                    let e = edges.get(job.t.from, job.edge);
                     let next = e.queue.pop_front();
                     e.active = next.is_some();
                     if let Some(t) = next {
@@ -464,10 +465,7 @@ impl WithStrategy for Start<'_> {
             waiting: Vec::new(),
             waiting_free: Vec::new(),
             flow_job: Vec::new(),
-            edges: (layout.count() > 1).then(|| Edges {
-                by_sender: vec![Vec::new(); hosts],
-                edges: Vec::new(),
-            }),
+            edges: (layout.count() > 1).then(|| Edges((0..hosts).map(|_| Vec::new()).collect())),
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             jitter: cfg.jitter,
             latency: cfg.latency.as_secs_f64(),
