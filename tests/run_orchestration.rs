@@ -37,6 +37,10 @@ struct FakeState {
     /// The next copy to this host arrives corrupted.
     corrupt_once: HashSet<HostId>,
     hang: bool,
+    /// Setting up links never ends.
+    hang_open: bool,
+    /// Links set up ahead of time, and how many hops had started by then.
+    opened: Vec<((HostId, HostId), usize)>,
     hops: Vec<(HostId, HostId, bool)>,
     discarded: Vec<HostId>,
     shutdown: bool,
@@ -158,6 +162,15 @@ impl Transport for Fake {
             st.dest.insert(t.to, piece);
             Ok(())
         }
+    }
+
+    async fn open_links(&self, links: &[(HostId, HostId)]) {
+        if self.st.lock().unwrap().hang_open {
+            std::future::pending::<()>().await;
+        }
+        let mut st = self.st.lock().unwrap();
+        let started = st.hops.len();
+        st.opened.extend(links.iter().map(|&l| (l, started)));
     }
 
     async fn finalize(&self, host: HostId) -> Result<(), TransportError> {
@@ -433,4 +446,48 @@ async fn cancellation_stops_the_run_and_cleans_up() {
         assert!(st.tmp.is_empty());
         assert_eq!(st.dest.len(), 1, "only the source holds the file");
     }
+}
+
+#[tokio::test]
+async fn a_chain_sets_up_the_links_it_uses_before_the_first_hop() {
+    let f = fake(StrategyKind::Chain);
+    // Host 2 already holds the file: the chain goes 1 -> 3 past it, through 2's place.
+    f.st.lock().unwrap().dest.insert(HostId(2), f.data.clone());
+    let o = run(&f, StrategyKind::Chain, 4).await;
+    assert!(o.all_ok(), "{o:?}");
+    let st = f.st.lock().unwrap();
+    let mut opened: Vec<(u32, u32)> = st.opened.iter().map(|((a, b), _)| (a.0, b.0)).collect();
+    opened.sort();
+    let mut used: Vec<(u32, u32)> = st.hops.iter().map(|(a, b, _)| (a.0, b.0)).collect();
+    used.sort();
+    used.dedup();
+    assert_eq!(opened, used);
+    assert!(st.opened.iter().all(|&(_, started)| started == 0));
+
+    for kind in [StrategyKind::Linear, StrategyKind::Bounce] {
+        let f = fake(kind);
+        assert!(run(&f, kind, 4).await.all_ok());
+        assert!(f.st.lock().unwrap().opened.is_empty(), "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn cancellation_while_links_are_set_up_stops_the_run() {
+    let f = fake(StrategyKind::Chain);
+    f.st.lock().unwrap().hang_open = true;
+    let c = cfg(StrategyKind::Chain, 4, &f);
+    let o = tokio::time::timeout(
+        Duration::from_secs(10),
+        drive(
+            Arc::clone(&f),
+            &c,
+            tokio::time::sleep(Duration::from_millis(50)),
+            &mut bounce::run::driver::NoObserver,
+        ),
+    )
+    .await
+    .expect("an interrupted run returns promptly");
+    assert!(o.interrupted);
+    let st = f.st.lock().unwrap();
+    assert!(st.shutdown && st.hops.is_empty());
 }
