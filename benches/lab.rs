@@ -168,7 +168,10 @@ fn closed_form(kind: StrategyKind, cal: &Calibration) -> f64 {
     let k = (cal.size / cal.chunk).ceil().max(1.0);
     match kind {
         StrategyKind::Linear => c * t + l,
-        StrategyKind::Chain => (1.0 + (c - 1.0) / k) * t + c * l,
+        // Its links are set up before the first chunk: λ from the source, 2λ between hosts.
+        StrategyKind::Chain => {
+            (l + (1.0 + (c - 1.0) / k) * t).max(2.0 * l + (1.0 + (c - 2.0).max(0.0) / k) * t)
+        }
         // Whole-file doubling; the other strategies are not measured here.
         _ => f64::from(rounds(cal.hosts)) * (t + l),
     }

@@ -455,14 +455,16 @@ async fn a_chain_sets_up_the_links_it_uses_before_the_first_hop() {
     f.st.lock().unwrap().dest.insert(HostId(2), f.data.clone());
     let o = run(&f, StrategyKind::Chain, 4).await;
     assert!(o.all_ok(), "{o:?}");
-    let st = f.st.lock().unwrap();
-    let mut opened: Vec<(u32, u32)> = st.opened.iter().map(|((a, b), _)| (a.0, b.0)).collect();
-    opened.sort();
-    let mut used: Vec<(u32, u32)> = st.hops.iter().map(|(a, b, _)| (a.0, b.0)).collect();
-    used.sort();
-    used.dedup();
-    assert_eq!(opened, used);
-    assert!(st.opened.iter().all(|&(_, started)| started == 0));
+    {
+        let st = f.st.lock().unwrap();
+        let mut opened: Vec<(u32, u32)> = st.opened.iter().map(|((a, b), _)| (a.0, b.0)).collect();
+        opened.sort();
+        let mut used: Vec<(u32, u32)> = st.hops.iter().map(|(a, b, _)| (a.0, b.0)).collect();
+        used.sort();
+        used.dedup();
+        assert_eq!(opened, used);
+        assert!(st.opened.iter().all(|&(_, started)| started == 0));
+    }
 
     for kind in [StrategyKind::Linear, StrategyKind::Bounce] {
         let f = fake(kind);

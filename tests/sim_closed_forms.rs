@@ -111,14 +111,28 @@ fn latency_is_paid_once_per_connection() {
         3.0 * (t + 0.25),
         "bounce",
     );
-    // Chain: each of the C links is set up once, when its first chunk arrives; after that
-    // chunks follow each other on it: C·λ + (1 + (C−1)/k)·T.
+    // Chain: its links are planned from the start, so all are set up before the first
+    // chunk, the source's in λ and the others in 2λ (the runner connects to the sender,
+    // then the sender to the receiver); after that chunks follow each other on each link:
+    // max(λ + (1 + (C−1)/k)·T, 2λ + (1 + (C−2)/k)·T). A setup shorter than a chunk's time
+    // hides behind the first chunk; a longer one shows once, on the second link.
     let k = cfg.size.div_ceil(cfg.chunk) as f64;
-    assert_close(
-        makespan(StrategyKind::Chain, &cfg),
-        7.0 * 0.25 + (1.0 + 6.0 / k) * t,
-        "chain",
-    );
+    let chunk_time = t / k;
+    for lat in [0.25, 2.0 * chunk_time] {
+        let cfg = SimConfig {
+            latency: Duration::from_secs_f64(lat),
+            ..blog(7)
+        };
+        let want = (lat + (1.0 + 6.0 / k) * t).max(2.0 * lat + (1.0 + 5.0 / k) * t);
+        assert_close(makespan(StrategyKind::Chain, &cfg), want, "chain");
+        // One receiver: only the source's link.
+        let one = SimConfig {
+            latency: Duration::from_secs_f64(lat),
+            ..blog(1)
+        };
+        assert_close(makespan(StrategyKind::Chain, &one), lat + t, "chain, C=1");
+    }
+    assert!(0.25 < chunk_time, "both regimes are covered");
 }
 
 #[test]
@@ -146,9 +160,12 @@ fn chain_pays_the_chunk_overhead_on_every_chunk_step() {
         chunk_overhead: Duration::from_millis(40),
         ..blog(7)
     };
-    // C·λ + (k + C − 1)·(T/k + α): every link is set up once, and every chunk on it pays α.
+    // Every link is set up before the first chunk (λ from the source, 2λ between
+    // receivers), and every chunk step pays α: with s = T/k + α,
+    // max(λ + (k + C − 1)·s, 2λ + (k + C − 2)·s).
     let k = cfg.size.div_ceil(cfg.chunk) as f64;
-    let want = 7.0 * 0.25 + (k + 6.0) * (cfg.t() / k + 0.04);
+    let s = cfg.t() / k + 0.04;
+    let want = (0.25 + (k + 6.0) * s).max(0.5 + (k + 5.0) * s);
     assert_close(makespan(StrategyKind::Chain, &cfg), want, "chain");
     // A whole-file hop pays both once: bounce's three rounds.
     assert_close(

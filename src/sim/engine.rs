@@ -161,11 +161,14 @@ impl Pending {
 
 /// A connection from one host to another. It pays the setup latency once, when first used,
 /// and then carries its transfers one at a time, first in, first out, as an ssh session
-/// does.
+/// does. The links the strategy plans from the start are set up before the first transfer,
+/// as `bounce-run` does (rule 7 of the driver contract): from the source, one latency from
+/// the start; between two receivers two, since the runner first connects to the sender and
+/// then has it connect to the receiver.
 #[derive(Default)]
 struct Edge {
-    /// Set up already, or being set up.
-    opened: bool,
+    /// When it is (or will be) set up; `None` until first used.
+    ready_at: Option<f64>,
     /// A transfer is moving bytes on it, or waiting for its setup.
     active: bool,
     queue: VecDeque<Transfer>,
@@ -267,8 +270,8 @@ impl<S: Strategy> Loop<S> {
     /// Starts `t` now, after its connection's setup, or behind the transfers already on its
     /// connection.
     fn dispatch(&mut self, now: f64, t: Transfer) {
-        let (fresh, edge) = match self.edges.as_mut() {
-            None => (true, NO_EDGE),
+        let (setup, edge) = match self.edges.as_mut() {
+            None => (self.latency, NO_EDGE),
             Some(edges) => {
                 let i = edges.find(t.from, t.to);
                 let e = edges.get(t.from, i);
@@ -277,10 +280,17 @@ impl<S: Strategy> Loop<S> {
                     return;
                 }
                 e.active = true;
-                (!std::mem::replace(&mut e.opened, true), i)
+                let setup = match e.ready_at {
+                    None => {
+                        e.ready_at = Some(now + self.latency);
+                        self.latency
+                    }
+                    Some(ready) => (ready - now).max(0.0),
+                };
+                (setup, i)
             }
         };
-        let delay = if fresh { self.latency } else { 0.0 } + self.overhead;
+        let delay = setup + self.overhead;
         self.start_after(now, delay, Job { t, edge });
     }
 
@@ -458,6 +468,16 @@ impl WithStrategy for Start<'_> {
         );
         let mut host_done = vec![f64::NAN; hosts];
         host_done[0] = 0.0;
+        let latency = cfg.latency.as_secs_f64();
+        let edges = (layout.count() > 1).then(|| {
+            let mut edges = Edges((0..hosts).map(|_| Vec::new()).collect());
+            for (from, to) in sched.planned_links() {
+                let i = edges.find(from, to);
+                let hops = if from == HostId::SOURCE { 1.0 } else { 2.0 };
+                edges.get(from, i).ready_at = Some(hops * latency);
+            }
+            edges
+        });
         Loop {
             sched,
             net: topology.network(),
@@ -465,10 +485,10 @@ impl WithStrategy for Start<'_> {
             waiting: Vec::new(),
             waiting_free: Vec::new(),
             flow_job: Vec::new(),
-            edges: (layout.count() > 1).then(|| Edges((0..hosts).map(|_| Vec::new()).collect())),
+            edges,
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             jitter: cfg.jitter,
-            latency: cfg.latency.as_secs_f64(),
+            latency,
             overhead: cfg.chunk_overhead.as_secs_f64(),
             result: SimResult {
                 makespan: 0.0,
