@@ -14,9 +14,10 @@ use crate::core::{
 use super::transport::{Probe, Transport, TransportError};
 
 /// Chunks a chain link may have in flight. Links are first in, first out, so this does not
-/// change when bytes move; it lets the next request reach the sender while the previous
-/// chunk is still on the wire, instead of paying a round trip and two process starts per
-/// chunk.
+/// change when bytes move; on a request link it lets the next request reach the sender while
+/// the previous chunk is still on the wire, instead of paying a round trip and two process
+/// starts per chunk. (A stream link moves its bytes without waiting for the core at all; the
+/// window only bounds how many of its chunks the core tracks at once.)
 pub const CHAIN_WINDOW: u32 = 4;
 
 /// How a receiver ended up.
