@@ -165,15 +165,10 @@ pub fn send_chunks(
 
 /// The reading half of [`send_chunks`]: prints `$$`, then for each request line the same
 /// line followed by the requested bytes.
-///
-/// The copy is opened at the first request, not at start: a link may be set up before its
-/// sender has received anything, when its temporary file does not exist yet.
 pub fn chunk_reader(from_dest: &str, from_tmp: &str) -> String {
     format!(
-        "echo $$; o=\n\
-         while read off len; do \
-         if [ -z \"$o\" ]; then f={tmp}; [ -e \"$f\" ] || f={dest}; exec 3< \"$f\" || exit 1; o=1; fi; \
-         printf '%s %s\\n' \"$off\" \"$len\"; \
+        "echo $$; f={tmp}; [ -e \"$f\" ] || f={dest}; exec 3< \"$f\" || exit 1\n\
+         while read off len; do printf '%s %s\\n' \"$off\" \"$len\"; \
          dd if=/dev/fd/3 bs=1M skip=\"$off\" count=\"$len\" iflag=skip_bytes,count_bytes status=none || exit 1; \
          done",
         tmp = shell_quote(from_tmp),
@@ -232,9 +227,9 @@ pub fn finalize(tmp: &str, dest: &str, digest: &str, mode: u32) -> String {
     format!(
         "h=$(sha256sum < {t}) || exit 1; h=${{h%% *}}; \
          if [ \"$h\" != {digest} ]; then rm -f -- {t}; echo \"$h\"; exit {DIGEST_MISMATCH_STATUS}; fi; \
-         chmod {mode:o} -- {t} && mv -f -- {t} {d}",
+         {}",
+        install(tmp, dest, mode),
         digest = shell_quote(digest),
-        d = shell_quote(dest),
     )
 }
 
