@@ -34,7 +34,7 @@ with its own ~/.ssh setup, addressing the next host exactly as written here.";
 #[command(name = "bounce-run", version, after_help = EXIT_CODES)]
 struct Cli {
     /// How the file spreads: linear (source to all at once), bounce (whole-file doubling) or
-    /// chain (pipelined through all hosts, chunk by chunk).
+    /// chain (streamed through all hosts in list order, each relaying it as it arrives).
     #[arg(long, default_value = "bounce", value_parser = parse_kind)]
     strategy: StrategyKind,
     /// Read receivers from FILE (repeatable; order is kept).
@@ -56,9 +56,8 @@ struct Cli {
     /// failing those hosts.
     #[arg(long)]
     accept_new_host_keys: bool,
-    /// Chunk size for chain. 1MiB keeps the pipeline's fill time small (C-1 chunks); each
-    /// chunk costs a request line and a few short processes on each host, partly hidden by
-    /// keeping 4 chunks in flight per link.
+    /// Chunk size the chain is tracked in: progress is counted in chunks, and when a host in
+    /// the chain is lost its successor is sent the chunks it lacks, one request each.
     #[arg(long, default_value = "1MiB", value_parser = parse_size)]
     chunk: u64,
     /// Failed hops a host may suffer (each retried from another holder when possible) before
@@ -84,7 +83,7 @@ struct Cli {
 }
 
 /// The strategies the runner's transport implements: whole-file hops (linear, bounce) and
-/// in-order chunk links (chain).
+/// chain links (streams, and chunk requests after a failure).
 fn parse_kind(s: &str) -> Result<StrategyKind, String> {
     match s.parse::<StrategyKind>() {
         Ok(k @ (StrategyKind::Linear | StrategyKind::Bounce | StrategyKind::Chain)) => Ok(k),
