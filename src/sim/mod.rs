@@ -1,10 +1,10 @@
 //! The discrete-event simulator behind `bounce-sim`: a next-event loop on a virtual clock
 //! that drives the scheduler core over a flow-level network model.
 //!
-//! - [`network`]: hosts' upload and download capacities, max-min fair sharing;
-//! - [`topology`]: per-host capacities and racks, and the fluid lower bound;
-//! - [`engine`]: the event loop that runs one strategy once ([`simulate`]);
-//! - [`scenario`]: settings from the command line and `sims/*.toml`, checked;
+//! - `network`: hosts' upload and download capacities, max-min fair sharing;
+//! - `topology`: per-host capacities and racks, and the fluid lower bound;
+//! - `engine`: the event loop that runs one strategy once ([`simulate`]);
+//! - `scenario`: settings from the command line and `sims/*.toml`, checked;
 //! - [`plan`]: the search behind `bounce-sim plan` and `--strategy auto`;
 //! - [`sweep`]: many runs over host counts, strategies and seeds, on all cores, in a
 //!   deterministic order.
