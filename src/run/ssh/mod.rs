@@ -4,7 +4,7 @@
 //! - controller → Y: SRC is streamed into a receiver on Y over Y's connection;
 //! - X → Y: a pipeline on X runs `ssh Y` with X's own ssh setup, so the bytes never pass
 //!   through the controller;
-//! - chain: one long-lived link per edge X → Y (see [`link`]).
+//! - chain: one long-lived link per edge X → Y (see `ssh/link.rs`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
