@@ -133,6 +133,18 @@ fn latency_is_paid_once_per_connection() {
         assert_close(makespan(StrategyKind::Chain, &one), lat + t, "chain, C=1");
     }
     assert!(0.25 < chunk_time, "both regimes are covered");
+    // A one-chunk file: the chain still sets its links up together, then each host waits
+    // for the whole file: max(λ + C·T, 2λ + (C − 1)·T), the first here since T > λ.
+    let whole = SimConfig {
+        latency: lat,
+        chunk: cfg.size,
+        ..blog(7)
+    };
+    assert_close(
+        makespan(StrategyKind::Chain, &whole),
+        0.25 + 7.0 * t,
+        "chain, one chunk",
+    );
 }
 
 #[test]

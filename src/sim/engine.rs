@@ -222,8 +222,9 @@ struct Loop<S: Strategy> {
     waiting_free: Vec<usize>,
     /// The job each flow carries, by flow index.
     flow_job: Vec<Option<Job>>,
-    /// Connections between pairs of hosts, when the file has several chunks (whole-file
-    /// transfers never reuse one in a simulation, which has no failures).
+    /// Connections between pairs of hosts, when the file has several chunks or the strategy
+    /// plans links (otherwise no transfer reuses one in a simulation, which has no
+    /// failures).
     edges: Option<Edges>,
     rng: ChaCha8Rng,
     jitter: f64,
@@ -469,9 +470,12 @@ impl WithStrategy for Start<'_> {
         let mut host_done = vec![f64::NAN; hosts];
         host_done[0] = 0.0;
         let latency = cfg.latency.as_secs_f64();
-        let edges = (layout.count() > 1).then(|| {
+        // Connections are tracked when transfers may share them: several chunks, or links set
+        // up ahead (a chain of a one-chunk file still sets its links up together).
+        let planned = sched.planned_links();
+        let edges = (layout.count() > 1 || !planned.is_empty()).then(|| {
             let mut edges = Edges((0..hosts).map(|_| Vec::new()).collect());
-            for (from, to) in sched.planned_links() {
+            for (from, to) in planned {
                 let i = edges.find(from, to);
                 let hops = if from == HostId::SOURCE { 1.0 } else { 2.0 };
                 edges.get(from, i).ready_at = Some(hops * latency);
