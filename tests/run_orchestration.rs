@@ -230,6 +230,24 @@ async fn run(fake: &Arc<Fake>, kind: StrategyKind, receivers: u32) -> RunOutcome
     .await
 }
 
+/// Runs until an interrupt 50 ms in, which must end the run promptly.
+async fn run_interrupted(fake: &Arc<Fake>, kind: StrategyKind, receivers: u32) -> RunOutcome {
+    let c = cfg(kind, receivers, fake);
+    let o = tokio::time::timeout(
+        Duration::from_secs(10),
+        drive(
+            Arc::clone(fake),
+            &c,
+            tokio::time::sleep(Duration::from_millis(50)),
+            &mut bounce::run::driver::NoObserver,
+        ),
+    )
+    .await
+    .expect("an interrupted run returns promptly");
+    assert!(o.interrupted);
+    o
+}
+
 fn status(o: &RunOutcome, h: u32) -> HostStatus {
     o.hosts[h as usize - 1]
         .status
@@ -425,19 +443,7 @@ async fn cancellation_stops_the_run_and_cleans_up() {
     for kind in RUNNER {
         let f = fake(kind);
         f.st.lock().unwrap().hang = true;
-        let c = cfg(kind, 4, &f);
-        let o = tokio::time::timeout(
-            Duration::from_secs(10),
-            drive(
-                Arc::clone(&f),
-                &c,
-                tokio::time::sleep(Duration::from_millis(50)),
-                &mut bounce::run::driver::NoObserver,
-            ),
-        )
-        .await
-        .expect("an interrupted run returns promptly");
-        assert!(o.interrupted);
+        let o = run_interrupted(&f, kind, 4).await;
         for h in 1..=4 {
             assert_eq!(status(&o, h), HostStatus::Interrupted);
         }
@@ -477,19 +483,7 @@ async fn a_chain_sets_up_the_links_it_uses_before_the_first_hop() {
 async fn cancellation_while_links_are_set_up_stops_the_run() {
     let f = fake(StrategyKind::Chain);
     f.st.lock().unwrap().hang_open = true;
-    let c = cfg(StrategyKind::Chain, 4, &f);
-    let o = tokio::time::timeout(
-        Duration::from_secs(10),
-        drive(
-            Arc::clone(&f),
-            &c,
-            tokio::time::sleep(Duration::from_millis(50)),
-            &mut bounce::run::driver::NoObserver,
-        ),
-    )
-    .await
-    .expect("an interrupted run returns promptly");
-    assert!(o.interrupted);
+    run_interrupted(&f, StrategyKind::Chain, 4).await;
     let st = f.st.lock().unwrap();
     assert!(st.shutdown && st.hops.is_empty());
 }
