@@ -27,6 +27,34 @@ const EXIT_SOME_FAILED: i32 = 1;
 const EXIT_BAD_INPUT: i32 = 2;
 const EXIT_INTERRUPTED: i32 = 130;
 
+/// The lines of `known_hosts` text that are not about `host`.
+fn known_hosts_without(known_hosts: &str, host: &str) -> String {
+    known_hosts
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{host},")))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// A copy of the lab's ssh_config for the controller alone, whose known_hosts holds
+/// `known_hosts` (the hosts keep the lab's shared one). Returns the config and that file.
+fn controller_config_knowing(
+    lab: &Lab,
+    known_hosts: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let known = lab.scratch().join("controller_known_hosts");
+    fs::write(&known, known_hosts).unwrap();
+    let shared = lab.ssh_dir().join("known_hosts");
+    let text = fs::read_to_string(lab.ssh_config()).unwrap().replace(
+        &format!("UserKnownHostsFile {}", shared.display()),
+        &format!("UserKnownHostsFile {}", known.display()),
+    );
+    assert!(text.contains(&known.display().to_string()));
+    let config = lab.scratch().join("controller_ssh_config");
+    fs::write(&config, text).unwrap();
+    (config, known)
+}
+
 fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -713,25 +741,10 @@ fn unknown_host_key_fails_that_host_unless_new_keys_are_accepted() {
     lab::support::random_file(&src, MIB, 5150);
     // The controller's own config and known_hosts, without h2's key. Hops between hosts
     // still use the hosts' full known_hosts.
-    let known = lab.scratch().join("known_hosts");
     let full = fs::read_to_string(lab.ssh_dir().join("known_hosts")).unwrap();
-    let without_h2: String = full
-        .lines()
-        .filter(|l| !l.starts_with("h2,"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let without_h2 = known_hosts_without(&full, "h2");
     assert_eq!(without_h2.lines().count(), 2);
-    fs::write(&known, &without_h2).unwrap();
-    let config = lab.scratch().join("ssh_config");
-    let text = fs::read_to_string(lab.ssh_config()).unwrap().replace(
-        &format!(
-            "UserKnownHostsFile {}",
-            lab.ssh_dir().join("known_hosts").display()
-        ),
-        &format!("UserKnownHostsFile {}", known.display()),
-    );
-    assert!(text.contains(&known.display().to_string()));
-    fs::write(&config, text).unwrap();
+    let (config, known) = controller_config_knowing(&lab, &without_h2);
     let run = |strategy: &str, accept: bool| {
         let mut c = lab.controller(lab::support::bounce_run_bin());
         c.stdin(Stdio::null()).arg("-F").arg(&config).args([
@@ -822,20 +835,8 @@ fn chain_streams_through_every_host_and_falls_back_when_a_relay_cannot_start() {
     lab.clear_data();
     let shared = lab.ssh_dir().join("known_hosts");
     let full = fs::read_to_string(&shared).unwrap();
-    let controller_known = lab.scratch().join("controller_known_hosts");
-    fs::write(&controller_known, &full).unwrap();
-    let config = lab.scratch().join("controller_ssh_config");
-    let text = fs::read_to_string(lab.ssh_config()).unwrap().replace(
-        &format!("UserKnownHostsFile {}", shared.display()),
-        &format!("UserKnownHostsFile {}", controller_known.display()),
-    );
-    assert!(text.contains(&controller_known.display().to_string()));
-    fs::write(&config, text).unwrap();
-    let without_h3: String = full
-        .lines()
-        .filter(|l| !l.starts_with("h3,"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let (config, _) = controller_config_knowing(&lab, &full);
+    let without_h3 = known_hosts_without(&full, "h3");
     assert_eq!(without_h3.lines().count() + 1, full.lines().count());
     fs::write(&shared, without_h3).unwrap();
     let mut c = lab.controller(lab::support::bounce_run_bin());
