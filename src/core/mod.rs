@@ -28,7 +28,9 @@
 //!    [`Event::HostFailed`] is emitted.
 //! 4. When the driver learns that a host is gone for good (its connection died, its disk is
 //!    full), it calls [`Scheduler::handle_host_down`]. Transfers in flight that involve the
-//!    host must still be reported through `handle_done` (usually as failures).
+//!    host must still be reported through `handle_done` (usually as failures). When a
+//!    transfer failed because its sender was lost, report the loss first: such a failure is
+//!    then not counted against the receiver's attempts.
 //! 5. The run is over when [`Scheduler::is_finished`] returns true: every receiver is either
 //!    complete or failed, and nothing is in flight.
 //! 6. Several transfers may be in flight between the same two hosts (a chain link with a

@@ -257,10 +257,13 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
         self.strategy.finished(&view, t.from, t.to, t.chunks, ok);
         if let Err(e) = result {
             // A failed duplicate to a host that is complete by now costs it nothing, and
-            // neither does a transfer that was already in flight when the host last failed.
+            // neither does a transfer that was already in flight when the host last failed,
+            // nor one whose sender was lost (the driver reports that first): the receiver is
+            // not to blame.
             let to = t.to.index();
             let new_attempt = seq > self.failed_at[to];
-            if !receiver_gone && !self.holdings.is_complete(t.to) && new_attempt {
+            let sender_gone = t.from != HostId::SOURCE && self.failed[t.from.index()];
+            if !receiver_gone && !sender_gone && !self.holdings.is_complete(t.to) && new_attempt {
                 self.failed_at[to] = self.started;
                 self.attempts[t.to.index()] += 1;
                 if self.attempts[t.to.index()] >= self.max_attempts {
