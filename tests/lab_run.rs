@@ -654,6 +654,21 @@ fn host_whose_link_dies_mid_run_fails_within_seconds_and_the_rest_complete() {
             !lab.host_file(2, "f.bin").exists(),
             "{strategy}: h2 has a file at DEST"
         );
+        // h2 could not be cleaned up: what may be left there is named, not ignored.
+        let left: Vec<String> = lab.data_tree(2);
+        // Linear and chain were surely writing to h2 when its link died (bounce may not have
+        // reached it yet).
+        if strategy != "bounce" {
+            assert!(!left.is_empty(), "{strategy}: h2 was cleaned after all?");
+        }
+        let err = stderr_of(&out);
+        for f in &left {
+            assert!(
+                err.lines()
+                    .any(|l| l.contains("h2: cleanup failed") && l.contains(f.as_str())),
+                "{strategy}: {f} left on h2 is not reported: {err}"
+            );
+        }
         for i in [1, 3, 4] {
             assert_same(&lab, i, "f.bin", &src);
             assert_only(&lab, i, &["f.bin"]);
@@ -860,6 +875,14 @@ fn chain_streams_through_every_host_and_falls_back_when_a_relay_cannot_start() {
     );
     assert!(lab.data_tree(3).is_empty(), "h3 got {:?}", lab.data_tree(3));
     assert_eq!(rows[3].from, "h2", "{:?}", rows[3]);
+    // Why the relay could not be set up is said, not dropped.
+    let err = stderr_of(&out);
+    assert!(
+        err.lines().any(|l| l.contains("link not set up ahead")
+            && l.contains("h2 -> h3")
+            && l.to_lowercase().contains("host key")),
+        "the relay's failure is not reported: {err}"
+    );
     for i in [1, 2, 4] {
         assert_same(&lab, i, "f.bin", &src);
         assert_only(&lab, i, &["f.bin"]);

@@ -178,3 +178,103 @@ fn help_documents_exit_codes() {
         assert!(out.contains(code), "{code:?} missing from --help");
     }
 }
+
+#[test]
+fn per_host_dest_that_names_a_directory_exits_2_naming_the_line() {
+    let f = Fixture::new();
+    let hosts = f.path("hosts");
+    for bad in ["/srv/", "/srv/.", "/srv/..", "srv/x"] {
+        std::fs::write(&hosts, format!("127.0.0.1:9\n127.0.0.1:10 {bad}\n")).unwrap();
+        let o = bounce_run(&["--hosts-file", &hosts, &f.path("src.bin"), &f.dest()]);
+        assert_bad_input(&o, &[&format!("{hosts}:2"), bad]);
+        f.nothing_written();
+    }
+}
+
+#[test]
+fn dest_with_a_newline_exits_2() {
+    let f = Fixture::new();
+    let dest = format!("{}\nevil", f.dest());
+    let o = bounce_run(&["-H", "127.0.0.1:9", &f.path("src.bin"), &dest]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("newline"), "{}", stderr(&o));
+    f.nothing_written();
+}
+
+#[test]
+fn unwritable_report_exits_2_before_anything_is_done() {
+    let f = Fixture::new();
+    // Its parent is a regular file, so no report can be written there.
+    let report = format!("{}/run.csv", f.path("src.bin"));
+    let o = bounce_run(&[
+        "--report",
+        &report,
+        "-H",
+        "127.0.0.1:9",
+        &f.path("src.bin"),
+        &f.dest(),
+    ]);
+    assert_bad_input(&o, &["--report", &report]);
+    f.nothing_written();
+    let left: Vec<_> = std::fs::read_dir(f.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["src.bin"], "nothing but SRC in its directory");
+}
+
+/// A port on 127.0.0.1 that nothing listens on.
+fn unused_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[test]
+fn an_interrupt_while_src_is_hashed_exits_130_at_once() {
+    let f = Fixture::new();
+    // 64 GiB of holes: hashing it takes far longer than this test waits.
+    let src = f.path("huge.img");
+    std::fs::File::create(&src)
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bounce-run"))
+        .args([
+            "-H",
+            &format!("127.0.0.1:{}", unused_port()),
+            &src,
+            &f.dest(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "bounce-run ended before it was interrupted"
+    );
+    let sent = std::time::Instant::now();
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    // Far less than the hashing would take, however slow the machine.
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            sent.elapsed() < std::time::Duration::from_secs(10),
+            "bounce-run still hashes 10 s after SIGINT"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted while hashing SRC"));
+    f.nothing_written();
+}

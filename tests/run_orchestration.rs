@@ -9,7 +9,8 @@ use std::time::Duration;
 use bounce::core::{HostId, StrategyKind, Transfer};
 use bounce::run::digest::sha256_bytes;
 use bounce::run::{
-    drive, DriveConfig, HostStatus, Probe, RunOutcome, Transport, TransportError, CHAIN_WINDOW,
+    drive, CleanupFailure, DriveConfig, DriveError, HostStatus, Observer, Prepared, Probe,
+    RunEvent, RunOutcome, Transport, TransportError, CHAIN_WINDOW,
 };
 
 /// The strategies bounce-run offers.
@@ -29,6 +30,8 @@ struct FakeState {
     unreachable: HashSet<HostId>,
     /// The host's connection dies the first time a hop touches it.
     dies_on_hop: HashSet<HostId>,
+    /// The host's connection dies the first time it sends.
+    dies_sending: HashSet<HostId>,
     dead: HashSet<HostId>,
     /// Remaining failures for hops from `.0` to `.1`; `u32::MAX` means always.
     fail_pair: HashMap<(HostId, HostId), u32>,
@@ -44,6 +47,16 @@ struct FakeState {
     hops: Vec<(HostId, HostId, bool)>,
     discarded: Vec<HostId>,
     shutdown: bool,
+    /// How many times shutdown ran.
+    shutdowns: u32,
+    /// Every hop panics (a defect in a transport task).
+    panic_on_hop: bool,
+    /// Links that cannot be set up ahead.
+    open_fails: HashSet<(HostId, HostId)>,
+    /// Stale temporary files the probe of each host sweeps.
+    swept: HashMap<HostId, Vec<String>>,
+    /// What shutdown reports it could not clean up.
+    cleanup_fails: Vec<CleanupFailure>,
 }
 
 struct Fake {
@@ -78,7 +91,7 @@ impl Fake {
 }
 
 impl Transport for Fake {
-    async fn prepare(&self, host: HostId) -> Result<Probe, TransportError> {
+    async fn prepare(&self, host: HostId) -> Result<Prepared, TransportError> {
         let st = self.st.lock().unwrap();
         if st.unreachable.contains(&host) {
             return Err(TransportError::Connect {
@@ -86,9 +99,13 @@ impl Transport for Fake {
                 reason: "Connection refused".into(),
             });
         }
-        Ok(match st.dest.get(&host) {
+        let probe = match st.dest.get(&host) {
             Some(d) if sha256_bytes(d) == self.digest => Probe::UpToDate,
             _ => Probe::Needed,
+        };
+        Ok(Prepared {
+            probe,
+            swept: st.swept.get(&host).cloned().unwrap_or_default(),
         })
     }
 
@@ -97,14 +114,24 @@ impl Transport for Fake {
         if self.st.lock().unwrap().hang {
             std::future::pending::<()>().await;
         }
+        if self.st.lock().unwrap().panic_on_hop {
+            panic!("hop {} -> {} broke an invariant", t.from, t.to);
+        }
         let mut st = self.st.lock().unwrap();
         let mut outcome = Ok(());
+        if st.dies_sending.remove(&t.from) {
+            st.dead.insert(t.from);
+        }
         for h in [t.from, t.to] {
             if st.dies_on_hop.remove(&h) {
                 st.dead.insert(h);
             }
             if st.dead.contains(&h) {
-                outcome = Err(self.fail(h, "connection lost"));
+                outcome = Err(TransportError::Disconnected {
+                    host: h.to_string(),
+                    id: h,
+                    reason: "Broken pipe".into(),
+                });
             }
         }
         if st.fail_to.contains(&t.to) {
@@ -164,13 +191,21 @@ impl Transport for Fake {
         }
     }
 
-    async fn open_links(&self, links: &[(HostId, HostId)]) {
+    async fn open_links(&self, links: &[(HostId, HostId)]) -> Vec<TransportError> {
         if self.st.lock().unwrap().hang_open {
             std::future::pending::<()>().await;
         }
         let mut st = self.st.lock().unwrap();
         let started = st.hops.len();
         st.opened.extend(links.iter().map(|&l| (l, started)));
+        links
+            .iter()
+            .filter(|l| st.open_fails.contains(l))
+            .map(|(a, b)| TransportError::Remote {
+                host: format!("{a} -> {b}"),
+                reason: "Host key verification failed.".into(),
+            })
+            .collect()
     }
 
     async fn finalize(&self, host: HostId) -> Result<(), TransportError> {
@@ -191,10 +226,6 @@ impl Transport for Fake {
         Ok(())
     }
 
-    async fn is_alive(&self, host: HostId) -> bool {
-        !self.st.lock().unwrap().dead.contains(&host)
-    }
-
     async fn discard(&self, host: HostId) {
         let mut st = self.st.lock().unwrap();
         st.tmp.remove(&host);
@@ -202,11 +233,13 @@ impl Transport for Fake {
         st.discarded.push(host);
     }
 
-    async fn shutdown(&self) {
+    async fn shutdown(&self) -> Vec<CleanupFailure> {
         let mut st = self.st.lock().unwrap();
         st.tmp.clear();
         st.chunks.clear();
         st.shutdown = true;
+        st.shutdowns += 1;
+        st.cleanup_fails.clone()
     }
 }
 
@@ -220,14 +253,47 @@ fn cfg(kind: StrategyKind, receivers: u32, fake: &Fake) -> DriveConfig {
 }
 
 async fn run(fake: &Arc<Fake>, kind: StrategyKind, receivers: u32) -> RunOutcome {
+    run_observed(fake, kind, receivers, &mut bounce::run::driver::NoObserver)
+        .await
+        .expect("no internal error")
+}
+
+async fn run_observed(
+    fake: &Arc<Fake>,
+    kind: StrategyKind,
+    receivers: u32,
+    observer: &mut dyn Observer,
+) -> Result<RunOutcome, DriveError> {
     let c = cfg(kind, receivers, fake);
-    drive(
-        Arc::clone(fake),
-        &c,
-        std::future::pending(),
-        &mut bounce::run::driver::NoObserver,
-    )
-    .await
+    let o = drive(Arc::clone(fake), &c, std::future::pending(), observer).await;
+    assert_eq!(
+        fake.st.lock().unwrap().shutdowns,
+        1,
+        "shutdown runs exactly once, whatever happened"
+    );
+    o
+}
+
+/// Keeps every event.
+#[derive(Default)]
+struct Events(Vec<RunEvent>);
+
+impl Observer for Events {
+    fn on_event(&mut self, event: &RunEvent) {
+        self.0.push(event.clone());
+    }
+}
+
+/// An observer that panics when the first hop starts: a panic inside the driver's own loop,
+/// where the core's assertions would fire too.
+struct PanicsOnHop;
+
+impl Observer for PanicsOnHop {
+    fn on_event(&mut self, event: &RunEvent) {
+        if matches!(event, RunEvent::HopStarted(_)) {
+            panic!("the observer broke");
+        }
+    }
 }
 
 /// Runs until an interrupt 50 ms in, which must end the run promptly.
@@ -243,7 +309,8 @@ async fn run_interrupted(fake: &Arc<Fake>, kind: StrategyKind, receivers: u32) -
         ),
     )
     .await
-    .expect("an interrupted run returns promptly");
+    .expect("an interrupted run returns promptly")
+    .expect("no internal error");
     assert!(o.interrupted);
     o
 }
@@ -343,7 +410,7 @@ async fn dead_host_is_given_up_at_once_without_burning_attempts() {
             .error
             .as_deref()
             .unwrap()
-            .starts_with("connection lost"));
+            .starts_with("connection to h2 lost"));
         for h in [1, 3, 4, 5] {
             assert_eq!(status(&o, h), HostStatus::Verified, "{kind}: host {h}");
         }
@@ -486,4 +553,113 @@ async fn cancellation_while_links_are_set_up_stops_the_run() {
     run_interrupted(&f, StrategyKind::Chain, 4).await;
     let st = f.st.lock().unwrap();
     assert!(st.shutdown && st.hops.is_empty());
+}
+
+#[tokio::test]
+async fn a_panicking_hop_task_stops_the_run_and_still_cleans_up() {
+    for kind in RUNNER {
+        let f = fake(kind);
+        f.st.lock().unwrap().panic_on_hop = true;
+        let e = run_observed(&f, kind, 3, &mut bounce::run::driver::NoObserver)
+            .await
+            .expect_err("a panic is an internal error");
+        assert!(e.message.contains("broke an invariant"), "{kind}: {e}");
+        assert!(f.st.lock().unwrap().shutdown, "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_the_driver_loop_still_cleans_up() {
+    for kind in RUNNER {
+        let f = fake(kind);
+        let e = run_observed(&f, kind, 3, &mut PanicsOnHop)
+            .await
+            .expect_err("a panic is an internal error");
+        assert!(e.message.contains("the observer broke"), "{kind}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn a_lost_sender_is_given_up_and_its_receiver_keeps_its_attempts() {
+    // With one attempt per host, a receiver charged for its sender's death would be given up.
+    // Bounce sends source -> 1 first, then host 1 sends on while the source serves another:
+    // host 1 dies there, and its receiver is served again by a holder that is alive.
+    let f = fake(StrategyKind::Bounce);
+    f.st.lock().unwrap().dies_sending.insert(HostId(1));
+    let c = DriveConfig {
+        max_attempts: 1,
+        ..cfg(StrategyKind::Bounce, 3, &f)
+    };
+    let o = drive(
+        Arc::clone(&f),
+        &c,
+        std::future::pending(),
+        &mut bounce::run::driver::NoObserver,
+    )
+    .await
+    .unwrap();
+    for h in [2, 3] {
+        assert_eq!(status(&o, h), HostStatus::Verified, "host {h}: {o:?}");
+        assert_ne!(o.hosts[h as usize - 1].from, Some(HostId(1)), "host {h}");
+    }
+    let st = f.st.lock().unwrap();
+    assert!(
+        st.hops.iter().any(|&(a, _, ok)| a == HostId(1) && !ok),
+        "host 1 did try to send: {:?}",
+        st.hops
+    );
+    assert_eq!(st.dest[&HostId(2)], f.data);
+    assert_eq!(st.dest[&HostId(3)], f.data);
+}
+
+#[tokio::test]
+async fn links_that_cannot_be_set_up_ahead_are_reported_and_the_chain_goes_on() {
+    let f = fake(StrategyKind::Chain);
+    f.st.lock()
+        .unwrap()
+        .open_fails
+        .insert((HostId(1), HostId(2)));
+    let mut events = Events::default();
+    let o = run_observed(&f, StrategyKind::Chain, 3, &mut events)
+        .await
+        .unwrap();
+    assert!(o.all_ok(), "{o:?}");
+    let reasons: Vec<&str> = events
+        .0
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::LinkNotOpened { reason } => Some(reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons, ["h1 -> h2: Host key verification failed."]);
+}
+
+#[tokio::test]
+async fn swept_files_and_failed_cleanups_reach_the_caller() {
+    let f = fake(StrategyKind::Linear);
+    {
+        let mut st = f.st.lock().unwrap();
+        st.swept
+            .insert(HostId(2), vec!["/d/.f.bounce-old.tmp".to_string()]);
+        st.cleanup_fails.push(CleanupFailure {
+            host: "h1".into(),
+            reason: "timed out".into(),
+            left: vec!["/d/.f.bounce-x.tmp".into()],
+        });
+    }
+    let mut events = Events::default();
+    let o = run_observed(&f, StrategyKind::Linear, 2, &mut events)
+        .await
+        .unwrap();
+    assert!(o.all_ok());
+    assert!(events.0.iter().any(|e| matches!(
+        e,
+        RunEvent::Swept { host, path } if *host == HostId(2) && path == "/d/.f.bounce-old.tmp"
+    )));
+    assert_eq!(o.cleanup.len(), 1);
+    assert_eq!(
+        o.cleanup[0].to_string(),
+        "h1: cleanup failed (timed out); may be left: /d/.f.bounce-x.tmp"
+    );
 }

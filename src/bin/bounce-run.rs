@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
-use bounce::core::{HostId, StrategyKind};
+use bounce::core::StrategyKind;
 use bounce::run::plan::{HostSource, Plan};
 use bounce::run::progress::Progress;
 use bounce::run::ssh::{SourceFile, SshOptions, SshTransport, Target};
@@ -18,11 +18,14 @@ use bounce::units;
 const EXIT_CODES: &str = "\
 Exit status:
   0    every host holds a verified copy at DEST (sent now, or already up to date)
-  1    some hosts failed; each is named with its reason (the others completed)
+  1    some hosts failed, each named with its reason (the others completed); or cleanup
+       could not remove something, named with its host; or SRC changed during the run
   2    bad invocation or input (missing or unreadable SRC, empty or malformed host list,
-       relative DEST, duplicate host, bad flag value), detected before anything is written
+       a DEST that is not an absolute path to a file, duplicate host, bad flag value, an
+       unwritable --report), detected before anything is written
   130  interrupted (SIGINT or SIGTERM): remote processes stopped, temporary files removed,
-       nothing unverified left at DEST
+       nothing unverified left at DEST. A second interrupt during that cleanup exits at
+       once, naming what may be left on which host.
 
 Hosts file: one `[user@]host[:port]` (or `[v6addr]:port`) per line, optionally followed by
 a DEST for that host; `#` starts a comment. Hops between hosts run `ssh` on the sending host
@@ -64,6 +67,13 @@ struct Cli {
     /// it is given up.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     max_attempts: u32,
+    /// Keep SRC's setuid and setgid bits on the copies (dropped by default).
+    #[arg(long)]
+    keep_setid: bool,
+    /// Rename each verified copy into place without flushing it to disk first. Faster on
+    /// slow disks, but after a power loss DEST may hold a file that never reached the disk.
+    #[arg(long)]
+    no_fsync: bool,
     /// ssh ConnectTimeout, for the controller and for hops between hosts.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     connect_timeout: Duration,
@@ -122,13 +132,28 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let sources = host_sources(&matches, &cli);
-    let plan = match Plan::build(cli.strategy, &cli.src, &cli.dest, &sources, cli.chunk) {
+    let plan = match Plan::build(
+        cli.strategy,
+        &cli.src,
+        &cli.dest,
+        &sources,
+        cli.chunk,
+        cli.keep_setid,
+    ) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("bounce-run: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(p) = &cli.report {
+        if !cli.dry_run {
+            if let Err(e) = bounce::report::check_writable(p) {
+                eprintln!("bounce-run: --report: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     if cli.dry_run {
         print!("{}", dry_run(&cli, &plan));
         return ExitCode::SUCCESS;
@@ -173,31 +198,56 @@ fn run(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
     rt.block_on(run_async(cli, plan))
 }
 
-async fn run_async(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
-    // Installed first, so an interrupt during hashing is not lost (or ignored, for a
-    // background job whose shell set SIGINT to SIG_IGN).
+/// Counts SIGINT and SIGTERM: the first stops the run, a second one during cleanup exits.
+fn watch_signals() -> anyhow::Result<tokio::sync::watch::Receiver<u32>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let report_file = match &cli.report {
-        Some(p) => Some(
-            std::fs::File::create(p)
-                .with_context(|| format!("--report {}: cannot create", p.display()))?,
-        ),
-        None => None,
-    };
+    let (tx, rx) = tokio::sync::watch::channel(0u32);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            tx.send_modify(|n| *n += 1);
+        }
+    });
+    Ok(rx)
+}
+
+/// Resolves once at least `n` signals have come.
+async fn signals(mut rx: tokio::sync::watch::Receiver<u32>, n: u32) {
+    let _ = rx.wait_for(|&k| k >= n).await;
+}
+
+/// A random run id: temporary names on the hosts cannot be guessed.
+fn random_run_id() -> String {
+    use rand::RngCore as _;
+    format!("{:016x}", rand::rngs::OsRng.next_u64())
+}
+
+async fn run_async(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
+    // Installed first, so an interrupt during hashing is not lost (or ignored, for a
+    // background job whose shell set SIGINT to SIG_IGN).
+    let sigs = watch_signals()?;
     let src = plan.src.clone();
-    let digest = tokio::task::spawn_blocking(move || bounce::run::digest::sha256_file(&src))
-        .await?
-        .with_context(|| format!("reading SRC {}", plan.src.display()))?;
-    let run_id = format!(
-        "{:x}{:x}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_hash = Arc::clone(&stop);
+    let hashing = tokio::task::spawn_blocking(move || {
+        bounce::run::digest::sha256_file_until(&src, &stop_hash)
+    });
+    let digest = tokio::select! {
+        r = hashing => r?.with_context(|| format!("reading SRC {}", plan.src.display()))?,
+        () = signals(sigs.clone(), 1) => {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            eprintln!("bounce-run: interrupted while hashing SRC; nothing was sent");
+            return Ok(ExitCode::from(130));
+        }
+    };
+    let Some(digest) = digest else {
+        return Ok(ExitCode::from(130));
+    };
     let receivers = plan.hosts.len() as u32;
     let counters = Arc::new(ByteCounters::new(plan.hosts.len() + 1));
     let targets = plan
@@ -215,6 +265,7 @@ async fn run_async(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
             config_file: cli.ssh_config.clone(),
             accept_new_host_keys: cli.accept_new_host_keys,
             connect_timeout: cli.connect_timeout,
+            fsync: !cli.no_fsync,
         },
         SourceFile {
             path: plan.src.clone(),
@@ -224,9 +275,26 @@ async fn run_async(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
         },
         plan.layout,
         plan.kind.uses_chunks(),
-        run_id,
+        random_run_id(),
         Arc::clone(&counters),
     ));
+    // A second interrupt while the first one's cleanup runs: leave at once, and say what
+    // may be left where.
+    let leftovers = Arc::clone(&transport);
+    let second = sigs.clone();
+    tokio::spawn(async move {
+        signals(second, 2).await;
+        eprintln!("bounce-run: interrupted again: closing every connection and exiting without finishing cleanup");
+        leftovers.drop_connections_now();
+        let left = leftovers.leftovers();
+        for (host, items) in &left {
+            eprintln!("bounce-run: may be left on {host}: {}", items.join(", "));
+        }
+        if left.is_empty() {
+            eprintln!("bounce-run: nothing of this run was left registered on any host");
+        }
+        std::process::exit(130);
+    });
     let names: Vec<String> = plan.hosts.iter().map(ToString::to_string).collect();
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut progress = Progress::new(names, counters, plan.size, tty);
@@ -236,23 +304,45 @@ async fn run_async(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
         max_attempts: cli.max_attempts,
         receivers,
     };
-    let cancel = async move {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
+    let result = drive(transport, &cfg, signals(sigs, 1), &mut progress).await;
+    progress.finish();
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => {
+            for c in &e.cleanup {
+                eprintln!("bounce-run: {c}");
+            }
+            anyhow::bail!("{e} (the run was stopped and cleaned up)");
         }
     };
-    let outcome = drive(transport, &cfg, cancel, &mut progress).await;
-    progress.finish();
     print!("{}", report::table(&plan.hosts, &outcome));
-    if let (Some(f), Some(p)) = (report_file, &cli.report) {
-        report::write_csv(f, &plan.hosts, &outcome)
+    let mut failed = false;
+    if let Some(p) = &cli.report {
+        let mut csv = Vec::new();
+        report::write_csv(&mut csv, &plan.hosts, &outcome)
             .with_context(|| format!("--report {}: cannot write", p.display()))?;
+        if let Err(e) = bounce::report::write_atomically(p, &csv) {
+            eprintln!("bounce-run: --report: {e}");
+            failed = true;
+        }
     }
-    let _ = HostId::SOURCE;
+    for c in &outcome.cleanup {
+        eprintln!("bounce-run: {c}");
+        failed = true;
+    }
+    if let Some(change) = src_changed(&plan) {
+        eprintln!(
+            "bounce-run: SRC {} changed during the run ({change}); the copies hold the {} \
+             bytes hashed at the start, which may mix old and new content: rerun once SRC \
+             is stable",
+            plan.src.display(),
+            plan.size
+        );
+        failed = true;
+    }
     Ok(if outcome.interrupted {
         ExitCode::from(130)
-    } else if outcome.all_ok() {
+    } else if outcome.all_ok() && !failed {
         ExitCode::SUCCESS
     } else {
         for (h, r) in plan.hosts.iter().zip(&outcome.hosts) {
@@ -265,4 +355,23 @@ async fn run_async(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
         }
         ExitCode::from(1)
     })
+}
+
+/// How SRC differs now from when the plan checked it, if it does.
+fn src_changed(plan: &Plan) -> Option<String> {
+    let meta = match std::fs::metadata(&plan.src) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("it can no longer be read: {e}")),
+    };
+    if meta.len() != plan.size {
+        Some(format!(
+            "its size went from {} to {} bytes",
+            plan.size,
+            meta.len()
+        ))
+    } else if meta.modified().ok() != plan.modified {
+        Some("it was modified".into())
+    } else {
+        None
+    }
 }

@@ -2,16 +2,18 @@
 //! the core plans, following the driver contract of [`crate::core`].
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
 use tokio::task::JoinSet;
 
 use crate::core::{
     Event, HopError, HostId, Layout, Scheduler, SchedulerConfig, StrategyKind, Transfer,
 };
 
-use super::transport::{Probe, Transport, TransportError};
+use super::transport::{CleanupFailure, Probe, Transport, TransportError};
 
 /// Chunks a chain link may have in flight. Links are first in, first out, so this does not
 /// change when bytes move; on a request link it lets the next request reach the sender while
@@ -76,6 +78,19 @@ pub struct RunOutcome {
     pub interrupted: bool,
     /// Wall time of the whole run.
     pub elapsed: Duration,
+    /// What [`Transport::shutdown`] could not clean up.
+    pub cleanup: Vec<CleanupFailure>,
+}
+
+/// A run that stopped because of a defect in bounce itself (a panic in the driver, the core
+/// or a transport task). Cleanup ran all the same.
+#[derive(Debug, thiserror::Error)]
+#[error("internal error: {message}")]
+pub struct DriveError {
+    /// What went wrong.
+    pub message: String,
+    /// What cleanup could not remove.
+    pub cleanup: Vec<CleanupFailure>,
 }
 
 impl RunOutcome {
@@ -96,6 +111,18 @@ pub enum RunEvent {
         host: HostId,
         /// What it holds.
         probe: Probe,
+    },
+    /// A stale temporary file of an earlier run was removed beside a host's DEST.
+    Swept {
+        /// The host.
+        host: HostId,
+        /// The file removed.
+        path: String,
+    },
+    /// A link planned ahead could not be set up; its transfers go another way.
+    LinkNotOpened {
+        /// Why, naming the link.
+        reason: String,
     },
     /// A hop started.
     HopStarted(Transfer),
@@ -216,7 +243,7 @@ impl<T: Transport> Run<'_, T> {
         }
     }
 
-    async fn on_task(&mut self, sched: &mut Scheduler, task: Task) {
+    fn on_task(&mut self, sched: &mut Scheduler, task: Task) {
         match task {
             Task::Hop(t, Ok(())) => {
                 let r = self.record(t.to);
@@ -232,12 +259,9 @@ impl<T: Transport> Run<'_, T> {
                 });
                 // A dead host is given up at once instead of burning its attempts; both
                 // inputs go in before the drain, so nothing is planned for it in between.
-                for h in [t.from, t.to] {
-                    if h != HostId::SOURCE
-                        && !sched.is_failed(h)
-                        && !self.transport.is_alive(h).await
-                    {
-                        sched.handle_host_down(self.now(), h, format!("connection lost: {reason}"));
+                if let Some(h) = e.lost_host() {
+                    if h != HostId::SOURCE && !sched.is_failed(h) {
+                        sched.handle_host_down(self.now(), h, reason.clone());
                     }
                 }
                 sched.handle_done(self.now(), t.id, Err(HopError::new(reason)));
@@ -258,9 +282,8 @@ impl<T: Transport> Run<'_, T> {
         self.drain(sched);
     }
 
-    async fn interrupt(mut self) -> RunOutcome {
-        self.tasks.shutdown().await;
-        self.transport.shutdown().await;
+    /// Marks every host not done yet as interrupted.
+    fn interrupted(&mut self) {
         for i in 0..self.records.len() {
             self.finish_host(
                 HostId(i as u32 + 1),
@@ -268,12 +291,13 @@ impl<T: Transport> Run<'_, T> {
                 Some("interrupted".into()),
             );
         }
-        RunOutcome {
-            elapsed: self.now(),
-            hosts: self.records,
-            interrupted: true,
-        }
     }
+}
+
+/// Why [`run_to_end`] stopped early.
+enum Stop {
+    Interrupted,
+    Internal(String),
 }
 
 /// Runs one distribution to the end, or until `cancel` resolves.
@@ -281,16 +305,21 @@ impl<T: Transport> Run<'_, T> {
 /// First every receiver is prepared (connected and probed) concurrently; hosts that already
 /// hold the file become [`SchedulerConfig::already_complete`] and hosts that cannot be reached
 /// are given up before any data moves. Then the scheduler runs until every receiver is
-/// verified or failed. On `cancel`, every hop is dropped and [`Transport::shutdown`] cleans up;
-/// hosts not yet done are reported as interrupted.
+/// verified or failed. On `cancel`, every hop is dropped and hosts not yet done are reported
+/// as interrupted.
+///
+/// [`Transport::shutdown`] runs once at the end whatever happened: after success, an
+/// interrupt, or a panic anywhere in the driver, the core or a task (which is returned as a
+/// [`DriveError`]), so remote processes and temporary files are always removed.
 pub async fn drive<T: Transport>(
     transport: Arc<T>,
     cfg: &DriveConfig,
     cancel: impl Future<Output = ()>,
     observer: &mut dyn Observer,
-) -> RunOutcome {
+) -> Result<RunOutcome, DriveError> {
+    let started = Instant::now();
     let mut run = Run {
-        transport,
+        transport: Arc::clone(&transport),
         records: vec![
             HostRecord {
                 from: None,
@@ -303,12 +332,63 @@ pub async fn drive<T: Transport>(
             cfg.receivers as usize
         ],
         tasks: JoinSet::new(),
-        started: Instant::now(),
+        started,
         observer,
     };
+    let result = AssertUnwindSafe(run_to_end(&mut run, cfg, cancel))
+        .catch_unwind()
+        .await;
+    // Tasks still running are stopped before their remote processes are cleaned up.
+    run.tasks.shutdown().await;
+    let stop = match result {
+        Ok(Ok(())) => None,
+        Ok(Err(stop)) => Some(stop),
+        Err(panic) => Some(Stop::Internal(panic_message(panic.as_ref()))),
+    };
+    let cleanup = transport.shutdown().await;
+    match stop {
+        Some(Stop::Internal(message)) => Err(DriveError { message, cleanup }),
+        stop => {
+            let interrupted = matches!(stop, Some(Stop::Interrupted));
+            if interrupted {
+                run.interrupted();
+            }
+            Ok(RunOutcome {
+                elapsed: started.elapsed(),
+                hosts: run.records,
+                interrupted,
+                cleanup,
+            })
+        }
+    }
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// A task's panic or cancellation, as the reason the run stops.
+fn task_failure(what: &str, e: tokio::task::JoinError) -> Stop {
+    let why = match e.try_into_panic() {
+        Ok(p) => panic_message(p.as_ref()),
+        Err(e) => e.to_string(),
+    };
+    Stop::Internal(format!("{what} task failed: {why}"))
+}
+
+async fn run_to_end<T: Transport>(
+    run: &mut Run<'_, T>,
+    cfg: &DriveConfig,
+    cancel: impl Future<Output = ()>,
+) -> Result<(), Stop> {
     tokio::pin!(cancel);
 
-    let mut probes: JoinSet<(HostId, Result<Probe, TransportError>)> = JoinSet::new();
+    let mut probes: JoinSet<(HostId, Result<super::Prepared, TransportError>)> = JoinSet::new();
     for i in 1..=cfg.receivers {
         let tr = Arc::clone(&run.transport);
         let h = HostId(i);
@@ -320,18 +400,25 @@ pub async fn drive<T: Transport>(
         tokio::select! {
             r = probes.join_next() => match r {
                 None => break,
-                Some(Ok((h, Ok(probe)))) => {
+                Some(Ok((h, Ok(prepared)))) => {
+                    for path in prepared.swept {
+                        run.observer.on_event(&RunEvent::Swept { host: h, path });
+                    }
+                    let probe = prepared.probe;
                     run.observer.on_event(&RunEvent::Probed { host: h, probe });
                     if probe == Probe::UpToDate {
                         already_complete.push(h);
                     }
                 }
                 Some(Ok((h, Err(e)))) => unreachable.push((h, e.to_string())),
-                Some(Err(e)) => panic!("a probe task panicked: {e}"),
+                Some(Err(e)) => {
+                    probes.shutdown().await;
+                    return Err(task_failure("a probe", e));
+                }
             },
             () = &mut cancel => {
                 probes.shutdown().await;
-                return run.interrupt().await;
+                return Err(Stop::Interrupted);
             }
         }
     }
@@ -358,9 +445,14 @@ pub async fn drive<T: Transport>(
     }
     let links = sched.planned_links();
     if !links.is_empty() {
+        let tr = Arc::clone(&run.transport);
         tokio::select! {
-            () = run.transport.open_links(&links) => {}
-            () = &mut cancel => return run.interrupt().await,
+            failed = tr.open_links(&links) => {
+                for e in failed {
+                    run.observer.on_event(&RunEvent::LinkNotOpened { reason: e.to_string() });
+                }
+            }
+            () = &mut cancel => return Err(Stop::Interrupted),
         }
     }
     run.drain(&mut sched);
@@ -368,17 +460,16 @@ pub async fn drive<T: Transport>(
     while !(sched.is_finished() && run.tasks.is_empty()) {
         tokio::select! {
             r = run.tasks.join_next() => match r {
-                Some(Ok(task)) => run.on_task(&mut sched, task).await,
-                Some(Err(e)) => panic!("a hop task panicked: {e}"),
-                None => unreachable!("the scheduler has transfers in flight but no task runs"),
+                Some(Ok(task)) => run.on_task(&mut sched, task),
+                Some(Err(e)) => return Err(task_failure("a hop", e)),
+                None => {
+                    return Err(Stop::Internal(
+                        "the scheduler has transfers in flight but no task runs".into(),
+                    ))
+                }
             },
-            () = &mut cancel => return run.interrupt().await,
+            () = &mut cancel => return Err(Stop::Interrupted),
         }
     }
-    run.transport.shutdown().await;
-    RunOutcome {
-        elapsed: run.now(),
-        hosts: run.records,
-        interrupted: false,
-    }
+    Ok(())
 }

@@ -24,15 +24,17 @@ pub enum HostsError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A per-host DEST override is not an absolute path.
-    #[error("{origin}: destination '{dest}' for host '{spec}' is not an absolute path")]
-    RelativeDest {
+    /// A per-host DEST override is not an absolute path to a file (see [`dest_problem`]).
+    #[error("{origin}: destination '{dest}' for host '{spec}' {reason}")]
+    BadDest {
         /// Where the spec came from.
         origin: String,
         /// The host.
         spec: String,
         /// The offending path.
         dest: String,
+        /// What is wrong with it.
+        reason: &'static str,
     },
     /// A host appears twice.
     #[error("{origin}: host '{spec}' is listed twice (first at {first})")]
@@ -47,6 +49,21 @@ pub enum HostsError {
     /// No host at all.
     #[error("no hosts given (use -H host[,host...] or --hosts-file FILE with at least one host)")]
     Empty,
+}
+
+/// What is wrong with `dest` as a DEST, the global one or a host's: it must be an absolute
+/// path that names a file (not `/`, nor one ending in `/`, `/.` or `/..`), and hold no NUL
+/// or newline (the hosts' answers are read line by line).
+pub fn dest_problem(dest: &str) -> Option<&'static str> {
+    if !dest.starts_with('/') {
+        Some("is not an absolute path")
+    } else if dest.ends_with('/') || dest.ends_with("/.") || dest.ends_with("/..") {
+        Some("names a directory, not a file")
+    } else if dest.contains('\0') || dest.contains('\n') {
+        Some("holds a NUL or newline character")
+    } else {
+        None
+    }
 }
 
 /// One receiver as the user named it.
@@ -223,11 +240,12 @@ impl HostList {
             let origin = format!("{name}:{}", i + 1);
             let mut h = HostSpec::parse(spec, &origin)?;
             if let Some(dest) = fields.next() {
-                if !dest.starts_with('/') {
-                    return Err(HostsError::RelativeDest {
+                if let Some(reason) = dest_problem(dest) {
+                    return Err(HostsError::BadDest {
                         origin,
                         spec: spec.to_string(),
                         dest: dest.to_string(),
+                        reason,
                     });
                 }
                 h.dest = Some(dest.to_string());
@@ -338,7 +356,7 @@ mod tests {
         let mut l = HostList::new();
         assert!(matches!(
             l.add_text("f", "a rel/path"),
-            Err(HostsError::RelativeDest { .. })
+            Err(HostsError::BadDest { .. })
         ));
         assert!(matches!(HostList::new().finish(), Err(HostsError::Empty)));
         assert!(HostList::new().add_arg("a,,b").is_err());

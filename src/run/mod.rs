@@ -26,8 +26,9 @@ pub mod ssh;
 pub mod transport;
 
 pub use driver::{
-    drive, DriveConfig, HostRecord, HostStatus, Observer, RunEvent, RunOutcome, CHAIN_WINDOW,
+    drive, DriveConfig, DriveError, HostRecord, HostStatus, Observer, RunEvent, RunOutcome,
+    CHAIN_WINDOW,
 };
 pub use hosts::{HostList, HostSpec, HostsError};
 pub use quote::shell_quote;
-pub use transport::{ByteCounters, Probe, Transport, TransportError};
+pub use transport::{ByteCounters, CleanupFailure, Prepared, Probe, Transport, TransportError};

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::core::{Layout, StrategyKind};
 
-use super::hosts::{HostList, HostSpec, HostsError};
+use super::hosts::{dest_problem, HostList, HostSpec, HostsError};
 
 /// A bad invocation, detected before any connection is made or any file written.
 #[derive(Debug, thiserror::Error)]
@@ -18,9 +18,14 @@ pub enum PlanError {
         /// What is wrong.
         reason: String,
     },
-    /// DEST is not an absolute path, or names a directory.
-    #[error("DEST '{0}' must be an absolute path to a file")]
-    Dest(String),
+    /// DEST is not an absolute path to a file (see [`dest_problem`]).
+    #[error("DEST '{dest}' {reason}: it must be an absolute path to a file")]
+    Dest {
+        /// The path given.
+        dest: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// The host list is bad.
     #[error(transparent)]
     Hosts(#[from] HostsError),
@@ -52,8 +57,12 @@ pub struct Plan {
     pub src: PathBuf,
     /// Its size in bytes.
     pub size: u64,
-    /// Its permission bits.
+    /// The permission bits applied to every copy: SRC's, less setuid and setgid unless
+    /// asked for.
     pub mode: u32,
+    /// SRC's modification time when it was checked, to tell whether it changed during the
+    /// run.
+    pub modified: Option<std::time::SystemTime>,
     /// The receivers, in order, with their DEST.
     pub hosts: Vec<HostSpec>,
     /// The default DEST.
@@ -63,23 +72,21 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Checks SRC, DEST and the hosts; `chunk` is the chain's chunk size.
+    /// Checks SRC, DEST and the hosts; `chunk` is the chain's chunk size. SRC's setuid and
+    /// setgid bits are kept only with `keep_setid`.
     pub fn build(
         kind: StrategyKind,
         src: &Path,
         dest: &str,
         sources: &[HostSource],
         chunk: u64,
+        keep_setid: bool,
     ) -> Result<Plan, PlanError> {
-        if !dest.starts_with('/')
-            || dest.ends_with('/')
-            || dest.ends_with("/.")
-            || dest.ends_with("/..")
-        {
-            return Err(PlanError::Dest(dest.to_string()));
-        }
-        if dest.contains('\0') {
-            return Err(PlanError::Dest(dest.to_string()));
+        if let Some(reason) = dest_problem(dest) {
+            return Err(PlanError::Dest {
+                dest: dest.to_string(),
+                reason,
+            });
         }
         let mut list = HostList::new();
         for s in sources {
@@ -102,7 +109,8 @@ impl Plan {
             return Err(bad_src("is empty; there is nothing to send".into()));
         }
         use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o7777;
+        let keep = if keep_setid { 0o7777 } else { 0o1777 };
+        let mode = meta.permissions().mode() & keep;
         if chunk == 0 {
             return Err(PlanError::Flag {
                 flag: "--chunk",
@@ -120,6 +128,7 @@ impl Plan {
             src: src.to_path_buf(),
             size: meta.len(),
             mode,
+            modified: meta.modified().ok(),
             hosts,
             dest: dest.to_string(),
             layout,
@@ -129,5 +138,58 @@ impl Plan {
     /// The DEST of receiver `i` (0-based).
     pub fn dest_of(&self, i: usize) -> &str {
         self.hosts[i].dest_or(&self.dest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn plan_for(src: &Path, keep_setid: bool) -> Plan {
+        Plan::build(
+            StrategyKind::Bounce,
+            src,
+            "/d/f",
+            &[HostSource::Arg("h1".into())],
+            1 << 20,
+            keep_setid,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn setuid_and_setgid_bits_are_dropped_unless_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("tool");
+        std::fs::write(&src, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o6755)).unwrap();
+        assert_eq!(plan_for(&src, false).mode, 0o755);
+        assert_eq!(plan_for(&src, true).mode, 0o6755);
+        std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o1640)).unwrap();
+        assert_eq!(
+            plan_for(&src, false).mode,
+            0o1640,
+            "the sticky bit is harmless"
+        );
+    }
+
+    #[test]
+    fn dest_must_name_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("f");
+        std::fs::write(&src, b"x").unwrap();
+        for bad in ["rel", "/", "/srv/", "/srv/.", "/srv/..", "/a\nb", "/a\0b"] {
+            let e = Plan::build(
+                StrategyKind::Bounce,
+                &src,
+                bad,
+                &[HostSource::Arg("h1".into())],
+                1 << 20,
+                false,
+            )
+            .unwrap_err();
+            assert!(matches!(e, PlanError::Dest { .. }), "{bad:?}: {e}");
+        }
     }
 }

@@ -123,6 +123,13 @@ impl Observer for Progress {
                     None => self.plain(&format!("{}: {msg}", self.name(*host))),
                 }
             }
+            RunEvent::Swept { host, path } => self.line(format!(
+                "{}: removed stale temporary file {path} (no live run had it open)",
+                self.name(*host)
+            )),
+            RunEvent::LinkNotOpened { reason } => self.line(format!(
+                "link not set up ahead: {reason}; its chunks go by request instead"
+            )),
             RunEvent::HopStarted(t) => {
                 let msg = format!("from {}", self.name(t.from));
                 match &self.bars {

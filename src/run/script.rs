@@ -1,17 +1,37 @@
 //! The POSIX shell snippets run on the hosts. Every path and host name is passed through
-//! [`shell_quote`]; the snippets need only `sh`, GNU coreutils and, for hops that start on a
-//! host, an `ssh` client there.
+//! [`shell_quote`]; the snippets need only `sh`, GNU coreutils, `find` and, for hops that
+//! start on a host, an `ssh` client there.
 //!
 //! Every snippet that moves data prints `echo $$` before any data flows (the receiver once its
 //! file exists): sshd puts each command in a session of its own, so that pid is also the
 //! process group the runner kills (`kill -TERM -PID`) to stop a hop's whole pipeline on that
 //! host.
+//!
+//! What the snippets promise about files (the README's "Failure behaviour" repeats it):
+//!
+//! - temporary files sit beside DEST as `.NAME.bounce-RUNID….tmp`, RUNID random per run; each
+//!   is created exclusively (`set -C`), mode 0600, and a symlink or anything else already at
+//!   its name is refused;
+//! - DEST itself is only ever replaced by `mv -T` (one `rename(2)`): a directory at DEST is
+//!   refused, and a symlink at DEST is replaced by the file, never written through;
+//! - a copy is flushed (`sync FILE`) before that rename and the directory after it, unless
+//!   the run says otherwise, so a power loss leaves the old DEST or the verified new one.
 
 use super::hosts::HostSpec;
 use super::quote::shell_quote;
 
 /// Exit status of [`finalize`] when the digest does not match.
 pub const DIGEST_MISMATCH_STATUS: i32 = 3;
+/// Exit status of [`probe`] when DEST is a directory.
+pub const DEST_IS_DIRECTORY_STATUS: i32 = 4;
+/// Exit status of [`probe`] when DEST exists and is neither a regular file nor a symlink.
+pub const DEST_NOT_A_FILE_STATUS: i32 = 5;
+/// Temporary files of other runs untouched for longer than this are stale (see [`probe`]).
+pub const STALE_TEMP_MINUTES: u32 = 10;
+
+/// How much of DEST's name goes into its temporary names, so that they fit in the 255 bytes
+/// a file name may have however long DEST's is.
+const TEMP_NAME_KEEP: usize = 200;
 
 /// Wraps a snippet so it runs under `sh` whatever the login shell is.
 pub fn sh_c(script: &str) -> String {
@@ -26,22 +46,90 @@ pub fn parent(dest: &str) -> &str {
     }
 }
 
-/// The temporary name beside `dest` for run `run_id`: `.NAME.bounce-RUNID{tag}.tmp`.
-pub fn temp_path(dest: &str, run_id: &str, tag: &str) -> String {
+/// DEST's file name as temporary names use it: at most [`TEMP_NAME_KEEP`] bytes, cut on a
+/// character boundary.
+fn temp_stem(dest: &str) -> &str {
     let name = &dest[dest.rfind('/').map_or(0, |i| i + 1)..];
-    let dir = parent(dest);
-    let sep = if dir.ends_with('/') { "" } else { "/" };
-    format!("{dir}{sep}.{name}.bounce-{run_id}{tag}.tmp")
+    let mut end = name.len().min(TEMP_NAME_KEEP);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
 }
 
-/// Prints the SHA-256 of `dest` if it is a regular file, `missing` otherwise.
-pub fn probe(dest: &str) -> String {
-    let d = shell_quote(dest);
-    format!("if [ -f {d} ]; then sha256sum < {d}; else echo missing; fi")
+/// The temporary name beside `dest` for run `run_id`: `.NAME.bounce-RUNID{tag}.tmp`.
+pub fn temp_path(dest: &str, run_id: &str, tag: &str) -> String {
+    let dir = parent(dest);
+    let sep = if dir.ends_with('/') { "" } else { "/" };
+    format!("{dir}{sep}.{}.bounce-{run_id}{tag}.tmp", temp_stem(dest))
+}
+
+/// A `find -name` pattern matching the temporary names of every run beside `dest`.
+fn temp_glob(dest: &str) -> String {
+    let mut s = String::from(".");
+    for c in temp_stem(dest).chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            s.push('\\');
+        }
+        s.push(c);
+    }
+    s.push_str(".bounce-*.tmp");
+    s
+}
+
+/// Tells what DEST is before anything is sent, after sweeping stale temporary files.
+///
+/// Prints `$$` first (the runner kills that group when the run is interrupted while the probe
+/// still hashes), then one `swept PATH` line per stale temporary file removed, then one of:
+/// `missing`; `link` (a symlink, which the copy will replace); `size` (a regular file of
+/// another size than `size`, not hashed); `file DIGEST` (a regular file of that size). A
+/// directory exits [`DEST_IS_DIRECTORY_STATUS`]; anything else that is not a regular file
+/// exits [`DEST_NOT_A_FILE_STATUS`].
+///
+/// A temporary file beside DEST is stale when it is ours (same owner), untouched for more
+/// than [`STALE_TEMP_MINUTES`] minutes and open in no process: every live run keeps its
+/// temporary files open while it writes them (see [`stream_receive`], [`receive_chunks`]).
+/// The check is by inode (`find -L … -samefile`), so no spelling of the path can fool it.
+/// The processes' list is taken before `find` starts: `find` holds the file it compares
+/// with open itself, and must not see its own descriptor.
+pub fn probe(dest: &str, size: u64) -> String {
+    format!(
+        "echo $$; d={d}\n\
+         s=$(find {dir} -mindepth 1 -maxdepth 1 -name {glob} -type f -user \"$(id -u)\" \
+         -mmin +{STALE_TEMP_MINUTES} 2>/dev/null)\n\
+         [ -z \"$s\" ] || printf '%s\\n' \"$s\" | while IFS= read -r f; do \
+         set -- /proc/[0-9]*/fd; \
+         [ -n \"$(find -L \"$@\" -mindepth 1 -maxdepth 1 -samefile \"$f\" -print -quit 2>/dev/null)\" ] \
+         || {{ rm -f -- \"$f\" && echo \"swept $f\"; }}; done\n\
+         if [ -L \"$d\" ]; then echo link\n\
+         elif [ -d \"$d\" ]; then exit {DEST_IS_DIRECTORY_STATUS}\n\
+         elif [ ! -e \"$d\" ]; then echo missing\n\
+         elif [ ! -f \"$d\" ]; then exit {DEST_NOT_A_FILE_STATUS}\n\
+         elif [ \"$(stat -c %s -- \"$d\")\" != {size} ]; then echo size\n\
+         else h=$(sha256sum < \"$d\") || exit 1; echo \"file ${{h%% *}}\"; fi",
+        d = shell_quote(dest),
+        dir = shell_quote(parent(dest)),
+        glob = shell_quote(&temp_glob(dest)),
+    )
+}
+
+/// Creates `tmp` exclusively on fd 3 (mode 0600, `dest`'s parents created): fails if
+/// anything, a symlink included, is already there.
+fn create_exclusive(dest: &str, tmp: &str) -> String {
+    format!(
+        "mkdir -p -- {dir} && umask 077 && set -C && exec 3> {tmp} && set +C || exit 1",
+        dir = shell_quote(parent(dest)),
+        tmp = shell_quote(tmp),
+    )
 }
 
 /// Receives chunks into `tmp`: reads `OFFSET LENGTH` lines, each followed by exactly LENGTH
 /// bytes, writes them at OFFSET and answers `ok OFFSET` once they are on disk.
+///
+/// `tmp` may already hold this run's chunks (a stream into it broke, and the rest comes by
+/// request): then it must be a regular file, not a symlink; otherwise it is created
+/// exclusively. It stays open on fd 3 while the loop runs, which also marks it as live for
+/// other runs' sweeps (see [`probe`]).
 ///
 /// One `dd` per chunk reads exactly LENGTH bytes (`fullblock,count_bytes`) and writes them in
 /// place; its own byte count, read from its summary in the C locale, proves the whole chunk
@@ -49,37 +137,42 @@ pub fn probe(dest: &str) -> String {
 /// On failure only dd's first line, the one naming the cause, goes to stderr.
 pub fn receive_chunks(dest: &str, tmp: &str) -> String {
     format!(
-        "echo $$; mkdir -p -- {dir} && umask 077 && : >> {tmp} || exit 1\n\
+        "echo $$; if [ -L {tmp} ] || {{ [ -e {tmp} ] && [ ! -f {tmp} ]; }}; then \
+         echo \"refusing to write through \"{tmp}\": not a regular file\" >&2; exit 1; fi; \
+         if [ -e {tmp} ]; then exec 3<> {tmp} || exit 1; else {create}; fi\n\
          while read off len; do \
-         r=$(LC_ALL=C dd of={tmp} bs=1M iflag=fullblock,count_bytes count=\"$len\" \
+         r=$(LC_ALL=C dd of=/dev/fd/3 bs=1M iflag=fullblock,count_bytes count=\"$len\" \
          seek=\"$off\" oflag=seek_bytes conv=notrunc 2>&1) \
          || {{ printf '%s\\n' \"$r\" | head -n 1 >&2; exit 1; }}; \
          n=${{r##*records out}}; n=${{n#?}}; n=${{n%% *}}; \
          [ \"$n\" = \"$len\" ] || {{ echo \"short chunk at $off\" >&2; exit 1; }}; \
          echo \"ok $off\"; done",
-        dir = shell_quote(parent(dest)),
+        create = create_exclusive(dest, tmp),
         tmp = shell_quote(tmp),
     )
 }
 
-/// Receives the whole file as one stream on stdin into `tmp` (mode 0600, `dest`'s parents
-/// created), hashing it on the way: the receiving end of every whole-file hop and of every
-/// chain stream. Prints `$$` once `tmp` exists (a chain relay follows that file), then
-/// `at N`, the bytes written so far, twice a second, and once its input ends
+/// Receives the whole file as one stream on stdin into `tmp` (created exclusively, see
+/// [`create_exclusive`]), hashing it on the way: the receiving end of every whole-file hop
+/// and of every chain stream. Prints `$$` once `tmp` exists (a chain relay follows that
+/// file), then `at N`, the bytes written so far, twice a second, and once its input ends
 /// `end N DIGEST`: the bytes written and their SHA-256. A failed write (a full disk) kills
 /// its process group at once (sshd runs it in a session of its own), with the cause on
 /// stderr.
+///
+/// `tee` writes through `/dev/fd/3`, the file this snippet created, so nothing put at the
+/// name afterwards is written to.
 ///
 /// Nothing waits for the `at` reports (they feed progress and the core's bookkeeping), so
 /// they are kept rare: each costs two process starts on a host that is busy relaying.
 pub fn stream_receive(dest: &str, tmp: &str) -> String {
     format!(
-        "mkdir -p -- {dir} && umask 077 && : > {tmp} || exit 1; echo $$; \
+        "{create}; echo $$; \
          ( while sleep 0.5 > /dev/null 2>&1; do echo \"at $(stat -c %s -- {tmp})\"; done ) & p=$!; \
-         h=$({{ tee --output-error=exit -- {tmp} || kill -TERM 0; }} | sha256sum); \
+         h=$({{ tee --output-error=exit -- /dev/fd/3 || kill -TERM 0; }} | sha256sum); \
          kill \"$p\" 2>/dev/null; \
          echo \"end $(stat -c %s -- {tmp}) ${{h%% *}}\"",
-        dir = shell_quote(parent(dest)),
+        create = create_exclusive(dest, tmp),
         tmp = shell_quote(tmp),
     )
 }
@@ -212,37 +305,48 @@ pub fn stream_relay(
 
 /// Applies `mode` to `tmp` and renames it to `dest`, for a copy whose digest was already
 /// checked as it was written (see [`stream_receive`]).
-pub fn install(tmp: &str, dest: &str, mode: u32) -> String {
-    format!(
-        "chmod {mode:o} -- {t} && mv -f -- {t} {d}",
-        t = shell_quote(tmp),
-        d = shell_quote(dest),
-    )
+///
+/// `mv -T` is one `rename(2)` onto DEST itself: it replaces a file or a symlink (never what
+/// the link points to) and fails on a directory instead of moving the copy into it. With
+/// `fsync`, the copy is flushed before the rename and the directory after it, so that after a
+/// power loss DEST holds either its old content or the verified new one.
+pub fn install(tmp: &str, dest: &str, mode: u32, fsync: bool) -> String {
+    let t = shell_quote(tmp);
+    let d = shell_quote(dest);
+    if fsync {
+        format!(
+            "chmod {mode:o} -- {t} && sync -- {t} && mv -T -f -- {t} {d} && sync -- {dir}",
+            dir = shell_quote(parent(dest)),
+        )
+    } else {
+        format!("chmod {mode:o} -- {t} && mv -T -f -- {t} {d}")
+    }
 }
 
-/// Verifies `tmp` against `digest`, then applies `mode` and renames it to `dest`. A mismatch
+/// Verifies `tmp` against `digest`, then installs it (see [`install`]). A mismatch
 /// removes `tmp` and exits with [`DIGEST_MISMATCH_STATUS`], printing the digest found.
-pub fn finalize(tmp: &str, dest: &str, digest: &str, mode: u32) -> String {
+pub fn finalize(tmp: &str, dest: &str, digest: &str, mode: u32, fsync: bool) -> String {
     let t = shell_quote(tmp);
     format!(
         "h=$(sha256sum < {t}) || exit 1; h=${{h%% *}}; \
          if [ \"$h\" != {digest} ]; then rm -f -- {t}; echo \"$h\"; exit {DIGEST_MISMATCH_STATUS}; fi; \
          {}",
-        install(tmp, dest, mode),
+        install(tmp, dest, mode, fsync),
         digest = shell_quote(digest),
     )
 }
 
-/// Kills the process groups `pids` and removes `files`; never fails.
+/// Kills the process groups `pids` (those already gone are fine) and removes `files`;
+/// exits non-zero, with `rm`'s message on stderr, if a file could not be removed.
 pub fn cleanup(pids: &[u32], files: &[String]) -> String {
-    let mut s = String::new();
+    let mut s = String::from("e=0; ");
     for p in pids {
         s.push_str(&format!("kill -TERM -{p} 2>/dev/null; "));
     }
     for f in files {
-        s.push_str(&format!("rm -f -- {}; ", shell_quote(f)));
+        s.push_str(&format!("rm -f -- {} || e=1; ", shell_quote(f)));
     }
-    s.push_str("true");
+    s.push_str("exit $e");
     s
 }
 
@@ -253,6 +357,264 @@ mod tests {
 
     fn sh(script: &str) -> std::process::Output {
         Command::new("sh").arg("-c").arg(script).output().unwrap()
+    }
+
+    /// A directory holding an executable `name` with `body`, to put first on PATH.
+    fn fake_tool(name: &str, body: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    }
+
+    fn sh_with_path(first: &std::path::Path, script: &str) -> std::process::Output {
+        let path = format!("{}:{}", first.display(), std::env::var("PATH").unwrap());
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("PATH", path)
+            .output()
+            .unwrap()
+    }
+
+    /// The probe's last line, and its exit status.
+    fn probe_answer(dest: &str, size: u64) -> (String, Option<i32>) {
+        let out = sh(&probe(dest, size));
+        let text = String::from_utf8(out.stdout).unwrap();
+        (
+            text.lines().last().unwrap_or("").to_string(),
+            out.status.code(),
+        )
+    }
+
+    #[test]
+    fn probe_refuses_a_directory_and_anything_but_a_file_or_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("dest");
+        std::fs::create_dir(&d).unwrap();
+        let dest = d.display().to_string();
+        assert_eq!(probe_answer(&dest, 3).1, Some(DEST_IS_DIRECTORY_STATUS));
+        let fifo = dir.path().join("fifo").display().to_string();
+        assert!(sh(&format!("mkfifo {}", shell_quote(&fifo)))
+            .status
+            .success());
+        assert_eq!(probe_answer(&fifo, 3).1, Some(DEST_NOT_A_FILE_STATUS));
+        let missing = dir.path().join("missing").display().to_string();
+        assert_eq!(probe_answer(&missing, 3), ("missing".into(), Some(0)));
+    }
+
+    #[test]
+    fn probe_never_follows_a_symlink_at_dest() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"abc").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        // Even when the link's target holds exactly the file, DEST is the link: it is
+        // replaced, not trusted.
+        let (answer, code) = probe_answer(&link.display().to_string(), 3);
+        assert_eq!((answer.as_str(), code), ("link", Some(0)));
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        assert_eq!(probe_answer(&dangling.display().to_string(), 3).0, "link");
+        // A symlink to a directory is a symlink too: replacing it never writes into the
+        // directory.
+        let to_dir = dir.path().join("to_dir");
+        std::os::unix::fs::symlink(dir.path(), &to_dir).unwrap();
+        assert_eq!(probe_answer(&to_dir.display().to_string(), 3).0, "link");
+    }
+
+    #[test]
+    fn probe_checks_the_size_before_hashing() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("dest");
+        std::fs::write(&dest, b"abcd").unwrap();
+        let marker = dir.path().join("hashed");
+        let fake = fake_tool(
+            "sha256sum",
+            &format!(
+                "touch {}; exec /usr/bin/sha256sum \"$@\"",
+                shell_quote(&marker.display().to_string())
+            ),
+        );
+        let d = dest.display().to_string();
+        let out = sh_with_path(fake.path(), &probe(&d, 5));
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap().lines().last(),
+            Some("size")
+        );
+        assert!(!marker.exists(), "a file of the wrong size was hashed");
+        let out = sh_with_path(fake.path(), &probe(&d, 4));
+        let good = crate::run::digest::sha256_bytes(b"abcd");
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap().lines().last(),
+            Some(format!("file {good}").as_str())
+        );
+        assert!(marker.exists(), "a file of the right size must be hashed");
+    }
+
+    #[test]
+    fn probe_sweeps_stale_temporary_files_that_no_process_has_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = format!("{}/it's [a] *.img", dir.path().display());
+        let stale = temp_path(&dest, "deadbeef", "-h1");
+        let held = temp_path(&dest, "cafe", "-t3");
+        let fresh = temp_path(&dest, "f00d", "");
+        let other = temp_path(&format!("{}/other.img", dir.path().display()), "dead", "");
+        let unrelated = format!("{}/.it's [a] *.img.keep", dir.path().display());
+        for f in [&stale, &held, &fresh, &other, &unrelated] {
+            std::fs::write(f, b"partial").unwrap();
+        }
+        for f in [&stale, &held, &other, &unrelated] {
+            let out = sh(&format!("touch -d '-20 minutes' -- {}", shell_quote(f)));
+            assert!(out.status.success());
+        }
+        // A live run holds its temporary file open.
+        let mut holder = Command::new("sh")
+            .arg("-c")
+            .arg(format!("exec 3< {}; exec sleep 30", shell_quote(&held)))
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let out = sh(&probe(&dest, 7));
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let swept: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("swept "))
+            .collect();
+        assert_eq!(swept, [stale.as_str()], "{text}");
+        assert!(!std::path::Path::new(&stale).exists());
+        for f in [&held, &fresh, &other, &unrelated] {
+            assert!(std::path::Path::new(f).exists(), "{f} was removed");
+        }
+        assert_eq!(text.lines().last(), Some("missing"));
+    }
+
+    #[test]
+    fn temp_files_are_created_exclusively_and_never_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = format!("{}/f", dir.path().display());
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let tmp = temp_path(&dest, "r", "");
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        let out = sh(&format!(
+            "printf 'evil' | sh -c {}",
+            shell_quote(&stream_receive(&dest, &tmp))
+        ));
+        assert!(!out.status.success(), "{out:?}");
+        let out = sh(&format!(
+            "printf '0 4\\nevil' | sh -c {}",
+            shell_quote(&receive_chunks(&dest, &tmp))
+        ));
+        assert!(!out.status.success(), "{out:?}");
+        assert!(!String::from_utf8(out.stdout).unwrap().contains("ok"));
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        // A regular file already there is not taken over by a whole-file receiver...
+        std::fs::remove_file(&tmp).unwrap();
+        std::fs::write(&tmp, b"xxxxxx").unwrap();
+        let out = sh(&format!(
+            "printf 'evil' | sh -c {}",
+            shell_quote(&stream_receive(&dest, &tmp))
+        ));
+        assert!(!out.status.success(), "{out:?}");
+        assert_eq!(std::fs::read(&tmp).unwrap(), b"xxxxxx");
+        // ...but the chunk receiver goes on with this run's partial copy, in place.
+        let out = sh(&format!(
+            "printf '2 2\\nab' | sh -c {}",
+            shell_quote(&receive_chunks(&dest, &tmp))
+        ));
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(std::fs::read(&tmp).unwrap(), b"xxabxx");
+    }
+
+    #[test]
+    fn install_replaces_a_symlink_and_never_moves_into_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"old").unwrap();
+        let link = dir.path().join("link").display().to_string();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let tmp = temp_path(&link, "r", "");
+        std::fs::write(&tmp, b"new").unwrap();
+        let out = sh(&install(&tmp, &link, 0o644, true));
+        assert!(out.status.success(), "{out:?}");
+        let meta = std::fs::symlink_metadata(&link).unwrap();
+        assert!(meta.file_type().is_file(), "the link itself is replaced");
+        assert_eq!(std::fs::read(&link).unwrap(), b"new");
+        assert_eq!(
+            std::fs::read(&target).unwrap(),
+            b"old",
+            "written through the link"
+        );
+
+        let d = dir.path().join("adir");
+        std::fs::create_dir(&d).unwrap();
+        let dest = d.display().to_string();
+        let tmp = temp_path(&dest, "r", "");
+        std::fs::write(&tmp, b"new").unwrap();
+        let out = sh(&install(&tmp, &dest, 0o644, false));
+        assert!(!out.status.success(), "{out:?}");
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "moved into DEST");
+    }
+
+    #[test]
+    fn install_flushes_the_copy_before_the_rename_and_the_directory_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = format!("{}/f", dir.path().display());
+        let log = dir.path().join("sync.log").display().to_string();
+        let fake = fake_tool(
+            "sync",
+            &format!(
+                "if [ -e {d} ]; then s=present; else s=absent; fi; \
+                 echo \"$2 $s\" >> {log}; exec /bin/sync \"$@\"",
+                d = shell_quote(&dest),
+                log = shell_quote(&log),
+            ),
+        );
+        let tmp = temp_path(&dest, "r", "");
+        std::fs::write(&tmp, b"new").unwrap();
+        let out = sh_with_path(fake.path(), &install(&tmp, &dest, 0o600, true));
+        assert!(out.status.success(), "{out:?}");
+        let parent_dir = dir.path().display().to_string();
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            format!("{tmp} absent\n{parent_dir} present\n")
+        );
+        // Without fsync nothing is flushed.
+        std::fs::remove_file(&log).unwrap();
+        std::fs::write(&tmp, b"new").unwrap();
+        let out = sh_with_path(fake.path(), &install(&tmp, &dest, 0o600, false));
+        assert!(out.status.success(), "{out:?}");
+        assert!(!std::path::Path::new(&log).exists());
+    }
+
+    #[test]
+    fn cleanup_fails_when_a_file_cannot_be_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f").display().to_string();
+        std::fs::write(&f, b"x").unwrap();
+        assert!(sh(&cleanup(&[], std::slice::from_ref(&f))).status.success());
+        assert!(!std::path::Path::new(&f).exists());
+        // A directory cannot be removed by `rm -f`: the failure is reported.
+        let out = sh(&cleanup(&[], &[dir.path().display().to_string()]));
+        assert!(!out.status.success());
+        assert!(!out.stderr.is_empty());
+    }
+
+    #[test]
+    fn temp_names_fit_in_a_file_name_however_long_dest_is() {
+        let name = "é".repeat(127); // 254 bytes
+        let t = temp_path(&format!("/d/{name}"), "0123456789abcdef", "-h123");
+        let file = t.rsplit('/').next().unwrap();
+        assert!(file.len() <= 255, "{} bytes", file.len());
+        assert!(file.starts_with(".é"));
     }
 
     #[test]
@@ -287,7 +649,7 @@ mod tests {
         assert_eq!(stdout.lines().skip(1).collect::<Vec<_>>(), ["ok 0", "ok 6"]);
         assert_eq!(std::fs::read(&tmp).unwrap(), data);
         // A wrong digest removes the temporary file and leaves DEST alone.
-        let out = sh(&finalize(&tmp, &dest, digest, 0o644));
+        let out = sh(&finalize(&tmp, &dest, digest, 0o644, true));
         assert_eq!(out.status.code(), Some(DIGEST_MISMATCH_STATUS));
         assert!(!std::path::Path::new(&tmp).exists());
         assert!(!std::path::Path::new(&dest).exists());
@@ -306,13 +668,14 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&tmp).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let out = sh(&finalize(&tmp, &dest, &good, 0o640));
+        let out = sh(&finalize(&tmp, &dest, &good, 0o640, true));
         assert!(out.status.success(), "{out:?}");
         assert_eq!(std::fs::read(&dest).unwrap(), data);
         let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
-        let out = sh(&probe(&dest));
-        assert!(String::from_utf8(out.stdout).unwrap().starts_with(&good));
+        let out = sh(&probe(&dest, data.len() as u64));
+        let answer = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(answer.lines().last(), Some(format!("file {good}").as_str()));
         assert!(!dir.path().join("pwned").exists());
         assert!(!std::path::Path::new("pwned").exists());
     }

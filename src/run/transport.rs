@@ -9,6 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::core::{HostId, Transfer};
 
 /// Why a transport operation failed. The message names the host or path involved.
+///
+/// The kind tells the driver which scheduler input it is (see [`TransportError::lost_host`]):
+/// a host whose connection is gone is given up at once, anything else is a failed hop that
+/// may be retried.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TransportError {
     /// Could not connect to or authenticate with a host.
@@ -19,10 +23,21 @@ pub enum TransportError {
         /// What ssh said.
         reason: String,
     },
-    /// A remote command failed.
+    /// The connection to a host was lost: the host crashed, its sshd died or its link went
+    /// down. Nothing more can be done on it in this run.
+    #[error("connection to {host} lost: {reason}")]
+    Disconnected {
+        /// The host, as the user named it.
+        host: String,
+        /// The host's id.
+        id: HostId,
+        /// What failed when the loss was noticed.
+        reason: String,
+    },
+    /// A remote command failed on a host that is still reachable.
     #[error("{host}: {reason}")]
     Remote {
-        /// The host where it failed.
+        /// The host (or `X -> Y` for a hop between hosts) where it failed.
         host: String,
         /// What the command said, such as "No space left on device".
         reason: String,
@@ -45,6 +60,28 @@ pub enum TransportError {
         /// The I/O error.
         reason: String,
     },
+    /// DEST on a host cannot take the copy (it is a directory, say): refused before anything
+    /// is written there.
+    #[error("{host}: DEST {path} {reason}")]
+    Dest {
+        /// The host.
+        host: String,
+        /// Its DEST.
+        path: String,
+        /// What is wrong, such as "is a directory".
+        reason: String,
+    },
+}
+
+impl TransportError {
+    /// The receiver whose connection this error says is gone, if any: the driver gives it up
+    /// at once (`handle_host_down`) instead of spending its attempts.
+    pub fn lost_host(&self) -> Option<HostId> {
+        match self {
+            TransportError::Disconnected { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
 }
 
 /// What a host holds before anything is sent.
@@ -54,6 +91,27 @@ pub enum Probe {
     UpToDate,
     /// The host needs the file.
     Needed,
+}
+
+/// The result of [`Transport::prepare`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prepared {
+    /// What the host holds.
+    pub probe: Probe,
+    /// Stale temporary files of earlier runs that were removed beside DEST.
+    pub swept: Vec<String>,
+}
+
+/// Something [`Transport::shutdown`] could not clean up: what may be left, and where.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{host}: cleanup failed ({reason}); may be left: {}", .left.join(", "))]
+pub struct CleanupFailure {
+    /// The host.
+    pub host: String,
+    /// Why: the host was unreachable, the cleanup timed out, `rm` failed.
+    pub reason: String,
+    /// Temporary files and remote process groups that may still be there.
+    pub left: Vec<String>,
 }
 
 /// Bytes received so far by each host, updated by the transport while hops run and read by
@@ -93,36 +151,43 @@ impl ByteCounters {
 /// Every method must finish in bounded time even when a host or link dies (keep-alives,
 /// timeouts); the driver never adds its own timeouts.
 pub trait Transport: Send + Sync + 'static {
-    /// Connects to a receiver and tells whether it already holds the file.
-    fn prepare(&self, host: HostId) -> impl Future<Output = Result<Probe, TransportError>> + Send;
+    /// Connects to a receiver and tells whether it already holds the file. A DEST that cannot
+    /// take the copy is [`TransportError::Dest`].
+    fn prepare(
+        &self,
+        host: HostId,
+    ) -> impl Future<Output = Result<Prepared, TransportError>> + Send;
 
     /// Carries out one planned transfer. `Ok` means the receiver holds the chunks intact; for
     /// whole-file hops that includes the digest check and the rename into place. On failure
-    /// the transport has already stopped the hop's remote processes.
+    /// the transport has already stopped the hop's remote processes, and the error says
+    /// whether a host's connection is gone ([`TransportError::lost_host`]).
     fn hop(&self, t: Transfer) -> impl Future<Output = Result<(), TransportError>> + Send;
 
     /// Sets up `links` ahead of their first transfer (the driver passes
     /// [`crate::core::Scheduler::planned_links`] before the first one starts), so that links
     /// whose setup is slow are set up all at once rather than as the data reaches each
-    /// sender, and may carry their data without waiting for each transfer. A hint: a link
-    /// that fails here is not reported, since the first hop over it meets the failure again.
-    /// The default does nothing.
-    fn open_links(&self, _links: &[(HostId, HostId)]) -> impl Future<Output = ()> + Send {
-        async {}
+    /// sender, and may carry their data without waiting for each transfer. Returns why each
+    /// link that could not be set up failed; its transfers then go another way, so this is
+    /// for the log, not for the scheduler. The default does nothing.
+    fn open_links(
+        &self,
+        _links: &[(HostId, HostId)],
+    ) -> impl Future<Output = Vec<TransportError>> + Send {
+        async { Vec::new() }
     }
 
     /// Called once a receiver holds every chunk: verifies it and renames it into place, if
     /// [`Transport::hop`] has not already done so.
     fn finalize(&self, host: HostId) -> impl Future<Output = Result<(), TransportError>> + Send;
 
-    /// True while the connection to `host` is up. Used after a failed hop to tell a dead host
-    /// from a failed copy.
-    fn is_alive(&self, host: HostId) -> impl Future<Output = bool> + Send;
-
-    /// `host` was given up: stop its remote processes and remove its temporary files.
+    /// `host` was given up: stop its remote processes and remove its temporary files. What
+    /// cannot be removed now is kept for [`Transport::shutdown`], which tries again.
     fn discard(&self, host: HostId) -> impl Future<Output = ()> + Send;
 
-    /// The run is over (finished or interrupted): stop every remote process still running,
-    /// remove every temporary file that was not renamed into place, close connections.
-    fn shutdown(&self) -> impl Future<Output = ()> + Send;
+    /// The run is over (finished, interrupted, or stopped by an internal error): stop every
+    /// remote process still running, remove every temporary file that was not renamed into
+    /// place, close connections; all hosts at once, under one overall deadline. Returns what
+    /// could not be cleaned up.
+    fn shutdown(&self) -> impl Future<Output = Vec<CleanupFailure>> + Send;
 }

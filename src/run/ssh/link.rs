@@ -11,7 +11,7 @@
 //!   header and bytes to Y's receive loop, whose acknowledgement flows back through X.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,6 +68,9 @@ enum LinkKind {
         receiver_pid: u32,
         /// The task reading reports (and, from the source, the one feeding SRC).
         tasks: Vec<JoinHandle<()>>,
+        /// Why feeding SRC into the stream stopped early, for a link from the source: the
+        /// cause behind a stream that ended short.
+        feed_error: Arc<Mutex<Option<String>>>,
     },
 }
 
@@ -227,8 +230,18 @@ impl SshTransport {
             Arc::clone(&self.counters),
             Arc::clone(&self.state),
         ))];
+        let feed_error = Arc::new(Mutex::new(None));
         let stdin = if from == HostId::SOURCE {
-            tasks.push(tokio::spawn(feed(self.src.path.clone(), p.stdin)));
+            let (path, size, err) = (
+                self.src.path.clone(),
+                self.src.size,
+                Arc::clone(&feed_error),
+            );
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = feed(&path, size, p.stdin).await {
+                    *err.lock().unwrap() = Some(e);
+                }
+            }));
             None
         } else {
             Some(p.stdin)
@@ -240,6 +253,7 @@ impl SshTransport {
                 stdin: tokio::sync::Mutex::new(stdin),
                 receiver_pid: p.receiver_pid,
                 tasks,
+                feed_error,
             },
             child: tokio::sync::Mutex::new(Some(p.child)),
             stderr: Mutex::new(Some(p.stderr)),
@@ -340,7 +354,11 @@ impl SshTransport {
             LinkKind::Requests { writer, acks } => {
                 self.request_chunk(&t, offset, writer, acks).await
             }
-            LinkKind::Stream { progress, .. } => {
+            LinkKind::Stream {
+                progress,
+                feed_error,
+                ..
+            } => {
                 let end = offset + t.bytes;
                 let mut rx = progress.clone();
                 let got = rx
@@ -350,11 +368,16 @@ impl SshTransport {
                 if got >= end {
                     Ok(())
                 } else {
-                    Err(self.link_err(
-                        t.from,
-                        t.to,
-                        format!("the stream ended after {got} of {} bytes", self.src.size),
-                    ))
+                    let short = format!("the stream ended after {got} of {} bytes", self.src.size);
+                    match feed_error.lock().unwrap().clone() {
+                        // The source's own side failed: say what, not just that it was short.
+                        Some(why) if why.starts_with("reading ") => Err(TransportError::Local {
+                            path: self.src.path.display().to_string(),
+                            reason: format!("{why} ({short})"),
+                        }),
+                        Some(why) => Err(self.link_err(t.from, t.to, format!("{short}: {why}"))),
+                        None => Err(self.link_err(t.from, t.to, short)),
+                    }
                 }
             }
         };
@@ -487,8 +510,9 @@ impl SshTransport {
         }
     }
 
-    /// Opens `links` as streams, all at once (see [`Transport::open_links`]).
-    pub(super) async fn open_streams(&self, links: &[(HostId, HostId)]) {
+    /// Opens `links` as streams, all at once (see [`Transport::open_links`]), and returns why
+    /// each that could not be opened failed.
+    pub(super) async fn open_streams(&self, links: &[(HostId, HostId)]) -> Vec<TransportError> {
         use futures_util::stream::{FuturesUnordered, StreamExt};
         // All at once: each relay's ssh setup overlaps every other's.
         let mut opening: FuturesUnordered<_> = links
@@ -497,18 +521,26 @@ impl SshTransport {
                 let cell = self.link_cell(from, to);
                 let mut guard = cell.lock().await;
                 if guard.is_some() {
-                    return None;
+                    return Ok(None);
                 }
-                // An error is met again, and reported, by the first chunk over this edge.
-                let link = Arc::new(self.spawn_stream(from, to).await.ok()?);
+                // The first chunk over this edge opens a request link instead.
+                let link = Arc::new(self.spawn_stream(from, to).await?);
                 *guard = Some(Arc::clone(&link));
-                Some(((from, to), link))
+                Ok(Some(((from, to), link)))
             })
             .collect();
+        let mut failed = Vec::new();
         let mut streams: Vec<((HostId, HostId), Arc<Link>)> = Vec::new();
         let mut waiting: Vec<usize> = Vec::new();
         while let Some(opened) = opening.next().await {
-            let Some((edge, link)) = opened else { continue };
+            let (edge, link) = match opened {
+                Ok(Some(opened)) => opened,
+                Ok(None) => continue,
+                Err(e) => {
+                    failed.push(e);
+                    continue;
+                }
+            };
             if edge.0 != HostId::SOURCE {
                 waiting.push(streams.len());
             }
@@ -525,8 +557,9 @@ impl SshTransport {
                 match upstream {
                     None => still.push(i),
                     Some(pid) => {
-                        if !tell_pid(relay, pid).await {
+                        if let Err(e) = tell_pid(relay, pid).await {
                             // Its chunks go over a request link instead.
+                            failed.push(self.link_err(from, to, format!("relay gone: {e}")));
                             self.drop_stream((from, to), relay).await;
                         }
                     }
@@ -538,6 +571,28 @@ impl SshTransport {
         for i in waiting {
             let (edge, ref relay) = streams[i];
             self.drop_stream(edge, relay).await;
+        }
+        failed
+    }
+
+    /// Lets go of every link at shutdown without running anything on the hosts: their
+    /// processes stay registered, and [`Transport::shutdown`] kills them with everything else
+    /// on each host in one command.
+    pub(super) async fn abandon_links(&self) {
+        let cells: Vec<LinkCell> = {
+            let mut st = self.state.lock().unwrap();
+            st.links.drain().map(|(_, c)| c).collect()
+        };
+        for cell in cells {
+            let taken = cell.lock().await.take();
+            if let Some(link) = taken {
+                if let LinkKind::Stream { tasks, .. } = &link.kind {
+                    for t in tasks {
+                        t.abort();
+                    }
+                }
+                drop(link.child.lock().await.take());
+            }
         }
     }
 }
@@ -581,26 +636,50 @@ async fn read_reports(
     tx.send_modify(|s| s.ended = true);
 }
 
-/// Streams the file at `path` into a stream receiver's stdin, then closes it.
-async fn feed(path: PathBuf, mut stdin: openssh::ChildStdin) {
-    // A failure shows as a short stream in the receiver's report.
-    if let Ok(mut f) = tokio::fs::File::open(&path).await {
-        if tokio::io::copy(&mut f, &mut stdin).await.is_ok() {
-            let _ = stdin.shutdown().await;
+/// Streams exactly the `size` bytes of the file at `path` that were hashed into a stream
+/// receiver's stdin, then closes it. A file that grew since is cut at `size` (the run reports
+/// the change); one that shrank is an error. The error says which side failed: a local read
+/// starts with "reading".
+async fn feed(path: &Path, size: u64, mut stdin: openssh::ChildStdin) -> Result<(), String> {
+    use tokio::io::AsyncReadExt as _;
+    let f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let mut f = f.take(size);
+    let mut buf = vec![0u8; 256 << 10];
+    let mut sent = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        if n == 0 {
+            break;
         }
+        stdin
+            .write_all(&buf[..n])
+            .await
+            .map_err(|e| format!("sending: {e}"))?;
+        sent += n as u64;
     }
+    if sent < size {
+        return Err(format!(
+            "reading {}: it shrank to {sent} bytes during the run",
+            path.display()
+        ));
+    }
+    stdin.shutdown().await.map_err(|e| format!("sending: {e}"))
 }
 
-/// Starts a relay: writes the pid it is to follow into its stdin. False if it is gone.
-async fn tell_pid(relay: &Link, pid: u32) -> bool {
+/// Starts a relay: writes the pid it is to follow into its stdin.
+async fn tell_pid(relay: &Link, pid: u32) -> Result<(), String> {
     let LinkKind::Stream { stdin, .. } = &relay.kind else {
-        return false;
+        return Err("not a stream".into());
     };
     let mut stdin = stdin.lock().await;
-    match stdin.as_mut() {
-        Some(w) => {
-            w.write_all(format!("{pid}\n").as_bytes()).await.is_ok() && w.flush().await.is_ok()
-        }
-        None => false,
-    }
+    let w = stdin.as_mut().ok_or("its input is closed")?;
+    w.write_all(format!("{pid}\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    w.flush().await.map_err(|e| e.to_string())
 }

@@ -19,7 +19,7 @@ use crate::core::{HostId, Layout, Transfer};
 
 use super::hosts::HostSpec;
 use super::script::{self, HopSsh};
-use super::transport::{ByteCounters, Probe, Transport, TransportError};
+use super::transport::{ByteCounters, CleanupFailure, Prepared, Probe, Transport, TransportError};
 
 mod link;
 
@@ -34,6 +34,8 @@ pub struct SshOptions {
     pub accept_new_host_keys: bool,
     /// ConnectTimeout, for the controller's connections and the hops between hosts.
     pub connect_timeout: Duration,
+    /// Flush each copy to disk before renaming it into place (see [`script::install`]).
+    pub fsync: bool,
 }
 
 /// The file being sent, as read once on the controller.
@@ -85,8 +87,14 @@ pub struct SshTransport {
     state: Arc<Mutex<State>>,
 }
 
-/// How long cleanup commands may take on a host before they are abandoned.
+/// How long cleanup commands may take on a host before they are abandoned (they are kept for
+/// [`Transport::shutdown`] to try again).
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`Transport::shutdown`] may take over all hosts together.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
+/// How long a liveness check of a connection may take after a failed hop. The keep-alives
+/// (2 s × 3) end a dead connection's master within about this time.
+const ALIVE_TIMEOUT: Duration = Duration::from_secs(8);
 
 impl SshTransport {
     /// A transport for `targets`; `chunked` selects chain links instead of whole-file hops.
@@ -202,6 +210,8 @@ impl SshTransport {
     }
 
     /// Kills the process groups registered under `key` and removes `files` on their hosts.
+    /// What could not be cleaned up on a host stays registered (the pids under `key`, the
+    /// files among its temporary files), for [`Transport::shutdown`] to try again.
     async fn kill(&self, key: u64, files: &[(HostId, String)]) {
         let procs = self
             .state
@@ -224,19 +234,144 @@ impl SshTransport {
             if h == HostId::SOURCE {
                 continue;
             }
-            let _ = tokio::time::timeout(
-                CLEANUP_TIMEOUT,
-                self.run(h, &script::cleanup(&pids, &files)),
-            )
-            .await;
+            match self.clean(h, &pids, &files, CLEANUP_TIMEOUT).await {
+                Ok(()) => {
+                    for f in &files {
+                        self.forget_temp(h, f);
+                    }
+                }
+                Err(_) => {
+                    // Shutdown tries again, and reports what it cannot remove.
+                    for f in &files {
+                        self.add_temp(h, f);
+                    }
+                    for p in pids {
+                        self.register_proc(key, h, p);
+                    }
+                }
+            }
         }
+    }
+
+    /// Runs one cleanup command on `h` within `timeout`.
+    async fn clean(
+        &self,
+        h: HostId,
+        pids: &[u32],
+        files: &[String],
+        timeout: Duration,
+    ) -> Result<(), String> {
+        match tokio::time::timeout(timeout, self.run(h, &script::cleanup(pids, files))).await {
+            Err(_) => Err(format!("timed out after {:.0?}", timeout)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(out)) if out.status.success() => Ok(()),
+            Ok(Ok(out)) => Err(failure_text(&out.stderr, out.status.code())),
+        }
+    }
+
+    /// Whether the connection to `h` is still up. Bounded by [`ALIVE_TIMEOUT`]; a check that
+    /// does not answer in time counts as down.
+    async fn alive(&self, h: HostId) -> bool {
+        let Ok(s) = self.session(h) else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(ALIVE_TIMEOUT, s.check()).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Turns a failed hop's error into [`TransportError::Disconnected`] when the sender's or
+    /// the receiver's connection is what failed. Runs in the hop's own task, so the driver's
+    /// loop never waits for it.
+    async fn classify(&self, t: &Transfer, e: TransportError) -> TransportError {
+        if matches!(
+            e,
+            TransportError::DigestMismatch { .. } | TransportError::Local { .. }
+        ) {
+            return e;
+        }
+        for h in [t.from, t.to] {
+            if h != HostId::SOURCE && !self.alive(h).await {
+                return TransportError::Disconnected {
+                    host: self.name(h),
+                    id: h,
+                    reason: e.to_string(),
+                };
+            }
+        }
+        e
+    }
+
+    /// Ends every ssh master connection at once (`ssh -O exit`, a local request to each
+    /// master, all in parallel, at most about 2 s), without running anything on the hosts:
+    /// for a second interrupt. Masters persist after the controller exits, so they must be
+    /// told; once they are gone, sshd ends every session of the run, and the watchers in the
+    /// hop snippets stop their pipelines. Temporary files stay (see [`Self::leftovers`]).
+    pub fn drop_connections_now(&self) {
+        let sockets: Vec<PathBuf> = self
+            .sessions
+            .iter()
+            .filter_map(|s| {
+                let s = s.lock().ok()?;
+                s.as_ref().map(|s| s.control_socket().to_path_buf())
+            })
+            .collect();
+        let mut children: Vec<_> = sockets
+            .iter()
+            .filter_map(|ctl| {
+                std::process::Command::new("ssh")
+                    .arg("-S")
+                    .arg(ctl)
+                    .args(["-O", "exit", "none"])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .ok()
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            children.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+            if children.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Temporary files and process groups not cleaned up yet, by host: what may be left if
+    /// the controller stops now (a second interrupt).
+    pub fn leftovers(&self) -> Vec<(String, Vec<String>)> {
+        let st = self.state.lock().unwrap();
+        let mut by_host: std::collections::BTreeMap<HostId, Vec<String>> = Default::default();
+        for (h, files) in &st.temps {
+            by_host.entry(*h).or_default().extend(files.iter().cloned());
+        }
+        for procs in st.procs.values() {
+            for (h, pid) in procs {
+                by_host
+                    .entry(*h)
+                    .or_default()
+                    .push(format!("process group {pid}"));
+            }
+        }
+        by_host
+            .into_iter()
+            .filter(|(h, v)| *h != HostId::SOURCE && !v.is_empty())
+            .map(|(h, v)| (self.name(h), v))
+            .collect()
     }
 
     /// Renames a copy whose digest was checked as it was written into place.
     async fn install_tmp(&self, h: HostId, tmp: &str) -> Result<(), TransportError> {
         let t = self.target(h);
         let out = self
-            .run(h, &script::install(tmp, &t.dest, self.src.mode))
+            .run(
+                h,
+                &script::install(tmp, &t.dest, self.src.mode, self.opts.fsync),
+            )
             .await?;
         if !out.status.success() {
             return Err(self.remote_err(h, failure_text(&out.stderr, out.status.code())));
@@ -250,7 +385,13 @@ impl SshTransport {
         let out = self
             .run(
                 h,
-                &script::finalize(tmp, &t.dest, &self.src.digest, self.src.mode),
+                &script::finalize(
+                    tmp,
+                    &t.dest,
+                    &self.src.digest,
+                    self.src.mode,
+                    self.opts.fsync,
+                ),
             )
             .await?;
         if out.status.success() {
@@ -363,7 +504,6 @@ impl SshTransport {
         .await;
         if res.is_err() {
             self.kill(key, &[(t.to, tmp.clone())]).await;
-            self.forget_temp(t.to, &tmp);
             self.counters.set(t.to, 0);
         } else {
             self.state.lock().unwrap().procs.remove(&key);
@@ -407,19 +547,80 @@ impl SshTransport {
         Ok(())
     }
 
+    /// Removes `h`'s temporary files; those that cannot be removed stay registered.
     async fn remove_temps(&self, h: HostId) {
         let files: Vec<String> = self
             .state
             .lock()
             .unwrap()
             .temps
-            .remove(&h)
-            .map(|s| s.into_iter().collect())
+            .get(&h)
+            .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
-        if !files.is_empty() && h != HostId::SOURCE {
-            let _ =
-                tokio::time::timeout(CLEANUP_TIMEOUT, self.run(h, &script::cleanup(&[], &files)))
-                    .await;
+        if !files.is_empty()
+            && h != HostId::SOURCE
+            && self.clean(h, &[], &files, CLEANUP_TIMEOUT).await.is_ok()
+        {
+            for f in &files {
+                self.forget_temp(h, f);
+            }
+        }
+    }
+
+    /// Cleans up everything still registered on `h` (see [`Transport::shutdown`]).
+    async fn shutdown_host(
+        &self,
+        h: HostId,
+        deadline: tokio::time::Instant,
+    ) -> Option<CleanupFailure> {
+        let (keys, pids, files) = {
+            let st = self.state.lock().unwrap();
+            let mut keys = Vec::new();
+            let mut pids = Vec::new();
+            for (k, procs) in &st.procs {
+                for (ph, p) in procs {
+                    if *ph == h {
+                        keys.push(*k);
+                        pids.push(*p);
+                    }
+                }
+            }
+            let files: Vec<String> = st
+                .temps
+                .get(&h)
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default();
+            (keys, pids, files)
+        };
+        if pids.is_empty() && files.is_empty() {
+            return None;
+        }
+        let left = || {
+            files
+                .iter()
+                .cloned()
+                .chain(pids.iter().map(|p| format!("process group {p}")))
+                .collect()
+        };
+        let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let res = self.clean(h, &pids, &files, timeout).await;
+        let mut st = self.state.lock().unwrap();
+        match res {
+            Ok(()) => {
+                st.temps.remove(&h);
+                for k in keys {
+                    if let Some(v) = st.procs.get_mut(&k) {
+                        v.retain(|(ph, _)| *ph != h);
+                    }
+                }
+                st.procs.retain(|_, v| !v.is_empty());
+                None
+            }
+            Err(reason) => Some(CleanupFailure {
+                host: self.name(h),
+                reason,
+                left: left(),
+            }),
         }
     }
 
@@ -453,35 +654,82 @@ impl SshTransport {
 }
 
 impl Transport for SshTransport {
-    async fn prepare(&self, host: HostId) -> Result<Probe, TransportError> {
+    async fn prepare(&self, host: HostId) -> Result<Prepared, TransportError> {
         let s = self.connect(host).await?;
         *self.sessions[host.index() - 1].lock().unwrap() = Some(Arc::new(s));
-        let out = self
-            .run(host, &script::probe(&self.target(host).dest))
+        let dest = self.target(host).dest.clone();
+        // Registered like a hop, so that an interrupt while it hashes stops it.
+        let key = self.new_key();
+        let mut child = self
+            .spawn(host, &script::probe(&dest, self.src.size))
             .await?;
-        if !out.status.success() {
-            return Err(self.remote_err(host, failure_text(&out.stderr, out.status.code())));
+        let stderr = collect(child.stderr().take());
+        let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
+        if let Some(pid) = read_pid(&mut stdout).await {
+            self.register_proc(key, host, pid);
         }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let found = text.split_whitespace().next().unwrap_or("");
-        Ok(if found == self.src.digest {
-            Probe::UpToDate
-        } else {
-            Probe::Needed
-        })
+        let mut text = String::new();
+        let read = stdout.read_to_string(&mut text).await;
+        let status = child.wait().await;
+        self.state.lock().unwrap().procs.remove(&key);
+        let err = stderr.await.unwrap_or_default();
+        let status = status.map_err(|e| self.remote_err(host, join(&err, &error_chain(&e))))?;
+        let dest_err = |reason: &str| TransportError::Dest {
+            host: self.name(host),
+            path: dest.clone(),
+            reason: reason.into(),
+        };
+        match status.code() {
+            Some(0) => {}
+            Some(script::DEST_IS_DIRECTORY_STATUS) => {
+                return Err(dest_err("is a directory; refusing to replace it"))
+            }
+            Some(script::DEST_NOT_A_FILE_STATUS) => {
+                return Err(dest_err(
+                    "exists and is neither a regular file nor a symlink; refusing to replace it",
+                ))
+            }
+            code => return Err(self.remote_err(host, failure_text(err.as_bytes(), code))),
+        }
+        read.map_err(|e| self.remote_err(host, format!("reading the probe's answer: {e}")))?;
+        let mut swept = Vec::new();
+        let mut probe = None;
+        for line in text.lines() {
+            if let Some(path) = line.strip_prefix("swept ") {
+                swept.push(path.to_string());
+            } else if let Some(found) = line.strip_prefix("file ") {
+                probe = Some(if found.trim() == self.src.digest {
+                    Probe::UpToDate
+                } else {
+                    Probe::Needed
+                });
+            } else if matches!(line, "missing" | "link" | "size") {
+                probe = Some(Probe::Needed);
+            }
+        }
+        let probe = probe.ok_or_else(|| {
+            self.remote_err(host, format!("unexpected probe answer {:?}", text.trim()))
+        })?;
+        Ok(Prepared { probe, swept })
     }
 
     async fn hop(&self, t: Transfer) -> Result<(), TransportError> {
-        if self.chunked {
+        let res = if self.chunked {
             self.hop_chunk(t).await
         } else {
             self.hop_whole(t).await
+        };
+        match res {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.classify(&t, e).await),
         }
     }
 
-    async fn open_links(&self, links: &[(HostId, HostId)]) {
+    async fn open_links(&self, links: &[(HostId, HostId)]) -> Vec<TransportError> {
         if self.chunked {
-            self.open_streams(links).await;
+            self.open_streams(links).await
+        } else {
+            Vec::new()
         }
     }
 
@@ -500,36 +748,54 @@ impl Transport for SshTransport {
         self.finalize_tmp(host, &tmp).await
     }
 
-    async fn is_alive(&self, host: HostId) -> bool {
-        let Ok(s) = self.session(host) else {
-            return false;
-        };
-        matches!(
-            tokio::time::timeout(Duration::from_secs(10), s.check()).await,
-            Ok(Ok(()))
-        )
-    }
-
     async fn discard(&self, host: HostId) {
         self.close_links(|a, b| a == host || b == host, false).await;
         self.remove_temps(host).await;
     }
 
-    async fn shutdown(&self) {
-        self.close_links(|_, _| true, true).await;
-        let keys: Vec<u64> = self.state.lock().unwrap().procs.keys().copied().collect();
-        for k in keys {
-            self.kill(k, &[]).await;
-        }
-        for i in 1..=self.targets.len() {
-            self.remove_temps(HostId(i as u32)).await;
-        }
-        for s in &self.sessions {
-            let taken = s.lock().unwrap().take();
-            if let Some(s) = taken.and_then(|a| Arc::try_unwrap(a).ok()) {
-                let _ = tokio::time::timeout(CLEANUP_TIMEOUT, s.close()).await;
-            }
-        }
+    async fn shutdown(&self) -> Vec<CleanupFailure> {
+        use futures_util::future::join_all;
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+        // Links first, without waiting on any: what they leave is cleaned up per host below.
+        self.abandon_links().await;
+        let hosts: Vec<HostId> = (1..=self.targets.len() as u32).map(HostId).collect();
+        let mut failures: Vec<CleanupFailure> =
+            join_all(hosts.iter().map(|&h| self.shutdown_host(h, deadline)))
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
+        let closing = self.sessions.iter().enumerate().filter_map(|(i, s)| {
+            let taken = s.lock().unwrap().take()?;
+            let h = HostId(i as u32 + 1);
+            Some(async move {
+                match Arc::try_unwrap(taken) {
+                    Ok(s) => {
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        match tokio::time::timeout(left.max(Duration::from_secs(1)), s.close())
+                            .await
+                        {
+                            // A connection that is already gone has nothing left to close.
+                            Ok(_) => None,
+                            Err(_) => Some(CleanupFailure {
+                                host: self.name(h),
+                                reason: "its ssh master did not exit in time".into(),
+                                left: vec!["the controller's ssh master process".into()],
+                            }),
+                        }
+                    }
+                    // Still shared by a task that outlived the run (a defect); it is closed
+                    // when that task lets go of it.
+                    Err(_) => Some(CleanupFailure {
+                        host: self.name(h),
+                        reason: "its connection was still in use at shutdown".into(),
+                        left: vec!["the controller's ssh master process".into()],
+                    }),
+                }
+            })
+        });
+        failures.extend(join_all(closing).await.into_iter().flatten());
+        failures
     }
 }
 
@@ -641,7 +907,7 @@ fn join(a: &str, b: &str) -> String {
 
 /// An error and its causes on one line.
 fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
+    let mut s = last_lines(&e.to_string());
     let mut cur = e.source();
     while let Some(c) = cur {
         let t = c.to_string();
