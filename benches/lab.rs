@@ -23,13 +23,23 @@
 //! Next to each measurement it prints the target, `bounce::sim`'s prediction for the
 //! calibrated B and latency (the same engine as `bounce-sim`), and the closed form of
 //! DESIGN.md §2 as a cross-check. Timing needs the machine to itself: run it alone.
+//!
+//! A second part (`cpu` in `BOUNCE_BENCH_ONLY`) measures CPU per verified byte where CPU is
+//! the limit (issue 9): a 1 GiB file (`BOUNCE_BENCH_CPU_SIZE`) over uncapped links to one
+//! and two hosts, `bounce-run` next to plain ssh pushes and tee chains timed in the same
+//! run, with the whole machine's CPU seconds (from `/proc/stat`; the lab's processes are not
+//! children of the benchmark) and the CPU of each kind of process (ssh client, sshd,
+//! digest, copies and relays, the controller), sampled from `/proc/PID/stat`.
 
 #[path = "../tests/lab/mod.rs"]
 mod lab;
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bounce::core::StrategyKind;
@@ -188,6 +198,13 @@ struct Row {
 
 fn main() {
     if !lab::available("bench lab") {
+        return;
+    }
+    if wanted("cpu") {
+        cpu_part();
+    }
+    let only_cpu = std::env::var("BOUNCE_BENCH_ONLY").is_ok_and(|o| o.trim() == "cpu");
+    if only_cpu {
         return;
     }
     let hosts: usize = env_or("BOUNCE_BENCH_HOSTS", "8")
@@ -460,4 +477,358 @@ fn median_of(
         }
     }
     Ok(median(times))
+}
+
+/// Busy CPU seconds of the whole machine so far: `/proc/stat`'s `cpu` line less idle and
+/// iowait.
+fn machine_cpu(tick: f64) -> f64 {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let busy: f64 = fields
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    busy / tick
+}
+
+/// Clock ticks per second of `/proc` times.
+fn clock_tick() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The kind of work a process does, by its command name.
+fn category(comm: &str) -> &'static str {
+    match comm {
+        "ssh" => "ssh",
+        c if c.starts_with("sshd") => "sshd",
+        "openssl" | "sha256sum" => "digest",
+        "tee" | "tail" | "head" | "cat" | "dd" => "copy",
+        c if c.starts_with("bounce-run") => "controller",
+        _ => "other",
+    }
+}
+
+const CATEGORIES: [&str; 6] = ["ssh", "sshd", "digest", "copy", "controller", "other"];
+
+/// utime + stime ticks and command name of every process.
+fn process_times() -> HashMap<u32, (String, u64)> {
+    let mut out = HashMap::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // comm is in parentheses and may hold spaces; the fields after it are fixed.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_string();
+        let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let ticks = rest
+            .get(11)
+            .and_then(|u| u.parse::<u64>().ok())
+            .unwrap_or(0)
+            + rest
+                .get(12)
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0);
+        out.insert(pid, (comm, ticks));
+    }
+    out
+}
+
+/// CPU seconds per kind of process while a command runs, sampled every 20 ms (a process
+/// that lives shorter than that is missed here, but counted in the machine's total).
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<HashMap<&'static str, f64>>,
+}
+
+impl Sampler {
+    fn start(tick: f64) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let before = process_times();
+            let mut last: HashMap<u32, (String, u64)> = HashMap::new();
+            loop {
+                for (pid, (comm, t)) in process_times() {
+                    last.insert(pid, (comm, t));
+                }
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let mut by: HashMap<&'static str, f64> = HashMap::new();
+            for (pid, (comm, t)) in last {
+                let base = before
+                    .get(&pid)
+                    .filter(|(c, _)| *c == comm)
+                    .map_or(0, |(_, t0)| *t0);
+                *by.entry(category(&comm)).or_default() += t.saturating_sub(base) as f64 / tick;
+            }
+            by
+        });
+        Sampler { stop, thread }
+    }
+
+    fn finish(self) -> HashMap<&'static str, f64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// One measured command of the CPU part: wall and CPU medians over the repetitions.
+struct CpuRow {
+    name: String,
+    baseline: Option<usize>,
+    target: &'static str,
+    hosts: usize,
+    result: Result<(f64, f64, HashMap<&'static str, f64>), String>,
+}
+
+fn cpu_part() {
+    let size = parse_size(&env_or("BOUNCE_BENCH_CPU_SIZE", "1GiB")).expect("BOUNCE_BENCH_CPU_SIZE");
+    let reps: usize = env_or("BOUNCE_BENCH_REPS", "3")
+        .parse()
+        .expect("BOUNCE_BENCH_REPS");
+    let tick = clock_tick();
+    println!(
+        "bounce lab benchmark, CPU part: {} file, 2 hosts, uncapped links, median of {reps}",
+        bounce::units::format_size(size)
+    );
+    let lab =
+        Lab::start("bench lab cpu", LabConfig::hosts(2)).expect("lab prerequisites were checked");
+    let scratch = lab.scratch();
+    let src = scratch.join("big.bin");
+    random_file(&src, size as usize, 9);
+    let digest = sha256_file(&src);
+    let dest = lab.dest("f.bin");
+    let report = scratch.join("cpu.csv");
+    let from_file = |c: &mut Command| {
+        c.stdin(Stdio::from(fs::File::open(&src).unwrap()));
+    };
+    let bounce = |strategy: &str, hosts: &str| {
+        let mut c = lab.controller(bounce_run_bin());
+        c.stdin(Stdio::null())
+            .arg("-F")
+            .arg(lab.ssh_config())
+            .args(["--strategy", strategy, "-H", hosts])
+            .arg("--report")
+            .arg(&report)
+            .arg(&src)
+            .arg(&dest);
+        c
+    };
+    let ssh_with = |opts: &[&str], host: &str, remote: &str| {
+        let mut c = lab.controller("ssh");
+        c.arg("-F")
+            .arg(lab.ssh_config())
+            .args(opts)
+            .arg(host)
+            .arg(remote);
+        c
+    };
+    type Make<'a> = Box<dyn Fn() -> Command + 'a>;
+    let plain = format!("cat > '{dest}'");
+    let rows: Vec<(String, Option<usize>, &'static str, usize, Make)> = vec![
+        (
+            "ssh h1 'cat > f' (default cipher)".into(),
+            None,
+            "",
+            1,
+            Box::new(|| {
+                let mut c = ssh_with(&[], "h1", &plain);
+                from_file(&mut c);
+                c
+            }),
+        ),
+        (
+            "ssh -c aes128-gcm h1 'cat > f'".into(),
+            Some(0),
+            "",
+            1,
+            Box::new(|| {
+                let mut c = ssh_with(&["-c", "aes128-gcm@openssh.com"], "h1", &plain);
+                from_file(&mut c);
+                c
+            }),
+        ),
+        (
+            "ssh h1 'tee f | openssl dgst'".into(),
+            Some(0),
+            "",
+            1,
+            Box::new(|| {
+                let mut c = ssh_with(
+                    &[],
+                    "h1",
+                    &format!("tee '{dest}' | openssl dgst -sha256 -r"),
+                );
+                from_file(&mut c);
+                c
+            }),
+        ),
+        (
+            "ssh h1 'tee f | sha256sum'".into(),
+            Some(0),
+            "",
+            1,
+            Box::new(|| {
+                let mut c = ssh_with(&[], "h1", &format!("tee '{dest}' | sha256sum"));
+                from_file(&mut c);
+                c
+            }),
+        ),
+        (
+            "bounce-run chain -H h1".into(),
+            Some(0),
+            "≤ 1.25",
+            1,
+            Box::new(|| bounce("chain", "h1")),
+        ),
+        (
+            "bounce-run bounce -H h1".into(),
+            Some(0),
+            "≤ 1.25",
+            1,
+            Box::new(|| bounce("bounce", "h1")),
+        ),
+        (
+            "tee chain h1 -> h2".into(),
+            None,
+            "",
+            2,
+            Box::new(|| {
+                let mut c = ssh_with(
+                    &[],
+                    "h1",
+                    &format!("tee '{dest}' | ssh h2 \"cat > '{dest}'\""),
+                );
+                from_file(&mut c);
+                c
+            }),
+        ),
+        (
+            "bounce-run chain -H h1,h2".into(),
+            Some(6),
+            "≤ 1.25",
+            2,
+            Box::new(|| bounce("chain", "h1,h2")),
+        ),
+    ];
+    let mut table: Vec<CpuRow> = Vec::new();
+    for (name, baseline, target, hosts, make) in &rows {
+        let mut walls = Vec::new();
+        let mut cpus = Vec::new();
+        let mut splits: Vec<HashMap<&'static str, f64>> = Vec::new();
+        let mut failure = None;
+        for _ in 0..reps {
+            lab.clear_data();
+            let sampler = Sampler::start(tick);
+            let cpu0 = machine_cpu(tick);
+            let res = time_it(&mut make(), name);
+            let cpu = machine_cpu(tick) - cpu0;
+            let split = sampler.finish();
+            match res {
+                Ok(wall) => {
+                    let bad = (1..=*hosts).any(|i| {
+                        let f = lab.host_file(i, "f.bin");
+                        !f.is_file() || sha256_file(&f) != digest
+                    });
+                    if bad {
+                        failure = Some(format!("{name}: a copy is wrong or missing"));
+                        break;
+                    }
+                    walls.push(wall);
+                    cpus.push(cpu);
+                    splits.push(split);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let result = match failure {
+            Some(e) => Err(e),
+            None => {
+                // The split of the repetition whose wall time is the median.
+                let mut order: Vec<usize> = (0..walls.len()).collect();
+                order.sort_by(|&a, &b| walls[a].total_cmp(&walls[b]));
+                let mid = order[order.len() / 2];
+                Ok((median(walls.clone()), median(cpus), splits.swap_remove(mid)))
+            }
+        };
+        table.push(CpuRow {
+            name: name.clone(),
+            baseline: *baseline,
+            target,
+            hosts: *hosts,
+            result,
+        });
+    }
+    let gib = size as f64 / f64::from(1u32 << 30);
+    println!();
+    print!(
+        "{:<36} {:>7} {:>7} {:>7} {:>8} {:>9}",
+        "command", "wall s", "ratio", "target", "CPU s", "CPU s/GiB"
+    );
+    for c in CATEGORIES {
+        print!(" {c:>10}");
+    }
+    println!();
+    for (i, row) in table.iter().enumerate() {
+        match &row.result {
+            Err(e) => println!("{:<36} failed: {e}", row.name),
+            Ok((wall, cpu, split)) => {
+                let base = row
+                    .baseline
+                    .and_then(|b| table[b].result.as_ref().ok().map(|r| r.0));
+                let ratio = base.map_or("base".to_string(), |b| format!("{:.2}", wall / b));
+                let delivered = gib * row.hosts as f64;
+                print!(
+                    "{:<36} {wall:>7.2} {ratio:>7} {:>7} {cpu:>8.2} {:>9.2}",
+                    row.name,
+                    row.target,
+                    cpu / delivered
+                );
+                for c in CATEGORIES {
+                    print!(
+                        " {:>10.2}",
+                        split.get(c).copied().unwrap_or(0.0) / delivered
+                    );
+                }
+                println!();
+            }
+        }
+        let _ = i;
+    }
+    println!(
+        "\nratio: wall time over the row's baseline in the same run (plain ssh for one host, \
+         the tee chain for two). CPU s: the whole machine's busy CPU during the command. The \
+         last columns split it by process kind, per GiB delivered (GiB × hosts): ssh client, \
+         sshd, digest (openssl or sha256sum), copy (tee, tail, head, cat, dd), controller \
+         (bounce-run), other (shells, stat, sleep; short-lived processes are partly missed).\n"
+    );
 }

@@ -106,6 +106,7 @@ impl Transport for Fake {
         Ok(Prepared {
             probe,
             swept: st.swept.get(&host).cloned().unwrap_or_default(),
+            hasher: None,
         })
     }
 

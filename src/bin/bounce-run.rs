@@ -46,7 +46,7 @@ struct Cli {
     /// Receivers, comma-separated `[user@]host[:port]` (repeatable).
     #[arg(short = 'H', value_name = "HOST[,HOST...]")]
     hosts: Vec<String>,
-    /// Write one CSV row per host: host,from,start_s,end_s,bytes,status,error.
+    /// Write one CSV row per host: host,from,start_s,end_s,bytes,status,error,digest.
     #[arg(long, value_name = "FILE.csv")]
     report: Option<PathBuf>,
     /// Print the plan and the simulator's predicted time; connect to nothing.
@@ -259,25 +259,28 @@ async fn run_async(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
             dest: plan.dest_of(i).to_string(),
         })
         .collect();
-    let transport = Arc::new(SshTransport::new(
-        targets,
-        SshOptions {
-            config_file: cli.ssh_config.clone(),
-            accept_new_host_keys: cli.accept_new_host_keys,
-            connect_timeout: cli.connect_timeout,
-            fsync: !cli.no_fsync,
-        },
-        SourceFile {
-            path: plan.src.clone(),
-            size: plan.size,
-            mode: plan.mode,
-            digest,
-        },
-        plan.layout,
-        plan.kind.uses_chunks(),
-        random_run_id(),
-        Arc::clone(&counters),
-    ));
+    let transport = Arc::new(
+        SshTransport::new(
+            targets,
+            SshOptions {
+                config_file: cli.ssh_config.clone(),
+                accept_new_host_keys: cli.accept_new_host_keys,
+                connect_timeout: cli.connect_timeout,
+                fsync: !cli.no_fsync,
+            },
+            SourceFile {
+                path: plan.src.clone(),
+                size: plan.size,
+                mode: plan.mode,
+                digest,
+            },
+            plan.layout,
+            plan.kind.uses_chunks(),
+            random_run_id(),
+            Arc::clone(&counters),
+        )
+        .context("writing the controller's ssh_config")?,
+    );
     // A second interrupt while the first one's cleanup runs: leave at once, and say what
     // may be left where.
     let leftovers = Arc::clone(&transport);

@@ -67,6 +67,8 @@ pub struct HostRecord {
     pub status: Option<HostStatus>,
     /// The last error, for failed hosts.
     pub error: Option<String>,
+    /// The tool it computed SHA-256 with, if the transport said.
+    pub hasher: Option<String>,
 }
 
 /// The result of a run.
@@ -328,6 +330,7 @@ pub async fn drive<T: Transport>(
                 bytes: 0,
                 status: None,
                 error: None,
+                hasher: None,
             };
             cfg.receivers as usize
         ],
@@ -404,6 +407,7 @@ async fn run_to_end<T: Transport>(
                     for path in prepared.swept {
                         run.observer.on_event(&RunEvent::Swept { host: h, path });
                     }
+                    run.record(h).hasher = prepared.hasher;
                     let probe = prepared.probe;
                     run.observer.on_event(&RunEvent::Probed { host: h, probe });
                     if probe == Probe::UpToDate {

@@ -15,11 +15,12 @@ fn host_name(hosts: &[HostSpec], id: crate::core::HostId) -> String {
 }
 
 /// Writes the CSV report: one row per receiver with the columns
-/// `host,from,start_s,end_s,bytes,status,error`.
+/// `host,from,start_s,end_s,bytes,status,error,digest` (`digest`: the tool the host
+/// computed SHA-256 with, `openssl` or `sha256sum`).
 pub fn write_csv<W: Write>(w: W, hosts: &[HostSpec], outcome: &RunOutcome) -> csv::Result<()> {
     let mut out = csv::Writer::from_writer(w);
     out.write_record([
-        "host", "from", "start_s", "end_s", "bytes", "status", "error",
+        "host", "from", "start_s", "end_s", "bytes", "status", "error", "digest",
     ])?;
     for (spec, r) in hosts.iter().zip(&outcome.hosts) {
         let secs = |d: Option<std::time::Duration>| {
@@ -33,6 +34,7 @@ pub fn write_csv<W: Write>(w: W, hosts: &[HostSpec], outcome: &RunOutcome) -> cs
             r.bytes.to_string(),
             r.status.map_or("unknown", HostStatus::as_str).to_string(),
             r.error.clone().unwrap_or_default(),
+            r.hasher.clone().unwrap_or_default(),
         ])?;
     }
     out.flush()?;

@@ -100,6 +100,8 @@ pub struct Prepared {
     pub probe: Probe,
     /// Stale temporary files of earlier runs that were removed beside DEST.
     pub swept: Vec<String>,
+    /// The tool the host computes SHA-256 with, for the report, if the transport says.
+    pub hasher: Option<String>,
 }
 
 /// Something [`Transport::shutdown`] could not clean up: what may be left, and where.

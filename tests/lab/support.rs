@@ -200,6 +200,9 @@ pub struct ReportRow {
     pub status: String,
     /// Why the host failed, empty otherwise.
     pub error: String,
+    /// The tool the host computed SHA-256 with (`openssl` or `sha256sum`), empty for a host
+    /// that was never probed.
+    pub digest: String,
 }
 
 /// Reads a `--report` CSV, checking the header is exactly the contract's.
@@ -209,7 +212,7 @@ pub fn read_report(path: &Path) -> Vec<ReportRow> {
     let header = text.lines().next().unwrap_or_default();
     assert_eq!(
         header.trim(),
-        "host,from,start_s,end_s,bytes,status,error",
+        "host,from,start_s,end_s,bytes,status,error,digest",
         "report header of {}",
         path.display()
     );

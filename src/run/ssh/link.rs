@@ -209,7 +209,7 @@ impl SshTransport {
         let to_tmp = self.chain_tmp(to);
         self.add_temp(to, &to_tmp);
         let script = if from == HostId::SOURCE {
-            script::stream_receive(&t.dest, &to_tmp)
+            script::stream_receive(&t.dest, &to_tmp, self.hasher(to))
         } else {
             script::stream_relay(
                 &self.hop_ssh,
@@ -218,6 +218,7 @@ impl SshTransport {
                 &t.spec,
                 &t.dest,
                 &to_tmp,
+                self.hasher(to),
             )
         };
         let p = self.start_pipeline(key, from, to, &script).await?;

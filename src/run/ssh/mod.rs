@@ -18,9 +18,10 @@ use tokio::task::JoinHandle;
 use crate::core::{HostId, Layout, Transfer};
 
 use super::hosts::HostSpec;
-use super::script::{self, HopSsh};
+use super::script::{self, Hasher, HopSsh};
 use super::transport::{ByteCounters, CleanupFailure, Prepared, Probe, Transport, TransportError};
 
+mod config;
 mod link;
 
 use link::LinkCell;
@@ -76,6 +77,10 @@ struct State {
 pub struct SshTransport {
     targets: Vec<Target>,
     sessions: Vec<Mutex<Option<Arc<Session>>>>,
+    /// The SHA-256 tool of each receiver, from its probe.
+    hashers: Vec<Mutex<Hasher>>,
+    /// The controller's generated ssh_config, when it prefers AES-GCM.
+    controller_config: Option<config::ControllerConfig>,
     opts: SshOptions,
     hop_ssh: HopSsh,
     src: SourceFile,
@@ -98,7 +103,9 @@ const ALIVE_TIMEOUT: Duration = Duration::from_secs(8);
 
 impl SshTransport {
     /// A transport for `targets`; `chunked` selects chain links instead of whole-file hops.
-    /// `run_id` makes temporary names unique to this run.
+    /// `run_id` makes temporary names unique to this run. Fails only if the controller's
+    /// generated ssh_config (see `ssh/config.rs`) cannot be written to the temporary
+    /// directory.
     pub fn new(
         targets: Vec<Target>,
         opts: SshOptions,
@@ -107,13 +114,26 @@ impl SshTransport {
         chunked: bool,
         run_id: String,
         counters: Arc<ByteCounters>,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let hop_ssh = HopSsh {
             accept_new_host_keys: opts.accept_new_host_keys,
             connect_timeout_s: opts.connect_timeout.as_secs().max(1),
         };
-        SshTransport {
+        let controller_config = if config::cpu_has_aes() {
+            Some(config::ControllerConfig::create(
+                &std::env::temp_dir(),
+                opts.config_file.as_deref(),
+            )?)
+        } else {
+            None
+        };
+        Ok(SshTransport {
             sessions: targets.iter().map(|_| Mutex::new(None)).collect(),
+            hashers: targets
+                .iter()
+                .map(|_| Mutex::new(Hasher::Sha256sum))
+                .collect(),
+            controller_config,
             targets,
             opts,
             hop_ssh,
@@ -123,7 +143,12 @@ impl SshTransport {
             run_id,
             counters,
             state: Arc::new(Mutex::new(State::default())),
-        }
+        })
+    }
+
+    /// The SHA-256 tool of receiver `h`.
+    fn hasher(&self, h: HostId) -> Hasher {
+        *self.hashers[h.index() - 1].lock().unwrap()
     }
 
     fn target(&self, h: HostId) -> &Target {
@@ -391,6 +416,7 @@ impl SshTransport {
                     &self.src.digest,
                     self.src.mode,
                     self.opts.fsync,
+                    self.hasher(h),
                 ),
             )
             .await?;
@@ -418,7 +444,10 @@ impl SshTransport {
         let res = async {
             let end = if t.from == HostId::SOURCE {
                 let mut child = self
-                    .spawn(t.to, &script::stream_receive(&to.dest, &tmp))
+                    .spawn(
+                        t.to,
+                        &script::stream_receive(&to.dest, &tmp, self.hasher(t.to)),
+                    )
                     .await?;
                 let stderr = collect(child.stderr().take());
                 let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
@@ -458,8 +487,14 @@ impl SshTransport {
                 end
             } else {
                 let from = self.target(t.from);
-                let script =
-                    script::send_whole(&self.hop_ssh, &from.dest, &to.spec, &to.dest, &tmp);
+                let script = script::send_whole(
+                    &self.hop_ssh,
+                    &from.dest,
+                    &to.spec,
+                    &to.dest,
+                    &tmp,
+                    self.hasher(t.to),
+                );
                 let mut child = self.spawn(t.from, &script).await?;
                 // Held open until the hop ends: its closing tells the watcher on X to stop.
                 let keep_open = child.stdin().take();
@@ -635,7 +670,9 @@ impl SshTransport {
         .connect_timeout(self.opts.connect_timeout)
         .server_alive_interval(Duration::from_secs(2))
         .control_directory(std::env::temp_dir());
-        if let Some(f) = &self.opts.config_file {
+        if let Some(c) = &self.controller_config {
+            b.config_file(c.path());
+        } else if let Some(f) = &self.opts.config_file {
             b.config_file(f);
         }
         if let Some(u) = &spec.user {
@@ -694,8 +731,12 @@ impl Transport for SshTransport {
         read.map_err(|e| self.remote_err(host, format!("reading the probe's answer: {e}")))?;
         let mut swept = Vec::new();
         let mut probe = None;
+        let mut hasher = None;
         for line in text.lines() {
-            if let Some(path) = line.strip_prefix("swept ") {
+            if let Some(h) = line.strip_prefix("hasher ").and_then(Hasher::from_name) {
+                *self.hashers[host.index() - 1].lock().unwrap() = h;
+                hasher = Some(h.name().to_string());
+            } else if let Some(path) = line.strip_prefix("swept ") {
                 swept.push(path.to_string());
             } else if let Some(found) = line.strip_prefix("file ") {
                 probe = Some(if found.trim() == self.src.digest {
@@ -710,7 +751,11 @@ impl Transport for SshTransport {
         let probe = probe.ok_or_else(|| {
             self.remote_err(host, format!("unexpected probe answer {:?}", text.trim()))
         })?;
-        Ok(Prepared { probe, swept })
+        Ok(Prepared {
+            probe,
+            swept,
+            hasher,
+        })
     }
 
     async fn hop(&self, t: Transfer) -> Result<(), TransportError> {
