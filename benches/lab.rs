@@ -708,6 +708,17 @@ fn cpu_part() {
             Box::new(|| bounce("chain", "h1")),
         ),
         (
+            "bounce-run chain -H h1 --no-fsync".into(),
+            Some(0),
+            "",
+            1,
+            Box::new(|| {
+                let mut c = bounce("chain", "h1");
+                c.arg("--no-fsync");
+                c
+            }),
+        ),
+        (
             "bounce-run bounce -H h1".into(),
             Some(0),
             "≤ 1.25",
@@ -731,7 +742,7 @@ fn cpu_part() {
         ),
         (
             "bounce-run chain -H h1,h2".into(),
-            Some(6),
+            Some(7),
             "≤ 1.25",
             2,
             Box::new(|| bounce("chain", "h1,h2")),

@@ -231,23 +231,19 @@ async fn run_async(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
     // Installed first, so an interrupt during hashing is not lost (or ignored, for a
     // background job whose shell set SIGINT to SIG_IGN).
     let sigs = watch_signals()?;
-    let src = plan.src.clone();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop_hash = Arc::clone(&stop);
-    let hashing = tokio::task::spawn_blocking(move || {
-        bounce::run::digest::sha256_file_until(&src, &stop_hash)
-    });
-    let digest = tokio::select! {
-        r = hashing => r?.with_context(|| format!("reading SRC {}", plan.src.display()))?,
-        () = signals(sigs.clone(), 1) => {
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            eprintln!("bounce-run: interrupted while hashing SRC; nothing was sent");
-            return Ok(ExitCode::from(130));
+    // SRC is hashed while the hosts are connected and the first bytes sent; whatever ends
+    // the run stops the hashing too.
+    let stop_hashing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let digest =
+        bounce::run::digest::PendingDigest::start(plan.src.clone(), Arc::clone(&stop_hashing))
+            .context("starting to hash SRC")?;
+    struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-    };
-    let Some(digest) = digest else {
-        return Ok(ExitCode::from(130));
-    };
+    }
+    let _stop_hashing = StopOnDrop(stop_hashing);
     let receivers = plan.hosts.len() as u32;
     let counters = Arc::new(ByteCounters::new(plan.hosts.len() + 1));
     let targets = plan

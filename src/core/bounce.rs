@@ -13,6 +13,13 @@ use super::types::{ChunkRange, HostId};
 ///
 /// On a retry it prefers a holder that has not already failed that receiver, so a broken
 /// sender-to-receiver path is routed around when another holder is free.
+///
+/// Why it is kept beside `bounce-fast`, which makes exactly these choices when it has no
+/// capacities: this is the seed's algorithm transcribed as the post states it (two FIFO
+/// queues and three sets), the reference that `bounce-fast` is checked against step for
+/// step (`tests/core_bounce_fast.rs`) and the strategy the figure and `bounce-run` name
+/// `bounce`. Folding it away would leave the priority-queue version checked against
+/// nothing.
 pub struct Bounce {
     set: Vec<Set>,
     holders: VecDeque<HostId>,

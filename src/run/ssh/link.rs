@@ -11,7 +11,6 @@
 //!   header and bytes to Y's receive loop, whose acknowledgement flows back through X.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -103,7 +102,8 @@ struct LinkAcks {
 /// A link's pipeline once both its ends are running.
 struct Pipeline {
     child: openssh::Child<Arc<Session>>,
-    stdin: openssh::ChildStdin,
+    /// The controller's end of its stdin; `None` when a feed of SRC is its stdin.
+    stdin: Option<openssh::ChildStdin>,
     stdout: BufReader<openssh::ChildStdout>,
     stderr: JoinHandle<String>,
     /// The pid of the receiving end's snippet.
@@ -113,19 +113,24 @@ struct Pipeline {
 impl SshTransport {
     /// Starts a link's pipeline: on `to` for a link from the source, on `from` otherwise (where
     /// it runs ssh to `to`). Returns once both ends have printed their pids, registered under
-    /// `key`; the pid of the receiving end comes last.
+    /// `key`; the pid of the receiving end comes last. With `fed`, that pipe is the
+    /// pipeline's stdin instead of one the controller writes.
     async fn start_pipeline(
         &self,
         key: u64,
         from: HostId,
         to: HostId,
         script: &str,
+        fed: Option<std::os::fd::OwnedFd>,
     ) -> Result<Pipeline, TransportError> {
         let runs_on = if from == HostId::SOURCE { to } else { from };
-        let mut child = self.spawn(runs_on, script).await?;
+        let mut child = match fed {
+            Some(fd) => self.spawn_fed(runs_on, script, fd).await?,
+            None => self.spawn(runs_on, script).await?,
+        };
         let stderr = collect(child.stderr().take());
         let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
-        let stdin = child.stdin().take().expect("piped");
+        let stdin = child.stdin().take();
         let mut pids = vec![(runs_on, read_pid(&mut stdout).await)];
         if from != HostId::SOURCE {
             pids.push((to, read_pid(&mut stdout).await));
@@ -181,12 +186,12 @@ impl SshTransport {
                 &to_tmp,
             )
         };
-        let p = self.start_pipeline(key, from, to, &script).await?;
+        let p = self.start_pipeline(key, from, to, &script, None).await?;
         Ok(Link {
             key,
             kind: LinkKind::Requests {
                 writer: tokio::sync::Mutex::new(LinkWriter {
-                    stdin: Some(p.stdin),
+                    stdin: p.stdin,
                     next_ticket: 0,
                 }),
                 acks: tokio::sync::Mutex::new(LinkAcks {
@@ -221,7 +226,16 @@ impl SshTransport {
                 self.hasher(to),
             )
         };
-        let p = self.start_pipeline(key, from, to, &script).await?;
+        // From the source, SRC is the stream's stdin, fed by the kernel (see `ssh/feed.rs`).
+        let mut feed = if from == HostId::SOURCE {
+            let f = super::feed::Feed::start(&self.src.path, 0, self.src.size, None)
+                .map_err(|e| self.link_err(from, to, format!("cannot make a pipe: {e}")))?;
+            Some(f)
+        } else {
+            None
+        };
+        let fed = feed.as_mut().and_then(|f| f.reader.take());
+        let p = self.start_pipeline(key, from, to, &script, fed).await?;
         let (tx, progress) = watch::channel(Streamed::default());
         let mut tasks = vec![tokio::spawn(read_reports(
             p.stdout,
@@ -232,21 +246,21 @@ impl SshTransport {
             Arc::clone(&self.state),
         ))];
         let feed_error = Arc::new(Mutex::new(None));
-        let stdin = if from == HostId::SOURCE {
-            let (path, size, err) = (
-                self.src.path.clone(),
-                self.src.size,
-                Arc::clone(&feed_error),
-            );
+        if let Some(mut feed) = feed {
+            let err = Arc::clone(&feed_error);
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = feed(&path, size, p.stdin).await {
-                    *err.lock().unwrap() = Some(e);
+                match feed.finished().await {
+                    Ok(()) => {}
+                    Err(super::feed::FeedError::Read(e)) => {
+                        *err.lock().unwrap() = Some(format!("reading {e}"))
+                    }
+                    Err(super::feed::FeedError::Send(e)) => {
+                        *err.lock().unwrap() = Some(format!("sending: {e}"))
+                    }
                 }
             }));
-            None
-        } else {
-            Some(p.stdin)
-        };
+        }
+        let stdin = p.stdin;
         Ok(Link {
             key,
             kind: LinkKind::Stream {
@@ -635,41 +649,6 @@ async fn read_reports(
         tx.send_modify(|s| s.bytes = s.bytes.max(n));
     }
     tx.send_modify(|s| s.ended = true);
-}
-
-/// Streams exactly the `size` bytes of the file at `path` that were hashed into a stream
-/// receiver's stdin, then closes it. A file that grew since is cut at `size` (the run reports
-/// the change); one that shrank is an error. The error says which side failed: a local read
-/// starts with "reading".
-async fn feed(path: &Path, size: u64, mut stdin: openssh::ChildStdin) -> Result<(), String> {
-    use tokio::io::AsyncReadExt as _;
-    let f = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let mut f = f.take(size);
-    let mut buf = vec![0u8; 256 << 10];
-    let mut sent = 0u64;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        stdin
-            .write_all(&buf[..n])
-            .await
-            .map_err(|e| format!("sending: {e}"))?;
-        sent += n as u64;
-    }
-    if sent < size {
-        return Err(format!(
-            "reading {}: it shrank to {sent} bytes during the run",
-            path.display()
-        ));
-    }
-    stdin.shutdown().await.map_err(|e| format!("sending: {e}"))
 }
 
 /// Starts a relay: writes the pid it is to follow into its stdin.

@@ -22,6 +22,7 @@ use super::script::{self, Hasher, HopSsh};
 use super::transport::{ByteCounters, CleanupFailure, Prepared, Probe, Transport, TransportError};
 
 mod config;
+mod feed;
 mod link;
 
 use link::LinkCell;
@@ -48,8 +49,8 @@ pub struct SourceFile {
     pub size: u64,
     /// Permission bits applied at the rename.
     pub mode: u32,
-    /// Lowercase hex SHA-256.
-    pub digest: String,
+    /// Lowercase hex SHA-256, possibly still being computed.
+    pub digest: super::digest::PendingDigest,
 }
 
 /// One receiver and its paths.
@@ -97,6 +98,9 @@ pub struct SshTransport {
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`Transport::shutdown`] may take over all hosts together.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
+/// How long shutdown waits before its second pass over temporary files (see
+/// `shutdown_host`).
+const SECOND_PASS_DELAY: Duration = Duration::from_millis(1500);
 /// How long a liveness check of a connection may take after a failed hop. The keep-alives
 /// (2 s × 3) end a dead connection's master within about this time.
 const ALIVE_TIMEOUT: Duration = Duration::from_secs(8);
@@ -144,6 +148,36 @@ impl SshTransport {
             counters,
             state: Arc::new(Mutex::new(State::default())),
         })
+    }
+
+    /// SRC's digest, waiting for it if it is still being computed.
+    async fn src_digest(&self) -> Result<String, TransportError> {
+        self.src
+            .digest
+            .get()
+            .await
+            .map_err(|reason| TransportError::Local {
+                path: self.src.path.display().to_string(),
+                reason,
+            })
+    }
+
+    /// Starts `script` on `h` with `stdin` as its standard input, and stdout and stderr
+    /// piped.
+    async fn spawn_fed(
+        &self,
+        h: HostId,
+        script: &str,
+        stdin: std::os::fd::OwnedFd,
+    ) -> Result<openssh::Child<Arc<Session>>, TransportError> {
+        let s = self.session(h)?;
+        Session::to_raw_command(s, script::sh_c(script))
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .await
+            .map_err(|e| self.remote_err(h, error_chain(&e)))
     }
 
     /// The SHA-256 tool of receiver `h`.
@@ -407,13 +441,14 @@ impl SshTransport {
 
     async fn finalize_tmp(&self, h: HostId, tmp: &str) -> Result<(), TransportError> {
         let t = self.target(h);
+        let digest = self.src_digest().await?;
         let out = self
             .run(
                 h,
                 &script::finalize(
                     tmp,
                     &t.dest,
-                    &self.src.digest,
+                    &digest,
                     self.src.mode,
                     self.opts.fsync,
                     self.hasher(h),
@@ -443,10 +478,20 @@ impl SshTransport {
         self.counters.set(t.to, 0);
         let res = async {
             let end = if t.from == HostId::SOURCE {
+                // The controller counts what it sends; the receiver's reports only end it.
+                let mut feed = feed::Feed::start(
+                    &self.src.path,
+                    0,
+                    self.src.size,
+                    Some((Arc::clone(&self.counters), t.to)),
+                )
+                .map_err(|e| self.remote_err(t.to, format!("cannot make a pipe: {e}")))?;
+                let reader = feed.reader.take().expect("taken once");
                 let mut child = self
-                    .spawn(
+                    .spawn_fed(
                         t.to,
                         &script::stream_receive(&to.dest, &tmp, self.hasher(t.to)),
+                        reader,
                     )
                     .await?;
                 let stderr = collect(child.stderr().take());
@@ -457,16 +502,16 @@ impl SshTransport {
                     None => return Err(self.remote_err(t.to, stderr.await.unwrap_or_default())),
                 };
                 self.register_proc(key, t.to, pid);
-                let mut stdin = child.stdin().take().expect("piped");
-                // The controller counts what it sends; the receiver's reports only end it.
-                let (sent, end) = tokio::join!(
-                    async {
-                        let sent = self.copy_range(&mut stdin, t.to, 0, self.src.size).await;
-                        drop(stdin);
-                        sent
+                let (sent, end) = tokio::join!(feed.finished(), read_end_report(stdout, None));
+                let sent = sent.map_err(|e| match e {
+                    feed::FeedError::Read(reason) => TransportError::Local {
+                        path: self.src.path.display().to_string(),
+                        reason,
                     },
-                    read_end_report(stdout, None)
-                );
+                    feed::FeedError::Send(e) => {
+                        self.remote_err(t.to, format!("connection closed while sending: {e}"))
+                    }
+                });
                 let status = child.wait().await;
                 let err = stderr.await.unwrap_or_default();
                 // When the receiver fails (a full disk, say) our writes fail with a broken
@@ -529,7 +574,8 @@ impl SshTransport {
                 self.counters.set(t.to, self.src.size);
                 end
             };
-            if end == Some((self.src.size, self.src.digest.clone())) {
+            let digest = self.src_digest().await?;
+            if end == Some((self.src.size, digest)) {
                 // Hashed as it was written: only the rename is left.
                 self.install_tmp(t.to, &tmp).await
             } else {
@@ -638,7 +684,19 @@ impl SshTransport {
                 .collect()
         };
         let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let res = self.clean(h, &pids, &files, timeout).await;
+        let mut res = self.clean(h, &pids, &files, timeout).await;
+        if res.is_ok() && !files.is_empty() {
+            // A pipeline that was still being set up when the run stopped (its sender's ssh
+            // to this host mid-handshake) may create its temporary file just after the
+            // first pass: its sender is dead by now, so a second pass a moment later finds
+            // everything it will ever write.
+            let again = (tokio::time::Instant::now() + SECOND_PASS_DELAY).min(deadline);
+            tokio::time::sleep_until(again).await;
+            let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+            res = self
+                .clean(h, &pids, &files, timeout.max(Duration::from_secs(1)))
+                .await;
+        }
         let mut st = self.state.lock().unwrap();
         match res {
             Ok(()) => {
@@ -738,14 +796,23 @@ impl Transport for SshTransport {
                 hasher = Some(h.name().to_string());
             } else if let Some(path) = line.strip_prefix("swept ") {
                 swept.push(path.to_string());
-            } else if let Some(found) = line.strip_prefix("file ") {
-                probe = Some(if found.trim() == self.src.digest {
+            } else if matches!(line, "missing" | "link" | "size") {
+                probe = Some(Probe::Needed);
+            }
+        }
+        if probe.is_none() {
+            let found = text
+                .lines()
+                .find_map(|l| l.strip_prefix("file "))
+                .map(|f| f.trim().to_string());
+            if let Some(found) = found {
+                // Only now is SRC's digest needed, and only for a DEST of SRC's size.
+                let digest = self.src_digest().await?;
+                probe = Some(if found == digest {
                     Probe::UpToDate
                 } else {
                     Probe::Needed
                 });
-            } else if matches!(line, "missing" | "link" | "size") {
-                probe = Some(Probe::Needed);
             }
         }
         let probe = probe.ok_or_else(|| {
@@ -786,7 +853,8 @@ impl Transport for SshTransport {
         self.close_links(|_, to| to == host, true).await;
         let tmp = self.chain_tmp(host);
         let streamed = self.state.lock().unwrap().streamed.remove(&host);
-        if streamed.as_deref() == Some(self.src.digest.as_str()) {
+        let digest = self.src_digest().await?;
+        if streamed.as_deref() == Some(digest.as_str()) {
             // Hashed as it was written: only the rename is left.
             return self.install_tmp(host, &tmp).await;
         }
