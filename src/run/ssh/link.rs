@@ -1,4 +1,4 @@
-//! Chain links: one long-lived pipeline per edge X → Y, of two kinds.
+//! The chain's transport: one long-lived pipeline per edge X → Y, of two kinds.
 //!
 //! - *Streams*, for the links the strategy plans from the start
 //!   ([`crate::run::transport::Transport::open_links`]): all set up at once before any data
@@ -15,15 +15,37 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openssh::Session;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::core::{HostId, Transfer};
+use crate::core::{HostId, Layout, Transfer};
 
 use super::super::script;
-use super::super::transport::{ByteCounters, TransportError};
-use super::{collect, failure_text, join, last_lines, read_pid, Report, SshTransport, State};
+use super::super::transport::{ByteCounters, CleanupFailure, Prepared, Transport, TransportError};
+use super::hosts::Hosts;
+use super::reports::{collect, failure_text, join, last_lines, read_pid, Report};
+
+/// Digests of the copies streamed whole, from their receivers' `end` reports; shared with
+/// the tasks that read those reports.
+type Streamed = Arc<Mutex<HashMap<HostId, String>>>;
+
+/// The transport of the chain strategy.
+pub(super) struct ChainLinks {
+    pub(super) hosts: Hosts,
+    /// How the file is cut into the core's chunks.
+    pub(super) layout: Layout,
+    /// The link of each edge.
+    links: Mutex<HashMap<(HostId, HostId), LinkCell>>,
+    streamed: Streamed,
+}
+
+impl std::ops::Deref for ChainLinks {
+    type Target = Hosts;
+    fn deref(&self) -> &Hosts {
+        &self.hosts
+    }
+}
 
 /// A chain link X → Y: the pipeline on the hosts and how the controller talks to it.
 pub(super) struct Link {
@@ -59,7 +81,7 @@ enum LinkKind {
     /// The whole file as one stream, relayed without waiting for the controller.
     Stream {
         /// The receiver's reports, kept up to date by `tasks`.
-        progress: watch::Receiver<Streamed>,
+        progress: watch::Receiver<StreamProgress>,
         /// The relay's stdin: the receiver's pid goes in first, then it is held open for the
         /// relay's watcher. Empty for the source's link, whose feeding task owns it.
         stdin: tokio::sync::Mutex<Option<openssh::ChildStdin>>,
@@ -75,7 +97,7 @@ enum LinkKind {
 
 /// What a stream's receiver has reported.
 #[derive(Clone, Copy, Debug, Default)]
-struct Streamed {
+struct StreamProgress {
     /// Bytes written at the receiver, from the start of the file.
     bytes: u64,
     /// The report stream has ended: no more bytes will come over this link.
@@ -110,7 +132,59 @@ struct Pipeline {
     receiver_pid: u32,
 }
 
-impl SshTransport {
+impl ChainLinks {
+    /// The chain's transport over `hosts`, for a file cut as `layout`.
+    pub(super) fn new(hosts: Hosts, layout: Layout) -> Self {
+        ChainLinks {
+            hosts,
+            layout,
+            links: Mutex::new(HashMap::new()),
+            streamed: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The temporary file host `h` receives the chain into. The host index keeps two names
+    /// for one machine from sharing a temporary file.
+    fn chain_tmp(&self, h: HostId) -> String {
+        script::temp_path(&self.target(h).dest, &self.run_id, &format!("-h{}", h.0))
+    }
+
+    /// Writes bytes `offset..offset + len` of SRC into `w`, counting them for `to`.
+    async fn copy_range<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        w: &mut W,
+        to: HostId,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), TransportError> {
+        let local = |e: std::io::Error| TransportError::Local {
+            path: self.src.path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let mut f = tokio::fs::File::open(&self.src.path).await.map_err(local)?;
+        f.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(local)?;
+        let mut left = len;
+        let mut buf = vec![0u8; 256 << 10];
+        while left > 0 {
+            let want = buf.len().min(left as usize);
+            let n = f.read(&mut buf[..want]).await.map_err(local)?;
+            if n == 0 {
+                return Err(local(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "source file shrank during the run",
+                )));
+            }
+            w.write_all(&buf[..n]).await.map_err(|e| {
+                self.remote_err(to, format!("connection closed while sending: {e}"))
+            })?;
+            self.counters.add(to, n as u64);
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
     /// Starts a link's pipeline: on `to` for a link from the source, on `from` otherwise (where
     /// it runs ssh to `to`). Returns once both ends have printed their pids, registered under
     /// `key`; the pid of the receiving end comes last. With `fed`, that pipe is the
@@ -172,7 +246,7 @@ impl SshTransport {
         let to_tmp = self.chain_tmp(to);
         self.add_temp(to, &to_tmp);
         // Chunks written on request may follow a stream: its digest no longer covers them.
-        self.state.lock().unwrap().streamed.remove(&to);
+        self.streamed.lock().unwrap().remove(&to);
         let script = if from == HostId::SOURCE {
             script::receive_chunks(&t.dest, &to_tmp)
         } else {
@@ -236,14 +310,14 @@ impl SshTransport {
         };
         let fed = feed.as_mut().and_then(|f| f.reader.take());
         let p = self.start_pipeline(key, from, to, &script, fed).await?;
-        let (tx, progress) = watch::channel(Streamed::default());
+        let (tx, progress) = watch::channel(StreamProgress::default());
         let mut tasks = vec![tokio::spawn(read_reports(
             p.stdout,
             tx,
             to,
             self.src.size,
             Arc::clone(&self.counters),
-            Arc::clone(&self.state),
+            Arc::clone(&self.streamed),
         ))];
         let feed_error = Arc::new(Mutex::new(None));
         if let Some(mut feed) = feed {
@@ -284,8 +358,8 @@ impl SshTransport {
     }
 
     fn link_cell(&self, from: HostId, to: HostId) -> LinkCell {
-        let mut st = self.state.lock().unwrap();
-        Arc::clone(st.links.entry((from, to)).or_default())
+        let mut links = self.links.lock().unwrap();
+        Arc::clone(links.entry((from, to)).or_default())
     }
 
     /// Closes the stream on `edge` before any chunk used it: the next chunk over the edge
@@ -478,7 +552,7 @@ impl SshTransport {
             }
         }
         if exited {
-            self.state.lock().unwrap().procs.remove(&link.key);
+            self.registry.lock().unwrap().procs.remove(&link.key);
         } else if graceful {
             self.kill(link.key, &[]).await;
         }
@@ -504,16 +578,13 @@ impl SshTransport {
         graceful: bool,
     ) {
         let cells: Vec<_> = {
-            let mut st = self.state.lock().unwrap();
-            let keys: Vec<_> = st
-                .links
+            let mut links = self.links.lock().unwrap();
+            let keys: Vec<_> = links
                 .keys()
                 .copied()
                 .filter(|&(a, b)| filter(a, b))
                 .collect();
-            keys.into_iter()
-                .filter_map(|k| st.links.remove(&k))
-                .collect()
+            keys.into_iter().filter_map(|k| links.remove(&k)).collect()
         };
         for cell in cells {
             let mut guard = cell.lock().await;
@@ -595,8 +666,8 @@ impl SshTransport {
     /// on each host in one command.
     pub(super) async fn abandon_links(&self) {
         let cells: Vec<LinkCell> = {
-            let mut st = self.state.lock().unwrap();
-            st.links.drain().map(|(_, c)| c).collect()
+            let mut links = self.links.lock().unwrap();
+            links.drain().map(|(_, c)| c).collect()
         };
         for cell in cells {
             let taken = cell.lock().await.take();
@@ -616,11 +687,11 @@ impl SshTransport {
 /// counters, and records the digest of a copy that arrived whole.
 async fn read_reports(
     mut stdout: BufReader<openssh::ChildStdout>,
-    tx: watch::Sender<Streamed>,
+    tx: watch::Sender<StreamProgress>,
     to: HostId,
     size: u64,
     counters: Arc<ByteCounters>,
-    state: Arc<Mutex<State>>,
+    streamed: Streamed,
 ) {
     let mut line = String::new();
     let mut ended = false;
@@ -638,7 +709,7 @@ async fn read_reports(
             Some(Report::End(n, digest)) => {
                 ended = true;
                 if n == size {
-                    state.lock().unwrap().streamed.insert(to, digest);
+                    streamed.lock().unwrap().insert(to, digest);
                 }
                 n
             }
@@ -662,4 +733,45 @@ async fn tell_pid(relay: &Link, pid: u32) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     w.flush().await.map_err(|e| e.to_string())
+}
+
+impl Transport for ChainLinks {
+    async fn prepare(&self, host: HostId) -> Result<Prepared, TransportError> {
+        self.hosts.prepare(host).await
+    }
+
+    async fn hop(&self, t: Transfer) -> Result<(), TransportError> {
+        match self.hop_chunk(t).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.classify(&t, e).await),
+        }
+    }
+
+    async fn open_links(&self, links: &[(HostId, HostId)]) -> Vec<TransportError> {
+        self.open_streams(links).await
+    }
+
+    async fn finalize(&self, host: HostId) -> Result<(), TransportError> {
+        // Nothing will be written to it any more.
+        self.close_links(|_, to| to == host, true).await;
+        let tmp = self.chain_tmp(host);
+        let streamed = self.streamed.lock().unwrap().remove(&host);
+        let digest = self.src_digest().await?;
+        if streamed.as_deref() == Some(digest.as_str()) {
+            // Hashed as it was written: only the rename is left.
+            return self.install_tmp(host, &tmp).await;
+        }
+        self.finalize_tmp(host, &tmp).await
+    }
+
+    async fn discard(&self, host: HostId) {
+        self.close_links(|a, b| a == host || b == host, false).await;
+        self.remove_temps(host).await;
+    }
+
+    async fn shutdown(&self) -> Vec<CleanupFailure> {
+        // Links first, without waiting on any: what they leave is cleaned up per host.
+        self.abandon_links().await;
+        self.hosts.shutdown_all().await
+    }
 }

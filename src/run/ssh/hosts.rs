@@ -1,0 +1,276 @@
+//! The hosts of a run as the controller holds them: their targets, one multiplexed ssh
+//! connection each (the `openssh` crate's process mux), what each probe found, and the
+//! commands run over those connections. Both jobs, whole-file hops (`ssh/whole.rs`) and
+//! chain links (`ssh/link.rs`), are built on it.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
+
+use crate::core::{HostId, Transfer};
+
+use super::super::script::{self, Hasher, HopSsh};
+use super::super::transport::{ByteCounters, TransportError};
+use super::registry::Registry;
+use super::reports::error_chain;
+use super::{config, SourceFile, SshOptions, Target};
+
+/// How long a liveness check of a connection may take after a failed hop. The keep-alives
+/// (2 s × 3) end a dead connection's master within about this time.
+const ALIVE_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// The hosts of one run. Host 0 is the controller; `targets[i - 1]` is receiver `i`.
+pub(super) struct Hosts {
+    pub(super) targets: Vec<Target>,
+    pub(super) sessions: Vec<Mutex<Option<Arc<Session>>>>,
+    /// The SHA-256 tool of each receiver, from its probe.
+    pub(super) hashers: Vec<Mutex<Hasher>>,
+    /// The controller's generated ssh_config, when it prefers AES-GCM.
+    controller_config: Option<config::ControllerConfig>,
+    pub(super) opts: SshOptions,
+    pub(super) hop_ssh: HopSsh,
+    pub(super) src: SourceFile,
+    pub(super) run_id: String,
+    pub(super) counters: Arc<ByteCounters>,
+    /// The remote processes and temporary files to clean up.
+    pub(super) registry: Mutex<Registry>,
+}
+
+impl Hosts {
+    /// The hosts `targets`; `run_id` makes temporary names unique to this run. Fails only if
+    /// the controller's generated ssh_config (see `ssh/config.rs`) cannot be written to the
+    /// temporary directory.
+    pub(super) fn new(
+        targets: Vec<Target>,
+        opts: SshOptions,
+        src: SourceFile,
+        run_id: String,
+        counters: Arc<ByteCounters>,
+    ) -> std::io::Result<Self> {
+        let hop_ssh = HopSsh {
+            accept_new_host_keys: opts.accept_new_host_keys,
+            connect_timeout_s: opts.connect_timeout.as_secs().max(1),
+        };
+        let controller_config = if config::cpu_has_aes() {
+            Some(config::ControllerConfig::create(
+                &std::env::temp_dir(),
+                opts.config_file.as_deref(),
+            )?)
+        } else {
+            None
+        };
+        Ok(Hosts {
+            sessions: targets.iter().map(|_| Mutex::new(None)).collect(),
+            hashers: targets
+                .iter()
+                .map(|_| Mutex::new(Hasher::Sha256sum))
+                .collect(),
+            controller_config,
+            targets,
+            opts,
+            hop_ssh,
+            src,
+            run_id,
+            counters,
+            registry: Mutex::new(Registry::default()),
+        })
+    }
+
+    /// SRC's digest, waiting for it if it is still being computed.
+    pub(super) async fn src_digest(&self) -> Result<String, TransportError> {
+        self.src
+            .digest
+            .get()
+            .await
+            .map_err(|reason| TransportError::Local {
+                path: self.src.path.display().to_string(),
+                reason,
+            })
+    }
+
+    /// Starts `script` on `h` with `stdin` as its standard input, and stdout and stderr
+    /// piped.
+    pub(super) async fn spawn_fed(
+        &self,
+        h: HostId,
+        script: &str,
+        stdin: std::os::fd::OwnedFd,
+    ) -> Result<openssh::Child<Arc<Session>>, TransportError> {
+        let s = self.session(h)?;
+        Session::to_raw_command(s, script::sh_c(script))
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .await
+            .map_err(|e| self.remote_err(h, error_chain(&e)))
+    }
+
+    /// The SHA-256 tool of receiver `h`.
+    pub(super) fn hasher(&self, h: HostId) -> Hasher {
+        *self.hashers[h.index() - 1].lock().unwrap()
+    }
+
+    pub(super) fn target(&self, h: HostId) -> &Target {
+        &self.targets[h.index() - 1]
+    }
+
+    pub(super) fn name(&self, h: HostId) -> String {
+        if h == HostId::SOURCE {
+            "controller".into()
+        } else {
+            self.target(h).spec.to_string()
+        }
+    }
+
+    pub(super) fn session(&self, h: HostId) -> Result<Arc<Session>, TransportError> {
+        self.sessions[h.index() - 1]
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| TransportError::Connect {
+                host: self.name(h),
+                reason: "not connected".into(),
+            })
+    }
+
+    pub(super) fn remote_err(&self, h: HostId, reason: impl Into<String>) -> TransportError {
+        TransportError::Remote {
+            host: self.name(h),
+            reason: reason.into(),
+        }
+    }
+
+    /// Runs `script` on `h` and returns its output.
+    pub(super) async fn run(
+        &self,
+        h: HostId,
+        script: &str,
+    ) -> Result<std::process::Output, TransportError> {
+        let s = self.session(h)?;
+        s.raw_command(script::sh_c(script))
+            .output()
+            .await
+            .map_err(|e| self.remote_err(h, error_chain(&e)))
+    }
+
+    /// Starts `script` on `h` with all three pipes.
+    pub(super) async fn spawn(
+        &self,
+        h: HostId,
+        script: &str,
+    ) -> Result<openssh::Child<Arc<Session>>, TransportError> {
+        let s = self.session(h)?;
+        Session::to_raw_command(s, script::sh_c(script))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .await
+            .map_err(|e| self.remote_err(h, error_chain(&e)))
+    }
+
+    /// Whether the connection to `h` is still up. Bounded by [`ALIVE_TIMEOUT`]; a check that
+    /// does not answer in time counts as down.
+    pub(super) async fn alive(&self, h: HostId) -> bool {
+        let Ok(s) = self.session(h) else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(ALIVE_TIMEOUT, s.check()).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Turns a failed hop's error into [`TransportError::Disconnected`] when the sender's or
+    /// the receiver's connection is what failed. Runs in the hop's own task, so the driver's
+    /// loop never waits for it.
+    pub(super) async fn classify(&self, t: &Transfer, e: TransportError) -> TransportError {
+        if matches!(
+            e,
+            TransportError::DigestMismatch { .. } | TransportError::Local { .. }
+        ) {
+            return e;
+        }
+        for h in [t.from, t.to] {
+            if h != HostId::SOURCE && !self.alive(h).await {
+                return TransportError::Disconnected {
+                    host: self.name(h),
+                    id: h,
+                    reason: e.to_string(),
+                };
+            }
+        }
+        e
+    }
+
+    /// Ends every ssh master connection at once (`ssh -O exit`, a local request to each
+    /// master, all in parallel, at most about 2 s), without running anything on the hosts:
+    /// for a second interrupt. Masters persist after the controller exits, so they must be
+    /// told; once they are gone, sshd ends every session of the run, and the watchers in the
+    /// hop snippets stop their pipelines. Temporary files stay (see [`Self::leftovers`]).
+    pub fn drop_connections_now(&self) {
+        let sockets: Vec<PathBuf> = self
+            .sessions
+            .iter()
+            .filter_map(|s| {
+                let s = s.lock().ok()?;
+                s.as_ref().map(|s| s.control_socket().to_path_buf())
+            })
+            .collect();
+        let mut children: Vec<_> = sockets
+            .iter()
+            .filter_map(|ctl| {
+                std::process::Command::new("ssh")
+                    .arg("-S")
+                    .arg(ctl)
+                    .args(["-O", "exit", "none"])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .ok()
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            children.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+            if children.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub(super) async fn connect(&self, h: HostId) -> Result<Session, TransportError> {
+        let spec = &self.target(h).spec;
+        let mut b = SessionBuilder::default();
+        b.known_hosts_check(if self.opts.accept_new_host_keys {
+            KnownHosts::Add
+        } else {
+            KnownHosts::Strict
+        })
+        .connect_timeout(self.opts.connect_timeout)
+        .server_alive_interval(Duration::from_secs(2))
+        .control_directory(std::env::temp_dir());
+        if let Some(c) = &self.controller_config {
+            b.config_file(c.path());
+        } else if let Some(f) = &self.opts.config_file {
+            b.config_file(f);
+        }
+        if let Some(u) = &spec.user {
+            b.user(u.clone());
+        }
+        if let Some(p) = spec.port {
+            b.port(p);
+        }
+        b.connect(&spec.host)
+            .await
+            .map_err(|e| TransportError::Connect {
+                host: self.name(h),
+                reason: error_chain(&e),
+            })
+    }
+}

@@ -1,0 +1,148 @@
+//! What the host snippets print, read on the controller: the receivers' `at`/`end` reports,
+//! the pid lines snippets start with, and stderr turned into one-line reasons.
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::task::JoinHandle;
+
+use crate::core::HostId;
+
+use super::super::transport::ByteCounters;
+
+/// One line of a receiver's reports (see [`script::stream_receive`]).
+#[derive(Debug, PartialEq)]
+pub(super) enum Report {
+    /// `at N`: N bytes written so far.
+    At(u64),
+    /// `end N DIGEST`: the input ended after N bytes, whose SHA-256 is DIGEST.
+    End(u64, String),
+}
+
+impl Report {
+    pub(super) fn parse(line: &str) -> Option<Report> {
+        let mut words = line.split_whitespace();
+        let (kind, n) = (words.next()?, words.next()?.parse().ok()?);
+        match kind {
+            "at" => Some(Report::At(n)),
+            "end" => Some(Report::End(n, words.next()?.to_string())),
+            _ => None,
+        }
+    }
+}
+
+/// Reads a whole-file receiver's reports to their end (see [`script::stream_receive`]),
+/// passing its byte counts to `counters` if given, and returns its `end` report: the bytes
+/// written and their digest.
+pub(super) async fn read_end_report(
+    mut stdout: BufReader<openssh::ChildStdout>,
+    counters: Option<(&ByteCounters, HostId)>,
+) -> Option<(u64, String)> {
+    let mut line = String::new();
+    let mut end = None;
+    loop {
+        line.clear();
+        match stdout.read_line(&mut line).await {
+            Ok(0) | Err(_) => return end,
+            Ok(_) => {}
+        }
+        match Report::parse(&line) {
+            Some(Report::At(n)) => {
+                if let Some((c, to)) = counters {
+                    c.set(to, n);
+                }
+            }
+            Some(Report::End(n, digest)) => end = Some((n, digest)),
+            None => {}
+        }
+    }
+}
+
+/// Reads the `echo $$` line a remote snippet starts with.
+pub(super) async fn read_pid<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Option<u32> {
+    let mut line = String::new();
+    r.read_line(&mut line).await.ok()?;
+    line.trim().parse().ok()
+}
+
+/// Collects a child's stderr in the background, keeping the last 8 KiB.
+pub(super) fn collect(stderr: Option<openssh::ChildStderr>) -> JoinHandle<String> {
+    tokio::spawn(async move {
+        let Some(mut e) = stderr else {
+            return String::new();
+        };
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = e.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            kept.extend_from_slice(&buf[..n]);
+            if kept.len() > 8192 {
+                kept.drain(..kept.len() - 8192);
+            }
+        }
+        String::from_utf8_lossy(&kept).into_owned()
+    })
+}
+
+/// The last meaningful lines of a command's stderr, on one line.
+pub(super) fn last_lines(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        // When its master connection is gone, the mux client falls back to connecting to
+        // the placeholder host "none": noise that hides the real cause.
+        .filter(|l| !l.is_empty() && !l.contains("Could not resolve hostname none"))
+        .collect();
+    lines[lines.len().saturating_sub(2)..].join("; ")
+}
+
+pub(super) fn failure_text(stderr: &[u8], code: Option<i32>) -> String {
+    let text = last_lines(&String::from_utf8_lossy(stderr));
+    match (text.is_empty(), code) {
+        (false, _) => text,
+        (true, Some(c)) => format!("remote command exited with status {c}"),
+        (true, None) => "remote command was killed".into(),
+    }
+}
+
+pub(super) fn join(a: &str, b: &str) -> String {
+    let a = last_lines(a);
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a,
+        _ => format!("{a}; {b}"),
+    }
+}
+
+/// An error and its causes on one line.
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = last_lines(&e.to_string());
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        let t = t.trim();
+        if !t.is_empty() && !s.contains(t) {
+            s.push_str(": ");
+            s.push_str(&last_lines(t));
+        }
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Report;
+
+    #[test]
+    fn receiver_reports_parse_and_anything_else_is_ignored() {
+        assert_eq!(Report::parse("at 1048576\n"), Some(Report::At(1 << 20)));
+        assert_eq!(
+            Report::parse("end 13 0c7b\n"),
+            Some(Report::End(13, "0c7b".into()))
+        );
+        for bad in ["", "at", "at x", "end 13", "ok 0", "12345"] {
+            assert_eq!(Report::parse(bad), None, "{bad:?}");
+        }
+    }
+}

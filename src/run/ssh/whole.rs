@@ -1,0 +1,182 @@
+//! Whole-file hops, for linear and bounce: each hop sends the whole file to one receiver,
+//! from the controller or from a host that holds it, and ends with that copy verified and
+//! renamed into place.
+//!
+//! - controller → Y: SRC is fed into a receiver on Y over Y's connection (`ssh/feed.rs`);
+//! - X → Y: a pipeline on X runs `ssh Y` with X's own ssh setup, so the bytes never pass
+//!   through the controller.
+
+use std::sync::Arc;
+
+use tokio::io::BufReader;
+
+use crate::core::{HostId, Transfer};
+
+use super::super::script;
+use super::super::transport::{CleanupFailure, Prepared, Transport, TransportError};
+use super::feed;
+use super::hosts::Hosts;
+use super::reports::{
+    collect, error_chain, failure_text, join, last_lines, read_end_report, read_pid,
+};
+
+/// The transport of the whole-file strategies.
+pub(super) struct WholeFileHops {
+    pub(super) hosts: Hosts,
+}
+
+impl std::ops::Deref for WholeFileHops {
+    type Target = Hosts;
+    fn deref(&self) -> &Hosts {
+        &self.hosts
+    }
+}
+
+impl WholeFileHops {
+    pub(super) async fn hop_whole(&self, t: Transfer) -> Result<(), TransportError> {
+        let key = self.new_key();
+        let to = self.target(t.to).clone();
+        let tmp = script::temp_path(&to.dest, &self.run_id, &format!("-t{}", t.id.0));
+        self.add_temp(t.to, &tmp);
+        self.counters.set(t.to, 0);
+        let res = async {
+            let end = if t.from == HostId::SOURCE {
+                // The controller counts what it sends; the receiver's reports only end it.
+                let mut feed = feed::Feed::start(
+                    &self.src.path,
+                    0,
+                    self.src.size,
+                    Some((Arc::clone(&self.counters), t.to)),
+                )
+                .map_err(|e| self.remote_err(t.to, format!("cannot make a pipe: {e}")))?;
+                let reader = feed.reader.take().expect("taken once");
+                let mut child = self
+                    .spawn_fed(
+                        t.to,
+                        &script::stream_receive(&to.dest, &tmp, self.hasher(t.to)),
+                        reader,
+                    )
+                    .await?;
+                let stderr = collect(child.stderr().take());
+                let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
+                let pid = read_pid(&mut stdout).await;
+                let pid = match pid {
+                    Some(p) => p,
+                    None => return Err(self.remote_err(t.to, stderr.await.unwrap_or_default())),
+                };
+                self.register_proc(key, t.to, pid);
+                let (sent, end) = tokio::join!(feed.finished(), read_end_report(stdout, None));
+                let sent = sent.map_err(|e| match e {
+                    feed::FeedError::Read(reason) => TransportError::Local {
+                        path: self.src.path.display().to_string(),
+                        reason,
+                    },
+                    feed::FeedError::Send(e) => {
+                        self.remote_err(t.to, format!("connection closed while sending: {e}"))
+                    }
+                });
+                let status = child.wait().await;
+                let err = stderr.await.unwrap_or_default();
+                // When the receiver fails (a full disk, say) our writes fail with a broken
+                // pipe; the receiver's own message is the one that names the cause.
+                if let Ok(st) = &status {
+                    if !st.success() && !last_lines(&err).is_empty() {
+                        return Err(self.remote_err(t.to, failure_text(err.as_bytes(), st.code())));
+                    }
+                }
+                sent?;
+                match status {
+                    Ok(s) if s.success() => {}
+                    Ok(s) => {
+                        return Err(self.remote_err(t.to, failure_text(err.as_bytes(), s.code())))
+                    }
+                    Err(e) => return Err(self.remote_err(t.to, join(&err, &error_chain(&e)))),
+                }
+                end
+            } else {
+                let from = self.target(t.from);
+                let script = script::send_whole(
+                    &self.hop_ssh,
+                    &from.dest,
+                    &to.spec,
+                    &to.dest,
+                    &tmp,
+                    self.hasher(t.to),
+                );
+                let mut child = self.spawn(t.from, &script).await?;
+                // Held open until the hop ends: its closing tells the watcher on X to stop.
+                let keep_open = child.stdin().take();
+                let stderr = collect(child.stderr().take());
+                let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
+                if let Some(p) = read_pid(&mut stdout).await {
+                    self.register_proc(key, t.from, p);
+                }
+                if let Some(p) = read_pid(&mut stdout).await {
+                    self.register_proc(key, t.to, p);
+                }
+                let end = read_end_report(stdout, Some((&self.counters, t.to))).await;
+                let status = child.wait().await;
+                drop(keep_open);
+                let err = stderr.await.unwrap_or_default();
+                let hop = format!("{} -> {}", self.name(t.from), self.name(t.to));
+                match status {
+                    Ok(s) if s.success() => {}
+                    Ok(s) => {
+                        return Err(TransportError::Remote {
+                            host: hop,
+                            reason: failure_text(err.as_bytes(), s.code()),
+                        })
+                    }
+                    Err(e) => {
+                        return Err(TransportError::Remote {
+                            host: hop,
+                            reason: join(&err, &error_chain(&e)),
+                        })
+                    }
+                }
+                self.counters.set(t.to, self.src.size);
+                end
+            };
+            let digest = self.src_digest().await?;
+            if end == Some((self.src.size, digest)) {
+                // Hashed as it was written: only the rename is left.
+                self.install_tmp(t.to, &tmp).await
+            } else {
+                self.finalize_tmp(t.to, &tmp).await
+            }
+        }
+        .await;
+        if res.is_err() {
+            self.kill(key, &[(t.to, tmp.clone())]).await;
+            self.counters.set(t.to, 0);
+        } else {
+            self.registry.lock().unwrap().procs.remove(&key);
+        }
+        res
+    }
+}
+
+impl Transport for WholeFileHops {
+    async fn prepare(&self, host: HostId) -> Result<Prepared, TransportError> {
+        self.hosts.prepare(host).await
+    }
+
+    async fn hop(&self, t: Transfer) -> Result<(), TransportError> {
+        match self.hop_whole(t).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.classify(&t, e).await),
+        }
+    }
+
+    async fn finalize(&self, _host: HostId) -> Result<(), TransportError> {
+        Ok(()) // every hop verified and renamed its copy already
+    }
+
+    async fn discard(&self, host: HostId) {
+        self.remove_temps(host).await;
+    }
+
+    async fn shutdown(&self) -> Vec<CleanupFailure> {
+        self.hosts.shutdown_all().await
+    }
+}
