@@ -30,6 +30,12 @@
 //! run, with the whole machine's CPU seconds (from `/proc/stat`; the lab's processes are not
 //! children of the benchmark) and the CPU of each kind of process (ssh client, sshd,
 //! digest, copies and relays, the controller), sampled from `/proc/PID/stat`.
+//!
+//! A third part (`stock`) runs the chain where users run it: Debian's stock ssh and sshd
+//! configurations, hosts addressed by IP (`LabConfig::stock`), 8 hosts at 100 Mbit/s with
+//! 64 MiB and 32 hosts at 25 Mbit/s with 32 MiB (`BOUNCE_BENCH_STOCK`, such as
+//! `8:100mbit:64MiB,32:25mbit:32MiB`), each next to its t1 and the simulator's prediction,
+//! with the time until the first host starts receiving (the setup).
 
 #[path = "../tests/lab/mod.rs"]
 mod lab;
@@ -203,8 +209,12 @@ fn main() {
     if wanted("cpu") {
         cpu_part();
     }
-    let only_cpu = std::env::var("BOUNCE_BENCH_ONLY").is_ok_and(|o| o.trim() == "cpu");
-    if only_cpu {
+    if wanted("stock") {
+        stock_part();
+    }
+    let only_parts = std::env::var("BOUNCE_BENCH_ONLY")
+        .is_ok_and(|o| o.split(',').all(|w| matches!(w.trim(), "cpu" | "stock")));
+    if only_parts {
         return;
     }
     let hosts: usize = env_or("BOUNCE_BENCH_HOSTS", "8")
@@ -556,8 +566,9 @@ fn process_times() -> HashMap<u32, (String, u64)> {
     out
 }
 
-/// CPU seconds per kind of process while a command runs, sampled every 20 ms (a process
-/// that lives shorter than that is missed here, but counted in the machine's total).
+/// CPU seconds per kind of process while a command runs, sampled every 100 ms (a process
+/// that lives shorter than that is missed here, but counted in the machine's total; the
+/// sampling itself costs about 1% of a core).
 struct Sampler {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<HashMap<&'static str, f64>>,
@@ -577,7 +588,7 @@ impl Sampler {
                 if flag.load(Ordering::Relaxed) {
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(100));
             }
             let mut by: HashMap<&'static str, f64> = HashMap::new();
             for (pid, (comm, t)) in last {
@@ -841,5 +852,143 @@ fn cpu_part() {
          last columns split it by process kind, per GiB delivered (GiB × hosts): ssh client, \
          sshd, digest (openssl or sha256sum), copy (tee, tail, head, cat, dd), controller \
          (bounce-run), other (shells, stat, sleep; short-lived processes are partly missed).\n"
+    );
+}
+
+/// The stock-configuration part (see the module docs).
+fn stock_part() {
+    let spec = env_or("BOUNCE_BENCH_STOCK", "8:100mbit:64MiB,32:25mbit:32MiB");
+    let reps: usize = env_or("BOUNCE_BENCH_REPS", "3")
+        .parse()
+        .expect("BOUNCE_BENCH_REPS");
+    let chunk = parse_size(&env_or("BOUNCE_BENCH_CHUNK", "1MiB")).expect("BOUNCE_BENCH_CHUNK");
+    println!("bounce lab benchmark, stock part: Debian's ssh and sshd configs, hosts by IP, median of {reps}");
+    println!();
+    println!(
+        "{:<28} {:>7} {:>8} {:>9} {:>7} {:>7} {:>8} {:>8} {:>7}",
+        "workload", "t1 s", "chain s", "ratio", "target", "setup s", "sim s", "error %", "lat ms"
+    );
+    for part in spec.split(',') {
+        let fields: Vec<&str> = part.trim().split(':').collect();
+        let [hosts, rate, size] = fields[..] else {
+            panic!("BOUNCE_BENCH_STOCK: {part:?} is not HOSTS:RATE:SIZE");
+        };
+        let hosts: usize = hosts.parse().expect("BOUNCE_BENCH_STOCK hosts");
+        let size = parse_size(size).expect("BOUNCE_BENCH_STOCK size");
+        let target = if hosts >= 32 { "≤ 1.40" } else { "≤ 1.30" };
+        let lab = Lab::start(
+            "bench lab stock",
+            LabConfig::hosts(hosts).rate(rate).stock(),
+        )
+        .expect("lab prerequisites were checked");
+        let scratch = lab.scratch();
+        let src = scratch.join("src.bin");
+        random_file(&src, size as usize, 32);
+        let tiny = scratch.join("tiny.bin");
+        fs::write(&tiny, b"x").unwrap();
+        let digest = sha256_file(&src);
+        let dest = lab.dest("f.bin");
+        let addrs = lab.host_addrs(hosts);
+        let push = |file: &Path| {
+            let mut c = lab.controller("ssh");
+            c.arg("-F")
+                .arg(lab.ssh_config())
+                .arg(&addrs[0])
+                .arg(format!("cat > '{dest}'"))
+                .stdin(Stdio::from(fs::File::open(file).unwrap()));
+            c
+        };
+        let latency = median(
+            (0..5)
+                .map(|_| time_it(&mut push(&tiny), "tiny hop").expect("tiny hop"))
+                .collect(),
+        );
+        let t1 = median(
+            (0..reps)
+                .map(|_| {
+                    lab.clear_data();
+                    time_it(&mut push(&src), "t1").expect("t1")
+                })
+                .collect(),
+        );
+        let mut walls = Vec::new();
+        let mut setups = Vec::new();
+        let mut failure = None;
+        for _ in 0..reps {
+            lab.clear_data();
+            let report = scratch.join("stock.csv");
+            let mut cmd = lab.controller(bounce_run_bin());
+            cmd.stdin(Stdio::null())
+                .arg("-F")
+                .arg(lab.ssh_config())
+                .args(["--strategy", "chain", "-H", &addrs.join(",")])
+                .args(["--chunk", &chunk.to_string()])
+                .arg("--report")
+                .arg(&report)
+                .arg(&src)
+                .arg(&dest);
+            match time_it(&mut cmd, "bounce-run chain") {
+                Ok(w) => {
+                    let bad = (1..=hosts).any(|i| {
+                        let f = lab.host_file(i, "f.bin");
+                        !f.is_file() || sha256_file(&f) != digest
+                    });
+                    if bad {
+                        failure = Some("a copy is wrong or missing".to_string());
+                        break;
+                    }
+                    walls.push(w);
+                    let first = fs::read_to_string(&report)
+                        .unwrap_or_default()
+                        .lines()
+                        .skip(1)
+                        .filter_map(|l| l.split(',').nth(2)?.parse::<f64>().ok())
+                        .fold(f64::INFINITY, f64::min);
+                    setups.push(first);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let name = format!(
+            "{hosts} hosts, {rate}, {}",
+            bounce::units::format_size(size)
+        );
+        let bandwidth = size as f64 / (t1 - latency).max(1e-3);
+        let cal = Calibration {
+            size: size as f64,
+            t1,
+            latency,
+            bandwidth,
+            chunk: chunk as f64,
+            hosts,
+        };
+        let sim = simulated(StrategyKind::Chain, &cal);
+        match failure {
+            Some(e) => println!("{name:<28} {t1:>7.2} failed: {e}"),
+            None => {
+                let wall = median(walls);
+                let setup = median(setups);
+                let (sim_s, err) = match sim {
+                    Ok(p) => (
+                        format!("{p:.2}"),
+                        format!("{:+.1}", (p - wall) / wall * 100.0),
+                    ),
+                    Err(e) => (e, "-".into()),
+                };
+                println!(
+                    "{name:<28} {t1:>7.2} {wall:>8.2} {:>9.2} {target:>7} {setup:>7.2} {sim_s:>8} {err:>8} {:>7.0}",
+                    wall / t1,
+                    latency * 1000.0
+                );
+            }
+        }
+    }
+    println!(
+        "\nt1: a plain `ssh IP 'cat > f' < file` in the same lab; ratio = chain / t1; setup: when \
+         the first host started receiving, from bounce-run's report; sim: bounce::sim with B \
+         and the per-connection latency calibrated from t1 and a one-byte hop.\n"
     );
 }

@@ -67,6 +67,12 @@ pub struct LabConfig {
     pub tmpfs: Vec<(usize, String)>,
     /// Hosts whose sshd is not started: a host that is down from the beginning.
     pub no_sshd: Vec<usize>,
+    /// ssh and sshd as Debian ships them, as on users' machines: sshd_config is Debian's
+    /// default plus only what the lab needs (address, keys, pid file), and the ssh config
+    /// names only the user key and the known_hosts, then includes the system's
+    /// `/etc/ssh/ssh_config` (GSSAPI on, no `IdentitiesOnly`, no `LogLevel ERROR`). Address
+    /// the hosts by IP ([`Lab::host_addrs`]) to be like users too.
+    pub stock: bool,
 }
 
 impl LabConfig {
@@ -93,6 +99,12 @@ impl LabConfig {
     /// Leaves host `i` without sshd.
     pub fn no_sshd(mut self, i: usize) -> Self {
         self.no_sshd.push(i);
+        self
+    }
+
+    /// Stock ssh and sshd configurations (see [`LabConfig::stock`]).
+    pub fn stock(mut self) -> Self {
+        self.stock = true;
         self
     }
 }
@@ -469,44 +481,63 @@ impl Lab {
                 self.host(i),
                 self.addr(i)
             ));
-            write_file(
-                &hd.join("sshd_config"),
-                &format!(
-                    "Port 22\n\
-                     ListenAddress {addr}\n\
-                     HostKey {key}\n\
-                     PidFile {pid}\n\
-                     AuthorizedKeysFile {ssh}/authorized_keys\n\
-                     PermitRootLogin prohibit-password\n\
-                     PubkeyAuthentication yes\n\
-                     PasswordAuthentication no\n\
-                     KbdInteractiveAuthentication no\n\
-                     UsePAM no\n\
-                     StrictModes no\n\
-                     AllowAgentForwarding yes\n\
-                     AllowTcpForwarding no\n\
-                     X11Forwarding no\n\
-                     PrintMotd no\n\
-                     MaxSessions 100\n\
-                     MaxStartups 100:30:200\n\
-                     ClientAliveInterval 5\n\
-                     LogLevel ERROR\n\
-                     Subsystem sftp internal-sftp\n",
-                    addr = self.addr(i),
-                    key = hd.join("ssh_host_ed25519_key").display(),
-                    pid = hd.join("sshd.pid").display(),
-                    ssh = ssh.display(),
-                ),
-                0o600,
+            let lab_part = format!(
+                "Port 22\n\
+                 ListenAddress {addr}\n\
+                 HostKey {key}\n\
+                 PidFile {pid}\n\
+                 AuthorizedKeysFile {ssh}/authorized_keys\n",
+                addr = self.addr(i),
+                key = hd.join("ssh_host_ed25519_key").display(),
+                pid = hd.join("sshd.pid").display(),
+                ssh = ssh.display(),
             );
+            let rest = if cfg.stock {
+                // Debian 12's /etc/ssh/sshd_config, all of it that is not a comment.
+                "Include /etc/ssh/sshd_config.d/*.conf\n\
+                 KbdInteractiveAuthentication no\n\
+                 UsePAM yes\n\
+                 X11Forwarding yes\n\
+                 PrintMotd no\n\
+                 AcceptEnv LANG LC_*\n\
+                 Subsystem sftp /usr/lib/openssh/sftp-server\n"
+            } else {
+                "PermitRootLogin prohibit-password\n\
+                 PubkeyAuthentication yes\n\
+                 PasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\n\
+                 UsePAM no\n\
+                 StrictModes no\n\
+                 AllowAgentForwarding yes\n\
+                 AllowTcpForwarding no\n\
+                 X11Forwarding no\n\
+                 PrintMotd no\n\
+                 MaxSessions 100\n\
+                 MaxStartups 100:30:200\n\
+                 ClientAliveInterval 5\n\
+                 LogLevel ERROR\n\
+                 Subsystem sftp internal-sftp\n"
+            };
+            write_file(&hd.join("sshd_config"), &format!("{lab_part}{rest}"), 0o600);
         }
-        config.push_str(&format!(
-            "Host *\n    User root\n    IdentityFile {ssh}/id_ed25519\n    \
-             UserKnownHostsFile {ssh}/known_hosts\n    GlobalKnownHostsFile /dev/null\n    \
-             StrictHostKeyChecking yes\n    BatchMode yes\n    IdentitiesOnly yes\n    \
-             ConnectTimeout 5\n",
-            ssh = ssh.display()
-        ));
+        if cfg.stock {
+            // Only what points at the lab's key and known_hosts instead of the real ~/.ssh;
+            // the rest is the system's (Debian: GSSAPIAuthentication yes, HashKnownHosts).
+            config.push_str(&format!(
+                "Host *\n    IdentityFile {ssh}/id_ed25519\n    \
+                 UserKnownHostsFile {ssh}/known_hosts\n\
+                 Include /etc/ssh/ssh_config\n",
+                ssh = ssh.display()
+            ));
+        } else {
+            config.push_str(&format!(
+                "Host *\n    User root\n    IdentityFile {ssh}/id_ed25519\n    \
+                 UserKnownHostsFile {ssh}/known_hosts\n    GlobalKnownHostsFile /dev/null\n    \
+                 StrictHostKeyChecking yes\n    BatchMode yes\n    IdentitiesOnly yes\n    \
+                 ConnectTimeout 5\n",
+                ssh = ssh.display()
+            ));
+        }
         write_file(&ssh.join("known_hosts"), &known, 0o600);
         write_file(&ssh.join("config"), &config, 0o600);
 
@@ -733,6 +764,11 @@ impl Lab {
     /// The names of hosts `1..=n`.
     pub fn host_names(&self, n: usize) -> Vec<String> {
         (1..=n).map(|i| self.host(i)).collect()
+    }
+
+    /// The addresses of hosts `1..=n`, as a user of a fleet without names writes them.
+    pub fn host_addrs(&self, n: usize) -> Vec<String> {
+        (1..=n).map(|i| self.addr(i).to_string()).collect()
     }
 
     /// Number of hosts.
