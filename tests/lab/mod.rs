@@ -481,12 +481,15 @@ impl Lab {
                 self.host(i),
                 self.addr(i)
             ));
+            // StrictModes would refuse the lab's keys, which live under the world-writable
+            // temporary directory; nothing else here departs from the stock configuration.
             let lab_part = format!(
                 "Port 22\n\
                  ListenAddress {addr}\n\
                  HostKey {key}\n\
                  PidFile {pid}\n\
-                 AuthorizedKeysFile {ssh}/authorized_keys\n",
+                 AuthorizedKeysFile {ssh}/authorized_keys\n\
+                 StrictModes no\n",
                 addr = self.addr(i),
                 key = hd.join("ssh_host_ed25519_key").display(),
                 pid = hd.join("sshd.pid").display(),
@@ -507,7 +510,6 @@ impl Lab {
                  PasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\n\
                  UsePAM no\n\
-                 StrictModes no\n\
                  AllowAgentForwarding yes\n\
                  AllowTcpForwarding no\n\
                  X11Forwarding no\n\
