@@ -272,3 +272,25 @@ fn an_interrupt_while_src_is_still_hashed_exits_130_at_once() {
     drop(silent);
     f.nothing_written();
 }
+
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let f = Fixture::new();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bounce-run"))
+        .args([
+            "--dry-run",
+            "-H",
+            "127.0.0.1:9",
+            &f.path("src.bin"),
+            &f.dest(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Like `| head -0`: the reader is gone before anything is printed.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}

@@ -23,9 +23,9 @@ Exit status:
   2    bad invocation or input (missing or unreadable SRC, empty or malformed host list,
        a DEST that is not an absolute path to a file, duplicate host, bad flag value, an
        unwritable --report), detected before anything is written
-  130  interrupted (SIGINT or SIGTERM): remote processes stopped, temporary files removed,
-       nothing unverified left at DEST. A second interrupt during that cleanup exits at
-       once, naming what may be left on which host.
+  130  interrupted (SIGINT or SIGTERM): remote processes stopped, temporary files removed
+       (what could not be is named, as for 1), nothing unverified left at DEST. A second
+       interrupt during that cleanup exits at once, naming what may be left on which host.
 
 Hosts file: one `[user@]host[:port]` (or `[v6addr]:port`) per line, optionally followed by
 a DEST for that host; `#` starts a comment. Hops between hosts run `ssh` on the sending host
@@ -155,7 +155,9 @@ fn main() -> ExitCode {
         }
     }
     if cli.dry_run {
-        print!("{}", dry_run(&cli, &plan));
+        use std::io::Write as _;
+        // A reader that went away (`| head`) is no error of ours.
+        let _ = write!(std::io::stdout().lock(), "{}", dry_run(&cli, &plan));
         return ExitCode::SUCCESS;
     }
     match run(cli, plan) {
@@ -234,9 +236,12 @@ async fn run_async(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
     // SRC is hashed while the hosts are connected and the first bytes sent; whatever ends
     // the run stops the hashing too.
     let stop_hashing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let digest =
-        bounce::run::digest::PendingDigest::start(plan.src.clone(), Arc::clone(&stop_hashing))
-            .context("starting to hash SRC")?;
+    let digest = bounce::run::digest::PendingDigest::start(
+        plan.src.clone(),
+        plan.size,
+        Arc::clone(&stop_hashing),
+    )
+    .context("starting to hash SRC")?;
     struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
     impl Drop for StopOnDrop {
         fn drop(&mut self) {
@@ -314,8 +319,8 @@ async fn run_async(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
             anyhow::bail!("{e} (the run was stopped and cleaned up)");
         }
     };
-    print!("{}", report::table(&plan.hosts, &outcome));
     let mut failed = false;
+    // The report first: a closed stdout (`| head`) must not cost it.
     if let Some(p) = &cli.report {
         let mut csv = Vec::new();
         report::write_csv(&mut csv, &plan.hosts, &outcome)
@@ -324,6 +329,15 @@ async fn run_async(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
             eprintln!("bounce-run: --report: {e}");
             failed = true;
         }
+    }
+    {
+        use std::io::Write as _;
+        // A reader that went away is no failure of the run's.
+        let _ = write!(
+            std::io::stdout().lock(),
+            "{}",
+            report::table(&plan.hosts, &outcome)
+        );
     }
     for c in &outcome.cleanup {
         eprintln!("bounce-run: {c}");

@@ -15,15 +15,22 @@ pub fn sha256_bytes(data: &[u8]) -> String {
 /// Lowercase hex SHA-256 of the file at `path`, read in 1 MiB blocks.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     let never = AtomicBool::new(false);
-    Ok(sha256_file_until(path, &never)?.expect("never stopped"))
+    Ok(sha256_file_until(path, None, &never)?.expect("never stopped"))
 }
 
-/// [`sha256_file`] that gives up, returning `None`, as soon as `stop` is set: hashing
-/// hundreds of GB must not outlast an interrupt.
-pub fn sha256_file_until(path: &Path, stop: &AtomicBool) -> std::io::Result<Option<String>> {
-    let mut f = std::fs::File::open(path)?;
+/// [`sha256_file`] of the first `size` bytes if given (the file may not be shorter), that
+/// gives up, returning `None`, as soon as `stop` is set: hashing hundreds of GB must not
+/// outlast an interrupt.
+pub fn sha256_file_until(
+    path: &Path,
+    size: Option<u64>,
+    stop: &AtomicBool,
+) -> std::io::Result<Option<String>> {
+    let f = std::fs::File::open(path)?;
+    let mut f = f.take(size.unwrap_or(u64::MAX));
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
+    let mut read = 0u64;
     loop {
         if stop.load(Ordering::Relaxed) {
             return Ok(None);
@@ -33,6 +40,13 @@ pub fn sha256_file_until(path: &Path, stop: &AtomicBool) -> std::io::Result<Opti
             break;
         }
         h.update(&buf[..n]);
+        read += n as u64;
+    }
+    if let Some(size) = size.filter(|&s| s != read) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("it shrank from {size} to {read} bytes while it was hashed"),
+        ));
     }
     Ok(Some(hex(&h.finalize())))
 }
@@ -50,13 +64,14 @@ impl PendingDigest {
         PendingDigest(tokio::sync::watch::channel(Some(Ok(digest))).1)
     }
 
-    /// Starts hashing `path`; setting `stop` abandons it.
-    pub fn start(path: PathBuf, stop: Arc<AtomicBool>) -> std::io::Result<Self> {
+    /// Starts hashing the first `size` bytes of `path`, exactly what is sent even if the
+    /// file grows meanwhile; setting `stop` abandons it.
+    pub fn start(path: PathBuf, size: u64, stop: Arc<AtomicBool>) -> std::io::Result<Self> {
         let (tx, rx) = tokio::sync::watch::channel(None);
         std::thread::Builder::new()
             .name("bounce-hash".into())
             .spawn(move || {
-                let r = match sha256_file_until(&path, &stop) {
+                let r = match sha256_file_until(&path, Some(size), &stop) {
                     Ok(Some(d)) => Ok(d),
                     Ok(None) => Err("hashing was stopped".to_string()),
                     Err(e) => Err(e.to_string()),
@@ -91,10 +106,19 @@ mod tests {
         let p = dir.path().join("f");
         std::fs::write(&p, b"abc").unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let d = PendingDigest::start(p.clone(), Arc::clone(&stop)).unwrap();
+        let d = PendingDigest::start(p.clone(), 3, Arc::clone(&stop)).unwrap();
         assert_eq!(d.get().await.unwrap(), sha256_bytes(b"abc"));
         assert_eq!(d.get().await.unwrap(), sha256_bytes(b"abc"), "asked twice");
-        let missing = PendingDigest::start(dir.path().join("nope"), stop).unwrap();
+        // Only the bytes that will be sent: a file that grew is hashed to the planned size.
+        let first = PendingDigest::start(p.clone(), 2, Arc::clone(&stop)).unwrap();
+        assert_eq!(first.get().await.unwrap(), sha256_bytes(b"ab"));
+        let short = PendingDigest::start(p.clone(), 4, Arc::clone(&stop)).unwrap();
+        assert!(short
+            .get()
+            .await
+            .unwrap_err()
+            .contains("shrank from 4 to 3"));
+        let missing = PendingDigest::start(dir.path().join("nope"), 3, stop).unwrap();
         assert!(missing.get().await.unwrap_err().contains("No such file"));
         assert_eq!(PendingDigest::ready("x".into()).get().await.unwrap(), "x");
     }
@@ -105,7 +129,7 @@ mod tests {
         let p = dir.path().join("f");
         std::fs::write(&p, b"abc").unwrap();
         let stop = AtomicBool::new(true);
-        assert_eq!(sha256_file_until(&p, &stop).unwrap(), None);
+        assert_eq!(sha256_file_until(&p, None, &stop).unwrap(), None);
     }
 
     #[test]

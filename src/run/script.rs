@@ -10,8 +10,8 @@
 //! What the snippets promise about files (the README's "Failure behaviour" repeats it):
 //!
 //! - temporary files sit beside DEST as `.NAME.bounce-RUNID….tmp`, RUNID random per run; each
-//!   is created exclusively (`set -C`), mode 0600, and a symlink or anything else already at
-//!   its name is refused;
+//!   is created exclusively (`dd conv=excl`, `O_EXCL`), mode 0600, and a symlink, FIFO or
+//!   anything else already at its name is refused;
 //! - DEST itself is only ever replaced by `mv -T` (one `rename(2)`): a directory at DEST is
 //!   refused, and a symlink at DEST is replaced by the file, never written through;
 //! - a copy is flushed (`sync FILE`) before that rename and the directory after it, unless
@@ -136,7 +136,8 @@ fn temp_glob(dest: &str) -> String {
 /// temporary files open while it writes them (see [`stream_receive`], [`receive_chunks`]).
 /// The check is by inode (`find -L … -samefile`), so no spelling of the path can fool it.
 /// The processes' list is taken before `find` starts: `find` holds the file it compares
-/// with open itself, and must not see its own descriptor.
+/// with open itself, and must not see its own descriptor. Stat'ing every open file can
+/// hang on a dead network mount: after 10 s the check is abandoned and the file kept.
 pub fn probe(dest: &str, size: u64) -> String {
     format!(
         "echo $$; d={d}\n\
@@ -146,8 +147,9 @@ pub fn probe(dest: &str, size: u64) -> String {
          -mmin +{STALE_TEMP_MINUTES} 2>/dev/null)\n\
          [ -z \"$s\" ] || printf '%s\\n' \"$s\" | while IFS= read -r f; do \
          set -- /proc/[0-9]*/fd; \
-         [ -n \"$(find -L \"$@\" -mindepth 1 -maxdepth 1 -samefile \"$f\" -print -quit 2>/dev/null)\" ] \
-         || {{ rm -f -- \"$f\" && echo \"swept $f\"; }}; done\n\
+         b=$(timeout -s KILL 10 find -L \"$@\" -mindepth 1 -maxdepth 1 -samefile \"$f\" \
+         -print -quit 2>/dev/null; echo \":$?\"); \
+         case $b in :137) ;; :*) rm -f -- \"$f\" && echo \"swept $f\";; esac; done\n\
          if [ -L \"$d\" ]; then echo link\n\
          elif [ -d \"$d\" ]; then exit {DEST_IS_DIRECTORY_STATUS}\n\
          elif [ ! -e \"$d\" ]; then echo missing\n\
@@ -161,11 +163,17 @@ pub fn probe(dest: &str, size: u64) -> String {
     )
 }
 
-/// Creates `tmp` exclusively on fd 3 (mode 0600, `dest`'s parents created): fails if
-/// anything, a symlink included, is already there.
+/// Creates `tmp` exclusively and opens it on fd 3 (mode 0600, `dest`'s parents created):
+/// fails if anything is already there.
+///
+/// `dd conv=excl` opens with `O_CREAT|O_EXCL`, which never follows a symlink and never opens
+/// a FIFO or a device; the shell's own `set -C` would (it refuses only a regular file). The
+/// new file is then opened on fd 3 and checked to be a regular file before anything is
+/// written.
 fn create_exclusive(dest: &str, tmp: &str) -> String {
     format!(
-        "mkdir -p -- {dir} && umask 077 && set -C && exec 3> {tmp} && set +C || exit 1",
+        "mkdir -p -- {dir} && umask 077 && dd if=/dev/null of={tmp} conv=excl status=none \
+         && exec 3<> {tmp} && [ -f /dev/fd/3 ] || exit 1",
         dir = shell_quote(parent(dest)),
         tmp = shell_quote(tmp),
     )
@@ -187,7 +195,7 @@ pub fn receive_chunks(dest: &str, tmp: &str) -> String {
     format!(
         "echo $$; if [ -L {tmp} ] || {{ [ -e {tmp} ] && [ ! -f {tmp} ]; }}; then \
          echo \"refusing to write through \"{tmp}\": not a regular file\" >&2; exit 1; fi; \
-         if [ -e {tmp} ]; then exec 3<> {tmp} || exit 1; else {create}; fi\n\
+         if [ -e {tmp} ]; then exec 3<> {tmp} && [ -f /dev/fd/3 ] || exit 1; else {create}; fi\n\
          while read off len; do \
          r=$(LC_ALL=C dd of=/dev/fd/3 bs=1M iflag=fullblock,count_bytes count=\"$len\" \
          seek=\"$off\" oflag=seek_bytes conv=notrunc 2>&1) \
@@ -635,6 +643,30 @@ mod tests {
         assert!(!out.status.success(), "{out:?}");
         assert!(!String::from_utf8(out.stdout).unwrap().contains("ok"));
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        // Nor a FIFO (which `set -C` would open, and block on or feed a reader), nor a
+        // symlink to a device.
+        std::fs::remove_file(&tmp).unwrap();
+        assert!(sh(&format!("mkfifo {}", shell_quote(&tmp)))
+            .status
+            .success());
+        let out = std::process::Command::new("timeout")
+            .arg("5")
+            .arg("sh")
+            .arg("-c")
+            .arg(format!(
+                "printf 'evil' | sh -c {}",
+                shell_quote(&stream_receive(&dest, &tmp, Hasher::Sha256sum))
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        std::fs::remove_file(&tmp).unwrap();
+        std::os::unix::fs::symlink("/dev/null", &tmp).unwrap();
+        let out = sh(&format!(
+            "printf 'evil' | sh -c {}",
+            shell_quote(&stream_receive(&dest, &tmp, Hasher::Sha256sum))
+        ));
+        assert!(!out.status.success(), "{out:?}");
         // A regular file already there is not taken over by a whole-file receiver...
         std::fs::remove_file(&tmp).unwrap();
         std::fs::write(&tmp, b"xxxxxx").unwrap();

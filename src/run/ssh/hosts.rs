@@ -17,7 +17,7 @@ use super::registry::Registry;
 use super::reports::error_chain;
 use super::{config, SourceFile, SshOptions, Target};
 
-/// How long a liveness check of a connection may take after a failed hop. The keep-alives
+/// How long each step of a liveness check may take after a failed hop. The keep-alives
 /// (2 s × 3) end a dead connection's master within about this time.
 const ALIVE_TIMEOUT: Duration = Duration::from_secs(8);
 
@@ -178,9 +178,19 @@ impl Hosts {
         let Ok(s) = self.session(h) else {
             return false;
         };
-        matches!(
+        if !matches!(
             tokio::time::timeout(ALIVE_TIMEOUT, s.check()).await,
             Ok(Ok(()))
+        ) {
+            return false;
+        }
+        // `check` only asks the local master, which outlives a dead host until its
+        // keep-alives give up: a command on the host itself says whether it is there. A host
+        // that died answers within the keep-alives (2 s × 3), a crash that reset the
+        // connection at once.
+        matches!(
+            tokio::time::timeout(ALIVE_TIMEOUT, self.run(h, "true")).await,
+            Ok(Ok(out)) if out.status.success()
         )
     }
 

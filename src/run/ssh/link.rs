@@ -205,14 +205,19 @@ impl ChainLinks {
         let stderr = collect(child.stderr().take());
         let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
         let stdin = child.stdin().take();
-        let mut pids = vec![(runs_on, read_pid(&mut stdout).await)];
-        if from != HostId::SOURCE {
-            pids.push((to, read_pid(&mut stdout).await));
+        // Each pid is registered as soon as it is read: an interrupt while the relay's ssh
+        // to `to` is still in its handshake must find the relay.
+        let first = read_pid(&mut stdout).await;
+        if let Some(p) = first {
+            self.register_proc(key, runs_on, p);
         }
-        for &(h, p) in &pids {
-            if let Some(p) = p {
-                self.register_proc(key, h, p);
+        let mut pids = vec![(runs_on, first)];
+        if from != HostId::SOURCE && first.is_some() {
+            let second = read_pid(&mut stdout).await;
+            if let Some(p) = second {
+                self.register_proc(key, to, p);
             }
+            pids.push((to, second));
         }
         match pids.last() {
             Some(&(_, Some(receiver_pid))) if pids.iter().all(|(_, p)| p.is_some()) => {

@@ -61,12 +61,15 @@ impl Hosts {
     /// What could not be cleaned up on a host stays registered (the pids under `key`, the
     /// files among its temporary files), for [`Transport::shutdown`] to try again.
     pub(super) async fn kill(&self, key: u64, files: &[(HostId, String)]) {
+        // Left registered until their cleanup succeeds: an interrupt may abort this
+        // cleanup, and shutdown must still find them.
         let procs = self
             .registry
             .lock()
             .unwrap()
             .procs
-            .remove(&key)
+            .get(&key)
+            .cloned()
             .unwrap_or_default();
         let mut by_host: HashMap<HostId, (Vec<u32>, Vec<String>)> = HashMap::new();
         for (h, pid) in procs {
@@ -87,14 +90,18 @@ impl Hosts {
                     for f in &files {
                         self.forget_temp(h, f);
                     }
+                    let mut reg = self.registry.lock().unwrap();
+                    if let Some(v) = reg.procs.get_mut(&key) {
+                        v.retain(|(ph, _)| *ph != h);
+                        if v.is_empty() {
+                            reg.procs.remove(&key);
+                        }
+                    }
                 }
                 Err(_) => {
                     // Shutdown tries again, and reports what it cannot remove.
                     for f in &files {
                         self.add_temp(h, f);
-                    }
-                    for p in pids {
-                        self.register_proc(key, h, p);
                     }
                 }
             }
