@@ -139,6 +139,23 @@ pub fn wait_within(mut child: Child, timeout: Duration, what: &str) -> Output {
     }
 }
 
+/// Starts a command with stdout and stderr piped, for [`wait_within`].
+pub fn spawn_piped(cmd: &mut Command) -> Child {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Waits until the controller's namespace has sent `bytes` more than `tx0`, or 20 s: the
+/// point where a run is surely moving data.
+pub fn wait_until_sent(lab: &Lab, tx0: u64, bytes: u64) {
+    let started = Instant::now();
+    while lab.controller_tx_bytes() < tx0 + bytes && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Sends SIGINT to a process.
 pub fn sigint(pid: u32) {
     let ok = Command::new("kill")

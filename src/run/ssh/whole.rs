@@ -62,7 +62,15 @@ impl WholeFileHops {
                 let pid = read_pid(&mut stdout).await;
                 let pid = match pid {
                     Some(p) => p,
-                    None => return Err(self.remote_err(t.to, stderr.await.unwrap_or_default())),
+                    None => {
+                        let err = last_lines(&stderr.await.unwrap_or_default());
+                        let why = if err.is_empty() {
+                            "the receiver did not start: its session closed".to_string()
+                        } else {
+                            err
+                        };
+                        return Err(self.remote_err(t.to, why));
+                    }
                 };
                 self.register_proc(key, t.to, pid);
                 let (sent, end) = tokio::join!(feed.finished(), read_end_report(stdout, None));
