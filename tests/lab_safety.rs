@@ -336,6 +336,7 @@ fn a_second_interrupt_during_cleanup_exits_at_once_naming_what_may_be_left() {
     let src = lab.scratch().join("src.bin");
     lab::support::random_file(&src, 16 * MIB, 14);
     let report = lab.scratch().join("run.csv");
+    let configs_before = generated_configs();
     let tx0 = lab.controller_tx_bytes();
     let child = spawn_piped(&mut bounce_run(
         &lab,
@@ -376,4 +377,27 @@ fn a_second_interrupt_during_cleanup_exits_at_once_naming_what_may_be_left() {
     );
     // h1 was reachable: its part of the cleanup had time to finish.
     assert_eq!(lab.data_tree(1), Vec::<String>::new());
+    // Nothing of the controller's outlives it: its ssh masters were told to exit (they
+    // would persist otherwise), and its generated ssh_config is gone.
+    let masters = lab.settle_processes(0, Duration::from_secs(5));
+    assert!(masters.is_empty(), "the controller still runs {masters:?}");
+    assert_eq!(
+        generated_configs(),
+        configs_before,
+        "the controller's generated ssh_config was left"
+    );
+}
+
+/// The controllers' generated ssh_config directories in the temporary directory.
+fn generated_configs() -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(std::env::temp_dir())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".bounce-ssh-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }

@@ -223,7 +223,8 @@ async fn signals(mut rx: tokio::sync::watch::Receiver<u32>, n: u32) {
     let _ = rx.wait_for(|&k| k >= n).await;
 }
 
-/// A random run id: temporary names on the hosts cannot be guessed.
+/// A random run id, so that no one can predict a run's temporary names before it starts
+/// (they show in the hosts' process lists once it runs; exclusive creation protects them).
 fn random_run_id() -> String {
     use rand::RngCore as _;
     format!("{:016x}", rand::rngs::OsRng.next_u64())

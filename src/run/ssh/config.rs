@@ -58,12 +58,18 @@ impl ControllerConfig {
     pub fn path(&self) -> &Path {
         &self.file
     }
+
+    /// Removes the file and its directory now, for a controller about to exit without
+    /// running destructors (a second interrupt). Dropping it afterwards is harmless.
+    pub fn remove_now(&self) {
+        let _ = std::fs::remove_file(&self.file);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }
 
 impl Drop for ControllerConfig {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.file);
-        let _ = std::fs::remove_dir(&self.dir);
+        self.remove_now();
     }
 }
 

@@ -252,6 +252,11 @@ impl Hosts {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The masters read it at their start only; the process is about to exit without
+        // running destructors.
+        if let Some(c) = &self.controller_config {
+            c.remove_now();
+        }
     }
 
     pub(super) async fn connect(&self, h: HostId) -> Result<Session, TransportError> {

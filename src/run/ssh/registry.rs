@@ -185,12 +185,13 @@ impl Hosts {
             // A pipeline that was still being set up when the run stopped (its sender's ssh
             // to this host mid-handshake) may create its temporary file just after the
             // first pass: its sender is dead by now, so a second pass a moment later finds
-            // everything it will ever write.
+            // everything it will ever write. Only the files: the process groups were killed,
+            // and their numbers may already belong to someone else.
             let again = (tokio::time::Instant::now() + SECOND_PASS_DELAY).min(deadline);
             tokio::time::sleep_until(again).await;
             let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
             res = self
-                .clean(h, &pids, &files, timeout.max(Duration::from_secs(1)))
+                .clean(h, &[], &files, timeout.max(Duration::from_secs(1)))
                 .await;
         }
         let mut st = self.registry.lock().unwrap();
