@@ -1,5 +1,6 @@
 //! Finishing a copy on a host: verifying its temporary file if that is still needed, and
-//! renaming it into place (see [`script::install`] and [`script::finalize`]).
+//! renaming it into place (see [`script::install`] and [`script::finalize`]). Both run
+//! registered, so an interrupt stops them like any hop.
 
 use crate::core::HostId;
 
@@ -13,7 +14,7 @@ impl Hosts {
     pub(super) async fn install_tmp(&self, h: HostId, tmp: &str) -> Result<(), TransportError> {
         let t = self.target(h);
         let out = self
-            .run(
+            .run_registered(
                 h,
                 &script::install(tmp, &t.dest, self.src.mode, self.opts.fsync),
             )
@@ -29,7 +30,7 @@ impl Hosts {
         let t = self.target(h);
         let digest = self.src_digest().await?;
         let out = self
-            .run(
+            .run_registered(
                 h,
                 &script::finalize(
                     tmp,

@@ -10,9 +10,9 @@ use std::time::Duration;
 use crate::core::HostId;
 
 use super::super::script;
-use super::super::transport::CleanupFailure;
+use super::super::transport::{CleanupFailure, TransportError};
 use super::hosts::Hosts;
-use super::reports::failure_text;
+use super::reports::{collect, error_chain, failure_text, join, read_pid};
 
 /// How long cleanup commands may take on a host before they are abandoned (they are kept for
 /// shutdown to try again).
@@ -34,6 +34,36 @@ pub(super) struct Registry {
 }
 
 impl Hosts {
+    /// Runs `script` on `h` like [`Hosts::run`], registered as a remote process group while
+    /// it runs, so that an interrupt stops it: re-hashing a large copy can take minutes.
+    pub(super) async fn run_registered(
+        &self,
+        h: HostId,
+        script: &str,
+    ) -> Result<std::process::Output, TransportError> {
+        use tokio::io::AsyncReadExt as _;
+        let key = self.new_key();
+        let mut child = self.spawn(h, &format!("echo $$; {script}")).await?;
+        drop(child.stdin().take());
+        let stderr = collect(child.stderr().take());
+        let mut stdout = tokio::io::BufReader::new(child.stdout().take().expect("piped"));
+        if let Some(pid) = read_pid(&mut stdout).await {
+            self.register_proc(key, h, pid);
+        }
+        let mut rest = Vec::new();
+        let read = stdout.read_to_end(&mut rest).await;
+        let status = child.wait().await;
+        self.registry.lock().unwrap().procs.remove(&key);
+        let err = stderr.await.unwrap_or_default();
+        let status = status.map_err(|e| self.remote_err(h, join(&err, &error_chain(&e))))?;
+        read.map_err(|e| self.remote_err(h, format!("reading its output: {e}")))?;
+        Ok(std::process::Output {
+            status,
+            stdout: rest,
+            stderr: err.into_bytes(),
+        })
+    }
+
     pub(super) fn new_key(&self) -> u64 {
         let mut st = self.registry.lock().unwrap();
         st.next_key += 1;
