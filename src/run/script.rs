@@ -122,11 +122,10 @@ fn temp_glob(dest: &str) -> String {
 
 /// Tells what DEST is before anything is sent, after sweeping stale temporary files.
 ///
-/// Prints `$$` first (the runner kills that group when the run is interrupted while the probe
-/// still hashes), then `hasher NAME`, the [`Hasher`] this host will use (`openssl` if it
-/// computes SHA-256 right, `sha256sum` otherwise), then one `swept PATH` line per stale
-/// temporary file removed, then one of:
-/// `missing`; `link` (a symlink, which the copy will replace); `size` (a regular file of
+/// The transport runs it registered (its pid printed before it), so that an interrupt while
+/// it still hashes stops it. Prints `hasher NAME`, the [`Hasher`] this host will use
+/// (`openssl` if it computes SHA-256 right, `sha256sum` otherwise), then one `swept PATH`
+/// line per stale temporary file removed, then one of: `missing`; `link` (a symlink, which the copy will replace); `size` (a regular file of
 /// another size than `size`, not hashed); `file DIGEST` (a regular file of that size). A
 /// directory exits [`DEST_IS_DIRECTORY_STATUS`]; anything else that is not a regular file
 /// exits [`DEST_NOT_A_FILE_STATUS`].
@@ -140,7 +139,7 @@ fn temp_glob(dest: &str) -> String {
 /// hang on a dead network mount: after 10 s the check is abandoned and the file kept.
 pub fn probe(dest: &str, size: u64) -> String {
     format!(
-        "echo $$; d={d}\n\
+        "d={d}\n\
          if x=$({openssl} < /dev/null 2>/dev/null) && [ \"${{x%% *}}\" = {EMPTY_SHA256} ]; \
          then H='{openssl}'; echo 'hasher openssl'; else H=sha256sum; echo 'hasher sha256sum'; fi\n\
          s=$(find {dir} -mindepth 1 -maxdepth 1 -name {glob} -type f -user \"$(id -u)\" \
@@ -209,7 +208,7 @@ pub fn receive_chunks(dest: &str, tmp: &str) -> String {
 }
 
 /// Receives the whole file as one stream on stdin into `tmp` (created exclusively, see
-/// [`create_exclusive`]), hashing it on the way: the receiving end of every whole-file hop
+/// `create_exclusive`), hashing it on the way: the receiving end of every whole-file hop
 /// and of every chain stream. Prints `$$` once `tmp` exists (a chain relay follows that
 /// file), then `at N`, the bytes written so far, twice a second, and once its input ends
 /// `end N DIGEST`: the bytes written and their SHA-256. A failed write (a full disk) kills
