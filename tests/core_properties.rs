@@ -28,6 +28,9 @@ struct Case {
     capacities: bool,
     /// Number of racks the hosts are spread over at random; 0 tells the strategy nothing.
     racks: u32,
+    /// Chance that each receiver is still joining when the run starts (for the strategies
+    /// that take late joiners); such hosts join, in random order, between completions.
+    joining: f64,
 }
 
 fn cases() -> impl Strategy<Value = Case> {
@@ -40,9 +43,20 @@ fn cases() -> impl Strategy<Value = Case> {
         any::<u64>(),
         any::<bool>(),
         prop_oneof![Just(0u32), 1u32..8],
+        prop_oneof![Just(0.0), 0.0..1.0f64, Just(1.0)],
     )
         .prop_map(
-            |(receivers, chunks, max_attempts, hop_failure, host_down, seed, capacities, racks)| {
+            |(
+                receivers,
+                chunks,
+                max_attempts,
+                hop_failure,
+                host_down,
+                seed,
+                capacities,
+                racks,
+                joining,
+            )| {
                 Case {
                     receivers,
                     chunks,
@@ -52,6 +66,7 @@ fn cases() -> impl Strategy<Value = Case> {
                     seed,
                     capacities,
                     racks,
+                    joining,
                 }
             },
         )
@@ -87,6 +102,9 @@ struct Driver {
     pool: Vec<Transfer>,
     started: Vec<Transfer>,
     now: u64,
+    /// Check that each host is fed in file order (the chain's promise): every chunk below
+    /// a new transfer's first is held by its receiver or in flight to it on the same link.
+    in_order: bool,
 }
 
 impl Driver {
@@ -94,6 +112,18 @@ impl Driver {
     /// the strategy's invariants.
     fn drain(&mut self) -> Result<(), TestCaseError> {
         while let Some(t) = self.s.poll_transfer(Duration::from_millis(self.now)) {
+            if self.in_order {
+                for c in 0..t.chunks.start {
+                    let on_link = self.pool.iter().any(|p| {
+                        p.to == t.to && p.from == t.from && p.chunks.start <= c && c < p.chunks.end
+                    });
+                    prop_assert!(
+                        self.s.holdings().has(t.to, c) || on_link,
+                        "{t:?} planned while {} lacks chunk {c}, not in flight on its link",
+                        t.to
+                    );
+                }
+            }
             self.pool.push(t);
             self.started.push(t);
         }
@@ -122,11 +152,21 @@ fn run_with(
     };
     let mut config = SchedulerConfig::new(case.receivers);
     config.max_attempts = case.max_attempts;
+    let strategy = kind.build(params);
+    let mut joining: Vec<HostId> = Vec::new();
+    if strategy.joins_late() && case.joining > 0.0 {
+        joining = (1..=case.receivers)
+            .map(HostId)
+            .filter(|_| rng.gen_bool(case.joining))
+            .collect();
+    }
+    config.joining = joining.clone();
     let mut d = Driver {
-        s: Scheduler::new(kind.build(params), layout, config),
+        s: Scheduler::new(strategy, layout, config),
         pool: Vec::new(),
         started: Vec::new(),
         now: 0,
+        in_order: kind == StrategyKind::Chain,
     };
     d.drain()?;
     let mut down: HashSet<HostId> = HashSet::new();
@@ -137,7 +177,7 @@ fn run_with(
     loop {
         steps += 1;
         prop_assert!(steps < bound, "{kind} did not end within {bound} steps");
-        if d.pool.is_empty() {
+        if d.pool.is_empty() && joining.is_empty() {
             prop_assert!(
                 d.s.is_finished(),
                 "{kind} stalled: nothing in flight, nothing to start, not finished"
@@ -145,6 +185,21 @@ fn run_with(
             break;
         }
         d.now += 1;
+        // Hosts join between completions, and at once when nothing else could happen.
+        while !joining.is_empty() && (d.pool.is_empty() || rng.gen_bool(0.3)) {
+            let h = joining.swap_remove(rng.gen_range(0..joining.len()));
+            // Now and then one turns out to hold the file already.
+            let complete = rng.gen_bool(0.1);
+            d.s.handle_host_joined(Duration::from_millis(d.now), h, complete);
+            d.drain()?;
+        }
+        if d.pool.is_empty() {
+            prop_assert!(
+                d.s.is_finished(),
+                "{kind} stalled after every host joined: nothing in flight, not finished"
+            );
+            break;
+        }
         if case.host_down > 0.0 && rng.gen_bool(case.host_down) {
             let h = HostId(rng.gen_range(1..=case.receivers));
             down.insert(h);
@@ -236,7 +291,8 @@ proptest! {
     fn bounce_fast_without_capacities_makes_the_hops_of_bounce_even_with_failures(
         case in cases()
     ) {
-        let case = Case { capacities: false, ..case };
+        // Only bounce takes late joiners: compare runs where every host is there at once.
+        let case = Case { capacities: false, joining: 0.0, ..case };
         let fast = run(StrategyKind::BounceFast, &case)?;
         let plain = run(StrategyKind::Bounce, &case)?;
         prop_assert_eq!(hops(&fast), hops(&plain));
@@ -244,7 +300,7 @@ proptest! {
 
     #[test]
     fn rack_without_rack_ids_makes_the_hops_of_bounce_even_with_failures(case in cases()) {
-        let case = Case { racks: 0, ..case };
+        let case = Case { racks: 0, joining: 0.0, ..case };
         let rack = run(StrategyKind::Rack, &case)?;
         let plain = run(StrategyKind::Bounce, &case)?;
         prop_assert_eq!(hops(&rack), hops(&plain));
@@ -252,7 +308,7 @@ proptest! {
 
     #[test]
     fn rack_with_a_single_rack_id_makes_the_hops_of_bounce(case in cases()) {
-        let case = Case { racks: 0, ..case };
+        let case = Case { racks: 0, joining: 0.0, ..case };
         let one = StrategyParams::new(case.receivers)
             .with_network(None, None, Some(vec![42; case.receivers as usize + 1].into()));
         let rack = run_with(StrategyKind::Rack, &case, &one)?;
@@ -282,5 +338,66 @@ proptest! {
             .collect();
         crossed.sort_unstable();
         prop_assert_eq!(crossed, unseeded);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Late joiners extend the chain at its tail: with no failures, each host is fed only by
+    /// the host that joined just before it (the source for the first), and each join plans
+    /// exactly one new link ahead, into the new host.
+    #[test]
+    fn chain_joiners_line_up_in_the_order_they_joined(
+        receivers in 1u32..30,
+        chunks in 1u32..12,
+        ready_at_start in 0u32..4,
+        seed in any::<u64>(),
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let ready_at_start = ready_at_start.min(receivers);
+        let mut config = SchedulerConfig::new(receivers);
+        config.joining = (ready_at_start + 1..=receivers).map(HostId).collect();
+        let params = StrategyParams { chain_window: 2, ..StrategyParams::new(receivers) };
+        let layout = Layout::new(u64::from(chunks) * 1000, 1000).unwrap();
+        let mut d = Driver {
+            s: Scheduler::new(StrategyKind::Chain.build(&params), layout, config.clone()),
+            pool: Vec::new(),
+            started: Vec::new(),
+            now: 0,
+            in_order: true,
+        };
+        let mut order: Vec<HostId> = (1..=ready_at_start).map(HostId).collect();
+        let mut links: HashSet<(HostId, HostId)> = d.s.planned_links().into_iter().collect();
+        d.drain()?;
+        let mut joining = config.joining;
+        while !(d.pool.is_empty() && joining.is_empty()) {
+            if !joining.is_empty() && (d.pool.is_empty() || rng.gen_bool(0.3)) {
+                let h = joining.swap_remove(rng.gen_range(0..joining.len()));
+                d.s.handle_host_joined(Duration::ZERO, h, false);
+                let before = order.last().copied().unwrap_or(HostId::SOURCE);
+                order.push(h);
+                let new: Vec<_> = d
+                    .s
+                    .planned_links()
+                    .into_iter()
+                    .filter(|l| links.insert(*l))
+                    .collect();
+                prop_assert_eq!(new, vec![(before, h)]);
+                d.drain()?;
+                continue;
+            }
+            let t = d.pool.swap_remove(rng.gen_range(0..d.pool.len()));
+            d.s.handle_done(Duration::ZERO, t.id, Ok(()));
+            d.drain()?;
+        }
+        prop_assert!(d.s.is_finished());
+        for (i, h) in order.iter().enumerate() {
+            let feeder = if i == 0 { HostId::SOURCE } else { order[i - 1] };
+            for t in d.started.iter().filter(|t| t.to == *h) {
+                prop_assert_eq!(t.from, feeder, "{:?} fed {} out of join order {:?}", t, h, order);
+            }
+            prop_assert!(d.s.holdings().is_complete(*h));
+        }
     }
 }

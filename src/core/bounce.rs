@@ -12,7 +12,8 @@ use super::types::{ChunkRange, HostId};
 /// holder sends the whole file, so the number of holders doubles each round: ⌈log2(C+1)⌉·T.
 ///
 /// On a retry it prefers a holder that has not already failed that receiver, so a broken
-/// sender-to-receiver path is routed around when another holder is free.
+/// sender-to-receiver path is routed around when another holder is free. A receiver that
+/// joins late enters set1 (or set0, if it already holds the file) when it joins.
 ///
 /// Why it is kept beside `bounce-fast`, which makes exactly these choices when it has no
 /// capacities: this is the seed's algorithm transcribed as the post states it (two FIFO
@@ -89,17 +90,37 @@ impl Strategy for Bounce {
     }
 
     fn start(&mut self, view: &View<'_>) {
-        // Receivers of a resumed run that already hold the file start in set0.
-        let complete: Vec<HostId> = self
+        // Receivers of a resumed run that already hold the file start in set0; those still
+        // joining enter a set when they join.
+        let joining: Vec<HostId> = self
             .waiting
             .iter()
             .copied()
-            .filter(|&h| view.holdings.is_complete(h))
+            .filter(|&h| view.holdings.is_complete(h) || view.is_joining(h))
             .collect();
-        self.waiting.retain(|&h| !view.holdings.is_complete(h));
-        for h in complete {
-            self.set[h.index()] = Set::Holder;
-            self.holders.push_back(h);
+        self.waiting
+            .retain(|&h| !view.holdings.is_complete(h) && !view.is_joining(h));
+        for h in joining {
+            if view.is_joining(h) {
+                self.set[h.index()] = Set::Joining;
+            } else {
+                self.set[h.index()] = Set::Holder;
+                self.holders.push_back(h);
+            }
+        }
+    }
+
+    fn joins_late(&self) -> bool {
+        true
+    }
+
+    fn host_joined(&mut self, view: &View<'_>, host: HostId) {
+        if view.holdings.is_complete(host) {
+            self.set[host.index()] = Set::Holder;
+            self.holders.push_back(host);
+        } else {
+            self.set[host.index()] = Set::Waiting;
+            self.waiting.push_back(host);
         }
     }
 

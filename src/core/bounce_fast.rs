@@ -110,7 +110,9 @@ impl BounceFast {
                 seq: self.seq,
                 host: h,
             },
-            Set::Busy | Set::Gone => unreachable!("only holders and waiting hosts are queued"),
+            Set::Busy | Set::Gone | Set::Joining => {
+                unreachable!("only holders and waiting hosts are queued")
+            }
         };
         match to {
             Set::Holder => self.holders.push(entry),

@@ -13,7 +13,18 @@ use super::types::{ChunkRange, HostId};
 /// store-and-forward with one chunk per link.
 ///
 /// A lost host is cut out of the chain: its predecessor carries on with its successor, from
-/// the first chunk the successor lacks. A failed chunk is sent again from the same point.
+/// the first chunk the successor lacks. A failed chunk is sent again from the same point,
+/// once every other chunk in flight to that host has ended too.
+///
+/// Each host therefore receives its chunks in file order: every chunk planned to a host
+/// follows, on the same link, all the chunks below it that the host does not hold yet. A
+/// receiver's copy then only ever grows from its end, which is what lets a runner relay it
+/// onwards by following the file as it grows (`bounce-run`'s chain does).
+///
+/// Receivers still joining when the run starts are left out, and each joins at the tail when
+/// it is ready: the chain's order is the order the hosts became ready in, so a host that
+/// connects late delays nobody before it, and the hosts after it only by as much as it
+/// joined late.
 pub struct Chain {
     /// Each host's place in the chain, by host: one entry per step rather than one table per
     /// field, since every step reads the successor's whole entry.
@@ -35,6 +46,9 @@ struct Place {
     inbound: u32,
     /// Every chunk below it is held by the host or in flight to it.
     cursor: u32,
+    /// A chunk to it failed: nothing more is sent to it until every chunk still in flight
+    /// to it has ended, so that it is then fed from its first missing chunk on.
+    draining: bool,
 }
 
 impl Chain {
@@ -48,6 +62,7 @@ impl Chain {
                     prev: (i > 0).then(|| HostId(i as u32 - 1)),
                     inbound: 0,
                     cursor: 0,
+                    draining: false,
                 })
                 .collect(),
             window: window.max(1),
@@ -76,6 +91,40 @@ impl Strategy for Chain {
     // Inlined into the scheduler's `poll_transfer`: the simulator calls it twice per chunk,
     // and left to itself the compiler keeps it out of line (7% more instructions per chunk).
     #[inline(always)]
+    fn start(&mut self, view: &View<'_>) {
+        if !view.joining.iter().any(|&j| j) {
+            return;
+        }
+        // Link only the ready hosts, in host order; the others join at the tail.
+        let mut last = HostId::SOURCE;
+        for p in &mut self.places {
+            p.next = None;
+            p.prev = None;
+        }
+        for i in 1..self.places.len() {
+            let h = HostId(i as u32);
+            if !view.is_joining(h) {
+                self.places[last.index()].next = Some(h);
+                self.places[i].prev = Some(last);
+                last = h;
+            }
+        }
+    }
+
+    fn joins_late(&self) -> bool {
+        true
+    }
+
+    fn host_joined(&mut self, _view: &View<'_>, host: HostId) {
+        let mut tail = HostId::SOURCE;
+        while let Some(n) = self.places[tail.index()].next {
+            tail = n;
+        }
+        self.places[tail.index()].next = Some(host);
+        self.places[host.index()].prev = Some(tail);
+        self.ready.push(tail);
+    }
+
     fn next(&mut self, view: &View<'_>) -> Option<(HostId, HostId, ChunkRange)> {
         let k = view.layout.count();
         while let Some(h) = self.ready.pop() {
@@ -92,7 +141,7 @@ impl Strategy for Chain {
                 continue;
             }
             let to = &mut self.places[s.index()];
-            if to.inbound >= self.window || !view.holdings.has(h, c) {
+            if to.inbound >= self.window || to.draining || !view.holdings.has(h, c) {
                 // Woken again when a chunk to `s` ends or `h` receives one.
                 continue;
             }
@@ -117,6 +166,10 @@ impl Strategy for Chain {
         place.inbound -= 1;
         if !ok {
             place.cursor = place.cursor.min(c.start);
+            place.draining = true;
+        }
+        if place.inbound == 0 {
+            place.draining = false;
         }
         let prev = place.prev;
         // `to` may forward what it got, and its predecessor may send more. That is `from`,
@@ -135,7 +188,11 @@ impl Strategy for Chain {
             self.ready.push(p);
         }
         if let Some(n) = n {
-            self.places[n.index()].prev = p;
+            let next = &mut self.places[n.index()];
+            next.prev = p;
+            // Its chunks still in flight from the lost host will fail: the new sender waits
+            // for them, so that it does not write past the gap they leave.
+            next.draining = next.inbound > 0;
         }
     }
 
@@ -156,9 +213,15 @@ impl Strategy for Chain {
             if place.inbound > self.window {
                 return Err(format!("{h} has {} chunks in flight", place.inbound));
             }
+            if place.draining && place.inbound == 0 {
+                return Err(format!("{h} is draining with nothing in flight"));
+            }
             if let Some(n) = place.next {
-                if view.is_failed(n) {
-                    return Err(format!("{h} forwards to failed host {n}"));
+                if view.is_failed(n) || view.is_joining(n) {
+                    return Err(format!("{h} forwards to failed or joining host {n}"));
+                }
+                if self.places[n.index()].prev != Some(h) {
+                    return Err(format!("{h} forwards to {n}, whose predecessor is not {h}"));
                 }
             }
         }

@@ -6,7 +6,8 @@ use super::strategy::{Strategy, View};
 use super::types::{ChunkRange, HostId};
 
 /// The star: every receiver gets the whole file straight from the source, all at once, so
-/// they share the source's upload and the makespan is C·T.
+/// they share the source's upload and the makespan is C·T. A receiver that joins late is
+/// served after those already queued.
 pub struct Linear {
     pending: VecDeque<HostId>,
 }
@@ -23,6 +24,20 @@ impl Linear {
 impl Strategy for Linear {
     fn name(&self) -> &'static str {
         "linear"
+    }
+
+    fn start(&mut self, view: &View<'_>) {
+        // Receivers still joining are queued when they join.
+        self.pending.retain(|&h| !view.is_joining(h));
+    }
+
+    fn joins_late(&self) -> bool {
+        true
+    }
+
+    fn host_joined(&mut self, _view: &View<'_>, host: HostId) {
+        // A complete host is skipped when it reaches the front.
+        self.pending.push_back(host);
     }
 
     fn next(&mut self, view: &View<'_>) -> Option<(HostId, HostId, ChunkRange)> {

@@ -20,7 +20,8 @@
 //! 2. **After every input, drain the outputs until there are none**: call
 //!    [`Scheduler::poll_transfer`] until it returns `None` and start every transfer it
 //!    returned, then call [`Scheduler::poll_event`] until it returns `None`. Inputs are the
-//!    construction itself, [`Scheduler::handle_done`] and [`Scheduler::handle_host_down`].
+//!    construction itself, [`Scheduler::handle_done`], [`Scheduler::handle_host_down`] and
+//!    [`Scheduler::handle_host_joined`].
 //! 3. Report the end of every started transfer exactly once with
 //!    [`Scheduler::handle_done`], `Ok(())` only if the receiver now holds the chunks intact.
 //!    A failure puts the receiver back among the waiting hosts; after
@@ -36,13 +37,19 @@
 //! 6. Several transfers may be in flight between the same two hosts (a chain link with a
 //!    window of chunks). Drivers carry them over one connection, first in, first out; no
 //!    strategy relies on the order in which they end.
-//! 7. [`Scheduler::planned_links`], asked once after construction, names the links the
-//!    strategy will use for the whole run as long as their hosts live (a chain's). A driver
-//!    may set them all up before the first transfer, and over such a link it may move every
-//!    chunk as soon as the sender holds it, ahead of the transfer that plans it: the
-//!    strategy would plan exactly that. Each transfer is still reported through
-//!    `handle_done` only after it was polled and its bytes arrived; when such a link breaks,
-//!    its planned transfers fail like any other, and the strategy's plan takes over.
+//! 7. [`Scheduler::planned_links`], asked after construction and after each join, names the
+//!    links the strategy will use for the whole run as long as their hosts live (a chain's).
+//!    A driver may set each up before its first transfer (holding back the transfers
+//!    planned over it meanwhile), and over such a link it may move every chunk as soon as
+//!    the sender holds it, ahead of the transfer that plans it: the strategy would plan
+//!    exactly that. Each transfer is still reported through `handle_done` only after it was
+//!    polled and its bytes arrived; when such a link breaks, its planned transfers fail like
+//!    any other, and the strategy's plan takes over.
+//! 8. A driver whose receivers become ready at different times (connections still being
+//!    set up) may name them in [`SchedulerConfig::joining`], if the strategy
+//!    [`Strategy::joins_late`], and report each with [`Scheduler::handle_host_joined`] once
+//!    it is ready, or with `handle_host_down` if it never will be. Nothing is planned to or
+//!    from a receiver still joining, so no receiver waits for the slowest to connect.
 //!
 //! `now` arguments are the time since the start of the run, on whatever clock the driver
 //! keeps (virtual for the simulator, monotonic for the runner). The core only stamps events

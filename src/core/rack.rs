@@ -320,7 +320,7 @@ impl Strategy for Rack {
         match self.set[host.index()] {
             Set::Holder => st.free_holders -= 1,
             Set::Waiting => st.waiting_count -= 1,
-            Set::Busy | Set::Gone => {}
+            Set::Busy | Set::Gone | Set::Joining => {}
         }
         if self.set[host.index()] != Set::Gone && view.holdings.is_complete(host) {
             st.live_holders -= 1;
@@ -339,7 +339,7 @@ impl Strategy for Rack {
             match s {
                 Set::Holder => w.free_holders += 1,
                 Set::Waiting => w.waiting_count += 1,
-                Set::Busy | Set::Gone => {}
+                Set::Busy | Set::Gone | Set::Joining => {}
             }
             if *s != Set::Gone && view.holdings.is_complete(h) {
                 w.live_holders += 1;

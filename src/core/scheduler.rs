@@ -8,6 +8,19 @@ use super::layout::Layout;
 use super::strategy::{Strategy, View};
 use super::types::{ChunkRange, Event, HopError, HostId, Transfer, TransferId};
 
+/// The strategy's view of a scheduler's state. A macro rather than a method, so that the
+/// strategy (another field) can be borrowed mutably beside it.
+macro_rules! view {
+    ($s:expr) => {
+        View {
+            layout: &$s.layout,
+            holdings: &$s.holdings,
+            failed: &$s.failed,
+            joining: &$s.joining,
+        }
+    };
+}
+
 /// Settings of a [`Scheduler`] that do not depend on the strategy.
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
@@ -18,6 +31,11 @@ pub struct SchedulerConfig {
     /// Receivers that already hold the whole file (a resumed run): they start as holders and
     /// emit no [`Event::HostComplete`].
     pub already_complete: Vec<HostId>,
+    /// Receivers not ready yet (the runner is still connecting to them): nothing is planned
+    /// to or from them until [`Scheduler::handle_host_joined`] reports them ready, or
+    /// [`Scheduler::handle_host_down`] gives them up. Only for a strategy whose
+    /// [`Strategy::joins_late`] is true.
+    pub joining: Vec<HostId>,
 }
 
 impl SchedulerConfig {
@@ -27,6 +45,7 @@ impl SchedulerConfig {
             receivers,
             max_attempts: 3,
             already_complete: Vec::new(),
+            joining: Vec::new(),
         }
     }
 }
@@ -60,6 +79,8 @@ pub struct Scheduler<S: Strategy + ?Sized = dyn Strategy> {
     layout: Layout,
     holdings: Holdings,
     failed: Vec<bool>,
+    /// Receivers not ready yet (see [`SchedulerConfig::joining`]).
+    joining: Vec<bool>,
     attempts: Vec<u32>,
     max_attempts: u32,
     /// Transfers started so far; a slot's `seq` is the count when its transfer started.
@@ -82,6 +103,11 @@ pub struct Scheduler<S: Strategy + ?Sized = dyn Strategy> {
 
 impl<S: Strategy + ?Sized> Scheduler<S> {
     /// A scheduler for `strategy` over a file cut by `layout`.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `config` names a host that is not a receiver, or names joining receivers for
+    /// a strategy that cannot take them (see [`Strategy::joins_late`]).
     pub fn new(strategy: Box<S>, layout: Layout, config: SchedulerConfig) -> Self {
         let hosts = config.receivers as usize + 1;
         let mut holdings = Holdings::new(hosts, layout.count());
@@ -98,17 +124,32 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
             }
         }
         let failed = vec![false; hosts];
+        let mut joining = vec![false; hosts];
+        assert!(
+            config.joining.is_empty() || strategy.joins_late(),
+            "{} cannot start before every receiver is ready",
+            strategy.name()
+        );
+        for &h in &config.joining {
+            assert!(
+                h != HostId::SOURCE && h.index() < hosts && !holdings.is_complete(h),
+                "joining names {h}, which is not a receiver still to be served"
+            );
+            joining[h.index()] = true;
+        }
         let mut strategy = strategy;
         strategy.start(&View {
             layout: &layout,
             holdings: &holdings,
             failed: &failed,
+            joining: &joining,
         });
         Scheduler {
             strategy,
             layout,
             holdings,
             failed,
+            joining,
             attempts: vec![0; hosts],
             max_attempts: config.max_attempts.max(1),
             started: 0,
@@ -145,11 +186,7 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
     /// The links the strategy expects to use for much of the run, as planned now (see
     /// [`crate::core::Strategy::planned_links`]): a driver may set them up ahead of time.
     pub fn planned_links(&self) -> Vec<(HostId, HostId)> {
-        self.strategy.planned_links(&View {
-            layout: &self.layout,
-            holdings: &self.holdings,
-            failed: &self.failed,
-        })
+        self.strategy.planned_links(&view!(self))
     }
 
     /// Number of transfers started and not yet reported.
@@ -164,11 +201,7 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
     /// Panics if the strategy plans a hop whose sender lacks a chunk or that involves a failed
     /// host: that is a bug in the strategy, and running on would corrupt the distribution.
     pub fn poll_transfer(&mut self, _now: Duration) -> Option<Transfer> {
-        let view = View {
-            layout: &self.layout,
-            holdings: &self.holdings,
-            failed: &self.failed,
-        };
+        let view = view!(self);
         let (from, to, chunks) = self.strategy.next(&view)?;
         assert!(
             !chunks.is_empty() && chunks.end <= self.layout.count(),
@@ -183,6 +216,11 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
         assert!(
             !self.failed[from.index()] && !self.failed[to.index()] && from != to,
             "{} planned {from} -> {to} with a failed or identical host",
+            self.strategy.name()
+        );
+        assert!(
+            !self.joining[from.index()] && !self.joining[to.index()],
+            "{} planned {from} -> {to} with a host still joining",
             self.strategy.name()
         );
         let slot = match self.free_slots.pop() {
@@ -249,11 +287,7 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
                 });
             }
         }
-        let view = View {
-            layout: &self.layout,
-            holdings: &self.holdings,
-            failed: &self.failed,
-        };
+        let view = view!(self);
         self.strategy.finished(&view, t.from, t.to, t.chunks, ok);
         if let Err(e) = result {
             // A failed duplicate to a host that is complete by now costs it nothing, and
@@ -273,6 +307,24 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
         }
     }
 
+    /// Reports that `host`, named in [`SchedulerConfig::joining`], is ready; `complete` when
+    /// it turned out to hold the whole file already (a resumed run): it then serves as a
+    /// holder and emits no [`Event::HostComplete`], as [`SchedulerConfig::already_complete`]
+    /// hosts do. A host not joining (already reported, or given up) is ignored.
+    pub fn handle_host_joined(&mut self, _now: Duration, host: HostId, complete: bool) {
+        let i = host.index();
+        if i >= self.joining.len() || !self.joining[i] || self.failed[i] {
+            return;
+        }
+        self.joining[i] = false;
+        if complete {
+            self.holdings.fill(host);
+            self.open -= 1;
+        }
+        let view = view!(self);
+        self.strategy.host_joined(&view, host);
+    }
+
     /// Reports that `host` is gone for good (a dead link, a full disk): it is given up at once.
     /// Transfers in flight that involve it must still be reported with
     /// [`Scheduler::handle_done`]. The source cannot be given up; calling this for it, or for
@@ -284,11 +336,7 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
         if self.holdings.is_complete(host) {
             // A complete host still counts as done for the user, but must not send any more.
             self.failed[host.index()] = true;
-            let view = View {
-                layout: &self.layout,
-                holdings: &self.holdings,
-                failed: &self.failed,
-            };
+            let view = view!(self);
             self.strategy.host_lost(&view, host);
             return;
         }
@@ -298,11 +346,7 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
     fn give_up(&mut self, now: Duration, host: HostId, reason: String) {
         self.failed[host.index()] = true;
         self.open -= 1;
-        let view = View {
-            layout: &self.layout,
-            holdings: &self.holdings,
-            failed: &self.failed,
-        };
+        let view = view!(self);
         self.strategy.host_lost(&view, host);
         self.events.push_back(Event::HostFailed {
             host,
@@ -318,11 +362,7 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
 
     /// Checks the strategy's invariants (for tests).
     pub fn check_invariants(&self) -> Result<(), String> {
-        let view = View {
-            layout: &self.layout,
-            holdings: &self.holdings,
-            failed: &self.failed,
-        };
+        let view = view!(self);
         self.strategy.check_invariants(&view)
     }
 }

@@ -20,6 +20,9 @@ pub struct View<'a> {
     pub holdings: &'a Holdings,
     /// `failed[h]` is true once host `h` has been given up.
     pub failed: &'a [bool],
+    /// `joining[h]` is true while receiver `h` is still being connected (see
+    /// [`crate::core::SchedulerConfig::joining`]): nothing may be planned to or from it.
+    pub joining: &'a [bool],
 }
 
 impl View<'_> {
@@ -31,6 +34,11 @@ impl View<'_> {
     /// True once `host` has been given up.
     pub fn is_failed(&self, host: HostId) -> bool {
         self.failed[host.index()]
+    }
+
+    /// True while `host` is still joining: not ready for any hop yet.
+    pub fn is_joining(&self, host: HostId) -> bool {
+        self.joining[host.index()]
     }
 }
 
@@ -59,10 +67,24 @@ pub trait Strategy: Send {
     /// `host` was given up: never plan a hop to or from it again.
     fn host_lost(&mut self, view: &View<'_>, host: HostId);
 
+    /// True if this strategy can start before every receiver is ready: receivers still
+    /// joining are left out of its plan (see [`View::is_joining`]) until
+    /// [`Strategy::host_joined`] brings them in. The default is false, and a scheduler for
+    /// such a strategy refuses joining receivers.
+    fn joins_late(&self) -> bool {
+        false
+    }
+
+    /// `host`, which was joining, is ready: plan for it from now on. When
+    /// `view.holdings.is_complete(host)` it already holds the file and may serve at once.
+    /// Called only on strategies whose [`Strategy::joins_late`] is true.
+    fn host_joined(&mut self, _view: &View<'_>, _host: HostId) {}
+
     /// The links `(from, to)` this strategy already knows it will use for a long stretch of
     /// the run, so that a driver whose connections are slow to set up (ssh between hosts) can
     /// open them all at once before their first transfer, instead of one after another as the
-    /// data reaches each. A hint only, for the links as planned now; the default is none.
+    /// data reaches each. A hint only, for the links as planned now (a receiver that joins
+    /// later may add some); the default is none.
     fn planned_links(&self, _view: &View<'_>) -> Vec<(HostId, HostId)> {
         Vec::new()
     }

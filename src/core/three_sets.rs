@@ -15,6 +15,8 @@ pub(crate) enum Set {
     Busy,
     /// Given up: in no set.
     Gone,
+    /// Still joining (see [`View::is_joining`]): in no set yet.
+    Joining,
 }
 
 /// Checks that host `h`, in set `s`, agrees with its holdings and its failure.
@@ -27,6 +29,12 @@ pub(crate) fn check_host(h: HostId, s: Set, view: &View<'_>) -> Result<(), Strin
     }
     if s != Set::Gone && view.is_failed(h) {
         return Err(format!("{h} failed but is still in {s:?}"));
+    }
+    if (s == Set::Joining) != (view.is_joining(h) && !view.is_failed(h)) {
+        return Err(format!(
+            "{h} is {s:?} but joining is {}",
+            view.is_joining(h)
+        ));
     }
     Ok(())
 }
