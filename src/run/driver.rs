@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt as _;
 use tokio::task::JoinSet;
 
+use std::collections::HashSet;
+
 use crate::core::{
-    Event, HopError, HostId, Layout, Scheduler, SchedulerConfig, StrategyKind, Transfer,
+    Event, HopError, HostId, Layout, Scheduler, SchedulerConfig, Strategy, StrategyKind, Transfer,
 };
 
-use super::transport::{CleanupFailure, Probe, Transport, TransportError};
+use super::transport::{CleanupFailure, Prepared, Probe, Transport, TransportError};
 
 /// Chunks a chain link may have in flight. Links are first in, first out, so this does not
 /// change when bytes move; on a request link it lets the next request reach the sender while
@@ -173,6 +175,10 @@ pub struct DriveConfig {
 }
 
 enum Task {
+    /// A receiver was connected and probed, or could not be.
+    Prepared(HostId, Result<Prepared, TransportError>),
+    /// Links planned ahead were set up; the errors name those that could not be.
+    LinksOpened(Vec<(HostId, HostId)>, Vec<TransportError>),
     Hop(Transfer, Result<(), TransportError>),
     Finalize(HostId, Result<(), TransportError>),
     /// A host was discarded: nothing for the scheduler.
@@ -185,6 +191,29 @@ struct Run<'o, T> {
     tasks: JoinSet<Task>,
     started: Instant,
     observer: &'o mut dyn Observer,
+    /// The core, once it can start: at once for a strategy that takes receivers as they join,
+    /// after every probe otherwise.
+    sched: Option<Scheduler>,
+    /// The strategy, until `sched` is built from it.
+    strategy: Option<Box<dyn Strategy>>,
+    /// Probe results held back for a strategy that needs every receiver at the start.
+    held: Vec<(HostId, Result<Prepared, TransportError>)>,
+    probes_left: u32,
+    /// Planned links asked of the transport so far: each is set up once at most.
+    asked: HashSet<(HostId, HostId)>,
+    /// Whether the links planned into `joined` are still to be asked for: at the start, and
+    /// after each join (rule 7 of the driver contract). Links the strategy plans after a loss
+    /// are not set up ahead: their receiver may already hold part of the file.
+    links_due: bool,
+    /// Set once the first ask is made; the first ask takes every planned link.
+    links_started: bool,
+    joined: HashSet<HostId>,
+    /// Planned links still being set up, and the transfers planned over them meanwhile,
+    /// which start once their link is up (or has failed, and they go another way).
+    opening: HashSet<(HostId, HostId)>,
+    deferred: Vec<Transfer>,
+    layout: Layout,
+    max_attempts: u32,
 }
 
 impl<T: Transport> Run<'_, T> {
@@ -212,19 +241,50 @@ impl<T: Transport> Run<'_, T> {
         });
     }
 
-    /// Step 2 of the driver contract: start every planned transfer, then handle every event.
-    fn drain(&mut self, sched: &mut Scheduler) {
+    fn start_hop(&mut self, t: Transfer) {
+        let now = self.now();
+        self.record(t.to).start.get_or_insert(now);
+        self.observer.on_event(&RunEvent::HopStarted(t));
+        self.transport.starting(&t);
+        let tr = Arc::clone(&self.transport);
+        self.tasks
+            .spawn(async move { Task::Hop(t, tr.hop(t).await) });
+    }
+
+    /// Step 2 of the driver contract: set up the links newly planned ahead, start every
+    /// planned transfer, then handle every event.
+    fn drain(&mut self) {
+        let Some(mut sched) = self.sched.take() else {
+            return;
+        };
+        let mut links = Vec::new();
+        if std::mem::take(&mut self.links_due) {
+            let joined = std::mem::take(&mut self.joined);
+            let first = !std::mem::replace(&mut self.links_started, true);
+            links = sched
+                .planned_links()
+                .into_iter()
+                .filter(|l| (first || joined.contains(&l.1)) && self.asked.insert(*l))
+                .collect();
+        }
+        if !links.is_empty() {
+            self.opening.extend(links.iter().copied());
+            let tr = Arc::clone(&self.transport);
+            self.tasks.spawn(async move {
+                let failed = tr.open_links(&links).await;
+                Task::LinksOpened(links, failed)
+            });
+        }
         loop {
             let now = self.now();
             let Some(t) = sched.poll_transfer(now) else {
                 break;
             };
-            let r = self.record(t.to);
-            r.start.get_or_insert(now);
-            self.observer.on_event(&RunEvent::HopStarted(t));
-            let tr = Arc::clone(&self.transport);
-            self.tasks
-                .spawn(async move { Task::Hop(t, tr.hop(t).await) });
+            if self.opening.contains(&(t.from, t.to)) {
+                self.deferred.push(t);
+            } else {
+                self.start_hop(t);
+            }
         }
         while let Some(ev) = sched.poll_event() {
             match ev {
@@ -243,15 +303,103 @@ impl<T: Transport> Run<'_, T> {
                 }
             }
         }
+        self.sched = Some(sched);
     }
 
-    fn on_task(&mut self, sched: &mut Scheduler, task: Task) {
+    /// Takes in a probe's result: into the core, or held until every probe is in.
+    fn on_prepared(&mut self, h: HostId, result: Result<Prepared, TransportError>) {
+        self.probes_left -= 1;
+        let up_to_date = match &result {
+            Ok(prepared) => {
+                for path in &prepared.swept {
+                    let path = path.clone();
+                    self.observer.on_event(&RunEvent::Swept { host: h, path });
+                }
+                self.record(h).hasher.clone_from(&prepared.hasher);
+                let probe = prepared.probe;
+                self.observer.on_event(&RunEvent::Probed { host: h, probe });
+                probe == Probe::UpToDate
+            }
+            Err(_) => false,
+        };
+        if up_to_date {
+            self.finish_host(h, HostStatus::UpToDate, None);
+        }
+        let now = self.now();
+        match self.sched.as_mut() {
+            Some(sched) => match result {
+                Ok(_) => {
+                    sched.handle_host_joined(now, h, up_to_date);
+                    self.joined.insert(h);
+                    self.links_due = true;
+                }
+                Err(e) => sched.handle_host_down(now, h, e.to_string()),
+            },
+            None => {
+                self.held.push((h, result));
+                if self.probes_left == 0 {
+                    self.start_after_probes(now);
+                }
+            }
+        }
+    }
+
+    /// Builds the core for a strategy that needs every receiver at the start, from the held
+    /// probe results: hosts that hold the file start complete, unreachable ones are given up
+    /// before the first drain, so no hop is planned to them.
+    fn start_after_probes(&mut self, now: Duration) {
+        let mut held = std::mem::take(&mut self.held);
+        held.sort_by_key(|(h, _)| *h);
+        let already_complete = held
+            .iter()
+            .filter(|(_, r)| matches!(r, Ok(p) if p.probe == Probe::UpToDate))
+            .map(|(h, _)| *h)
+            .collect();
+        let strategy = self.strategy.take().expect("built once");
+        let mut sched = Scheduler::new(
+            strategy,
+            self.layout,
+            SchedulerConfig {
+                receivers: self.records.len() as u32,
+                max_attempts: self.max_attempts,
+                already_complete,
+                joining: Vec::new(),
+            },
+        );
+        for (h, r) in held {
+            if let Err(e) = r {
+                sched.handle_host_down(now, h, e.to_string());
+            }
+        }
+        self.sched = Some(sched);
+    }
+
+    fn on_task(&mut self, task: Task) {
+        let now = self.now();
         match task {
+            Task::Prepared(h, result) => self.on_prepared(h, result),
+            Task::LinksOpened(links, failed) => {
+                for e in failed {
+                    self.observer.on_event(&RunEvent::LinkNotOpened {
+                        reason: e.to_string(),
+                    });
+                }
+                for l in &links {
+                    self.opening.remove(l);
+                }
+                let (go, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+                    .into_iter()
+                    .partition(|t| !self.opening.contains(&(t.from, t.to)));
+                self.deferred = wait;
+                for t in go {
+                    self.start_hop(t);
+                }
+            }
             Task::Hop(t, Ok(())) => {
                 let r = self.record(t.to);
                 r.from = Some(t.from);
                 r.bytes += t.bytes;
-                sched.handle_done(self.now(), t.id, Ok(()));
+                self.sched_mut().handle_done(now, t.id, Ok(()));
             }
             Task::Hop(t, Err(e)) => {
                 let reason = e.to_string();
@@ -259,20 +407,21 @@ impl<T: Transport> Run<'_, T> {
                     transfer: t,
                     reason: reason.clone(),
                 });
+                let sched = self.sched_mut();
                 // A dead host is given up at once instead of burning its attempts; both
                 // inputs go in before the drain, so nothing is planned for it in between.
                 if let Some(h) = e.lost_host() {
                     if h != HostId::SOURCE && !sched.is_failed(h) {
-                        sched.handle_host_down(self.now(), h, reason.clone());
+                        sched.handle_host_down(now, h, reason.clone());
                     }
                 }
-                sched.handle_done(self.now(), t.id, Err(HopError::new(reason)));
+                sched.handle_done(now, t.id, Err(HopError::new(reason)));
             }
             Task::Finalize(host, Ok(())) => self.finish_host(host, HostStatus::Verified, None),
             Task::Finalize(host, Err(e)) => {
                 self.finish_host(host, HostStatus::Failed, Some(e.to_string()));
                 // It must not pass its bad copy on.
-                sched.handle_host_down(self.now(), host, e.to_string());
+                self.sched_mut().handle_host_down(now, host, e.to_string());
                 let tr = Arc::clone(&self.transport);
                 self.tasks.spawn(async move {
                     tr.discard(host).await;
@@ -281,7 +430,19 @@ impl<T: Transport> Run<'_, T> {
             }
             Task::Discarded => {}
         }
-        self.drain(sched);
+        self.drain();
+    }
+
+    /// The core, which exists once a hop or a finalize could have started.
+    fn sched_mut(&mut self) -> &mut Scheduler {
+        self.sched
+            .as_mut()
+            .expect("hops start only once the scheduler is built")
+    }
+
+    /// True when the core has finished and no task is left.
+    fn is_over(&self) -> bool {
+        self.tasks.is_empty() && self.sched.as_ref().is_some_and(Scheduler::is_finished)
     }
 
     /// Marks every host not done yet as interrupted.
@@ -304,10 +465,14 @@ enum Stop {
 
 /// Runs one distribution to the end, or until `cancel` resolves.
 ///
-/// First every receiver is prepared (connected and probed) concurrently; hosts that already
-/// hold the file become [`SchedulerConfig::already_complete`] and hosts that cannot be reached
-/// are given up before any data moves. Then the scheduler runs until every receiver is
-/// verified or failed. On `cancel`, every hop is dropped and hosts not yet done are reported
+/// Every receiver is prepared (connected and probed) concurrently. For a strategy that takes
+/// receivers as they join ([`crate::core::Strategy::joins_late`]: linear, bounce and chain),
+/// each joins the run as soon as its probe is back, so data flows to the first hosts while
+/// others are still connecting; links the strategy plans ahead are set up as they appear,
+/// and the transfers planned over one wait only for that link. Any other strategy starts
+/// once every probe is back. Hosts that already hold the file join complete, and hosts that
+/// cannot be reached are given up before anything is planned to them. The scheduler then
+/// runs until every receiver is verified or failed. On `cancel`, every hop is dropped and hosts not yet done are reported
 /// as interrupted.
 ///
 /// [`Transport::shutdown`] runs once at the end whatever happened: after success, an
@@ -337,6 +502,18 @@ pub async fn drive<T: Transport>(
         tasks: JoinSet::new(),
         started,
         observer,
+        sched: None,
+        strategy: None,
+        held: Vec::new(),
+        probes_left: cfg.receivers,
+        asked: HashSet::new(),
+        links_due: true,
+        links_started: false,
+        joined: HashSet::new(),
+        opening: HashSet::new(),
+        deferred: Vec::new(),
+        layout: cfg.layout,
+        max_attempts: cfg.max_attempts,
     };
     let result = AssertUnwindSafe(run_to_end(&mut run, cfg, cancel))
         .catch_unwind()
@@ -391,81 +568,41 @@ async fn run_to_end<T: Transport>(
 ) -> Result<(), Stop> {
     tokio::pin!(cancel);
 
-    let mut probes: JoinSet<(HostId, Result<super::Prepared, TransportError>)> = JoinSet::new();
+    let strategy = cfg.kind.build(&crate::core::StrategyParams {
+        chain_window: CHAIN_WINDOW,
+        ..crate::core::StrategyParams::new(cfg.receivers)
+    });
+    if strategy.joins_late() {
+        // Each receiver joins as soon as it is probed: no host waits for the slowest.
+        run.sched = Some(Scheduler::new(
+            strategy,
+            cfg.layout,
+            SchedulerConfig {
+                receivers: cfg.receivers,
+                max_attempts: cfg.max_attempts,
+                already_complete: Vec::new(),
+                joining: (1..=cfg.receivers).map(HostId).collect(),
+            },
+        ));
+    } else {
+        run.strategy = Some(strategy);
+    }
     for i in 1..=cfg.receivers {
         let tr = Arc::clone(&run.transport);
         let h = HostId(i);
-        probes.spawn(async move { (h, tr.prepare(h).await) });
+        run.tasks
+            .spawn(async move { Task::Prepared(h, tr.prepare(h).await) });
     }
-    let mut already_complete = Vec::new();
-    let mut unreachable = Vec::new();
-    loop {
-        tokio::select! {
-            r = probes.join_next() => match r {
-                None => break,
-                Some(Ok((h, Ok(prepared)))) => {
-                    for path in prepared.swept {
-                        run.observer.on_event(&RunEvent::Swept { host: h, path });
-                    }
-                    run.record(h).hasher = prepared.hasher;
-                    let probe = prepared.probe;
-                    run.observer.on_event(&RunEvent::Probed { host: h, probe });
-                    if probe == Probe::UpToDate {
-                        already_complete.push(h);
-                    }
-                }
-                Some(Ok((h, Err(e)))) => unreachable.push((h, e.to_string())),
-                Some(Err(e)) => {
-                    probes.shutdown().await;
-                    return Err(task_failure("a probe", e));
-                }
-            },
-            () = &mut cancel => {
-                probes.shutdown().await;
-                return Err(Stop::Interrupted);
-            }
-        }
+    if cfg.receivers == 0 && run.sched.is_none() {
+        run.start_after_probes(run.now());
     }
+    run.drain();
 
-    let mut sched = Scheduler::new(
-        cfg.kind.build(&crate::core::StrategyParams {
-            chain_window: CHAIN_WINDOW,
-            ..crate::core::StrategyParams::new(cfg.receivers)
-        }),
-        cfg.layout,
-        SchedulerConfig {
-            receivers: cfg.receivers,
-            max_attempts: cfg.max_attempts,
-            already_complete: already_complete.clone(),
-        },
-    );
-    for &h in &already_complete {
-        run.finish_host(h, HostStatus::UpToDate, None);
-    }
-    // Unreachable hosts are given up before the first drain, so no hop is planned to them.
-    unreachable.sort_by_key(|(h, _)| *h);
-    for (h, reason) in unreachable {
-        sched.handle_host_down(run.now(), h, reason);
-    }
-    let links = sched.planned_links();
-    if !links.is_empty() {
-        let tr = Arc::clone(&run.transport);
-        tokio::select! {
-            failed = tr.open_links(&links) => {
-                for e in failed {
-                    run.observer.on_event(&RunEvent::LinkNotOpened { reason: e.to_string() });
-                }
-            }
-            () = &mut cancel => return Err(Stop::Interrupted),
-        }
-    }
-    run.drain(&mut sched);
-
-    while !(sched.is_finished() && run.tasks.is_empty()) {
+    while !run.is_over() {
         tokio::select! {
             r = run.tasks.join_next() => match r {
-                Some(Ok(task)) => run.on_task(&mut sched, task),
-                Some(Err(e)) => return Err(task_failure("a hop", e)),
+                Some(Ok(task)) => run.on_task(task),
+                Some(Err(e)) => return Err(task_failure("a transport", e)),
                 None => {
                     return Err(Stop::Internal(
                         "the scheduler has transfers in flight but no task runs".into(),

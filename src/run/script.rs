@@ -343,38 +343,70 @@ pub fn chunk_reader(from_dest: &str, from_tmp: &str) -> String {
     )
 }
 
+/// Where a chain relay on X reads X's copy from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayFrom<'a> {
+    /// X's temporary file, which X is receiving or about to receive: the relay waits up to
+    /// [`RELAY_WAIT_S`] seconds for it to appear.
+    Receiving(&'a str),
+    /// X's DEST, which holds the verified file (X was up to date, or is done).
+    Installed(&'a str),
+}
+
+/// How long a relay waits for its sender's temporary file to appear, in seconds.
+pub const RELAY_WAIT_S: u32 = 30;
+
 /// Run on X: relays X's copy of a `size`-byte file to `to` while X receives it, for a chain
-/// link set up before the run. The `ssh` to `to` starts at once, so its setup overlaps
-/// everything before; the relay then waits for one line on stdin, the pid of X's own
-/// [`stream_receive`], and follows X's temporary file from its first byte (GNU `tail -f`)
-/// until `size` bytes have gone on, or until that receiver has exited and the file is read to
-/// its end (`--pid`), whichever is first. Stopping at `size` ends the stream into `to` at
-/// once, not a polling interval after X's receiver is gone. The rest of stdin is a watcher:
-/// when the controller's channel closes, the relay's whole process group is killed. (An
-/// asynchronous list's stdin is /dev/null unless redirected, and dash applies that before
-/// `<&0`: hence fd 4.)
+/// link planned ahead. It opens the copy (see [`RelayFrom`]) before anything else and prints
+/// `$$` only then, so that the copy can be renamed into place once the controller has read
+/// that line; the relay keeps reading the same file through its descriptor.
 ///
-/// When the ssh to `to` fails, the relay kills its whole group at once: the follower may
-/// still be waiting for its pid, and the controller for the relay's output to end.
+/// The relay follows the growing file by its size: whatever was written since the last look
+/// goes on in one `dd` of 1 MiB blocks, and when nothing new is there it looks again 50 ms
+/// later, until `size` bytes have gone on. One copy per byte and few system calls: no
+/// `tail` (8 KiB reads) and no `head` behind it. The relay does not watch X's receiver:
+/// if X's copy stops growing, the controller ends the relay (X is retried or given up), and
+/// while X is fed again another way (a request link after a broken stream) the relay just
+/// goes on following the same file, which only ever grows from its end.
+///
+/// The ssh to `to` starts at once, so its setup overlaps the wait for X's first bytes. The
+/// rest of stdin is a watcher: when the controller's channel closes, the relay's whole
+/// process group is killed. (An asynchronous list's stdin is /dev/null unless redirected,
+/// and dash applies that before `<&0`: hence fd 4.) When the ssh to `to` fails, the relay
+/// kills its whole group at once.
 ///
 /// Following the file, rather than a pipe filled by the receiver, keeps the two apart: a
-/// relay that dies or never starts cannot stall X's own copy.
+/// relay that dies, lags or never starts cannot stall X's own copy.
 pub fn stream_relay(
     ssh: &HopSsh,
-    from_tmp: &str,
+    from: RelayFrom<'_>,
     size: u64,
     to: &HostSpec,
     to_dest: &str,
     to_tmp: &str,
     to_hasher: Hasher,
 ) -> String {
+    let open = match from {
+        RelayFrom::Receiving(tmp) => {
+            let t = shell_quote(tmp);
+            format!(
+                "i=0; until [ -f {t} ] && [ ! -L {t} ]; do i=$((i + 1)); \
+                 [ $i -le {tries} ] || {{ echo \"no file \"{t}\" to relay\" >&2; exit 1; }}; \
+                 sleep 0.05; done; exec 5< {t} 4<&- || exit 1",
+                tries = RELAY_WAIT_S * 20,
+            )
+        }
+        RelayFrom::Installed(dest) => format!("exec 5< {} 4<&- || exit 1", shell_quote(dest)),
+    };
     format!(
-        "echo $$; {{ read p && case $p in ''|*[!0-9]*) exit 1;; esac || exit 1; \
-         exec 4<&0; {{ cat > /dev/null; kill -TERM 0; }} <&4 > /dev/null 2>&1 & \
-         exec tail -c +1 -f --pid=\"$p\" -s 0.05 -- {tmp} 4<&-; }} | head -c {size} | \
+        "exec 4<&0; {{ cat > /dev/null; kill -TERM 0; }} <&4 > /dev/null 2>&1 & \
+         {open}; echo $$; \
+         {{ o=0; while [ $o -lt {size} ]; do n=$(stat -L -c %s /dev/fd/5) || exit 1; \
+         if [ $n -gt $o ]; then [ $n -le {size} ] || n={size}; \
+         dd bs=1M count=$((n - o)) iflag=count_bytes status=none <&5 || exit 1; o=$n; \
+         else sleep 0.05; fi; done; }} | \
          {{ {}; s=$?; [ $s -eq 0 ] || kill -TERM 0; exit $s; }}",
         ssh.command(to, &stream_receive(to_dest, to_tmp, to_hasher)),
-        tmp = shell_quote(from_tmp),
     )
 }
 
@@ -931,7 +963,7 @@ mod tests {
         std::io::BufRead::read_line(&mut a_out, &mut pid).unwrap();
         let relay = stream_relay(
             &hop,
-            &a_tmp,
+            RelayFrom::Receiving(&a_tmp),
             data.len() as u64,
             &to,
             &b_dest,
@@ -947,8 +979,7 @@ mod tests {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        std::io::Write::write_all(&mut stdin, pid.as_bytes()).unwrap();
+        let stdin = child.stdin.take().unwrap();
         let mut b = String::new();
         std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut b).unwrap();
         let status = child.wait().unwrap();
@@ -1041,5 +1072,82 @@ mod tests {
         let stdout = String::from_utf8(out.stdout).unwrap();
         let body = stdout.split_once('\n').unwrap().1;
         assert_eq!(body, "2 3\n2348 2\n89");
+    }
+
+    #[test]
+    fn a_relay_waits_for_its_copy_and_follows_it_as_chunks_arrive() {
+        let dir = tempfile::tempdir().unwrap();
+        let a_dest = format!("{}/a/f.bin", dir.path().display());
+        let b_dest = format!("{}/b/f.bin", dir.path().display());
+        let (a_tmp, b_tmp) = (
+            temp_path(&a_dest, "r", "-h1"),
+            temp_path(&b_dest, "r", "-h2"),
+        );
+        let data: Vec<u8> = (0..(8 << 20))
+            .map(|i| ((i * 31 + i / 7919) % 253) as u8)
+            .collect();
+        let input = dir.path().join("input");
+        std::fs::write(&input, &data).unwrap();
+        let fake = fake_ssh_dir();
+        let path = format!(
+            "{}:{}",
+            fake.path().display(),
+            std::env::var("PATH").unwrap()
+        );
+        let hop = HopSsh {
+            accept_new_host_keys: false,
+            connect_timeout_s: 1,
+        };
+        let to = HostSpec::parse("h2", "test").unwrap();
+        let relay = stream_relay(
+            &hop,
+            RelayFrom::Receiving(&a_tmp),
+            data.len() as u64,
+            &to,
+            &b_dest,
+            &b_tmp,
+            Hasher::Sha256sum,
+        );
+        // The relay starts before its copy exists, as a relay to a host that joined late
+        // does, and the copy is then written chunk by chunk, in order, as a request link
+        // writes it.
+        let mut child = std::process::Command::new("setsid")
+            .args(["-w", "sh", "-c", &relay])
+            .env("PATH", &path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // Chunks by request, 1 MiB each, in order, fed with pauses.
+        let mut feeder = String::new();
+        for c in 0..8u64 {
+            feeder.push_str(&format!(
+                "echo '{} 1048576'; dd if={} bs=1M skip={c} count=1 status=none; sleep 0.05; ",
+                c << 20,
+                shell_quote(&input.display().to_string())
+            ));
+        }
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{{ {feeder} }} | sh -c {}",
+                shell_quote(&receive_chunks(&a_dest, &a_tmp))
+            ))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let mut b = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut b).unwrap();
+        let status = child.wait().unwrap();
+        drop(stdin);
+        assert!(status.success(), "{b}");
+        assert!(std::fs::read(&a_tmp).unwrap() == data, "a differs");
+        assert!(std::fs::read(&b_tmp).unwrap() == data, "b differs");
+        let digest = crate::run::digest::sha256_bytes(&data);
+        let end = format!("end {} {digest}", data.len());
+        assert_eq!(b.lines().last(), Some(end.as_str()), "{b}");
     }
 }

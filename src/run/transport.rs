@@ -160,6 +160,13 @@ pub trait Transport: Send + Sync + 'static {
         host: HostId,
     ) -> impl Future<Output = Result<Prepared, TransportError>> + Send;
 
+    /// Called synchronously, in the order the driver starts transfers, just before
+    /// [`Transport::hop`] is called for `t`. The hops themselves run concurrently and may
+    /// reach the wire in any order; a transport that carries several transfers of one link
+    /// over one connection keeps them first in, first out (rule 6 of the driver contract) by
+    /// the order recorded here. The default does nothing.
+    fn starting(&self, _t: &Transfer) {}
+
     /// Carries out one planned transfer. `Ok` means the receiver holds the chunks intact; for
     /// whole-file hops that includes the digest check and the rename into place. On failure
     /// the transport has already stopped the hop's remote processes, and the error says

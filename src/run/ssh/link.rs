@@ -1,16 +1,16 @@
 //! The chain's transport: one long-lived pipeline per edge X → Y, of two kinds.
 //!
-//! - *Streams*, for the links the strategy plans from the start
-//!   ([`crate::run::transport::Transport::open_links`]): all set up at once before any data
-//!   moves; the source streams SRC into the first host, and every host relays its copy to
-//!   the next while it receives it. No request and no acknowledgement sits between the
+//! - *Streams*, for the links the strategy plans ahead
+//!   ([`crate::run::transport::Transport::open_links`]): each set up as soon as both its
+//!   hosts have joined, all at once; the source streams SRC into the first host, and every
+//!   host relays its copy to the next while it receives it. No request and no acknowledgement sits between the
 //!   hops: the receivers report their byte counts to the controller on the side, and those
 //!   reports end the core's chunk transfers.
 //! - *Request links*, for every other edge (a host cut out of the chain, a stream that
 //!   broke): the controller writes one request line per chunk into the link on X; X sends
 //!   header and bytes to Y's receive loop, whose acknowledgement flows back through X.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,10 +19,12 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufR
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::core::{HostId, Layout, Transfer};
+use crate::core::{HostId, Layout, Transfer, TransferId};
 
 use super::super::script;
-use super::super::transport::{ByteCounters, CleanupFailure, Prepared, Transport, TransportError};
+use super::super::transport::{
+    ByteCounters, CleanupFailure, Prepared, Probe, Transport, TransportError,
+};
 use super::hosts::Hosts;
 use super::reports::{collect, failure_text, join, last_lines, read_pid, Report};
 
@@ -38,6 +40,69 @@ pub(super) struct ChainLinks {
     /// The link of each edge.
     links: Mutex<HashMap<(HostId, HostId), LinkCell>>,
     streamed: Streamed,
+    /// By host: true once its DEST holds the verified file (it was up to date, or its copy
+    /// was renamed into place). Locked while a copy is renamed and while a relay from the
+    /// host opens the copy it reads (see `spawn_stream`).
+    placed: Vec<tokio::sync::Mutex<bool>>,
+    /// By host: set once it is given up, which stops a relay from it that is still waiting
+    /// for a copy to open (see `spawn_stream`).
+    gone: Vec<watch::Sender<bool>>,
+    /// By edge: the transfers started on it and not yet written to its link, in the order
+    /// the driver started them. A request link takes them in this order, whatever order
+    /// their tasks run in: a receiver's copy must grow from its end, for the relay that
+    /// follows it (see [`script::stream_relay`]).
+    queues: Mutex<HashMap<(HostId, HostId), VecDeque<TransferId>>>,
+    /// Woken whenever a transfer leaves its queue.
+    turn: tokio::sync::Notify,
+}
+
+/// A transfer's place in its edge's queue; leaving it (or dropping it, when the hop ends
+/// or is cancelled) lets the next one go.
+struct Turn<'a> {
+    links: &'a ChainLinks,
+    edge: (HostId, HostId),
+    id: TransferId,
+}
+
+impl Turn<'_> {
+    /// Waits until this transfer is the first of its edge's queue.
+    async fn wait(&self) {
+        loop {
+            let notified = self.links.turn.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let first = self
+                .links
+                .queues
+                .lock()
+                .unwrap()
+                .get(&self.edge)
+                .and_then(|q| q.front().copied());
+            if first.is_none_or(|f| f == self.id) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Leaves the queue: the next transfer on the edge may write.
+    fn leave(&self) {
+        let mut queues = self.links.queues.lock().unwrap();
+        if let Some(q) = queues.get_mut(&self.edge) {
+            q.retain(|&i| i != self.id);
+            if q.is_empty() {
+                queues.remove(&self.edge);
+            }
+        }
+        drop(queues);
+        self.links.turn.notify_waiters();
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.leave();
+    }
 }
 
 impl std::ops::Deref for ChainLinks {
@@ -82,11 +147,9 @@ enum LinkKind {
     Stream {
         /// The receiver's reports, kept up to date by `tasks`.
         progress: watch::Receiver<StreamProgress>,
-        /// The relay's stdin: the receiver's pid goes in first, then it is held open for the
-        /// relay's watcher. Empty for the source's link, whose feeding task owns it.
+        /// The relay's stdin, held open for the relay's watcher. Empty for the source's link,
+        /// whose feeding task owns it.
         stdin: tokio::sync::Mutex<Option<openssh::ChildStdin>>,
-        /// The pid of the receiving end, which the receiver's own relay follows.
-        receiver_pid: u32,
         /// The task reading reports (and, from the source, the one feeding SRC).
         tasks: Vec<JoinHandle<()>>,
         /// Why feeding SRC into the stream stopped early, for a link from the source: the
@@ -128,14 +191,20 @@ struct Pipeline {
     stdin: Option<openssh::ChildStdin>,
     stdout: BufReader<openssh::ChildStdout>,
     stderr: JoinHandle<String>,
-    /// The pid of the receiving end's snippet.
-    receiver_pid: u32,
 }
 
 impl ChainLinks {
     /// The chain's transport over `hosts`, for a file cut as `layout`.
     pub(super) fn new(hosts: Hosts, layout: Layout) -> Self {
         ChainLinks {
+            placed: (0..=hosts.targets.len())
+                .map(|_| tokio::sync::Mutex::new(false))
+                .collect(),
+            gone: (0..=hosts.targets.len())
+                .map(|_| watch::channel(false).0)
+                .collect(),
+            queues: Mutex::new(HashMap::new()),
+            turn: tokio::sync::Notify::new(),
             hosts,
             layout,
             links: Mutex::new(HashMap::new()),
@@ -220,15 +289,12 @@ impl ChainLinks {
             pids.push((to, second));
         }
         match pids.last() {
-            Some(&(_, Some(receiver_pid))) if pids.iter().all(|(_, p)| p.is_some()) => {
-                Ok(Pipeline {
-                    child,
-                    stdin,
-                    stdout,
-                    stderr,
-                    receiver_pid,
-                })
-            }
+            Some(&(_, Some(_))) if pids.iter().all(|(_, p)| p.is_some()) => Ok(Pipeline {
+                child,
+                stdin,
+                stdout,
+                stderr,
+            }),
             _ => {
                 // Without its stdin the relay's watcher ends it, if the relay is still waiting.
                 drop(stdin);
@@ -285,25 +351,38 @@ impl ChainLinks {
         })
     }
 
-    /// Opens a stream link (see the module docs). A relay from a receiver waits for that
-    /// receiver's pid on stdin, which [`Transport::open_links`] passes on.
+    /// Opens a stream link (see the module docs). A relay from a receiver X reads X's
+    /// temporary file, or its DEST once X's copy is in place; X's `placed` lock is held
+    /// until the relay has opened it, so the rename cannot slip between the choice and the
+    /// open.
     async fn spawn_stream(&self, from: HostId, to: HostId) -> Result<Link, TransportError> {
         let key = self.new_key();
         let t = self.target(to);
         let to_tmp = self.chain_tmp(to);
+        let from_tmp = match from {
+            HostId::SOURCE => String::new(),
+            _ => self.chain_tmp(from),
+        };
+        let placed = match from {
+            HostId::SOURCE => None,
+            _ => Some(self.placed[from.index()].lock().await),
+        };
         self.add_temp(to, &to_tmp);
-        let script = if from == HostId::SOURCE {
-            script::stream_receive(&t.dest, &to_tmp, self.hasher(to))
-        } else {
-            script::stream_relay(
+        let script = match &placed {
+            None => script::stream_receive(&t.dest, &to_tmp, self.hasher(to)),
+            Some(installed) => script::stream_relay(
                 &self.hop_ssh,
-                &self.chain_tmp(from),
+                if **installed {
+                    script::RelayFrom::Installed(&self.target(from).dest)
+                } else {
+                    script::RelayFrom::Receiving(&from_tmp)
+                },
                 self.src.size,
                 &t.spec,
                 &t.dest,
                 &to_tmp,
                 self.hasher(to),
-            )
+            ),
         };
         // From the source, SRC is the stream's stdin, fed by the kernel (see `ssh/feed.rs`).
         let mut feed = if from == HostId::SOURCE {
@@ -314,7 +393,17 @@ impl ChainLinks {
             None
         };
         let fed = feed.as_mut().and_then(|f| f.reader.take());
-        let p = self.start_pipeline(key, from, to, &script, fed).await?;
+        // A relay waits for its sender's copy to appear; if the sender is given up meanwhile,
+        // dropping the pipeline closes the relay's stdin and its watcher ends it.
+        let mut gone = self.gone[from.index()].subscribe();
+        let p = tokio::select! {
+            p = self.start_pipeline(key, from, to, &script, fed) => p?,
+            () = async { drop(gone.wait_for(|g| *g).await) } => {
+                self.kill(key, &[]).await;
+                return Err(self.link_err(from, to, format!("{} was given up", self.name(from))));
+            }
+        };
+        drop(placed);
         let (tx, progress) = watch::channel(StreamProgress::default());
         let mut tasks = vec![tokio::spawn(read_reports(
             p.stdout,
@@ -345,7 +434,6 @@ impl ChainLinks {
             kind: LinkKind::Stream {
                 progress,
                 stdin: tokio::sync::Mutex::new(stdin),
-                receiver_pid: p.receiver_pid,
                 tasks,
                 feed_error,
             },
@@ -367,29 +455,24 @@ impl ChainLinks {
         Arc::clone(links.entry((from, to)).or_default())
     }
 
-    /// Closes the stream on `edge` before any chunk used it: the next chunk over the edge
-    /// opens a request link instead.
-    async fn drop_stream(&self, edge: (HostId, HostId), link: &Arc<Link>) {
-        let cell = self.link_cell(edge.0, edge.1);
-        let mut guard = cell.lock().await;
-        if guard.as_ref().is_some_and(|l| Arc::ptr_eq(l, link)) {
-            guard.take();
-        }
-        let child = link.child.lock().await;
-        drop(guard);
-        self.close_link(link, child, false).await;
+    /// Records that `t` starts now (see [`Transport::starting`]).
+    pub(super) fn starting(&self, t: &Transfer) {
+        let mut queues = self.queues.lock().unwrap();
+        queues.entry((t.from, t.to)).or_default().push_back(t.id);
     }
 
-    /// Sends one chunk over a request link and waits for its acknowledgement.
+    /// Sends one chunk over a request link, in its turn, and waits for its acknowledgement.
     async fn request_chunk(
         &self,
         t: &Transfer,
+        turn: &Turn<'_>,
         offset: u64,
         writer: &tokio::sync::Mutex<LinkWriter>,
         acks: &tokio::sync::Mutex<LinkAcks>,
     ) -> Result<(), TransportError> {
         let closed = |e: std::io::Error| self.link_err(t.from, t.to, format!("link closed: {e}"));
 
+        turn.wait().await;
         let ticket = {
             let mut w = writer.lock().await;
             let stdin = w.stdin.as_mut().ok_or_else(|| {
@@ -404,6 +487,7 @@ impl ChainLinks {
             }
             stdin.flush().await.map_err(closed)?;
             w.next_ticket += 1;
+            turn.leave();
             w.next_ticket - 1
         };
         let line = loop {
@@ -435,6 +519,11 @@ impl ChainLinks {
 
     /// Carries one chunk over the link of its edge, opening a request link if none is open.
     pub(super) async fn hop_chunk(&self, t: Transfer) -> Result<(), TransportError> {
+        let turn = Turn {
+            links: self,
+            edge: (t.from, t.to),
+            id: t.id,
+        };
         let cell = self.link_cell(t.from, t.to);
         let link = {
             let mut guard = cell.lock().await;
@@ -446,7 +535,7 @@ impl ChainLinks {
         let offset = self.layout.offset(t.chunks.start);
         let res = match &link.kind {
             LinkKind::Requests { writer, acks } => {
-                self.request_chunk(&t, offset, writer, acks).await
+                self.request_chunk(&t, &turn, offset, writer, acks).await
             }
             LinkKind::Stream {
                 progress,
@@ -602,68 +691,28 @@ impl ChainLinks {
     }
 
     /// Opens `links` as streams, all at once (see [`Transport::open_links`]), and returns why
-    /// each that could not be opened failed.
+    /// each that could not be opened failed. A relay needs nothing from the link into its
+    /// sender (it follows the sender's file), so links planned later, as hosts join, open
+    /// the same way.
     pub(super) async fn open_streams(&self, links: &[(HostId, HostId)]) -> Vec<TransportError> {
         use futures_util::stream::{FuturesUnordered, StreamExt};
         // All at once: each relay's ssh setup overlaps every other's.
-        let mut opening: FuturesUnordered<_> = links
+        let opening: FuturesUnordered<_> = links
             .iter()
             .map(|&(from, to)| async move {
                 let cell = self.link_cell(from, to);
                 let mut guard = cell.lock().await;
-                if guard.is_some() {
-                    return Ok(None);
+                if guard.is_none() {
+                    // Otherwise the first chunk over this edge opens a request link instead.
+                    *guard = Some(Arc::new(self.spawn_stream(from, to).await?));
                 }
-                // The first chunk over this edge opens a request link instead.
-                let link = Arc::new(self.spawn_stream(from, to).await?);
-                *guard = Some(Arc::clone(&link));
-                Ok(Some(((from, to), link)))
+                Ok(())
             })
             .collect();
-        let mut failed = Vec::new();
-        let mut streams: Vec<((HostId, HostId), Arc<Link>)> = Vec::new();
-        let mut waiting: Vec<usize> = Vec::new();
-        while let Some(opened) = opening.next().await {
-            let (edge, link) = match opened {
-                Ok(Some(opened)) => opened,
-                Ok(None) => continue,
-                Err(e) => {
-                    failed.push(e);
-                    continue;
-                }
-            };
-            if edge.0 != HostId::SOURCE {
-                waiting.push(streams.len());
-            }
-            streams.push((edge, link));
-            // A relay from X follows X's stream receiver: tell it which process that is as
-            // soon as both are up, so it starts while others are still being set up.
-            let mut still = Vec::new();
-            for i in waiting.drain(..) {
-                let ((from, to), ref relay) = streams[i];
-                let upstream = streams.iter().find_map(|((_, t), l)| match &l.kind {
-                    LinkKind::Stream { receiver_pid, .. } if *t == from => Some(*receiver_pid),
-                    _ => None,
-                });
-                match upstream {
-                    None => still.push(i),
-                    Some(pid) => {
-                        if let Err(e) = tell_pid(relay, pid).await {
-                            // Its chunks go over a request link instead.
-                            failed.push(self.link_err(from, to, format!("relay gone: {e}")));
-                            self.drop_stream((from, to), relay).await;
-                        }
-                    }
-                }
-            }
-            waiting = still;
-        }
-        // A relay whose sender has no stream coming in would wait forever.
-        for i in waiting {
-            let (edge, ref relay) = streams[i];
-            self.drop_stream(edge, relay).await;
-        }
-        failed
+        opening
+            .filter_map(|r: Result<(), TransportError>| async move { r.err() })
+            .collect()
+            .await
     }
 
     /// Lets go of every link at shutdown without running anything on the hosts: their
@@ -727,22 +776,13 @@ async fn read_reports(
     tx.send_modify(|s| s.ended = true);
 }
 
-/// Starts a relay: writes the pid it is to follow into its stdin.
-async fn tell_pid(relay: &Link, pid: u32) -> Result<(), String> {
-    let LinkKind::Stream { stdin, .. } = &relay.kind else {
-        return Err("not a stream".into());
-    };
-    let mut stdin = stdin.lock().await;
-    let w = stdin.as_mut().ok_or("its input is closed")?;
-    w.write_all(format!("{pid}\n").as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    w.flush().await.map_err(|e| e.to_string())
-}
-
 impl Transport for ChainLinks {
     async fn prepare(&self, host: HostId) -> Result<Prepared, TransportError> {
-        self.hosts.prepare(host).await
+        let prepared = self.hosts.prepare(host).await?;
+        if prepared.probe == Probe::UpToDate {
+            *self.placed[host.index()].lock().await = true;
+        }
+        Ok(prepared)
     }
 
     async fn hop(&self, t: Transfer) -> Result<(), TransportError> {
@@ -762,14 +802,19 @@ impl Transport for ChainLinks {
         let tmp = self.chain_tmp(host);
         let streamed = self.streamed.lock().unwrap().remove(&host);
         let digest = self.src_digest().await?;
+        let mut placed = self.placed[host.index()].lock().await;
         if streamed.as_deref() == Some(digest.as_str()) {
             // Hashed as it was written: only the rename is left.
-            return self.install_tmp(host, &tmp).await;
+            self.install_tmp(host, &tmp).await?;
+        } else {
+            self.finalize_tmp(host, &tmp).await?;
         }
-        self.finalize_tmp(host, &tmp).await
+        *placed = true;
+        Ok(())
     }
 
     async fn discard(&self, host: HostId) {
+        self.gone[host.index()].send_replace(true);
         self.close_links(|a, b| a == host || b == host, false).await;
         self.remove_temps(host).await;
     }

@@ -76,7 +76,9 @@ pub struct Target {
 /// controller; `targets[i - 1]` is receiver `i`.
 pub struct SshTransport(Job);
 
-/// The two jobs, each its own transport.
+/// The two jobs, each its own transport. One exists per run, so the variants' sizes do not
+/// matter.
+#[allow(clippy::large_enum_variant)]
 enum Job {
     /// For linear and bounce.
     WholeFile(WholeFileHops),
@@ -129,6 +131,12 @@ impl SshTransport {
 impl Transport for SshTransport {
     async fn prepare(&self, host: HostId) -> Result<Prepared, TransportError> {
         self.hosts().prepare(host).await
+    }
+
+    fn starting(&self, t: &Transfer) {
+        if let Job::Chain(c) = &self.0 {
+            c.starting(t);
+        }
     }
 
     async fn hop(&self, t: Transfer) -> Result<(), TransportError> {
