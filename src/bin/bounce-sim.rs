@@ -102,6 +102,11 @@ struct SimArgs {
     /// Fixed cost of every transfer (chunk), paid in turn on each connection [default: 0ms]
     #[arg(long, value_name = "DURATION")]
     chunk_overhead: Option<String>,
+    /// The source's own cost per receiver of connecting to it, paid one receiver after
+    /// another: receiver i is ready i times this after the start, and linear, bounce and chain
+    /// serve each as soon as it is ready (as bounce-run does) [default: 0ms]
+    #[arg(long, value_name = "DURATION")]
+    join_interval: Option<String>,
     /// Rate jitter F in [0, 1): each flow's rate is scaled by a factor uniform in [1−F, 1+F] [default: 0]
     #[arg(long, value_name = "F")]
     jitter: Option<f64>,
@@ -167,6 +172,7 @@ fn settings(cli: SimArgs, file: Option<&Path>) -> anyhow::Result<Settings> {
         chunk: cli.chunk,
         latency: cli.latency,
         chunk_overhead: cli.chunk_overhead,
+        join_interval: cli.join_interval,
         jitter: cli.jitter,
         seed: cli.seed,
         runs: cli.runs,

@@ -32,6 +32,13 @@ pub struct SimConfig {
     /// Fixed cost α of every transfer, on top of its bytes (a process start, a request's
     /// round trip); transfers on one connection pay it one after another.
     pub chunk_overhead: Duration,
+    /// The source's own cost per receiver of connecting and probing, paid one receiver after
+    /// another (the controller's handshakes share its CPU): receiver i is ready
+    /// i·join_interval after the start. A strategy that takes late joiners (linear, bounce,
+    /// chain) plans for each receiver as it becomes ready, as `bounce-run` does, and a
+    /// chain adds each at its tail; any other starts once the last is ready. Zero: every
+    /// receiver is ready at the start.
+    pub join_interval: Duration,
     /// Jitter F in [0, 1): each flow's rate is its fair share times a factor drawn uniformly
     /// from [1−F, 1+F].
     pub jitter: f64,
@@ -53,6 +60,7 @@ impl SimConfig {
             bandwidth,
             latency: Duration::ZERO,
             chunk_overhead: Duration::ZERO,
+            join_interval: Duration::ZERO,
             jitter: 0.0,
             seed: 1,
             network: NetworkSpec::default(),
@@ -230,6 +238,11 @@ struct Loop<S: Strategy> {
     jitter: f64,
     latency: f64,
     overhead: f64,
+    /// Receivers still to join and when, earliest first (see [`SimConfig::join_interval`]).
+    joins: VecDeque<(f64, HostId)>,
+    /// When the run starts: the last receiver's ready time for a strategy that needs every
+    /// receiver at the start, 0 otherwise.
+    start: f64,
     result: SimResult,
 }
 
@@ -329,12 +342,45 @@ impl<S: Strategy> Loop<S> {
         self.flow_job[slot] = Some(job);
     }
 
+    /// Receiver `h` is ready at `at`: it joins, and the links planned ahead because of it
+    /// are set up from now, as the runner sets them up once both ends have joined.
+    fn join(&mut self, at: f64, h: HostId) {
+        let d = duration(at);
+        self.sched.handle_host_joined(d, h, false);
+        let latency = self.latency;
+        if let Some(edges) = self.edges.as_mut() {
+            for (from, to) in self.sched.planned_links() {
+                let i = edges.find(from, to);
+                let e = edges.get(from, i);
+                if e.ready_at.is_none() {
+                    let hops = if from == HostId::SOURCE { 1.0 } else { 2.0 };
+                    e.ready_at = Some(at + hops * latency);
+                }
+            }
+        }
+        self.drain(at, d);
+    }
+
     fn run(mut self) -> Result<SimResult, SimError> {
-        self.drain(0.0, Duration::ZERO);
-        self.settle(0.0);
-        // Events at the same virtual time form one batch: the scheduler sees them one by one,
-        // as the driver contract asks, but the network settles once for all of them.
-        while let Some(Reverse(first)) = self.heap.pop() {
+        let start = self.start;
+        self.drain(start, duration(start));
+        self.settle(start);
+        loop {
+            // A join goes before the network's events at the same instant.
+            let next_event = self.heap.peek().map(|Reverse(p)| p.at());
+            if let Some(&(at, h)) = self.joins.front() {
+                if next_event.is_none_or(|e| at <= e) {
+                    self.joins.pop_front();
+                    self.join(at, h);
+                    self.settle(at);
+                    continue;
+                }
+            }
+            // Events at the same virtual time form one batch: the scheduler sees them one by
+            // one, as the driver contract asks, but the network settles once for all of them.
+            let Some(Reverse(first)) = self.heap.pop() else {
+                break;
+            };
             let at = first.at();
             let d = duration(at);
             self.handle(at, d, first.what());
@@ -462,23 +508,32 @@ impl WithStrategy for Start<'_> {
             topology,
         } = self;
         let hosts = cfg.receivers as usize + 1;
-        let sched = Scheduler::new(
-            Box::new(strategy),
-            layout,
-            SchedulerConfig::new(cfg.receivers),
-        );
+        let interval = cfg.join_interval.as_secs_f64();
+        let late = interval > 0.0 && strategy.joins_late();
+        let mut config = SchedulerConfig::new(cfg.receivers);
+        let mut joins = VecDeque::new();
+        let mut start = 0.0;
+        if late {
+            config.joining = (1..=cfg.receivers).map(HostId).collect();
+            joins = (1..=cfg.receivers)
+                .map(|i| (f64::from(i) * interval, HostId(i)))
+                .collect();
+        } else {
+            start = f64::from(cfg.receivers) * interval;
+        }
+        let sched = Scheduler::new(Box::new(strategy), layout, config);
         let mut host_done = vec![f64::NAN; hosts];
         host_done[0] = 0.0;
         let latency = cfg.latency.as_secs_f64();
         // Connections are tracked when transfers may share them: several chunks, or links set
         // up ahead (a chain of a one-chunk file still sets its links up together).
         let planned = sched.planned_links();
-        let edges = (layout.count() > 1 || !planned.is_empty()).then(|| {
+        let edges = (layout.count() > 1 || !planned.is_empty() || late).then(|| {
             let mut edges = Edges((0..hosts).map(|_| Vec::new()).collect());
             for (from, to) in planned {
                 let i = edges.find(from, to);
                 let hops = if from == HostId::SOURCE { 1.0 } else { 2.0 };
-                edges.get(from, i).ready_at = Some(hops * latency);
+                edges.get(from, i).ready_at = Some(start + hops * latency);
             }
             edges
         });
@@ -494,6 +549,8 @@ impl WithStrategy for Start<'_> {
             jitter: cfg.jitter,
             latency,
             overhead: cfg.chunk_overhead.as_secs_f64(),
+            joins,
+            start,
             result: SimResult {
                 makespan: 0.0,
                 host_done,

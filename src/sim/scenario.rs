@@ -62,6 +62,8 @@ pub struct Settings {
     pub latency: Option<String>,
     /// Fixed cost of every transfer, such as `5ms`.
     pub chunk_overhead: Option<String>,
+    /// The source's serial cost per receiver of connecting to it, such as `20ms`.
+    pub join_interval: Option<String>,
     /// Jitter F in [0, 1).
     pub jitter: Option<f64>,
     /// Base seed.
@@ -115,6 +117,7 @@ impl Settings {
             chunk: self.chunk.or(base.chunk),
             latency: self.latency.or(base.latency),
             chunk_overhead: self.chunk_overhead.or(base.chunk_overhead),
+            join_interval: self.join_interval.or(base.join_interval),
             jitter: self.jitter.or(base.jitter),
             seed: self.seed.or(base.seed),
             runs: self.runs.or(base.runs),
@@ -177,6 +180,8 @@ impl Settings {
             .map_err(|e| invalid("latency", e.to_string()))?;
         let chunk_overhead = parse_duration(self.chunk_overhead.as_deref().unwrap_or("0ms"))
             .map_err(|e| invalid("chunk-overhead", e.to_string()))?;
+        let join_interval = parse_duration(self.join_interval.as_deref().unwrap_or("0ms"))
+            .map_err(|e| invalid("join-interval", e.to_string()))?;
         let jitter = self.jitter.unwrap_or(0.0);
         if !(0.0..1.0).contains(&jitter) {
             return Err(invalid("jitter", format!("'{jitter}' is outside [0, 1)")));
@@ -203,6 +208,7 @@ impl Settings {
                     bandwidth,
                     latency,
                     chunk_overhead,
+                    join_interval,
                     jitter,
                     seed: self.seed.unwrap_or(1),
                     network: resolve_network(self.network.as_ref())?,
