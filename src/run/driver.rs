@@ -257,7 +257,7 @@ impl<T: Transport> Run<'_, T> {
         let Some(mut sched) = self.sched.take() else {
             return;
         };
-        let mut links = Vec::new();
+        let mut links: Vec<(HostId, HostId)> = Vec::new();
         if std::mem::take(&mut self.links_due) {
             let joined = std::mem::take(&mut self.joined);
             let first = !std::mem::replace(&mut self.links_started, true);
@@ -267,12 +267,13 @@ impl<T: Transport> Run<'_, T> {
                 .filter(|l| (first || joined.contains(&l.1)) && self.asked.insert(*l))
                 .collect();
         }
-        if !links.is_empty() {
-            self.opening.extend(links.iter().copied());
+        // One task per link: the transfers over each wait for their own link only.
+        for link in links {
+            self.opening.insert(link);
             let tr = Arc::clone(&self.transport);
             self.tasks.spawn(async move {
-                let failed = tr.open_links(&links).await;
-                Task::LinksOpened(links, failed)
+                let failed = tr.open_links(&[link]).await;
+                Task::LinksOpened(vec![link], failed)
             });
         }
         loop {

@@ -356,21 +356,30 @@ pub enum RelayFrom<'a> {
 /// How long a relay waits for its sender's temporary file to appear, in seconds.
 pub const RELAY_WAIT_S: u32 = 30;
 
+/// How often a relay's `tail` looks for more of the copy it follows, in milliseconds: at
+/// each hop a stream waits up to this (half of it on average), and once the relay has sent
+/// the whole file it ends within this.
+pub const RELAY_POLL_MS: u32 = 50;
+
 /// Run on X: relays X's copy of a `size`-byte file to `to` while X receives it, for a chain
-/// link planned ahead. It opens the copy (see [`RelayFrom`]) before anything else and prints
-/// `$$` only then, so that the copy can be renamed into place once the controller has read
-/// that line; the relay keeps reading the same file through its descriptor.
+/// link planned ahead.
 ///
-/// The relay follows the growing file by its size: whatever was written since the last look
-/// goes on in one `dd` of 1 MiB blocks, and when nothing new is there it looks again 50 ms
-/// later, until `size` bytes have gone on. One copy per byte and few system calls: no
-/// `tail` (8 KiB reads) and no `head` behind it. The relay does not watch X's receiver:
-/// if X's copy stops growing, the controller ends the relay (X is retried or given up), and
-/// while X is fed again another way (a request link after a broken stream) the relay just
-/// goes on following the same file, which only ever grows from its end.
+/// The ssh to `to` starts at once, so its setup overlaps the wait for X's copy. Meanwhile the
+/// relay waits for the copy to appear (see [`RelayFrom`]), opens it, and only then prints
+/// `relay $$`: once the controller has read that line, X's copy may be renamed into place,
+/// and the relay keeps reading the same file through its descriptor. The far end prints its
+/// own pid as every [`stream_receive`] does; the two lines come in either order.
 ///
-/// The ssh to `to` starts at once, so its setup overlaps the wait for X's first bytes. The
-/// rest of stdin is a watcher: when the controller's channel closes, the relay's whole
+/// GNU `tail -f` follows the copy as it grows, through the descriptor (`/dev/fd/5`, so it
+/// polls every [`RELAY_POLL_MS`]: inotify cannot watch that name), with no process started
+/// per look; `head` stops after `size` bytes, then ends the sentinel `sleep` that
+/// `tail --pid` watches, so that `tail` ends too. The relay does not watch X's receiver: if X's copy
+/// stops growing, the controller ends the relay (X is retried or given up), and while X is
+/// fed again another way (a request link after a broken stream) the relay just goes on
+/// following the same file, which the core has only ever grow from its end (see
+/// [`crate::core::Chain`]).
+///
+/// The rest of stdin is a watcher: when the controller's channel closes, the relay's whole
 /// process group is killed. (An asynchronous list's stdin is /dev/null unless redirected,
 /// and dash applies that before `<&0`: hence fd 4.) When the ssh to `to` fails, the relay
 /// kills its whole group at once.
@@ -389,24 +398,26 @@ pub fn stream_relay(
     let open = match from {
         RelayFrom::Receiving(tmp) => {
             let t = shell_quote(tmp);
+            // Looks every 50 ms for half a second, then every 200 ms: a relay set up ahead
+            // may wait seconds, and a sleep is a process start on a host that is busy
+            // setting up others.
             format!(
-                "i=0; until [ -f {t} ] && [ ! -L {t} ]; do i=$((i + 1)); \
+                "i=0; w=0.05; until [ -f {t} ] && [ ! -L {t} ]; do i=$((i + 1)); \
                  [ $i -le {tries} ] || {{ echo \"no file \"{t}\" to relay\" >&2; exit 1; }}; \
-                 sleep 0.05; done; exec 5< {t} 4<&- || exit 1",
-                tries = RELAY_WAIT_S * 20,
+                 sleep $w; [ $i -lt 10 ] || w=0.2; done; exec 5< {t} || exit 1",
+                tries = 10 + (RELAY_WAIT_S * 5),
             )
         }
-        RelayFrom::Installed(dest) => format!("exec 5< {} 4<&- || exit 1", shell_quote(dest)),
+        RelayFrom::Installed(dest) => format!("exec 5< {} || exit 1", shell_quote(dest)),
     };
     format!(
-        "exec 4<&0; {{ cat > /dev/null; kill -TERM 0; }} <&4 > /dev/null 2>&1 & \
-         {open}; echo $$; \
-         {{ o=0; while [ $o -lt {size} ]; do n=$(stat -L -c %s /dev/fd/5) || exit 1; \
-         if [ $n -gt $o ]; then [ $n -le {size} ] || n={size}; \
-         dd bs=1M count=$((n - o)) iflag=count_bytes status=none <&5 || exit 1; o=$n; \
-         else sleep 0.05; fi; done; }} | \
-         {{ {}; s=$?; [ $s -eq 0 ] || kill -TERM 0; exit $s; }}",
+        "exec 4<&0 6>&1; {{ cat > /dev/null; kill -TERM 0; }} <&4 > /dev/null 2>&1 6>&- & \
+         {{ exec 4<&-; {open}; echo \"relay $$\" >&6; exec 6>&-; \
+         sleep 2147483647 > /dev/null & w=$!; \
+         tail -c +1 -f --pid=$w -s {poll} /dev/fd/5 | {{ head -c {size}; kill $w; }}; }} | \
+         {{ exec 4<&- 6>&-; {}; s=$?; [ $s -eq 0 ] || kill -TERM 0; exit $s; }}",
         ssh.command(to, &stream_receive(to_dest, to_tmp, to_hasher)),
+        poll = f64::from(RELAY_POLL_MS) / 1000.0,
     )
 }
 

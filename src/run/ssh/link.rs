@@ -26,7 +26,7 @@ use super::super::transport::{
     ByteCounters, CleanupFailure, Prepared, Probe, Transport, TransportError,
 };
 use super::hosts::Hosts;
-use super::reports::{collect, failure_text, join, last_lines, read_pid, Report};
+use super::reports::{collect, failure_text, join, last_lines, read_pid, read_relay_pid, Report};
 
 /// Digests of the copies streamed whole, from their receivers' `end` reports; shared with
 /// the tasks that read those reports.
@@ -256,8 +256,9 @@ impl ChainLinks {
 
     /// Starts a link's pipeline: on `to` for a link from the source, on `from` otherwise (where
     /// it runs ssh to `to`). Returns once both ends have printed their pids, registered under
-    /// `key`; the pid of the receiving end comes last. With `fed`, that pipe is the
-    /// pipeline's stdin instead of one the controller writes.
+    /// `key`; the pid of the receiving end comes last, except for a chain `relay`, whose own
+    /// line is tagged and may come first or last (see [`script::stream_relay`]). With `fed`,
+    /// that pipe is the pipeline's stdin instead of one the controller writes.
     async fn start_pipeline(
         &self,
         key: u64,
@@ -265,6 +266,7 @@ impl ChainLinks {
         to: HostId,
         script: &str,
         fed: Option<std::os::fd::OwnedFd>,
+        relay: bool,
     ) -> Result<Pipeline, TransportError> {
         let runs_on = if from == HostId::SOURCE { to } else { from };
         let mut child = match fed {
@@ -276,17 +278,39 @@ impl ChainLinks {
         let stdin = child.stdin().take();
         // Each pid is registered as soon as it is read: an interrupt while the relay's ssh
         // to `to` is still in its handshake must find the relay.
-        let first = read_pid(&mut stdout).await;
-        if let Some(p) = first {
-            self.register_proc(key, runs_on, p);
-        }
-        let mut pids = vec![(runs_on, first)];
-        if from != HostId::SOURCE && first.is_some() {
-            let second = read_pid(&mut stdout).await;
-            if let Some(p) = second {
-                self.register_proc(key, to, p);
+        let mut pids = Vec::new();
+        if relay {
+            // The relay's own line (tagged) and its receiver's, in either order.
+            for _ in 0..2 {
+                match read_relay_pid(&mut stdout).await {
+                    Some((tagged, p)) => {
+                        let h = if tagged { runs_on } else { to };
+                        if pids.iter().any(|&(seen, _)| seen == h) {
+                            pids.push((h, None));
+                            break;
+                        }
+                        self.register_proc(key, h, p);
+                        pids.push((h, Some(p)));
+                    }
+                    None => {
+                        pids.push((runs_on, None));
+                        break;
+                    }
+                }
             }
-            pids.push((to, second));
+        } else {
+            let first = read_pid(&mut stdout).await;
+            if let Some(p) = first {
+                self.register_proc(key, runs_on, p);
+            }
+            pids.push((runs_on, first));
+            if from != HostId::SOURCE && first.is_some() {
+                let second = read_pid(&mut stdout).await;
+                if let Some(p) = second {
+                    self.register_proc(key, to, p);
+                }
+                pids.push((to, second));
+            }
         }
         match pids.last() {
             Some(&(_, Some(_))) if pids.iter().all(|(_, p)| p.is_some()) => Ok(Pipeline {
@@ -331,7 +355,9 @@ impl ChainLinks {
                 &to_tmp,
             )
         };
-        let p = self.start_pipeline(key, from, to, &script, None).await?;
+        let p = self
+            .start_pipeline(key, from, to, &script, None, false)
+            .await?;
         Ok(Link {
             key,
             kind: LinkKind::Requests {
@@ -397,7 +423,7 @@ impl ChainLinks {
         // dropping the pipeline closes the relay's stdin and its watcher ends it.
         let mut gone = self.gone[from.index()].subscribe();
         let p = tokio::select! {
-            p = self.start_pipeline(key, from, to, &script, fed) => p?,
+            p = self.start_pipeline(key, from, to, &script, fed, from != HostId::SOURCE) => p?,
             () = async { drop(gone.wait_for(|g| *g).await) } => {
                 self.kill(key, &[]).await;
                 return Err(self.link_err(from, to, format!("{} was given up", self.name(from))));

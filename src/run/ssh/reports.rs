@@ -63,6 +63,20 @@ pub(super) async fn read_pid<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Opti
     line.trim().parse().ok()
 }
 
+/// Reads one pid line of a chain relay's pipeline: `relay PID` for the relay itself (it
+/// prints it once it has opened the copy it follows), a bare `PID` for the receiver at the
+/// far end; the two come in either order. `None` if the line is neither.
+pub(super) async fn read_relay_pid<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+) -> Option<(bool, u32)> {
+    let mut line = String::new();
+    r.read_line(&mut line).await.ok()?;
+    match line.trim().strip_prefix("relay ") {
+        Some(p) => Some((true, p.parse().ok()?)),
+        None => Some((false, line.trim().parse().ok()?)),
+    }
+}
+
 /// Collects a child's stderr in the background, keeping the last 8 KiB.
 pub(super) fn collect(stderr: Option<openssh::ChildStderr>) -> JoinHandle<String> {
     tokio::spawn(async move {
