@@ -238,3 +238,72 @@ fn no_strategy_beats_the_floor_t() {
         }
     }
 }
+
+/// Receivers joining one after another (`join_interval` h): a chain of k chunks of time
+/// τ = T/k, each host joining at its tail, delivers chunk j to host i at
+/// max(h + (i + j)τ, i·h + (j + 1)τ), so the last host is done after
+/// max(h + T + (C − 1)τ, C·h + T): the pipeline's own makespan shifted by the first join
+/// while the hosts join faster than a chunk moves, the last join plus one T when slower.
+#[test]
+fn a_chain_of_hosts_joining_one_after_another_takes_its_closed_form() {
+    let (size, bandwidth, k) = (64 * MIB, 64e6, 16u32);
+    let t = size as f64 / bandwidth;
+    let tau = t / f64::from(k);
+    for c in [1u32, 2, 5, 12] {
+        for h in [0.01 * tau, 0.5 * tau, tau, 2.0 * tau, 3.0 * t] {
+            let cfg = SimConfig {
+                chunk: size / u64::from(k),
+                join_interval: Duration::from_secs_f64(h),
+                ..SimConfig::new(c, size, bandwidth)
+            };
+            let c = f64::from(c);
+            let want = (h + t + (c - 1.0) * tau).max(c * h + t);
+            let got = makespan(StrategyKind::Chain, &cfg);
+            // The join times pass through the core's nanosecond clock.
+            assert!(
+                (got - want).abs() <= 1e-6 * want,
+                "C={c} h={h}: got {got}, want {want}"
+            );
+        }
+    }
+}
+
+/// Linear and bounce serve each host as it joins; with hosts joining slower than one copy
+/// takes (h ≥ T), every copy runs alone: the last host is done at C·h + T. A strategy that
+/// needs every host at the start (binomial) starts once the last has joined: its makespan
+/// without joins, shifted by C·h.
+#[test]
+fn late_joiners_are_served_as_they_join_or_all_at_the_last_join() {
+    let cfg = blog(6);
+    let t = cfg.t();
+    let h = 1.5 * t;
+    let joining = SimConfig {
+        join_interval: Duration::from_secs_f64(h),
+        ..cfg.clone()
+    };
+    for kind in [StrategyKind::Linear, StrategyKind::Bounce] {
+        let got = makespan(kind, &joining);
+        let want = 6.0 * h + t;
+        assert!(
+            (got - want).abs() <= 1e-6 * want,
+            "{kind}: got {got}, want {want}"
+        );
+    }
+    let chunked = SimConfig {
+        chunk: GIB,
+        ..cfg.clone()
+    };
+    let plain = makespan(StrategyKind::Binomial, &chunked);
+    let got = makespan(
+        StrategyKind::Binomial,
+        &SimConfig {
+            join_interval: Duration::from_secs_f64(h),
+            ..chunked
+        },
+    );
+    assert!(
+        (got - (plain + 6.0 * h)).abs() <= 1e-6 * got,
+        "binomial: got {got}, want {}",
+        plain + 6.0 * h
+    );
+}

@@ -5,8 +5,8 @@ use std::io::Write;
 use super::ReportError;
 use crate::sim::{Point, SimConfig};
 
-/// Writes a header and one row per point. `base` gives the size, bandwidth, chunk, latency
-/// and jitter shared by every point. Floats are written in Rust's shortest round-trip form,
+/// Writes a header and one row per point. `base` gives the size, bandwidth, chunk, latency,
+/// overheads and jitter shared by every point. Floats are written in Rust's shortest round-trip form,
 /// so the same inputs give the same bytes on every machine.
 pub fn write_csv<W: Write>(out: W, base: &SimConfig, points: &[Point]) -> Result<(), ReportError> {
     let mut w = csv::Writer::from_writer(out);
@@ -21,6 +21,7 @@ pub fn write_csv<W: Write>(out: W, base: &SimConfig, points: &[Point]) -> Result
         "chunks",
         "latency_s",
         "chunk_overhead_s",
+        "join_interval_s",
         "jitter",
         "makespan_s",
         "t_s",
@@ -43,6 +44,7 @@ pub fn write_csv<W: Write>(out: W, base: &SimConfig, points: &[Point]) -> Result
             p.chunks.to_string(),
             base.latency.as_secs_f64().to_string(),
             base.chunk_overhead.as_secs_f64().to_string(),
+            base.join_interval.as_secs_f64().to_string(),
             base.jitter.to_string(),
             p.makespan.to_string(),
             t.to_string(),
