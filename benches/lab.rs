@@ -35,7 +35,9 @@
 //! configurations, hosts addressed by IP (`LabConfig::stock`), 8 hosts at 100 Mbit/s with
 //! 64 MiB and 32 hosts at 25 Mbit/s with 32 MiB (`BOUNCE_BENCH_STOCK`, such as
 //! `8:100mbit:64MiB,32:25mbit:32MiB`), each next to its t1 and the simulator's prediction,
-//! with the time until the first host starts receiving (the setup).
+//! with the time until the first host starts receiving (the setup) and the time the
+//! controller takes to connect to every host at once (`conn`), from which the model's
+//! `--join-interval` is calibrated.
 
 #[path = "../tests/lab/mod.rs"]
 mod lab;
@@ -171,6 +173,49 @@ fn simulated(kind: StrategyKind, cal: &Calibration) -> Result<f64, String> {
         ..SimConfig::new(cal.hosts as u32, cal.size as u64, cal.bandwidth)
     };
     simulate(kind, &cfg)
+        .map(|r| r.makespan)
+        .map_err(|e| format!("bounce-sim: {e}"))
+}
+
+/// The time until the controller has opened a connection to every host in `addrs` at once
+/// and run `true` on each: what bounce-run's first step costs, and what grows with C.
+fn connect_all(lab: &Lab, addrs: &[String]) -> Result<f64, String> {
+    let started = Instant::now();
+    let children: Vec<_> = addrs
+        .iter()
+        .map(|a| {
+            let mut c = lab.controller("ssh");
+            c.arg("-F")
+                .arg(lab.ssh_config())
+                .args([a.as_str(), "true"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            c.spawn().map_err(|e| format!("ssh {a}: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    for c in children {
+        let out = c.wait_with_output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// The simulator's model of bounce-run's streamed chain: hosts join one after another over
+/// `connect_all` seconds (`--join-interval`), each link is set up once both its ends have
+/// joined, and each hop holds the stream back by half a relay poll on average
+/// ([`bounce::run::script::RELAY_POLL_MS`]): the chain with chunks of the bytes that moves.
+fn streamed_chain(cal: &Calibration, connect_all: f64) -> Result<f64, String> {
+    let lag = f64::from(bounce::run::script::RELAY_POLL_MS) / 2000.0;
+    let cfg = SimConfig {
+        chunk: ((cal.bandwidth * lag) as u64).clamp(4096, cal.size as u64),
+        latency: Duration::from_secs_f64(cal.latency),
+        join_interval: Duration::from_secs_f64(connect_all / cal.hosts as f64),
+        ..SimConfig::new(cal.hosts as u32, cal.size as u64, cal.bandwidth)
+    };
+    simulate(StrategyKind::Chain, &cfg)
         .map(|r| r.makespan)
         .map_err(|e| format!("bounce-sim: {e}"))
 }
@@ -887,8 +932,17 @@ fn stock_part() {
     println!("bounce lab benchmark, stock part: Debian's ssh and sshd configs, hosts by IP, median of {reps}");
     println!();
     println!(
-        "{:<28} {:>7} {:>8} {:>9} {:>7} {:>7} {:>8} {:>8} {:>7}",
-        "workload", "t1 s", "chain s", "ratio", "target", "setup s", "sim s", "error %", "lat ms"
+        "{:<28} {:>7} {:>8} {:>9} {:>7} {:>7} {:>8} {:>8} {:>7} {:>8}",
+        "workload",
+        "t1 s",
+        "chain s",
+        "ratio",
+        "target",
+        "setup s",
+        "sim s",
+        "error %",
+        "lat ms",
+        "conn s"
     );
     for part in spec.split(',') {
         let fields: Vec<&str> = part.trim().split(':').collect();
@@ -923,6 +977,13 @@ fn stock_part() {
         let latency = median(
             (0..5)
                 .map(|_| time_it(&mut push(&tiny), "tiny hop").expect("tiny hop"))
+                .collect(),
+        );
+        // The controller's connections to all hosts at once, as bounce-run opens them: the
+        // last is up after `connect_all`, which the model spreads evenly over the hosts.
+        let connect_all = median(
+            (0..reps)
+                .map(|_| connect_all(&lab, &addrs).expect("connections to every host"))
                 .collect(),
         );
         let t1 = median(
@@ -987,7 +1048,7 @@ fn stock_part() {
             chunk: chunk as f64,
             hosts,
         };
-        let sim = simulated(StrategyKind::Chain, &cal);
+        let sim = streamed_chain(&cal, connect_all);
         match failure {
             Some(e) => println!("{name:<28} {t1:>7.2} failed: {e}"),
             None => {
@@ -1001,7 +1062,7 @@ fn stock_part() {
                     Err(e) => (e, "-".into()),
                 };
                 println!(
-                    "{name:<28} {t1:>7.2} {wall:>8.2} {:>9.2} {target:>7} {setup:>7.2} {sim_s:>8} {err:>8} {:>7.0}",
+                    "{name:<28} {t1:>7.2} {wall:>8.2} {:>9.2} {target:>7} {setup:>7.2} {sim_s:>8} {err:>8} {:>7.0} {connect_all:>8.2}",
                     wall / t1,
                     latency * 1000.0
                 );
@@ -1010,8 +1071,11 @@ fn stock_part() {
     }
     println!(
         "\nt1: a plain `ssh IP 'cat > f' < file` in the same lab; ratio = chain / t1; setup: when \
-         the first host started receiving, from bounce-run's report; sim: bounce::sim with B \
-         and the per-connection latency calibrated from t1 and a one-byte hop.\n"
+         the first host started receiving, from bounce-run's report; conn: the controller's \
+         connections to every host opened at once (`ssh IP true`), until the last is done; sim: \
+         bounce::sim's model of the streamed chain, with B and the per-connection latency \
+         calibrated from t1 and a one-byte hop, hosts joining evenly over conn \
+         (--join-interval conn/C), and half a relay poll (25 ms) held back per hop.\n"
     );
 }
 
