@@ -178,17 +178,25 @@ fn simulated(kind: StrategyKind, cal: &Calibration) -> Result<f64, String> {
 }
 
 /// The time until the controller has opened a connection to every host in `addrs` at once
-/// and run `true` on each: what bounce-run's first step costs, and what grows with C.
-fn connect_all(lab: &Lab, addrs: &[String]) -> Result<f64, String> {
+/// and run `true` on each: what bounce-run's first step costs, and what grows with C. With
+/// `hop`, each host in turn connects to the next (as a chain's relay does) and runs `true`
+/// there: in the lab, where every handshake shares the same cores, that is the setup a
+/// chain pays per host.
+fn connect_all(lab: &Lab, addrs: &[String], hop: bool) -> Result<f64, String> {
     let started = Instant::now();
     let children: Vec<_> = addrs
         .iter()
-        .map(|a| {
+        .enumerate()
+        .map(|(i, a)| {
             let mut c = lab.controller("ssh");
-            c.arg("-F")
-                .arg(lab.ssh_config())
-                .args([a.as_str(), "true"])
-                .stdin(Stdio::null())
+            c.arg("-F").arg(lab.ssh_config()).arg(a.as_str());
+            if hop {
+                let next = &addrs[(i + 1) % addrs.len()];
+                c.arg(format!("ssh -o BatchMode=yes {next} true"));
+            } else {
+                c.arg("true");
+            }
+            c.stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped());
             c.spawn().map_err(|e| format!("ssh {a}: {e}"))
@@ -204,15 +212,15 @@ fn connect_all(lab: &Lab, addrs: &[String]) -> Result<f64, String> {
 }
 
 /// The simulator's model of bounce-run's streamed chain: hosts join one after another over
-/// `connect_all` seconds (`--join-interval`), each link is set up once both its ends have
+/// `setup` seconds (`--join-interval setup/C`), each link is set up once both its ends have
 /// joined, and each hop holds the stream back by half a relay poll on average
 /// ([`bounce::run::script::RELAY_POLL_MS`]): the chain with chunks of the bytes that moves.
-fn streamed_chain(cal: &Calibration, connect_all: f64) -> Result<f64, String> {
+fn streamed_chain(cal: &Calibration, setup: f64) -> Result<f64, String> {
     let lag = f64::from(bounce::run::script::RELAY_POLL_MS) / 2000.0;
     let cfg = SimConfig {
         chunk: ((cal.bandwidth * lag) as u64).clamp(4096, cal.size as u64),
         latency: Duration::from_secs_f64(cal.latency),
-        join_interval: Duration::from_secs_f64(connect_all / cal.hosts as f64),
+        join_interval: Duration::from_secs_f64(setup / cal.hosts as f64),
         ..SimConfig::new(cal.hosts as u32, cal.size as u64, cal.bandwidth)
     };
     simulate(StrategyKind::Chain, &cfg)
@@ -979,11 +987,17 @@ fn stock_part() {
                 .map(|_| time_it(&mut push(&tiny), "tiny hop").expect("tiny hop"))
                 .collect(),
         );
-        // The controller's connections to all hosts at once, as bounce-run opens them: the
-        // last is up after `connect_all`, which the model spreads evenly over the hosts.
-        let connect_all = median(
+        // The controller's connections to all hosts at once, as bounce-run opens them, and
+        // the same with a hop from each host to the next: the model spreads the latter
+        // evenly over the hosts.
+        let connect_all_s = median(
             (0..reps)
-                .map(|_| connect_all(&lab, &addrs).expect("connections to every host"))
+                .map(|_| connect_all(&lab, &addrs, false).expect("connections to every host"))
+                .collect(),
+        );
+        let hop_all_s = median(
+            (0..reps)
+                .map(|_| connect_all(&lab, &addrs, true).expect("hops between every host"))
                 .collect(),
         );
         let t1 = median(
@@ -1048,7 +1062,7 @@ fn stock_part() {
             chunk: chunk as f64,
             hosts,
         };
-        let sim = streamed_chain(&cal, connect_all);
+        let sim = streamed_chain(&cal, hop_all_s);
         match failure {
             Some(e) => println!("{name:<28} {t1:>7.2} failed: {e}"),
             None => {
@@ -1062,7 +1076,7 @@ fn stock_part() {
                     Err(e) => (e, "-".into()),
                 };
                 println!(
-                    "{name:<28} {t1:>7.2} {wall:>8.2} {:>9.2} {target:>7} {setup:>7.2} {sim_s:>8} {err:>8} {:>7.0} {connect_all:>8.2}",
+                    "{name:<28} {t1:>7.2} {wall:>8.2} {:>9.2} {target:>7} {setup:>7.2} {sim_s:>8} {err:>8} {:>7.0} {connect_all_s:>8.2} {hop_all_s:>8.2}",
                     wall / t1,
                     latency * 1000.0
                 );
@@ -1072,10 +1086,12 @@ fn stock_part() {
     println!(
         "\nt1: a plain `ssh IP 'cat > f' < file` in the same lab; ratio = chain / t1; setup: when \
          the first host started receiving, from bounce-run's report; conn: the controller's \
-         connections to every host opened at once (`ssh IP true`), until the last is done; sim: \
-         bounce::sim's model of the streamed chain, with B and the per-connection latency \
-         calibrated from t1 and a one-byte hop, hosts joining evenly over conn \
-         (--join-interval conn/C), and half a relay poll (25 ms) held back per hop.\n"
+         connections to every host opened at once (`ssh IP true`), until the last is done; hops: \
+         the same with each host then connecting to the next (`ssh IP 'ssh NEXT true'`), a \
+         chain's setup per host when all share the lab's cores; sim: bounce::sim's model of \
+         the streamed chain, with B and the per-connection latency calibrated from t1 and a \
+         one-byte hop, hosts joining evenly over hops (--join-interval hops/C), and half a \
+         relay poll (25 ms) held back per hop.\n"
     );
 }
 
