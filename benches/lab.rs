@@ -940,7 +940,7 @@ fn stock_part() {
     println!("bounce lab benchmark, stock part: Debian's ssh and sshd configs, hosts by IP, median of {reps}");
     println!();
     println!(
-        "{:<28} {:>7} {:>8} {:>9} {:>7} {:>7} {:>8} {:>8} {:>7} {:>8}",
+        "{:<28} {:>7} {:>8} {:>9} {:>7} {:>7} {:>8} {:>8} {:>7} {:>8} {:>8}",
         "workload",
         "t1 s",
         "chain s",
@@ -950,7 +950,8 @@ fn stock_part() {
         "sim s",
         "error %",
         "lat ms",
-        "conn s"
+        "conn s",
+        "hops s"
     );
     for part in spec.split(',') {
         let fields: Vec<&str> = part.trim().split(':').collect();

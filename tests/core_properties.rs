@@ -103,7 +103,8 @@ struct Driver {
     started: Vec<Transfer>,
     now: u64,
     /// Check that each host is fed in file order (the chain's promise): every chunk below
-    /// a new transfer's first is held by its receiver or in flight to it on the same link.
+    /// a new transfer's first is held by its receiver or in flight to it on the same link,
+    /// and none at or past it is in flight to it.
     in_order: bool,
 }
 
@@ -113,6 +114,16 @@ impl Driver {
     fn drain(&mut self) -> Result<(), TestCaseError> {
         while let Some(t) = self.s.poll_transfer(Duration::from_millis(self.now)) {
             if self.in_order {
+                // Nothing at or past its start is still on its way to the host: a retried
+                // chunk waits for the chunks after it to end first.
+                let ahead = self
+                    .pool
+                    .iter()
+                    .find(|p| p.to == t.to && p.chunks.end > t.chunks.start);
+                prop_assert!(
+                    ahead.is_none(),
+                    "{t:?} planned while {ahead:?} is in flight"
+                );
                 for c in 0..t.chunks.start {
                     let on_link = self.pool.iter().any(|p| {
                         p.to == t.to && p.from == t.from && p.chunks.start <= c && c < p.chunks.end

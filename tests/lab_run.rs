@@ -828,6 +828,12 @@ fn chain_streams_through_every_host_and_falls_back_when_a_relay_cannot_start() {
     ));
     assert_eq!(out.status.code(), Some(0));
     assert!(!stderr_of(&out).contains("hop failed"));
+    // Every link streams: none fell back to requests.
+    assert!(
+        !stderr_of(&out).contains("link not set up ahead"),
+        "{}",
+        stderr_of(&out)
+    );
     let rows = read_report(&report);
     let order = chain_order(&rows);
     assert_eq!(order.len(), 4, "not one chain through every host: {rows:?}");

@@ -393,7 +393,21 @@ impl<T: Transport> Run<'_, T> {
                     .partition(|t| !self.opening.contains(&(t.from, t.to)));
                 self.deferred = wait;
                 for t in go {
-                    self.start_hop(t);
+                    // A host given up while the link was set up must not be used now: its
+                    // copy may be gone, or wrong.
+                    let sched = self.sched_mut();
+                    let gone = [t.from, t.to]
+                        .iter()
+                        .find(|&&h| h != HostId::SOURCE && sched.is_failed(h))
+                        .copied();
+                    match gone {
+                        Some(h) => sched.handle_done(
+                            now,
+                            t.id,
+                            Err(HopError::new(format!("{h} was given up"))),
+                        ),
+                        None => self.start_hop(t),
+                    }
                 }
             }
             Task::Hop(t, Ok(())) => {

@@ -1003,8 +1003,15 @@ mod tests {
         let end = format!("end {} {digest}", data.len());
         assert_eq!(a_rest.lines().last(), Some(end.as_str()), "{a_rest}");
         let lines: Vec<&str> = b.lines().collect();
-        // The relay's pid, B's receiver's pid, reports, and B's own end.
+        // The relay's tagged pid and B's receiver's pid in either order, then reports, and
+        // B's own end.
         assert!(lines.len() >= 3, "{b}");
+        let mut first: Vec<&str> = lines[..2].to_vec();
+        first.sort();
+        assert!(
+            first[0].parse::<u32>().is_ok() && first[1].starts_with("relay "),
+            "{b}"
+        );
         assert!(lines[2..]
             .iter()
             .all(|l| l.starts_with("at ") || l.starts_with("end ")));
@@ -1130,7 +1137,8 @@ mod tests {
             .spawn()
             .unwrap();
         let stdin = child.stdin.take().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        // Long enough for the far end to report before the relay has its copy.
+        std::thread::sleep(std::time::Duration::from_millis(1200));
         // Chunks by request, 1 MiB each, in order, fed with pauses.
         let mut feeder = String::new();
         for c in 0..8u64 {
@@ -1160,5 +1168,15 @@ mod tests {
         let digest = crate::run::digest::sha256_bytes(&data);
         let end = format!("end {} {digest}", data.len());
         assert_eq!(b.lines().last(), Some(end.as_str()), "{b}");
+        // The receiver's pid came first, then its reports while the relay waited, and the
+        // relay's own line (which the controller reads past those reports) only after.
+        let lines: Vec<&str> = b.lines().collect();
+        let relay = lines
+            .iter()
+            .position(|l| l.starts_with("relay "))
+            .expect(&b);
+        assert!(lines[0].parse::<u32>().is_ok(), "{b}");
+        assert!(lines[1..relay].iter().all(|l| l.starts_with("at ")), "{b}");
+        assert!(relay > 1, "no report came before the relay's line: {b}");
     }
 }

@@ -26,7 +26,7 @@ use super::super::transport::{
     ByteCounters, CleanupFailure, Prepared, Probe, Transport, TransportError,
 };
 use super::hosts::Hosts;
-use super::reports::{collect, failure_text, join, last_lines, read_pid, read_relay_pid, Report};
+use super::reports::{collect, failure_text, join, last_lines, read_pid, RelayLine, Report};
 
 /// Digests of the copies streamed whole, from their receivers' `end` reports; shared with
 /// the tasks that read those reports.
@@ -256,9 +256,11 @@ impl ChainLinks {
 
     /// Starts a link's pipeline: on `to` for a link from the source, on `from` otherwise (where
     /// it runs ssh to `to`). Returns once both ends have printed their pids, registered under
-    /// `key`; the pid of the receiving end comes last, except for a chain `relay`, whose own
-    /// line is tagged and may come first or last (see [`script::stream_relay`]). With `fed`,
-    /// that pipe is the pipeline's stdin instead of one the controller writes.
+    /// `key`; the pid of the receiving end comes last, except for a chain relay (`relay` is
+    /// `Some`), whose own line is tagged and may come first or last (see
+    /// [`script::stream_relay`]); the sender's `placed` guard it carries is let go as soon
+    /// as the relay says it has opened its copy. With `fed`, that pipe is the pipeline's
+    /// stdin instead of one the controller writes.
     async fn start_pipeline(
         &self,
         key: u64,
@@ -266,7 +268,7 @@ impl ChainLinks {
         to: HostId,
         script: &str,
         fed: Option<std::os::fd::OwnedFd>,
-        relay: bool,
+        relay: Option<Option<tokio::sync::MutexGuard<'_, bool>>>,
     ) -> Result<Pipeline, TransportError> {
         let runs_on = if from == HostId::SOURCE { to } else { from };
         let mut child = match fed {
@@ -277,23 +279,34 @@ impl ChainLinks {
         let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
         let stdin = child.stdin().take();
         // Each pid is registered as soon as it is read: an interrupt while the relay's ssh
-        // to `to` is still in its handshake must find the relay.
+        // to `to` is still in its handshake must find what is already running. (A relay
+        // still waiting for its copy is not registered yet; closing its stdin ends it.)
         let mut pids = Vec::new();
-        if relay {
-            // The relay's own line (tagged) and its receiver's, in either order.
-            for _ in 0..2 {
-                match read_relay_pid(&mut stdout).await {
-                    Some((tagged, p)) => {
-                        let h = if tagged { runs_on } else { to };
-                        if pids.iter().any(|&(seen, _)| seen == h) {
-                            pids.push((h, None));
-                            break;
-                        }
+        if let Some(mut placed) = relay {
+            // The relay's own line and its receiver's, in either order, with the receiver's
+            // reports skipped while the relay waits for its copy.
+            let mut line = String::new();
+            while pids.len() < 2 {
+                line.clear();
+                let read = stdout.read_line(&mut line).await.unwrap_or(0);
+                let (h, p) = match (read, RelayLine::parse(&line)) {
+                    (0, _) | (_, None) => (runs_on, None),
+                    (_, Some(RelayLine::Progress)) => continue,
+                    (_, Some(RelayLine::Relay(p))) => {
+                        // The copy is open: it may be renamed into place from now on.
+                        placed.take();
+                        (runs_on, Some(p))
+                    }
+                    (_, Some(RelayLine::Receiver(p))) => (to, Some(p)),
+                };
+                let repeated = pids.iter().any(|&(seen, _)| seen == h);
+                match p {
+                    Some(p) if !repeated => {
                         self.register_proc(key, h, p);
                         pids.push((h, Some(p)));
                     }
-                    None => {
-                        pids.push((runs_on, None));
+                    _ => {
+                        pids.push((h, None));
                         break;
                     }
                 }
@@ -356,7 +369,7 @@ impl ChainLinks {
             )
         };
         let p = self
-            .start_pipeline(key, from, to, &script, None, false)
+            .start_pipeline(key, from, to, &script, None, None)
             .await?;
         Ok(Link {
             key,
@@ -379,8 +392,8 @@ impl ChainLinks {
 
     /// Opens a stream link (see the module docs). A relay from a receiver X reads X's
     /// temporary file, or its DEST once X's copy is in place; X's `placed` lock is held
-    /// until the relay has opened it, so the rename cannot slip between the choice and the
-    /// open.
+    /// until the relay says it has opened it, so the rename cannot slip between the choice
+    /// and the open.
     async fn spawn_stream(&self, from: HostId, to: HostId) -> Result<Link, TransportError> {
         let key = self.new_key();
         let t = self.target(to);
@@ -423,13 +436,12 @@ impl ChainLinks {
         // dropping the pipeline closes the relay's stdin and its watcher ends it.
         let mut gone = self.gone[from.index()].subscribe();
         let p = tokio::select! {
-            p = self.start_pipeline(key, from, to, &script, fed, from != HostId::SOURCE) => p?,
+            p = self.start_pipeline(key, from, to, &script, fed, placed.map(Some)) => p?,
             () = async { drop(gone.wait_for(|g| *g).await) } => {
                 self.kill(key, &[]).await;
                 return Err(self.link_err(from, to, format!("{} was given up", self.name(from))));
             }
         };
-        drop(placed);
         let (tx, progress) = watch::channel(StreamProgress::default());
         let mut tasks = vec![tokio::spawn(read_reports(
             p.stdout,

@@ -63,17 +63,29 @@ pub(super) async fn read_pid<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Opti
     line.trim().parse().ok()
 }
 
-/// Reads one pid line of a chain relay's pipeline: `relay PID` for the relay itself (it
-/// prints it once it has opened the copy it follows), a bare `PID` for the receiver at the
-/// far end; the two come in either order. `None` if the line is neither.
-pub(super) async fn read_relay_pid<R: AsyncRead + Unpin>(
-    r: &mut BufReader<R>,
-) -> Option<(bool, u32)> {
-    let mut line = String::new();
-    r.read_line(&mut line).await.ok()?;
-    match line.trim().strip_prefix("relay ") {
-        Some(p) => Some((true, p.parse().ok()?)),
-        None => Some((false, line.trim().parse().ok()?)),
+/// A line of a chain relay's pipeline before it is running (see `script::stream_relay`).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum RelayLine {
+    /// `relay PID`: the relay itself, once it has opened the copy it follows.
+    Relay(u32),
+    /// A bare `PID`: the receiver at the far end.
+    Receiver(u32),
+    /// An `at N` report of that receiver, which may come before the relay's line while the
+    /// relay waits for its copy.
+    Progress,
+}
+
+impl RelayLine {
+    /// Parses one line; `None` for anything else (an `end` report, an error).
+    pub(super) fn parse(line: &str) -> Option<RelayLine> {
+        let line = line.trim();
+        if let Some(p) = line.strip_prefix("relay ") {
+            return p.parse().ok().map(RelayLine::Relay);
+        }
+        if line.starts_with("at ") {
+            return Some(RelayLine::Progress);
+        }
+        line.parse().ok().map(RelayLine::Receiver)
     }
 }
 
@@ -146,7 +158,17 @@ pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::Report;
+    use super::{RelayLine, Report};
+
+    #[test]
+    fn relay_lines_name_the_relay_its_receiver_or_a_report() {
+        assert_eq!(RelayLine::parse("relay 42\n"), Some(RelayLine::Relay(42)));
+        assert_eq!(RelayLine::parse("77\n"), Some(RelayLine::Receiver(77)));
+        assert_eq!(RelayLine::parse("at 0\n"), Some(RelayLine::Progress));
+        assert_eq!(RelayLine::parse("end 0 abc\n"), None);
+        assert_eq!(RelayLine::parse("relay x\n"), None);
+        assert_eq!(RelayLine::parse("\n"), None);
+    }
 
     #[test]
     fn receiver_reports_parse_and_anything_else_is_ignored() {
