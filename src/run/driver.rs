@@ -487,8 +487,8 @@ enum Stop {
 /// and the transfers planned over one wait only for that link. Any other strategy starts
 /// once every probe is back. Hosts that already hold the file join complete, and hosts that
 /// cannot be reached are given up before anything is planned to them. The scheduler then
-/// runs until every receiver is verified or failed. On `cancel`, every hop is dropped and hosts not yet done are reported
-/// as interrupted.
+/// runs until every receiver is verified or failed. On `cancel`, every hop is dropped and
+/// hosts not yet done are reported as interrupted.
 ///
 /// [`Transport::shutdown`] runs once at the end whatever happened: after success, an
 /// interrupt, or a panic anywhere in the driver, the core or a task (which is returned as a

@@ -169,10 +169,11 @@ impl Pending {
 
 /// A connection from one host to another. It pays the setup latency once, when first used,
 /// and then carries its transfers one at a time, first in, first out, as an ssh session
-/// does. The links the strategy plans from the start are set up before the first transfer,
-/// as `bounce-run` does (rule 7 of the driver contract): from the source, one latency from
-/// the start; between two receivers two, since the runner first connects to the sender and
-/// then has it connect to the receiver.
+/// does. The links the strategy plans ahead are set up before their first transfer, from
+/// the time both ends are ready (the start, or a late receiver's join), as `bounce-run`
+/// does (rules 7 and 8 of the driver contract): from the source, one latency; between two
+/// receivers two, since the runner first connects to the sender and then has it connect to
+/// the receiver.
 #[derive(Default)]
 struct Edge {
     /// When it is (or will be) set up; `None` until first used.
