@@ -4,8 +4,10 @@
 //! - [`sim`]: the discrete-event simulator (`bounce-sim`);
 //! - [`report`]: CSV and PNG writers;
 //! - [`run`]: the OpenSSH runner (`bounce-run`);
-//! - [`units`]: human units for sizes, rates and durations.
+//! - [`units`]: human units for sizes, rates and durations;
+//! - [`cli_docs`]: shell completions and man pages for both binaries.
 
+pub mod cli_docs;
 pub mod core;
 pub mod report;
 pub mod run;

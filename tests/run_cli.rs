@@ -294,3 +294,25 @@ fn a_closed_stdout_is_not_a_panic() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
 }
+
+#[test]
+fn completions_and_the_man_page_are_generated_from_the_options() {
+    let bash = bounce_run(&["--generate", "bash"]);
+    assert!(bash.status.success(), "{}", stderr(&bash));
+    let text = String::from_utf8_lossy(&bash.stdout);
+    assert!(
+        text.contains("bounce-run") && text.contains("--strategy") && text.contains("--no-fsync")
+    );
+    let man = bounce_run(&["--generate", "man"]);
+    assert!(man.status.success(), "{}", stderr(&man));
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(page.contains(".TH bounce-run 1"), "{page}");
+    assert!(page.contains("accept\\-new\\-host\\-keys"), "{page}");
+    // It stands alone: with a run's arguments it is bad input.
+    let mixed = bounce_run(&["--generate", "zsh", "src", "/dest"]);
+    assert_eq!(mixed.status.code(), Some(2));
+    assert!(mixed.stdout.is_empty());
+    let unknown = bounce_run(&["--generate", "tcsh"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(stderr(&unknown).contains("tcsh"));
+}

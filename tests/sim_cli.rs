@@ -355,3 +355,22 @@ fn auto_picks_a_strategy_and_chunk_by_simulating_and_then_sweeps_with_it() {
     let out = bounce_sim(dir.path(), &with_outputs(&["--strategy", "auto,bounce"]));
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn completions_and_the_man_page_are_generated_from_the_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let zsh = bounce_sim(dir.path(), &["--generate", "zsh"]);
+    assert!(zsh.status.success());
+    let text = String::from_utf8_lossy(&zsh.stdout);
+    assert!(text.starts_with("#compdef bounce-sim"), "{text}");
+    assert!(text.contains("--join-interval") && text.contains("plan"));
+    let man = bounce_sim(dir.path(), &["--generate", "man"]);
+    assert!(man.status.success());
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(page.contains(".TH bounce-sim 1") && page.contains("join\\-interval"));
+    // Nothing is simulated or written.
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+    let mixed = bounce_sim(dir.path(), &["--generate", "man", "--hosts", "3"]);
+    assert_eq!(mixed.status.code(), Some(2));
+    assert!(mixed.stdout.is_empty());
+}

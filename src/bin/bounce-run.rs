@@ -37,7 +37,8 @@ with its own ~/.ssh setup, addressing the next host exactly as written here.";
 #[command(name = "bounce-run", version, after_help = EXIT_CODES)]
 struct Cli {
     /// How the file spreads: linear (source to all at once), bounce (whole-file doubling) or
-    /// chain (streamed through all hosts in list order, each relaying it as it arrives).
+    /// chain (streamed through all hosts in the order they become ready, each relaying it as
+    /// it arrives).
     #[arg(long, default_value = "bounce", value_parser = parse_kind)]
     strategy: StrategyKind,
     /// Read receivers from FILE (repeatable; order is kept).
@@ -84,6 +85,10 @@ struct Cli {
     /// prediction.
     #[arg(long, default_value = "50ms", value_parser = parse_duration)]
     latency: Duration,
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) or the man page (man)
+    /// for bounce-run, generated from these options, and exit.
+    #[arg(long, value_name = "WHAT", exclusive = true)]
+    generate: Option<bounce::cli_docs::Generate>,
     /// The file to send, on this machine.
     #[arg(value_name = "SRC")]
     src: PathBuf,
@@ -127,6 +132,17 @@ fn host_sources(m: &clap::ArgMatches, cli: &Cli) -> Vec<HostSource> {
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
+    if let Some(&what) = matches.get_one::<bounce::cli_docs::Generate>("generate") {
+        return match bounce::cli_docs::generate(what, Cli::command(), &mut std::io::stdout()) {
+            // A pager or `head` that stops reading is not an error.
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bounce-run: writing to stdout: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use bounce::core::StrategyKind;
 use bounce::report::{self, Figure};
@@ -54,6 +54,10 @@ Examples:
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) or the man page (man)
+    /// for bounce-sim, generated from these options, and exit.
+    #[arg(long, value_name = "WHAT", exclusive = true)]
+    generate: Option<bounce::cli_docs::Generate>,
     #[command(flatten)]
     args: SimArgs,
 }
@@ -430,6 +434,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(what) = cli.generate {
+        return match bounce::cli_docs::generate(what, Cli::command(), &mut std::io::stdout()) {
+            // A pager or `head` that stops reading is not an error.
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bounce-sim: writing to stdout: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
