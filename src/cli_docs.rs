@@ -39,3 +39,12 @@ pub fn generate(
     clap_complete::generate(shell, &mut cmd, name, out);
     Ok(())
 }
+
+/// Writes `what` for `cmd` to stdout. A reader that stops early (a pager, `head`) is not an
+/// error.
+pub fn print(what: Generate, cmd: clap::Command) -> std::io::Result<()> {
+    match generate(what, cmd, &mut std::io::stdout().lock()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
+    }
+}

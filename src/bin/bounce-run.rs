@@ -133,15 +133,11 @@ fn host_sources(m: &clap::ArgMatches, cli: &Cli) -> Vec<HostSource> {
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     if let Some(&what) = matches.get_one::<bounce::cli_docs::Generate>("generate") {
-        return match bounce::cli_docs::generate(what, Cli::command(), &mut std::io::stdout()) {
-            // A pager or `head` that stops reading is not an error.
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("bounce-run: writing to stdout: {e}");
-                ExitCode::from(1)
-            }
-        };
+        if let Err(e) = bounce::cli_docs::print(what, Cli::command()) {
+            eprintln!("bounce-run: writing to stdout: {e}");
+            return ExitCode::from(1);
+        }
+        return ExitCode::SUCCESS;
     }
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,

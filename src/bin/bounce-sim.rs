@@ -435,15 +435,11 @@ fn main() -> ExitCode {
         }
     };
     if let Some(what) = cli.generate {
-        return match bounce::cli_docs::generate(what, Cli::command(), &mut std::io::stdout()) {
-            // A pager or `head` that stops reading is not an error.
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("bounce-sim: writing to stdout: {e}");
-                ExitCode::from(1)
-            }
-        };
+        if let Err(e) = bounce::cli_docs::print(what, Cli::command()) {
+            eprintln!("bounce-sim: writing to stdout: {e}");
+            return ExitCode::from(1);
+        }
+        return ExitCode::SUCCESS;
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
