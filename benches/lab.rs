@@ -164,6 +164,20 @@ struct Calibration {
     hosts: usize,
 }
 
+impl Calibration {
+    /// The lab as measured: B from t1 less the one-byte hop's latency.
+    fn new(size: u64, t1: f64, latency: f64, chunk: u64, hosts: usize) -> Self {
+        Calibration {
+            size: size as f64,
+            t1,
+            latency,
+            bandwidth: size as f64 / (t1 - latency).max(1e-3),
+            chunk: chunk as f64,
+            hosts,
+        }
+    }
+}
+
 /// The simulator's makespan for `kind` on the lab's network as calibrated: every host at
 /// B both ways, one setup latency per connection between two hosts, no jitter.
 fn simulated(kind: StrategyKind, cal: &Calibration) -> Result<f64, String> {
@@ -317,20 +331,12 @@ fn main() {
         digest,
         "t1 copy differs"
     );
-    let bandwidth = size as f64 / (t1 - latency).max(1e-3);
-    let cal = Calibration {
-        size: size as f64,
-        t1,
-        latency,
-        bandwidth,
-        chunk: chunk as f64,
-        hosts,
-    };
+    let cal = Calibration::new(size as u64, t1, latency, chunk as u64, hosts);
     println!(
         "t1 = {t1:.2} s, hop latency = {:.0} ms, B = {}/s ({:.1} Mbit/s)",
         latency * 1000.0,
-        bounce::units::format_size(bandwidth as u64),
-        bandwidth * 8.0 / 1e6
+        bounce::units::format_size(cal.bandwidth as u64),
+        cal.bandwidth * 8.0 / 1e6
     );
 
     let l = f64::from(rounds(hosts));
@@ -1054,15 +1060,7 @@ fn stock_part() {
             "{hosts} hosts, {rate}, {}",
             bounce::units::format_size(size)
         );
-        let bandwidth = size as f64 / (t1 - latency).max(1e-3);
-        let cal = Calibration {
-            size: size as f64,
-            t1,
-            latency,
-            bandwidth,
-            chunk: chunk as f64,
-            hosts,
-        };
+        let cal = Calibration::new(size as u64, t1, latency, chunk as u64, hosts);
         let sim = streamed_chain(&cal, hop_all_s);
         match failure {
             Some(e) => println!("{name:<28} {t1:>7.2} failed: {e}"),

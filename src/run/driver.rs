@@ -178,7 +178,7 @@ enum Task {
     /// A receiver was connected and probed, or could not be.
     Prepared(HostId, Result<Prepared, TransportError>),
     /// Links planned ahead were set up; the errors name those that could not be.
-    LinksOpened(Vec<(HostId, HostId)>, Vec<TransportError>),
+    LinksOpened((HostId, HostId), Vec<TransportError>),
     Hop(Transfer, Result<(), TransportError>),
     Finalize(HostId, Result<(), TransportError>),
     /// A host was discarded: nothing for the scheduler.
@@ -199,14 +199,12 @@ struct Run<'o, T> {
     /// Probe results held back for a strategy that needs every receiver at the start.
     held: Vec<(HostId, Result<Prepared, TransportError>)>,
     probes_left: u32,
-    /// Planned links asked of the transport so far: each is set up once at most.
-    asked: HashSet<(HostId, HostId)>,
-    /// Whether the links planned into `joined` are still to be asked for: at the start, and
-    /// after each join (rule 7 of the driver contract). Links the strategy plans after a loss
-    /// are not set up ahead: their receiver may already hold part of the file.
-    links_due: bool,
-    /// Set once the first ask is made; the first ask takes every planned link.
+    /// Set once the planned links have first been asked for; that first ask takes them all.
     links_started: bool,
+    /// Hosts joined since the last ask: the links planned into them are asked for next
+    /// (rule 7 of the driver contract). A host joins once, so no link is asked for twice.
+    /// Links the strategy plans after a loss are not set up ahead: their receiver may
+    /// already hold part of the file.
     joined: HashSet<HostId>,
     /// Planned links still being set up, and the transfers planned over them meanwhile,
     /// which start once their link is up (or has failed, and they go another way).
@@ -258,13 +256,13 @@ impl<T: Transport> Run<'_, T> {
             return;
         };
         let mut links: Vec<(HostId, HostId)> = Vec::new();
-        if std::mem::take(&mut self.links_due) {
+        if !self.links_started || !self.joined.is_empty() {
             let joined = std::mem::take(&mut self.joined);
             let first = !std::mem::replace(&mut self.links_started, true);
             links = sched
                 .planned_links()
                 .into_iter()
-                .filter(|l| (first || joined.contains(&l.1)) && self.asked.insert(*l))
+                .filter(|l| first || joined.contains(&l.1))
                 .collect();
         }
         // One task per link: the transfers over each wait for their own link only.
@@ -273,7 +271,7 @@ impl<T: Transport> Run<'_, T> {
             let tr = Arc::clone(&self.transport);
             self.tasks.spawn(async move {
                 let failed = tr.open_links(&[link]).await;
-                Task::LinksOpened(vec![link], failed)
+                Task::LinksOpened(link, failed)
             });
         }
         loop {
@@ -332,7 +330,6 @@ impl<T: Transport> Run<'_, T> {
                 Ok(_) => {
                     sched.handle_host_joined(now, h, up_to_date);
                     self.joined.insert(h);
-                    self.links_due = true;
                 }
                 Err(e) => sched.handle_host_down(now, h, e.to_string()),
             },
@@ -379,15 +376,13 @@ impl<T: Transport> Run<'_, T> {
         let now = self.now();
         match task {
             Task::Prepared(h, result) => self.on_prepared(h, result),
-            Task::LinksOpened(links, failed) => {
+            Task::LinksOpened(link, failed) => {
                 for e in failed {
                     self.observer.on_event(&RunEvent::LinkNotOpened {
                         reason: e.to_string(),
                     });
                 }
-                for l in &links {
-                    self.opening.remove(l);
-                }
+                self.opening.remove(&link);
                 let (go, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
                     .into_iter()
                     .partition(|t| !self.opening.contains(&(t.from, t.to)));
@@ -521,8 +516,6 @@ pub async fn drive<T: Transport>(
         strategy: None,
         held: Vec::new(),
         probes_left: cfg.receivers,
-        asked: HashSet::new(),
-        links_due: true,
         links_started: false,
         joined: HashSet::new(),
         opening: HashSet::new(),

@@ -935,6 +935,45 @@ mod tests {
         dir
     }
 
+    /// Starts a relay of `a_tmp` (`size` bytes) to a fake host "h2" whose receiver writes
+    /// `b_tmp`, in a session of its own as sshd runs it: its watcher kills its process group
+    /// once stdin closes. The fake ssh's directory lives as long as the returned guard.
+    fn spawn_relay(
+        a_tmp: &str,
+        size: u64,
+        b_dest: &str,
+        b_tmp: &str,
+    ) -> (tempfile::TempDir, std::process::Child) {
+        let fake = fake_ssh_dir();
+        let path = format!(
+            "{}:{}",
+            fake.path().display(),
+            std::env::var("PATH").unwrap()
+        );
+        let hop = HopSsh {
+            accept_new_host_keys: false,
+            connect_timeout_s: 1,
+        };
+        let to = HostSpec::parse("h2", "test").unwrap();
+        let relay = stream_relay(
+            &hop,
+            RelayFrom::Receiving(a_tmp),
+            size,
+            &to,
+            b_dest,
+            b_tmp,
+            Hasher::Sha256sum,
+        );
+        let child = std::process::Command::new("setsid")
+            .args(["-w", "sh", "-c", &relay])
+            .env("PATH", &path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        (fake, child)
+    }
+
     #[test]
     fn a_stream_is_received_hashed_and_relayed_as_it_arrives() {
         let dir = tempfile::tempdir().unwrap();
@@ -947,17 +986,6 @@ mod tests {
         let data: Vec<u8> = (0..(3 << 20) + 777).map(|i| (i * 31 % 253) as u8).collect();
         let input = dir.path().join("input");
         std::fs::write(&input, &data).unwrap();
-        let fake = fake_ssh_dir();
-        let path = format!(
-            "{}:{}",
-            fake.path().display(),
-            std::env::var("PATH").unwrap()
-        );
-        let hop = HopSsh {
-            accept_new_host_keys: false,
-            connect_timeout_s: 1,
-        };
-        let to = HostSpec::parse("h2", "test").unwrap();
         // A's receiver gets its input slowly, so that the relay follows a growing file.
         let mut receiver = std::process::Command::new("sh")
             .arg("-c")
@@ -972,24 +1000,7 @@ mod tests {
         let mut a_out = std::io::BufReader::new(receiver.stdout.take().unwrap());
         let mut pid = String::new();
         std::io::BufRead::read_line(&mut a_out, &mut pid).unwrap();
-        let relay = stream_relay(
-            &hop,
-            RelayFrom::Receiving(&a_tmp),
-            data.len() as u64,
-            &to,
-            &b_dest,
-            &b_tmp,
-            Hasher::Sha256sum,
-        );
-        // In a session of its own, as sshd runs it: its watcher kills its process group once
-        // stdin closes, which happens here after it is done.
-        let mut child = std::process::Command::new("setsid")
-            .args(["-w", "sh", "-c", &relay])
-            .env("PATH", &path)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let (_fake, mut child) = spawn_relay(&a_tmp, data.len() as u64, &b_dest, &b_tmp);
         let stdin = child.stdin.take().unwrap();
         let mut b = String::new();
         std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut b).unwrap();
@@ -1106,36 +1117,10 @@ mod tests {
             .collect();
         let input = dir.path().join("input");
         std::fs::write(&input, &data).unwrap();
-        let fake = fake_ssh_dir();
-        let path = format!(
-            "{}:{}",
-            fake.path().display(),
-            std::env::var("PATH").unwrap()
-        );
-        let hop = HopSsh {
-            accept_new_host_keys: false,
-            connect_timeout_s: 1,
-        };
-        let to = HostSpec::parse("h2", "test").unwrap();
-        let relay = stream_relay(
-            &hop,
-            RelayFrom::Receiving(&a_tmp),
-            data.len() as u64,
-            &to,
-            &b_dest,
-            &b_tmp,
-            Hasher::Sha256sum,
-        );
         // The relay starts before its copy exists, as a relay to a host that joined late
         // does, and the copy is then written chunk by chunk, in order, as a request link
         // writes it.
-        let mut child = std::process::Command::new("setsid")
-            .args(["-w", "sh", "-c", &relay])
-            .env("PATH", &path)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let (_fake, mut child) = spawn_relay(&a_tmp, data.len() as u64, &b_dest, &b_tmp);
         let stdin = child.stdin.take().unwrap();
         // Long enough for the far end to report before the relay has its copy.
         std::thread::sleep(std::time::Duration::from_millis(1200));

@@ -527,7 +527,8 @@ impl WithStrategy for Start<'_> {
         host_done[0] = 0.0;
         let latency = cfg.latency.as_secs_f64();
         // Connections are tracked when transfers may share them: several chunks, or links set
-        // up ahead (a chain of a one-chunk file still sets its links up together).
+        // up ahead (a chain of a one-chunk file still sets its links up together), now or as
+        // receivers join.
         let planned = sched.planned_links();
         let edges = (layout.count() > 1 || !planned.is_empty() || late).then(|| {
             let mut edges = Edges((0..hosts).map(|_| Vec::new()).collect());
