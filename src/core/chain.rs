@@ -1,6 +1,8 @@
 //! `chain`: a store-and-forward pipeline through all hosts, chunk by chunk.
 
-use super::strategy::{Strategy, View};
+use std::time::Duration;
+
+use super::strategy::{Spliced, Strategy, View};
 use super::types::{ChunkRange, HostId};
 
 /// Host i forwards chunk j to host i+1 as soon as it holds it. With k equal chunks the last
@@ -25,6 +27,11 @@ use super::types::{ChunkRange, HostId};
 /// it is ready: the chain's order is the order the hosts became ready in, so a host that
 /// connects late delays nobody before it, and the hosts after it only by as much as it
 /// joined late.
+///
+/// With a [`Straggler`] rule, a host that receives far slower than its feeder is cut out
+/// the same way as a lost one, and then hangs off the chain's last host as a *leaf*, fed the
+/// rest of the file at its own pace (its chunks still in file order). A leaf whose feeder
+/// is lost hangs off the new last host.
 pub struct Chain {
     /// Each host's place in the chain, by host: one entry per step rather than one table per
     /// field, since every step reads the successor's whole entry.
@@ -33,14 +40,61 @@ pub struct Chain {
     window: u32,
     /// Hosts whose outgoing link may be able to start a hop.
     ready: Vec<HostId>,
+    /// When a slow host is cut out; `None` never.
+    straggler: Option<Straggler>,
+    /// Hosts cut out for being slow, each fed by its `prev` (a host of the chain) and
+    /// feeding nobody. Usually empty, so the per-chunk path only checks that.
+    leaves: Vec<HostId>,
+    /// The highest rate measured so far, in chunks per second: the reference for a host fed
+    /// by the source, whose own rate is not measured.
+    best: f64,
+    /// Hosts cut out and not yet announced (see [`Strategy::poll_spliced`]).
+    spliced: Vec<Spliced>,
+}
+
+/// When a chain cuts a slow host out of its pipeline, so that it cannot hold back the hosts
+/// behind it.
+///
+/// Every host's rate is measured over its current feed: from the first chunk that arrives
+/// after it was last (re)linked, to now. Once that span is at least `window` long, a host
+/// that is not the chain's last and receives at less than `ratio` times its feeder's rate
+/// (the best rate measured anywhere, for a host fed by the source) is cut out: its
+/// successor is fed by its feeder from the first chunk it lacks, and the slow host hangs off
+/// the chain's last host, which feeds it at its own pace from then on (that host's upload
+/// is otherwise idle). Only the first slow host of a run of them is cut: the hosts behind it
+/// are measured against it, and measured afresh once it is gone.
+///
+/// The defaults (a quarter, over one second) leave alone any host within ±50% of its
+/// feeder's rate, even with the runner's progress arriving every half second, which can
+/// make a healthy rate look half or one and a half times what it is over one second.
+///
+/// A host fed by the source is measured against the best rate seen, so a slow first host is
+/// cut only once some other host has shown a faster rate. The rule sees only download
+/// rates: a host that receives fast but uploads slowly makes its successor look slow, and
+/// it is the successor that is cut.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Straggler {
+    /// Fraction of the feeder's rate under which a host is cut out.
+    pub ratio: f64,
+    /// Shortest span a rate is measured over.
+    pub window: Duration,
+}
+
+impl Default for Straggler {
+    fn default() -> Self {
+        Straggler {
+            ratio: 0.25,
+            window: Duration::from_secs(1),
+        }
+    }
 }
 
 /// A host's links in the chain and what is on its way to it.
 #[derive(Clone, Copy, Debug)]
 struct Place {
-    /// Its successor while it is live (`None` for the last).
+    /// Its successor while it is live (`None` for the last, and for a leaf).
     next: Option<HostId>,
-    /// Its predecessor while it is live.
+    /// Its predecessor (for a leaf, its feeder) while it is live.
     prev: Option<HostId>,
     /// Chunks in flight to it.
     inbound: u32,
@@ -49,10 +103,18 @@ struct Place {
     /// A chunk to it failed: nothing more is sent to it until every chunk still in flight
     /// to it has ended, so that it is then fed from its first missing chunk on.
     draining: bool,
+    /// It was cut out for being slow: fed by `prev`, forwarding to nobody.
+    leaf: bool,
+    /// Its rate's span over its current feed: the first arrival (time, chunks held then), if
+    /// any chunk arrived since it was last (re)linked.
+    since: Option<(Duration, u32)>,
+    /// When its latest chunk arrived.
+    last: Duration,
 }
 
 impl Chain {
-    /// The chain source → 1 → 2 → … → C, with up to `window` chunks in flight per link.
+    /// The chain source → 1 → 2 → … → C, with up to `window` chunks in flight per link,
+    /// cutting out no straggler.
     pub fn new(receivers: u32, window: u32) -> Self {
         let n = receivers as usize + 1;
         Chain {
@@ -63,11 +125,24 @@ impl Chain {
                     inbound: 0,
                     cursor: 0,
                     draining: false,
+                    leaf: false,
+                    since: None,
+                    last: Duration::ZERO,
                 })
                 .collect(),
             window: window.max(1),
             ready: vec![HostId::SOURCE],
+            straggler: None,
+            leaves: Vec::new(),
+            best: 0.0,
+            spliced: Vec::new(),
         }
+    }
+
+    /// The same chain, cutting out slow hosts by `rule` (`None`: never).
+    pub fn with_straggler(mut self, rule: Option<Straggler>) -> Self {
+        self.straggler = rule;
+        self
     }
 
     /// Moves `s`'s cursor past the chunks it already holds and returns it.
@@ -80,6 +155,173 @@ impl Chain {
         }
         place.cursor = c;
         c
+    }
+
+    /// The chunk `h` may send `s` now, if any, marked as in flight.
+    #[inline(always)]
+    fn take_chunk(&mut self, view: &View<'_>, h: HostId, s: HostId) -> Option<u32> {
+        let k = view.layout.count();
+        let c = self.skip_held(view, s);
+        if c >= k {
+            // The successor has everything (a resumed run): it forwards in our place.
+            self.ready.push(s);
+            return None;
+        }
+        let to = &mut self.places[s.index()];
+        if to.inbound >= self.window || to.draining || !view.holdings.has(h, c) {
+            // Woken again when a chunk to `s` ends or `h` receives one.
+            return None;
+        }
+        to.inbound += 1;
+        to.cursor = c + 1;
+        if to.inbound < self.window {
+            // The window may allow another chunk on this link.
+            self.ready.push(h);
+        } else if self.skip_held(view, s) >= k {
+            // With the window full, popping `h` again would only find this: the successor
+            // has everything now and forwards in our place. Done here, it saves a push and a
+            // pop per chunk (the simulator's window is 1).
+            self.ready.push(s);
+        }
+        Some(c)
+    }
+
+    /// The last host of the chain (the source when no receiver is left in it).
+    fn tail(&self) -> HostId {
+        let mut tail = HostId::SOURCE;
+        while let Some(n) = self.places[tail.index()].next {
+            tail = n;
+        }
+        tail
+    }
+
+    /// Who feeds a new leaf, or the leaves of a lost host: the chain's last host, whose
+    /// upload nothing else uses, if it feeds no leaf yet and receives at a healthy rate
+    /// itself (by `rule`; a slow last host would make every leaf slower still); otherwise
+    /// `fallback`, its feeder so far, whose upload it then shares with the chain.
+    fn leaf_feeder(&self, view: &View<'_>, fallback: HostId, rule: Straggler) -> HostId {
+        let tail = self.tail();
+        if tail == HostId::SOURCE
+            || self
+                .leaves
+                .iter()
+                .any(|&l| self.places[l.index()].prev == Some(tail))
+        {
+            return fallback;
+        }
+        let Some(feeder) = self.places[tail.index()].prev else {
+            return fallback;
+        };
+        let reference = if feeder == HostId::SOURCE {
+            Some(self.best)
+        } else {
+            self.shown_rate(view, feeder, rule.window)
+        };
+        match (self.rate_at_best(view, tail, rule.window), reference) {
+            (Some(rate), Some(reference)) if rate >= rule.ratio * reference => tail,
+            _ => fallback,
+        }
+    }
+
+    /// Hangs the leaves fed by `host`, which no longer feeds any, off `tail`.
+    fn rehang_leaves_of(&mut self, host: HostId, tail: HostId) {
+        for k in 0..self.leaves.len() {
+            let leaf = &mut self.places[self.leaves[k].index()];
+            if leaf.prev == Some(host) {
+                leaf.prev = Some(tail);
+                // Its chunks still in flight from `host` may fail with the old link.
+                leaf.draining = leaf.inbound > 0;
+            }
+        }
+        self.ready.push(tail);
+    }
+
+    /// Starts measuring afresh every host of the chain from `from` on: their rates so far
+    /// were bounded by a feeder that has just changed.
+    fn remeasure_from(&mut self, from: Option<HostId>) {
+        let mut h = from;
+        while let Some(x) = h {
+            let p = &mut self.places[x.index()];
+            p.since = None;
+            h = p.next;
+        }
+    }
+
+    /// `h`'s rate in chunks per second over its current feed, between its first and its
+    /// latest arrival, once that span is at least `window` long: what it has shown it can
+    /// receive.
+    fn shown_rate(&self, view: &View<'_>, h: HostId, window: Duration) -> Option<f64> {
+        let p = &self.places[h.index()];
+        let (t0, c0) = p.since?;
+        let span = p.last.checked_sub(t0)?;
+        (span >= window && !span.is_zero())
+            .then(|| f64::from(view.holdings.count(h) - c0) / span.as_secs_f64())
+    }
+
+    /// `h`'s rate in chunks per second over its current feed up to now, once that span is at
+    /// least `window` long, counting the chunk on its way as if it had just arrived: the
+    /// most `h` can be receiving at, so that a chunk that takes longer than `window` is not
+    /// mistaken for a stall.
+    fn rate_at_best(&self, view: &View<'_>, h: HostId, window: Duration) -> Option<f64> {
+        let (t0, c0) = self.places[h.index()].since?;
+        let span = view.now.checked_sub(t0)?;
+        (span >= window && !span.is_zero())
+            .then(|| f64::from(view.holdings.count(h) - c0 + 1) / span.as_secs_f64())
+    }
+
+    /// Cuts `h` out of the chain if it is a straggler by `rule` (see [`Straggler`]).
+    fn check_straggler(&mut self, view: &View<'_>, h: HostId, rule: Straggler) {
+        let place = self.places[h.index()];
+        let (Some(feeder), Some(successor)) = (place.prev, place.next) else {
+            return;
+        };
+        if let Some(shown) = self.shown_rate(view, h, rule.window) {
+            self.best = self.best.max(shown);
+        }
+        let Some(rate) = self.rate_at_best(view, h, rule.window) else {
+            return;
+        };
+        let reference = if feeder == HostId::SOURCE {
+            self.best
+        } else {
+            // The feeder's rate while it received: one that has all its chunks is not slowed
+            // down by having nothing left to receive.
+            match self.shown_rate(view, feeder, rule.window) {
+                Some(r) => r,
+                None => return,
+            }
+        };
+        if rate >= rule.ratio * reference {
+            return;
+        }
+        // Past it: its successor is fed by its feeder, from the first chunk it lacks once the
+        // chunks on their way from `h` have ended (they may fail: the driver replaces the
+        // link).
+        self.places[feeder.index()].next = Some(successor);
+        let s = &mut self.places[successor.index()];
+        s.prev = Some(feeder);
+        s.draining = s.inbound > 0;
+        self.remeasure_from(Some(successor));
+        // It hangs off the tail if that can serve it, or stays with its feeder.
+        let new_feeder = self.leaf_feeder(view, feeder, rule);
+        let p = &mut self.places[h.index()];
+        p.next = None;
+        p.prev = Some(new_feeder);
+        p.leaf = true;
+        if new_feeder != feeder {
+            p.draining = p.inbound > 0;
+        }
+        self.rehang_leaves_of(h, new_feeder);
+        self.leaves.push(h);
+        self.ready.push(feeder);
+        let bytes = view.layout.chunk_size() as f64;
+        self.spliced.push(Spliced {
+            host: h,
+            feeder: new_feeder,
+            successor,
+            rate: rate * bytes,
+            reference: reference * bytes,
+        });
     }
 }
 
@@ -126,42 +368,33 @@ impl Strategy for Chain {
     // and left to itself the compiler keeps it out of line (7% more instructions per chunk).
     #[inline(always)]
     fn next(&mut self, view: &View<'_>) -> Option<(HostId, HostId, ChunkRange)> {
-        let k = view.layout.count();
         while let Some(h) = self.ready.pop() {
             if view.is_failed(h) {
                 continue;
             }
-            let Some(s) = self.places[h.index()].next else {
-                continue;
-            };
-            let c = self.skip_held(view, s);
-            if c >= k {
-                // The successor has everything (a resumed run): it forwards in our place.
-                self.ready.push(s);
-                continue;
+            if let Some(s) = self.places[h.index()].next {
+                if let Some(c) = self.take_chunk(view, h, s) {
+                    if !self.leaves.is_empty() {
+                        // Its leaves are looked at when it is popped again.
+                        self.ready.push(h);
+                    }
+                    return Some((h, s, ChunkRange::single(c)));
+                }
             }
-            let to = &mut self.places[s.index()];
-            if to.inbound >= self.window || to.draining || !view.holdings.has(h, c) {
-                // Woken again when a chunk to `s` ends or `h` receives one.
-                continue;
+            for i in 0..self.leaves.len() {
+                let l = self.leaves[i];
+                if self.places[l.index()].prev == Some(h) {
+                    if let Some(c) = self.take_chunk(view, h, l) {
+                        self.ready.push(h);
+                        return Some((h, l, ChunkRange::single(c)));
+                    }
+                }
             }
-            to.inbound += 1;
-            to.cursor = c + 1;
-            if to.inbound < self.window {
-                // The window may allow another chunk on this link.
-                self.ready.push(h);
-            } else if self.skip_held(view, s) >= k {
-                // With the window full, popping `h` again would only find this: the
-                // successor has everything now and forwards in our place. Done here, it
-                // saves a push and a pop per chunk (the simulator's window is 1).
-                self.ready.push(s);
-            }
-            return Some((h, s, ChunkRange::single(c)));
         }
         None
     }
 
-    fn finished(&mut self, _view: &View<'_>, _from: HostId, to: HostId, c: ChunkRange, ok: bool) {
+    fn finished(&mut self, view: &View<'_>, _from: HostId, to: HostId, c: ChunkRange, ok: bool) {
         let place = &mut self.places[to.index()];
         place.inbound -= 1;
         if !ok {
@@ -172,16 +405,35 @@ impl Strategy for Chain {
             place.draining = false;
         }
         let prev = place.prev;
+        if ok && self.straggler.is_some() {
+            if place.since.is_none() {
+                place.since = Some((view.now, view.holdings.count(to)));
+            }
+            place.last = view.now;
+        }
         // `to` may forward what it got, and its predecessor may send more. That is `from`,
         // unless `from` was cut out meanwhile: then only this end tells the new one.
         self.ready.push(to);
         if let Some(p) = prev {
             self.ready.push(p);
         }
+        if let (true, Some(rule)) = (ok, self.straggler) {
+            // Measured at each arrival: its own, and its feeder's for a successor that stalls.
+            let next = self.places[to.index()].next;
+            self.check_straggler(view, to, rule);
+            if let Some(n) = next {
+                self.check_straggler(view, n, rule);
+            }
+        }
     }
 
-    fn host_lost(&mut self, _view: &View<'_>, host: HostId) {
+    fn host_lost(&mut self, view: &View<'_>, host: HostId) {
         let i = host.index();
+        if self.places[i].leaf {
+            self.places[i].prev = None;
+            self.leaves.retain(|&l| l != host);
+            return;
+        }
         let (p, n) = (self.places[i].prev.take(), self.places[i].next.take());
         if let Some(p) = p {
             self.places[p.index()].next = n;
@@ -194,15 +446,37 @@ impl Strategy for Chain {
             // for them, so that it does not write past the gap they leave.
             next.draining = next.inbound > 0;
         }
+        // The hosts behind it paused while it was found dead.
+        self.remeasure_from(n);
+        if !self.leaves.is_empty() {
+            let feeder = match (p, self.straggler) {
+                (Some(p), Some(rule)) => self.leaf_feeder(view, p, rule),
+                (Some(p), None) => p,
+                (None, _) => self.tail(),
+            };
+            self.rehang_leaves_of(host, feeder);
+        }
+    }
+
+    fn poll_spliced(&mut self) -> Option<Spliced> {
+        self.spliced.pop()
     }
 
     fn planned_links(&self, view: &View<'_>) -> Vec<(HostId, HostId)> {
         // Every link of the chain carries the whole file, and a link's setup would otherwise
-        // wait for the first chunk to reach its sender: C setups one after another.
-        self.places
+        // wait for the first chunk to reach its sender: C setups one after another. A leaf's
+        // carries the rest of it.
+        let chain = self
+            .places
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| Some((HostId(i as u32), p.next?)))
+            .filter_map(|(i, p)| Some((HostId(i as u32), p.next?)));
+        let leaves = self
+            .leaves
+            .iter()
+            .filter_map(|&l| Some((self.places[l.index()].prev?, l)));
+        chain
+            .chain(leaves)
             .filter(|&(h, s)| !view.is_failed(h) && !view.holdings.is_complete(s))
             .collect()
     }
@@ -215,6 +489,20 @@ impl Strategy for Chain {
             }
             if place.draining && place.inbound == 0 {
                 return Err(format!("{h} is draining with nothing in flight"));
+            }
+            if place.leaf {
+                if place.next.is_some() {
+                    return Err(format!("leaf {h} forwards to {:?}", place.next));
+                }
+                match place.prev {
+                    Some(f) if view.is_failed(h) => {
+                        return Err(format!("failed leaf {h} fed by {f}"))
+                    }
+                    Some(f) if view.is_failed(f) || self.places[f.index()].leaf => {
+                        return Err(format!("leaf {h} is fed by failed or leaf host {f}"))
+                    }
+                    _ => {}
+                }
             }
             if let Some(n) = place.next {
                 if view.is_failed(n) || view.is_joining(n) {

@@ -37,12 +37,16 @@
 //! 6. Several transfers may be in flight between the same two hosts (a chain link with a
 //!    window of chunks). Drivers carry them over one connection, first in, first out; no
 //!    strategy relies on the order in which they end.
-//! 7. [`Scheduler::planned_links`], asked after construction and after each join, names the
-//!    links the strategy will use for the whole run as long as their hosts live (a chain's).
-//!    A driver may set each up before its first transfer (holding back the transfers
-//!    planned over it meanwhile), and over such a link it may move every chunk as soon as
-//!    the sender holds it, ahead of the transfer that plans it: the strategy would plan
-//!    exactly that. Each transfer is still reported through `handle_done` only after it was
+//! 7. [`Scheduler::planned_links`], asked after construction and whenever
+//!    [`Scheduler::links_version`] changes (a receiver joined, a host was lost, a straggler
+//!    was cut out), names the links the strategy will use for the whole run as long as their
+//!    hosts live (a chain's). A driver may set each new one up before its first transfer
+//!    (holding back the transfers planned over it meanwhile), and over such a link it may
+//!    move every chunk as soon as the sender holds it, ahead of the transfer that plans it:
+//!    the strategy would plan exactly that. A link planned into a receiver that already holds
+//!    some chunks (its sender was lost or cut out) carries only what it lacks, from its
+//!    first missing chunk; a receiver gets its chunks in file order from every strategy that
+//!    plans links. Each transfer is still reported through `handle_done` only after it was
 //!    polled and its bytes arrived; when such a link breaks, its planned transfers fail like
 //!    any other, and the strategy's plan takes over.
 //! 8. A driver whose receivers become ready at different times (connections still being
@@ -50,6 +54,10 @@
 //!    [`Strategy::joins_late`], and report each with [`Scheduler::handle_host_joined`] once
 //!    it is ready, or with `handle_host_down` if it never will be. Nothing is planned to or
 //!    from a receiver still joining, so no receiver waits for the slowest to connect.
+//! 9. After an [`Event::Straggler`], the slow host and the host that followed it are fed by
+//!    other senders ([`Scheduler::links_version`] changes). A driver may end the links they
+//!    were fed over; the transfers in flight on those links that then fail are not counted
+//!    against either host.
 //!
 //! `now` arguments are the time since the start of the run, on whatever clock the driver
 //! keeps (virtual for the simulator, monotonic for the runner). The core only stamps events
@@ -73,12 +81,14 @@ mod types;
 pub use binomial::Binomial;
 pub use bounce::Bounce;
 pub use bounce_fast::BounceFast;
-pub use chain::Chain;
+pub use chain::{Chain, Straggler};
 pub use holdings::Holdings;
 pub use layout::{Layout, LayoutError};
 pub use linear::Linear;
 pub use rack::Rack;
 pub use scheduler::{Scheduler, SchedulerConfig};
-pub use strategy::{Strategy, StrategyKind, StrategyParams, UnknownStrategy, View, WithStrategy};
+pub use strategy::{
+    Spliced, Strategy, StrategyKind, StrategyParams, UnknownStrategy, View, WithStrategy,
+};
 pub use swarm::{Swarm, SwarmParams};
 pub use types::{ChunkRange, Event, HopError, HostId, Transfer, TransferId};

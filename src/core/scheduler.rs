@@ -17,6 +17,7 @@ macro_rules! view {
             holdings: &$s.holdings,
             failed: &$s.failed,
             joining: &$s.joining,
+            now: $s.now,
         }
     };
 }
@@ -99,6 +100,11 @@ pub struct Scheduler<S: Strategy + ?Sized = dyn Strategy> {
     events: VecDeque<Event>,
     /// Receivers neither complete nor failed.
     open: u32,
+    /// The time of the latest input (see [`View::now`]).
+    now: Duration,
+    /// Counts the changes that may have changed the planned links (see
+    /// [`Scheduler::links_version`]).
+    links_version: u64,
 }
 
 impl<S: Strategy + ?Sized> Scheduler<S> {
@@ -143,6 +149,7 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
             holdings: &holdings,
             failed: &failed,
             joining: &joining,
+            now: Duration::ZERO,
         });
         Scheduler {
             strategy,
@@ -160,6 +167,8 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
             generation: 0,
             events: VecDeque::new(),
             open,
+            now: Duration::ZERO,
+            links_version: 0,
         }
     }
 
@@ -189,6 +198,12 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
         self.strategy.planned_links(&view!(self))
     }
 
+    /// Changes whenever [`Scheduler::planned_links`] may have changed: a receiver joined, a
+    /// host was lost, a straggler was cut out (rule 7 of the driver contract).
+    pub fn links_version(&self) -> u64 {
+        self.links_version
+    }
+
     /// Number of transfers started and not yet reported.
     pub fn in_flight(&self) -> usize {
         self.in_flight
@@ -200,7 +215,8 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
     ///
     /// Panics if the strategy plans a hop whose sender lacks a chunk or that involves a failed
     /// host: that is a bug in the strategy, and running on would corrupt the distribution.
-    pub fn poll_transfer(&mut self, _now: Duration) -> Option<Transfer> {
+    pub fn poll_transfer(&mut self, now: Duration) -> Option<Transfer> {
+        self.now = now;
         let view = view!(self);
         let (from, to, chunks) = self.strategy.next(&view)?;
         assert!(
@@ -272,6 +288,7 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
         };
         let (t, seq) = (s.t, s.seq);
         s.t.id = EMPTY.id;
+        self.now = now;
         self.free_slots.push(slot as u32);
         self.in_flight -= 1;
         let receiver_gone = self.failed[t.to.index()];
@@ -289,6 +306,20 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
         }
         let view = view!(self);
         self.strategy.finished(&view, t.from, t.to, t.chunks, ok);
+        while let Some(sp) = self.strategy.poll_spliced() {
+            // Their transfers in flight now come from a feeder they no longer have: when those
+            // fail, neither is to blame.
+            self.failed_at[sp.host.index()] = self.started;
+            self.failed_at[sp.successor.index()] = self.started;
+            self.links_version += 1;
+            self.events.push_back(Event::Straggler {
+                host: sp.host,
+                feeder: sp.feeder,
+                rate: sp.rate,
+                reference: sp.reference,
+                at: now,
+            });
+        }
         if let Err(e) = result {
             // A failed duplicate to a host that is complete by now costs it nothing, and
             // neither does a transfer that was already in flight when the host last failed,
@@ -311,12 +342,14 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
     /// it turned out to hold the whole file already (a resumed run): it then serves as a
     /// holder and emits no [`Event::HostComplete`], as [`SchedulerConfig::already_complete`]
     /// hosts do. A host not joining (already reported, or given up) is ignored.
-    pub fn handle_host_joined(&mut self, _now: Duration, host: HostId, complete: bool) {
+    pub fn handle_host_joined(&mut self, now: Duration, host: HostId, complete: bool) {
+        self.now = now;
         let i = host.index();
         if i >= self.joining.len() || !self.joining[i] || self.failed[i] {
             return;
         }
         self.joining[i] = false;
+        self.links_version += 1;
         if complete {
             self.holdings.fill(host);
             self.open -= 1;
@@ -330,12 +363,14 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
     /// [`Scheduler::handle_done`]. The source cannot be given up; calling this for it, or for
     /// a host already given up or complete, does nothing.
     pub fn handle_host_down(&mut self, now: Duration, host: HostId, reason: impl Into<String>) {
+        self.now = now;
         if host == HostId::SOURCE || self.failed[host.index()] {
             return;
         }
         if self.holdings.is_complete(host) {
             // A complete host still counts as done for the user, but must not send any more.
             self.failed[host.index()] = true;
+            self.links_version += 1;
             let view = view!(self);
             self.strategy.host_lost(&view, host);
             return;
@@ -345,6 +380,7 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
 
     fn give_up(&mut self, now: Duration, host: HostId, reason: String) {
         self.failed[host.index()] = true;
+        self.links_version += 1;
         self.open -= 1;
         let view = view!(self);
         self.strategy.host_lost(&view, host);

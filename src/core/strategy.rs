@@ -3,12 +3,13 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::holdings::Holdings;
 use super::layout::{Layout, LayoutError};
 use super::swarm::SwarmParams;
 use super::types::{ChunkRange, HostId};
-use super::{Binomial, Bounce, BounceFast, Chain, Linear, Rack, Swarm};
+use super::{Binomial, Bounce, BounceFast, Chain, Linear, Rack, Straggler, Swarm};
 
 /// What a strategy may look at when it plans: read-only state kept by the
 /// [`crate::core::Scheduler`].
@@ -23,6 +24,9 @@ pub struct View<'a> {
     /// `joining[h]` is true while receiver `h` is still being connected (see
     /// [`crate::core::SchedulerConfig::joining`]): nothing may be planned to or from it.
     pub joining: &'a [bool],
+    /// The time of the input being handled, on the driver's clock (see the driver contract):
+    /// lets a strategy measure rates.
+    pub now: Duration,
 }
 
 impl View<'_> {
@@ -40,6 +44,21 @@ impl View<'_> {
     pub fn is_joining(&self, host: HostId) -> bool {
         self.joining[host.index()]
     }
+}
+
+/// A straggler cut out of a pipeline: see [`Strategy::poll_spliced`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spliced {
+    /// The slow host.
+    pub host: HostId,
+    /// The host that feeds it from now on.
+    pub feeder: HostId,
+    /// The host that followed it, fed past it from now on (by its old feeder).
+    pub successor: HostId,
+    /// Its rate over its current feed, in bytes per second.
+    pub rate: f64,
+    /// Its old feeder's rate, in bytes per second.
+    pub reference: f64,
 }
 
 /// A distribution strategy: decides which hop to start next.
@@ -87,6 +106,13 @@ pub trait Strategy: Send {
     /// later may add some); the default is none.
     fn planned_links(&self, _view: &View<'_>) -> Vec<(HostId, HostId)> {
         Vec::new()
+    }
+
+    /// A host the strategy has just cut out of its pipeline for being slow (see
+    /// [`crate::core::Straggler`]), drained by the scheduler after every input. The default
+    /// never cuts one.
+    fn poll_spliced(&mut self) -> Option<Spliced> {
+        None
     }
 
     /// Checks the strategy's own invariants (for tests); an `Err` names the broken one.
@@ -142,6 +168,9 @@ pub struct StrategyParams {
     /// link's transfers first in, first out, so more than one only hides each chunk's round
     /// trip: the real runner sets it, the simulator keeps 1.
     pub chain_window: u32,
+    /// When a `chain` cuts a slow host out of the pipeline (see [`Straggler`]); `None`
+    /// never does. The runner and the simulator both set [`Straggler::default`].
+    pub chain_straggler: Option<Straggler>,
 }
 
 impl StrategyParams {
@@ -277,7 +306,9 @@ impl StrategyKind {
         match self {
             StrategyKind::Linear => with.call(Linear::new(receivers)),
             StrategyKind::Bounce => with.call(Bounce::new(receivers)),
-            StrategyKind::Chain => with.call(Chain::new(receivers, params.chain_window)),
+            StrategyKind::Chain => with.call(
+                Chain::new(receivers, params.chain_window).with_straggler(params.chain_straggler),
+            ),
             StrategyKind::Binomial => with.call(Binomial::new(receivers)),
             StrategyKind::Swarm => with.call(Swarm::new(receivers, params.seed, &params.swarm)),
             StrategyKind::BounceFast => with.call(BounceFast::new(

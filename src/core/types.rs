@@ -112,6 +112,22 @@ pub enum Event {
         /// When its last chunk arrived.
         at: Duration,
     },
+    /// A strategy cut a host that receives far slower than its feeder out of its pipeline
+    /// (see [`crate::core::Straggler`]): the hosts behind it are fed past it, and it is fed
+    /// by `feeder` at its own pace. Transfers still in flight to it and to its old successor
+    /// end without counting as attempts.
+    Straggler {
+        /// The slow host.
+        host: HostId,
+        /// The host that feeds it from now on.
+        feeder: HostId,
+        /// Its rate over its current feed, in bytes per second.
+        rate: f64,
+        /// The rate it was measured against (its old feeder's), in bytes per second.
+        reference: f64,
+        /// When it was cut out.
+        at: Duration,
+    },
     /// The host was given up: it will receive nothing more and send nothing more.
     HostFailed {
         /// The host.

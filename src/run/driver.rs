@@ -128,6 +128,19 @@ pub enum RunEvent {
         /// Why, naming the link.
         reason: String,
     },
+    /// A host received far slower than its feeder and was cut out of the chain (see
+    /// [`crate::core::Straggler`]): the hosts behind it are fed past it, and it is fed by
+    /// `feeder` at its own pace.
+    Straggler {
+        /// The slow host.
+        host: HostId,
+        /// Its new feeder.
+        feeder: HostId,
+        /// Its rate, bytes per second.
+        rate: f64,
+        /// Its old feeder's rate, bytes per second.
+        reference: f64,
+    },
     /// A hop started.
     HopStarted(Transfer),
     /// A hop failed (it may be retried).
@@ -199,13 +212,13 @@ struct Run<'o, T> {
     /// Probe results held back for a strategy that needs every receiver at the start.
     held: Vec<(HostId, Result<Prepared, TransportError>)>,
     probes_left: u32,
-    /// Set once the planned links have first been asked for; that first ask takes them all.
-    links_started: bool,
-    /// Hosts joined since the last ask: the links planned into them are asked for next
-    /// (rule 7 of the driver contract). A host joins once, so no link is asked for twice.
-    /// Links the strategy plans after a loss are not set up ahead: their receiver may
-    /// already hold part of the file.
-    joined: HashSet<HostId>,
+    /// The core's [`Scheduler::links_version`] when the planned links were last asked for
+    /// (rule 7 of the driver contract).
+    links_seen: Option<u64>,
+    /// Every planned link asked for so far: each is set up once. One planned into a receiver
+    /// that already holds part of the file (its sender was lost or cut out) carries the
+    /// rest.
+    asked: HashSet<(HostId, HostId)>,
     /// Planned links still being set up, and the transfers planned over them meanwhile,
     /// which start once their link is up (or has failed, and they go another way).
     opening: HashSet<(HostId, HostId)>,
@@ -256,14 +269,10 @@ impl<T: Transport> Run<'_, T> {
             return;
         };
         let mut links: Vec<(HostId, HostId)> = Vec::new();
-        if !self.links_started || !self.joined.is_empty() {
-            let joined = std::mem::take(&mut self.joined);
-            let first = !std::mem::replace(&mut self.links_started, true);
-            links = sched
-                .planned_links()
-                .into_iter()
-                .filter(|l| first || joined.contains(&l.1))
-                .collect();
+        if self.links_seen != Some(sched.links_version()) {
+            self.links_seen = Some(sched.links_version());
+            links = sched.planned_links();
+            links.retain(|&l| self.asked.insert(l));
         }
         // One task per link: the transfers over each wait for their own link only.
         for link in links {
@@ -292,6 +301,18 @@ impl<T: Transport> Run<'_, T> {
                     self.tasks
                         .spawn(async move { Task::Finalize(host, tr.finalize(host).await) });
                 }
+                Event::Straggler {
+                    host,
+                    feeder,
+                    rate,
+                    reference,
+                    ..
+                } => self.observer.on_event(&RunEvent::Straggler {
+                    host,
+                    feeder,
+                    rate,
+                    reference,
+                }),
                 Event::HostFailed { host, reason, .. } => {
                     self.finish_host(host, HostStatus::Failed, Some(reason));
                     let tr = Arc::clone(&self.transport);
@@ -327,10 +348,7 @@ impl<T: Transport> Run<'_, T> {
         let now = self.now();
         match self.sched.as_mut() {
             Some(sched) => match result {
-                Ok(_) => {
-                    sched.handle_host_joined(now, h, up_to_date);
-                    self.joined.insert(h);
-                }
+                Ok(_) => sched.handle_host_joined(now, h, up_to_date),
                 Err(e) => sched.handle_host_down(now, h, e.to_string()),
             },
             None => {
@@ -516,8 +534,8 @@ pub async fn drive<T: Transport>(
         strategy: None,
         held: Vec::new(),
         probes_left: cfg.receivers,
-        links_started: false,
-        joined: HashSet::new(),
+        links_seen: None,
+        asked: HashSet::new(),
         opening: HashSet::new(),
         deferred: Vec::new(),
         layout: cfg.layout,
@@ -578,6 +596,7 @@ async fn run_to_end<T: Transport>(
 
     let strategy = cfg.kind.build(&crate::core::StrategyParams {
         chain_window: CHAIN_WINDOW,
+        chain_straggler: Some(crate::core::Straggler::default()),
         ..crate::core::StrategyParams::new(cfg.receivers)
     });
     if strategy.joins_late() {

@@ -14,6 +14,8 @@ use crate::core::HostId;
 /// Shows progress; an [`Observer`] for the driver.
 pub struct Progress {
     names: Vec<String>,
+    /// Who last started sending to each receiver: a new sender is worth a line.
+    feeders: Vec<Option<HostId>>,
     bars: Option<Bars>,
     done: u64,
     started: Instant,
@@ -72,6 +74,7 @@ impl Progress {
             }
         });
         Progress {
+            feeders: vec![None; names.len()],
             names,
             bars,
             done: 0,
@@ -130,11 +133,25 @@ impl Observer for Progress {
             RunEvent::LinkNotOpened { reason } => self.line(format!(
                 "link not set up ahead: {reason}; its chunks go by request instead"
             )),
+            RunEvent::Straggler {
+                host,
+                feeder,
+                rate,
+                reference,
+            } => self.line(format!(
+                "{}: receives at {} against its feeder's {}: cut out of the chain, fed by {} at its own pace",
+                self.name(*host),
+                crate::units::format_rate(*rate),
+                crate::units::format_rate(*reference),
+                self.name(*feeder)
+            )),
             RunEvent::HopStarted(t) => {
                 let msg = format!("from {}", self.name(t.from));
+                let feeder = &mut self.feeders[t.to.index() - 1];
+                let new_feeder = feeder.replace(t.from) != Some(t.from);
                 match &self.bars {
                     Some(b) => b.hosts[t.to.index() - 1].set_message(msg),
-                    None if t.chunks.start == 0 => {
+                    None if new_feeder => {
                         self.plain(&format!("{}: receiving {msg}", self.name(t.to)))
                     }
                     None => {}

@@ -10,8 +10,8 @@ use rand_chacha::ChaCha8Rng;
 use super::network::{FlowId, Network};
 use super::topology::{NetworkSpec, Topology};
 use crate::core::{
-    Event, HostId, Layout, LayoutError, Scheduler, SchedulerConfig, Strategy, StrategyKind,
-    StrategyParams, Transfer, WithStrategy,
+    Event, HostId, Layout, LayoutError, Scheduler, SchedulerConfig, Straggler, Strategy,
+    StrategyKind, StrategyParams, Transfer, WithStrategy,
 };
 
 /// One simulated distribution: a file of `size` bytes from the source to `receivers` hosts.
@@ -472,7 +472,11 @@ pub fn simulate(kind: StrategyKind, cfg: &SimConfig) -> Result<SimResult, SimErr
     {
         return Err(SimError::Bandwidth(*bad));
     }
-    let mut params = StrategyParams::new(cfg.receivers).with_seed(cfg.seed);
+    // Slow hosts are cut out of a chain by the same rule as in `bounce-run`.
+    let mut params = StrategyParams {
+        chain_straggler: Some(Straggler::default()),
+        ..StrategyParams::new(cfg.receivers).with_seed(cfg.seed)
+    };
     if !cfg.network.is_uniform() {
         let rack = (!topology.rack.is_empty()).then(|| topology.rack.as_slice().into());
         params = params.with_network(
