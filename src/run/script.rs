@@ -233,6 +233,28 @@ pub fn stream_receive(dest: &str, tmp: &str, hasher: Hasher) -> String {
     )
 }
 
+/// Continues a chain stream into `tmp`, this run's copy, which already holds the file's
+/// first `offset` bytes (the host that fed it was lost or cut out): appends stdin to it, and
+/// hashes the whole copy, `size` bytes, by following it from its start as it grows, so no
+/// byte is sent twice and the digest still covers the whole file. Prints the same lines as
+/// [`stream_receive`]; refuses (exit 1, the cause on stderr) a `tmp` that is not a regular
+/// file or does not hold exactly `offset` bytes.
+pub fn stream_resume(tmp: &str, offset: u64, size: u64, hasher: Hasher) -> String {
+    format!(
+        "if [ -L {t} ] || [ ! -f {t} ]; then echo \"no copy to resume at \"{t} >&2; exit 1; fi; \
+         exec 3<> {t} && [ -f /dev/fd/3 ] || exit 1; n=$(stat -c %s -- {t}); \
+         [ \"$n\" = {offset} ] || {{ echo \"the copy at \"{t}\" holds $n bytes, not {offset}\" >&2; exit 1; }}; \
+         echo $$; \
+         ( while sleep 0.5 > /dev/null 2>&1; do echo \"at $(stat -c %s -- {t})\"; done ) & p=$!; \
+         exec 4<&0; {{ cat <&4 >> /dev/fd/3 || kill -TERM 0; }} & w=$!; exec 4<&-; \
+         h=$(tail -c +1 -f --pid=$w -s 0.05 /dev/fd/3 | head -c {size} | {hash}); \
+         wait $w; kill \"$p\" 2>/dev/null; \
+         echo \"end $(stat -c %s -- {t}) ${{h%% *}}\"",
+        t = shell_quote(tmp),
+        hash = hasher.command(),
+    )
+}
+
 /// The ciphers bounce asks for when it may choose: OpenSSH's default set with AES-GCM
 /// first. The server takes the first of these it also offers, so AES-GCM is used when both
 /// ends have it, and the rest keep every other server reachable. On a CPU with AES
@@ -361,8 +383,10 @@ pub const RELAY_WAIT_S: u32 = 30;
 /// the whole file it ends within this.
 pub const RELAY_POLL_MS: u32 = 50;
 
-/// Run on X: relays X's copy of a `size`-byte file to `to` while X receives it, for a chain
-/// link planned ahead.
+/// Run on X: relays bytes `bytes` (`offset..size`) of X's copy of a `size`-byte file to
+/// `to`, whose `receive` snippet takes them ([`stream_receive`], or [`stream_resume`] for a
+/// copy that already holds the bytes before `offset`), while X receives it, for a chain link
+/// planned ahead.
 ///
 /// The ssh to `to` starts at once, so its setup overlaps the wait for X's copy. Meanwhile the
 /// relay waits for the copy to appear (see [`RelayFrom`]), opens it, and only then prints
@@ -389,11 +413,9 @@ pub const RELAY_POLL_MS: u32 = 50;
 pub fn stream_relay(
     ssh: &HopSsh,
     from: RelayFrom<'_>,
-    size: u64,
+    bytes: std::ops::Range<u64>,
     to: &HostSpec,
-    to_dest: &str,
-    to_tmp: &str,
-    to_hasher: Hasher,
+    receive: &str,
 ) -> String {
     let open = match from {
         RelayFrom::Receiving(tmp) => {
@@ -410,13 +432,26 @@ pub fn stream_relay(
         }
         RelayFrom::Installed(dest) => format!("exec 5< {} || exit 1", shell_quote(dest)),
     };
+    // A relay that resumes a copy at an offset waits for its own copy to reach that far: it
+    // may be behind the host it feeds (it took that host's place at the chain's tail), and
+    // `tail` must not start past the end of what it follows.
+    let reach = if bytes.start > 0 {
+        format!(
+            "while [ \"$(stat -L -c %s /dev/fd/5)\" -lt {} ]; do sleep 0.2; done; ",
+            bytes.start
+        )
+    } else {
+        String::new()
+    };
     format!(
         "exec 4<&0 6>&1; {{ cat > /dev/null; kill -TERM 0; }} <&4 > /dev/null 2>&1 6>&- & \
-         {{ exec 4<&-; {open}; echo \"relay $$\" >&6; exec 6>&-; \
+         {{ exec 4<&-; {open}; echo \"relay $$\" >&6; exec 6>&-; {reach}\
          sleep 2147483647 > /dev/null & w=$!; \
-         tail -c +1 -f --pid=$w -s {poll} /dev/fd/5 | {{ head -c {size}; kill $w; }}; }} | \
+         tail -c +{start} -f --pid=$w -s {poll} /dev/fd/5 | {{ head -c {rest}; kill $w; }}; }} | \
          {{ exec 4<&- 6>&-; {}; s=$?; [ $s -eq 0 ] || kill -TERM 0; exit $s; }}",
-        ssh.command(to, &stream_receive(to_dest, to_tmp, to_hasher)),
+        ssh.command(to, receive),
+        start = bytes.start + 1,
+        rest = bytes.end - bytes.start,
         poll = f64::from(RELAY_POLL_MS) / 1000.0,
     )
 }
@@ -941,6 +976,7 @@ mod tests {
     fn spawn_relay(
         a_tmp: &str,
         size: u64,
+        offset: u64,
         b_dest: &str,
         b_tmp: &str,
     ) -> (tempfile::TempDir, std::process::Child) {
@@ -955,14 +991,17 @@ mod tests {
             connect_timeout_s: 1,
         };
         let to = HostSpec::parse("h2", "test").unwrap();
+        let receive = if offset > 0 {
+            stream_resume(b_tmp, offset, size, Hasher::Sha256sum)
+        } else {
+            stream_receive(b_dest, b_tmp, Hasher::Sha256sum)
+        };
         let relay = stream_relay(
             &hop,
             RelayFrom::Receiving(a_tmp),
-            size,
+            offset..size,
             &to,
-            b_dest,
-            b_tmp,
-            Hasher::Sha256sum,
+            &receive,
         );
         let child = std::process::Command::new("setsid")
             .args(["-w", "sh", "-c", &relay])
@@ -1000,7 +1039,7 @@ mod tests {
         let mut a_out = std::io::BufReader::new(receiver.stdout.take().unwrap());
         let mut pid = String::new();
         std::io::BufRead::read_line(&mut a_out, &mut pid).unwrap();
-        let (_fake, mut child) = spawn_relay(&a_tmp, data.len() as u64, &b_dest, &b_tmp);
+        let (_fake, mut child) = spawn_relay(&a_tmp, data.len() as u64, 0, &b_dest, &b_tmp);
         let stdin = child.stdin.take().unwrap();
         let mut b = String::new();
         std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut b).unwrap();
@@ -1033,6 +1072,72 @@ mod tests {
         let mode = std::fs::metadata(&b_tmp).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert!(!dir.path().join("x").exists() && !std::path::Path::new("x").exists());
+    }
+
+    #[test]
+    fn a_relay_resumes_a_copy_from_its_length_and_sends_nothing_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let a_dest = format!("{}/a/f.bin", dir.path().display());
+        let b_dest = format!("{}/b/it's $(x).bin", dir.path().display());
+        let (a_tmp, b_tmp) = (
+            temp_path(&a_dest, "r", "-h1"),
+            temp_path(&b_dest, "r", "-h2"),
+        );
+        let data: Vec<u8> = (0..(2 << 20) + 333).map(|i| (i * 17 % 251) as u8).collect();
+        let offset = 1_234_567u64;
+        std::fs::create_dir_all(parent(&a_dest)).unwrap();
+        std::fs::create_dir_all(parent(&b_dest)).unwrap();
+        // B already holds the first `offset` bytes (its sender died); A, which takes over,
+        // holds less than that at first and catches up while the relay waits for it.
+        std::fs::write(&b_tmp, &data[..offset as usize]).unwrap();
+        std::fs::write(&a_tmp, &data[..1000]).unwrap();
+        let (_fake, mut child) = spawn_relay(&a_tmp, data.len() as u64, offset, &b_dest, &b_tmp);
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        assert_eq!(std::fs::metadata(&b_tmp).unwrap().len(), offset);
+        let mut a = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&a_tmp)
+            .unwrap();
+        std::io::Write::write_all(&mut a, &data[1000..]).unwrap();
+        drop(a);
+        let stdin = child.stdin.take().unwrap();
+        let mut b = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut b).unwrap();
+        let status = child.wait().unwrap();
+        drop(stdin);
+        assert!(status.success(), "{status:?}: {b}");
+        // The whole file's digest, though only its rest came over the link.
+        let end = format!(
+            "end {} {}",
+            data.len(),
+            crate::run::digest::sha256_bytes(&data)
+        );
+        assert_eq!(b.lines().last(), Some(end.as_str()), "{b}");
+        assert!(std::fs::read(&b_tmp).unwrap() == data);
+        assert!(!dir.path().join("x").exists() && !std::path::Path::new("x").exists());
+    }
+
+    #[test]
+    fn a_resumed_copy_of_another_length_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = format!("{}/.f.tmp", dir.path().display());
+        std::fs::write(&tmp, b"12345").unwrap();
+        let out = sh(&format!(
+            "printf 'abc' | sh -c {}",
+            shell_quote(&stream_resume(&tmp, 4, 8, Hasher::Sha256sum))
+        ));
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("holds 5 bytes, not 4"), "{err}");
+        assert_eq!(std::fs::read(&tmp).unwrap(), b"12345");
+        let link = format!("{}/.link.tmp", dir.path().display());
+        std::os::unix::fs::symlink(&tmp, &link).unwrap();
+        let out = sh(&format!(
+            "printf 'abc' | sh -c {}",
+            shell_quote(&stream_resume(&link, 5, 8, Hasher::Sha256sum))
+        ));
+        assert!(!out.status.success());
+        assert_eq!(std::fs::read(&tmp).unwrap(), b"12345");
     }
 
     #[test]
@@ -1120,7 +1225,7 @@ mod tests {
         // The relay starts before its copy exists, as a relay to a host that joined late
         // does, and the copy is then written chunk by chunk, in order, as a request link
         // writes it.
-        let (_fake, mut child) = spawn_relay(&a_tmp, data.len() as u64, &b_dest, &b_tmp);
+        let (_fake, mut child) = spawn_relay(&a_tmp, data.len() as u64, 0, &b_dest, &b_tmp);
         let stdin = child.stdin.take().unwrap();
         // Long enough for the far end to report before the relay has its copy.
         std::thread::sleep(std::time::Duration::from_millis(1200));

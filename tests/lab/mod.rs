@@ -691,6 +691,27 @@ impl Lab {
         ));
     }
 
+    /// Caps host `i`'s link at `rate` both ways from now on (`tc qdisc replace`, the same
+    /// `tbf` as [`LabConfig::rate`]): a host slower than the rest.
+    pub fn set_rate(&self, i: usize, rate: &str) {
+        let tbf = [
+            "root", "tbf", "rate", rate, "burst", "256kb", "latency", "100ms",
+        ];
+        let ns = self.netns(i);
+        let mut inner = vec!["-n", ns.as_str(), "qdisc", "replace", "dev", "eth0"];
+        inner.extend(tbf);
+        sh(&mut cmd("tc", &inner));
+        let outer = self.veth(i);
+        let mut outer_args = vec!["qdisc", "replace", "dev", outer.as_str()];
+        outer_args.extend(tbf);
+        sh(&mut cmd("tc", &outer_args));
+    }
+
+    /// Bytes namespace `i` (0 = controller) has received on its eth0.
+    pub fn rx_bytes(&self, i: usize) -> u64 {
+        self.eth0_counter(i, "rx_bytes")
+    }
+
     /// Bytes the controller's namespace has transmitted on its eth0.
     pub fn controller_tx_bytes(&self) -> u64 {
         self.tx_bytes(0)
@@ -698,6 +719,10 @@ impl Lab {
 
     /// Bytes namespace `i` (0 = controller) has transmitted on its eth0.
     pub fn tx_bytes(&self, i: usize) -> u64 {
+        self.eth0_counter(i, "tx_bytes")
+    }
+
+    fn eth0_counter(&self, i: usize, name: &str) -> u64 {
         let out = sh(&mut cmd(
             "ip",
             &[
@@ -705,12 +730,12 @@ impl Lab {
                 "exec",
                 &self.netns(i),
                 "cat",
-                "/sys/class/net/eth0/statistics/tx_bytes",
+                &format!("/sys/class/net/eth0/statistics/{name}"),
             ],
         ));
         out.trim()
             .parse()
-            .unwrap_or_else(|e| panic!("tx_bytes of {}: {e}: {out:?}", self.netns(i)))
+            .unwrap_or_else(|e| panic!("{name} of {}: {e}: {out:?}", self.netns(i)))
     }
 
     /// Processes running in host `i`'s namespace (0 = controller).

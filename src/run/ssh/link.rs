@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::core::{HostId, Layout, Transfer, TransferId};
 
+use super::super::quote::shell_quote;
 use super::super::script;
 use super::super::transport::{
     ByteCounters, CleanupFailure, Prepared, Probe, Transport, TransportError,
@@ -398,6 +399,7 @@ impl ChainLinks {
         let key = self.new_key();
         let t = self.target(to);
         let to_tmp = self.chain_tmp(to);
+        let resume = self.resume_point(from, to, &to_tmp).await?;
         let from_tmp = match from {
             HostId::SOURCE => String::new(),
             _ => self.chain_tmp(from),
@@ -407,8 +409,14 @@ impl ChainLinks {
             _ => Some(self.placed[from.index()].lock().await),
         };
         self.add_temp(to, &to_tmp);
-        let script = match &placed {
+        // Into a copy this run already wrote to, only what it lacks goes.
+        let offset = resume.unwrap_or(0);
+        let receive = match resume {
+            Some(n) => script::stream_resume(&to_tmp, n, self.src.size, self.hasher(to)),
             None => script::stream_receive(&t.dest, &to_tmp, self.hasher(to)),
+        };
+        let script = match &placed {
+            None => receive,
             Some(installed) => script::stream_relay(
                 &self.hop_ssh,
                 if **installed {
@@ -416,16 +424,14 @@ impl ChainLinks {
                 } else {
                     script::RelayFrom::Receiving(&from_tmp)
                 },
-                self.src.size,
+                offset..self.src.size,
                 &t.spec,
-                &t.dest,
-                &to_tmp,
-                self.hasher(to),
+                &receive,
             ),
         };
         // From the source, SRC is the stream's stdin, fed by the kernel (see `ssh/feed.rs`).
         let mut feed = if from == HostId::SOURCE {
-            let f = super::feed::Feed::start(&self.src.path, 0, self.src.size, None)
+            let f = super::feed::Feed::start(&self.src.path, offset, self.src.size - offset, None)
                 .map_err(|e| self.link_err(from, to, format!("cannot make a pipe: {e}")))?;
             Some(f)
         } else {
@@ -479,6 +485,74 @@ impl ChainLinks {
             stderr: Mutex::new(Some(p.stderr)),
             reason: Mutex::new(None),
         })
+    }
+
+    /// Where a stream from `from` into `to` resumes: `None` for a host nothing was sent to
+    /// yet in this run (a new copy is created), or the length of its copy `to_tmp` when a
+    /// link into it was already set up (the host that fed it was lost, or cut out for being
+    /// slow). Every other link into
+    /// `to` is cut first, at `to`'s end, so that nothing else writes to the copy; the
+    /// stream then carries only the rest, and the core's chunks below that length arrive
+    /// with its first report.
+    async fn resume_point(
+        &self,
+        from: HostId,
+        to: HostId,
+        to_tmp: &str,
+    ) -> Result<Option<u64>, TransportError> {
+        // First, so that a link into `to` still being set up has registered its copy.
+        self.cut_links_into(to, from).await;
+        if !self.has_temp(to, to_tmp) {
+            return Ok(None);
+        }
+        let t = shell_quote(to_tmp);
+        let out = self
+            .run(
+                to,
+                &format!("if [ -f {t} ] && [ ! -L {t} ]; then stat -c %s -- {t}; fi"),
+            )
+            .await?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        match text.trim() {
+            "" => Ok(None),
+            n => n
+                .parse::<u64>()
+                .map(|n| Some(n.min(self.src.size)))
+                .map_err(|_| {
+                    self.remote_err(to, format!("cannot read the length of {to_tmp}: {n:?}"))
+                }),
+        }
+    }
+
+    /// Cuts every link into `to` except the one from `keep`: stops its processes on `to`
+    /// (a sender that was lost may not answer; what runs there stays registered for
+    /// cleanup), so that nothing more is written to `to`'s copy over it. The transfers
+    /// waiting on it fail.
+    async fn cut_links_into(&self, to: HostId, keep: HostId) {
+        let cells: Vec<LinkCell> = {
+            let mut links = self.links.lock().unwrap();
+            let keys: Vec<_> = links
+                .keys()
+                .copied()
+                .filter(|&(a, b)| b == to && a != keep)
+                .collect();
+            keys.into_iter().filter_map(|k| links.remove(&k)).collect()
+        };
+        for cell in cells {
+            let mut guard = cell.lock().await;
+            let Some(link) = guard.take() else { continue };
+            let mut child = link.child.lock().await;
+            drop(guard);
+            self.kill_on(link.key, to).await;
+            if let LinkKind::Stream { tasks, .. } = &link.kind {
+                for t in tasks {
+                    t.abort();
+                }
+            }
+            link.close_input().await;
+            *link.reason.lock().unwrap() = Some(format!("{} is fed another way", self.name(to)));
+            drop(child.take());
+        }
     }
 
     fn link_err(&self, from: HostId, to: HostId, reason: String) -> TransportError {

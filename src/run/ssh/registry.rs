@@ -87,6 +87,38 @@ impl Hosts {
         }
     }
 
+    /// Kills the process groups registered under `key` on `h` only, leaving those on other
+    /// hosts registered: a link into `h` whose sender may be unreachable is stopped at the
+    /// receiving end at once, without waiting on the sender. What fails stays registered.
+    pub(super) async fn kill_on(&self, key: u64, h: HostId) {
+        let pids: Vec<u32> = {
+            let st = self.registry.lock().unwrap();
+            let procs = st.procs.get(&key).map(Vec::as_slice).unwrap_or_default();
+            procs
+                .iter()
+                .filter(|(ph, _)| *ph == h)
+                .map(|&(_, p)| p)
+                .collect()
+        };
+        if pids.is_empty() || self.clean(h, &pids, &[], CLEANUP_TIMEOUT).await.is_err() {
+            return;
+        }
+        let mut reg = self.registry.lock().unwrap();
+        if let Some(v) = reg.procs.get_mut(&key) {
+            v.retain(|(ph, _)| *ph != h);
+            if v.is_empty() {
+                reg.procs.remove(&key);
+            }
+        }
+    }
+
+    /// True once a temporary file at `path` on `h` was registered in this run (and not
+    /// removed since): something may already have been written to it.
+    pub(super) fn has_temp(&self, h: HostId, path: &str) -> bool {
+        let st = self.registry.lock().unwrap();
+        st.temps.get(&h).is_some_and(|s| s.contains(path))
+    }
+
     /// Kills the process groups registered under `key` and removes `files` on their hosts.
     /// What could not be cleaned up on a host stays registered (the pids under `key`, the
     /// files among its temporary files), for [`Transport::shutdown`] to try again.

@@ -1,0 +1,186 @@
+//! The streamed chain when hosts fail or lag (issue 10), against real sshd hosts in the lab:
+//! a host that crashes mid-stream, two that crash together, and a host ten times slower than
+//! the rest. Every other host must end with SRC's bytes, fed past the failed or slow host by
+//! a stream that resumes where its copy ends, so that no byte reaches it twice.
+//!
+//! These need root; see `tests/lab/mod.rs` for when they skip (loudly) and when they fail.
+//! Nothing here times the run: speed figures are `cargo bench --bench lab`'s.
+
+mod lab;
+
+use std::fs;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use lab::support::{assert_same, bounce_run, read_report, row, wait_within};
+use lab::{Lab, LabConfig};
+
+const MIB: u64 = 1 << 20;
+const EXIT_SOME_FAILED: i32 = 1;
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The length of host `i`'s temporary copy of `name`, if it has one.
+fn temp_len(lab: &Lab, i: usize, name: &str) -> Option<u64> {
+    let dir = lab.host_file(i, "");
+    fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let n = e.file_name().to_string_lossy().into_owned();
+        (n.starts_with(&format!(".{name}.bounce-")) && n.ends_with(".tmp"))
+            .then(|| e.metadata().map(|m| m.len()).unwrap_or(0))
+    })
+}
+
+/// Waits until host `i`'s temporary copy of `name` holds at least `bytes`.
+fn wait_until_holds(lab: &Lab, i: usize, name: &str, bytes: u64) {
+    let started = Instant::now();
+    while temp_len(lab, i, name).unwrap_or(0) < bytes {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "h{i} never held {bytes} bytes of {name}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs a 6-host chain of `size` bytes over 40 Mbit/s links and crashes `victims` (every
+/// process of theirs, sshd included) once the first holds 40% of the file. Every other host
+/// must be verified with SRC's bytes, having received no more than the file and 2 MiB of
+/// ssh traffic on its link.
+fn chain_survives_crashes(test: &str, victims: &[usize]) {
+    let Some(mut lab) = Lab::start(test, LabConfig::hosts(6).rate("40mbit")) else {
+        return;
+    };
+    let size = 8 * MIB;
+    let src = lab.scratch().join("src.bin");
+    lab::support::random_file(&src, size as usize, 4040);
+    let report = lab.scratch().join("chain.csv");
+    let rx0: Vec<u64> = (0..=6).map(|i| lab.rx_bytes(i)).collect();
+    let child = bounce_run(
+        &lab,
+        "chain",
+        &lab.host_names(6),
+        &report,
+        &src,
+        &lab.dest("f.bin"),
+    )
+    .args(["--connect-timeout", "3s"])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn bounce-run");
+    wait_until_holds(&lab, victims[0], "f.bin", size * 2 / 5);
+    for &v in victims {
+        lab.stop_sshd(v);
+    }
+    // Not a speed target: a bound that only a hang exceeds.
+    let out = wait_within(child, Duration::from_secs(120), "bounce-run");
+    let err = stderr_of(&out);
+    eprintln!("--- {test}: {}\n{err}", out.status);
+    assert_eq!(out.status.code(), Some(EXIT_SOME_FAILED), "{err}");
+    let rows = read_report(&report);
+    for (i, &rx_before) in rx0.iter().enumerate().skip(1) {
+        let r = row(&rows, &lab.host(i));
+        if victims.contains(&i) {
+            assert_eq!(r.status, "failed", "{r:?}");
+            assert!(
+                !lab.host_file(i, "f.bin").exists(),
+                "h{i} has a file at DEST"
+            );
+            continue;
+        }
+        assert_eq!(r.status, "verified", "{r:?}\n{err}");
+        assert_same(&lab, i, "f.bin", &src);
+        // Each byte of the file reached it once: what its link carried in is the file, the
+        // ssh framing and the controller's few commands.
+        let rx = lab.rx_bytes(i) - rx_before;
+        assert!(
+            rx <= size + 2 * MIB,
+            "h{i} received {rx} bytes for a file of {size}: bytes were sent twice\n{err}"
+        );
+    }
+}
+
+#[test]
+fn a_chain_host_that_crashes_mid_stream_is_passed_and_no_byte_is_sent_twice() {
+    chain_survives_crashes(
+        "a_chain_host_that_crashes_mid_stream_is_passed_and_no_byte_is_sent_twice",
+        &[3],
+    );
+}
+
+#[test]
+fn two_chain_hosts_that_crash_together_are_passed_and_no_byte_is_sent_twice() {
+    chain_survives_crashes(
+        "two_chain_hosts_that_crash_together_are_passed_and_no_byte_is_sent_twice",
+        &[3, 4],
+    );
+}
+
+#[test]
+fn a_slow_host_is_cut_out_of_the_chain_and_holds_back_nobody() {
+    let Some(lab) = Lab::start(
+        "a_slow_host_is_cut_out_of_the_chain_and_holds_back_nobody",
+        LabConfig::hosts(6).rate("40mbit"),
+    ) else {
+        return;
+    };
+    // h3 at a tenth of the others' rate; h6 connects a second late, so that it joins the
+    // chain last and h3 has hosts behind it to hold back.
+    lab.set_rate(3, "4mbit");
+    let config = lab.scratch().join("ssh_config");
+    let mut text = fs::read_to_string(lab.ssh_config()).unwrap();
+    text.push_str("\nMatch originalhost h6 exec \"sleep 1\"\n");
+    fs::write(&config, text).unwrap();
+    let size = 8 * MIB;
+    let src = lab.scratch().join("src.bin");
+    lab::support::random_file(&src, size as usize, 77);
+    let report = lab.scratch().join("chain.csv");
+    let rx0: Vec<u64> = (0..=6).map(|i| lab.rx_bytes(i)).collect();
+    let mut c = lab.controller(lab::support::bounce_run_bin());
+    c.stdin(Stdio::null())
+        .arg("-F")
+        .arg(&config)
+        .args(["--strategy", "chain", "-H", &lab.host_names(6).join(",")])
+        .arg("--report")
+        .arg(&report)
+        .arg(&src)
+        .arg(lab.dest("f.bin"));
+    let out = lab::support::run_logged_within(&mut c, Duration::from_secs(180));
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains(&format!("{}: receives at", lab.host(3)))
+                && l.contains("cut out of the chain")),
+        "h3 was not cut out: {err}"
+    );
+    let rows = read_report(&report);
+    let slow_end = row(&rows, &lab.host(3)).end_s.unwrap();
+    for (i, &rx_before) in rx0.iter().enumerate().skip(1) {
+        let r = row(&rows, &lab.host(i));
+        assert_eq!(r.status, "verified", "{r:?}");
+        assert_same(&lab, i, "f.bin", &src);
+        let rx = lab.rx_bytes(i) - rx_before;
+        assert!(rx <= size + 2 * MIB, "h{i} received {rx} bytes for {size}");
+        // Fed through h3 they could not end before it; fed past it, they end long before.
+        if i != 3 {
+            assert!(
+                r.end_s.unwrap() < slow_end,
+                "h{i} ended at {:?}, after the slow host ({slow_end})\n{err}",
+                r.end_s
+            );
+        }
+    }
+    assert_no_temp_left(&lab, 6, Path::new("f.bin"));
+}
+
+/// Panics if any of hosts `1..=n` still holds a temporary copy of `name`.
+fn assert_no_temp_left(lab: &Lab, n: usize, name: &Path) {
+    let name = name.display().to_string();
+    for i in 1..=n {
+        assert_eq!(temp_len(lab, i, &name), None, "h{i} kept a temporary copy");
+    }
+}
