@@ -38,7 +38,12 @@
 //! with the time until the first host starts receiving (the setup) and the time the
 //! controller takes to connect to every host at once (`conn`), from which the model's
 //! `--join-interval` is calibrated.
+//!
+//! A fourth part (`faults`, `benches/lab_parts/faults.rs`) runs the chain with one host slow,
+//! crashed or cut off mid-stream (issue 10).
 
+#[path = "lab_parts/faults.rs"]
+mod faults;
 #[path = "../tests/lab/mod.rs"]
 mod lab;
 
@@ -279,8 +284,13 @@ fn main() {
     if wanted("stock") {
         stock_part();
     }
-    let only_parts = std::env::var("BOUNCE_BENCH_ONLY")
-        .is_ok_and(|o| o.split(',').all(|w| matches!(w.trim(), "cpu" | "stock")));
+    if wanted("faults") {
+        faults::faults_part();
+    }
+    let only_parts = std::env::var("BOUNCE_BENCH_ONLY").is_ok_and(|o| {
+        o.split(',')
+            .all(|w| matches!(w.trim(), "cpu" | "stock" | "faults"))
+    });
     if only_parts {
         return;
     }

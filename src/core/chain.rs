@@ -61,8 +61,11 @@ pub struct Chain {
 /// (the best rate measured anywhere, for a host fed by the source) is cut out: its
 /// successor is fed by its feeder from the first chunk it lacks, and the slow host hangs off
 /// the chain's last host, which feeds it at its own pace from then on (that host's upload
-/// is otherwise idle). Only the first slow host of a run of them is cut: the hosts behind it
-/// are measured against it, and measured afresh once it is gone.
+/// is otherwise idle), or stays with its feeder when the last host is slow or already feeds
+/// one. Only the first slow host of a run of them is cut: the hosts behind it are measured
+/// against it, and measured afresh once it is gone. A host that has received nothing for
+/// two windows while its feeder received more than a link's window and four chunks has
+/// stalled (a dead link, before the keep-alives notice), and is cut out the same way.
 ///
 /// The defaults (a quarter, over one second) leave alone any host within ±50% of its
 /// feeder's rate, even with the runner's progress arriving every half second, which can
@@ -110,6 +113,9 @@ struct Place {
     since: Option<(Duration, u32)>,
     /// When its latest chunk arrived.
     last: Duration,
+    /// The chunks its feeder held then: a feeder that gets many more while it gets none
+    /// means it has stalled.
+    feeder_then: u32,
 }
 
 impl Chain {
@@ -128,6 +134,7 @@ impl Chain {
                     leaf: false,
                     since: None,
                     last: Duration::ZERO,
+                    feeder_then: 0,
                 })
                 .collect(),
             window: window.max(1),
@@ -196,8 +203,8 @@ impl Chain {
     }
 
     /// Who feeds a new leaf, or the leaves of a lost host: the chain's last host, whose
-    /// upload nothing else uses, if it feeds no leaf yet and receives at a healthy rate
-    /// itself (by `rule`; a slow last host would make every leaf slower still); otherwise
+    /// upload nothing else uses, if it feeds no leaf yet and is not measurably slow itself
+    /// (by `rule`; a slow last host would make every leaf slower still); otherwise
     /// `fallback`, its feeder so far, whose upload it then shares with the chain.
     fn leaf_feeder(&self, view: &View<'_>, fallback: HostId, rule: Straggler) -> HostId {
         let tail = self.tail();
@@ -217,9 +224,11 @@ impl Chain {
         } else {
             self.shown_rate(view, feeder, rule.window)
         };
+        // Its upload is what counts, which is not measured: only a last host that is
+        // measurably slow itself is passed over.
         match (self.rate_at_best(view, tail, rule.window), reference) {
-            (Some(rate), Some(reference)) if rate >= rule.ratio * reference => tail,
-            _ => fallback,
+            (Some(rate), Some(reference)) if rate < rule.ratio * reference => fallback,
+            _ => tail,
         }
     }
 
@@ -291,7 +300,14 @@ impl Chain {
                 None => return,
             }
         };
-        if rate >= rule.ratio * reference {
+        // A host that stopped receiving altogether (a dead link, a hung disk) while its
+        // feeder went on is cut out at once, without waiting for its average to sink: more
+        // chunks than a link holds in flight reached the feeder, over two windows, and not
+        // one reached it.
+        let stalled = feeder != HostId::SOURCE
+            && view.now.saturating_sub(place.last) >= 2 * rule.window
+            && view.holdings.count(feeder) > place.feeder_then + self.window + 4;
+        if rate >= rule.ratio * reference && !stalled {
             return;
         }
         // Past it: its successor is fed by its feeder, from the first chunk it lacks once the
@@ -410,6 +426,7 @@ impl Strategy for Chain {
                 place.since = Some((view.now, view.holdings.count(to)));
             }
             place.last = view.now;
+            place.feeder_then = prev.map_or(0, |p| view.holdings.count(p));
         }
         // `to` may forward what it got, and its predecessor may send more. That is `from`,
         // unless `from` was cut out meanwhile: then only this end tells the new one.
