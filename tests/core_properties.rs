@@ -156,6 +156,17 @@ fn run_with(
     case: &Case,
     params: &StrategyParams,
 ) -> Result<Vec<Transfer>, TestCaseError> {
+    run_corrupting(kind, case, params, 0.0)
+}
+
+/// [`run_with`], where now and then (probability `corrupt` per step) a random host's copy is
+/// found corrupt.
+fn run_corrupting(
+    kind: StrategyKind,
+    case: &Case,
+    params: &StrategyParams,
+    corrupt: f64,
+) -> Result<Vec<Transfer>, TestCaseError> {
     let mut rng = ChaCha8Rng::seed_from_u64(case.seed);
     let layout = if kind.uses_chunks() {
         Layout::new(u64::from(case.chunks) * 1000, 1000).unwrap()
@@ -216,6 +227,11 @@ fn run_with(
             let h = HostId(rng.gen_range(1..=case.receivers));
             down.insert(h);
             d.s.handle_host_down(Duration::from_millis(d.now), h, "test: host down");
+            d.drain()?;
+        }
+        if corrupt > 0.0 && rng.gen_bool(corrupt) {
+            let h = HostId(rng.gen_range(1..=case.receivers));
+            d.s.handle_corrupt(Duration::from_millis(d.now), h, "test: corrupt copy");
             d.drain()?;
         }
         let t = d.pool.swap_remove(rng.gen_range(0..d.pool.len()));
@@ -301,6 +317,21 @@ proptest! {
                 prop_assert!(seen.insert((t.to, t.chunks.start)), "{t:?} sent twice");
             }
         }
+    }
+
+    #[test]
+    fn chain_feeds_corrupt_hosts_again_and_ends_with_every_live_receiver_complete(
+        case in cases(),
+        window in 1u32..5,
+    ) {
+        // A host found corrupt (complete or not) holds nothing and is fed again from its
+        // first chunk, in file order (checked by the driver), without stalling the run.
+        let params = StrategyParams {
+            chain_window: window,
+            chain_straggler: Some(Straggler::default()),
+            ..params(&case)
+        };
+        run_corrupting(StrategyKind::Chain, &case, &params, 0.02)?;
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The streamed chain when hosts fail or lag (issue 10), against real sshd hosts in the lab:
-//! a host that crashes mid-stream, two adjacent ones that crash together, and a host ten times slower than
-//! the rest. Every other host must end with SRC's bytes, fed past the failed or slow host by
-//! a stream that resumes where its copy ends, so that no byte reaches it twice.
+//! a host that crashes mid-stream, two adjacent ones that crash together, a host ten times
+//! slower than the rest, and a host whose copy changes on disk behind its check. Every other
+//! host must end with SRC's bytes, fed past the failed or slow host by a stream that resumes
+//! where its copy ends, so that no byte reaches it twice; a host fed a corrupt copy is fed
+//! again from a good one.
 //!
 //! These need root; see `tests/lab/mod.rs` for when they skip (loudly) and when they fail.
 //! Nothing here times the run: speed figures are `cargo bench --bench lab`'s.
@@ -197,4 +199,80 @@ fn assert_no_temp_left(lab: &Lab, n: usize, name: &Path) {
     for i in 1..=n {
         assert_eq!(temp_len(lab, i, &name), None, "h{i} kept a temporary copy");
     }
+}
+
+#[test]
+fn a_relay_whose_copy_changed_on_disk_is_found_and_every_host_ends_with_srcs_bytes() {
+    let Some(lab) = Lab::start(
+        "a_relay_whose_copy_changed_on_disk_is_found_and_every_host_ends_with_srcs_bytes",
+        LabConfig::hosts(4).rate("40mbit"),
+    ) else {
+        return;
+    };
+    // h4 connects three seconds late: until then the last of h1..h3 relays to nobody, and
+    // its copy is changed on disk behind its in-stream hash. Its relay to h4 then sends
+    // bytes that differ from what it hashed.
+    let config = lab.scratch().join("ssh_config");
+    let mut text = fs::read_to_string(lab.ssh_config()).unwrap();
+    text.push_str("\nMatch originalhost h4 exec \"sleep 3\"\n");
+    fs::write(&config, text).unwrap();
+    let size = 8 * MIB;
+    let src = lab.scratch().join("src.bin");
+    lab::support::random_file(&src, size as usize, 99);
+    let report = lab.scratch().join("chain.csv");
+    let mut c = lab.controller(lab::support::bounce_run_bin());
+    c.stdin(Stdio::null())
+        .arg("-F")
+        .arg(&config)
+        .args(["--strategy", "chain", "-H", &lab.host_names(4).join(",")])
+        .arg("--report")
+        .arg(&report)
+        .arg(&src)
+        .arg(lab.dest("f.bin"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().expect("spawn bounce-run");
+    // The last host of the chain so far is the one furthest behind; once it holds 2 MiB,
+    // 4 KiB at 1 MiB are overwritten in its copy.
+    let started = Instant::now();
+    let victim = loop {
+        let mut receiving: Vec<(u64, usize)> = (1..=3)
+            .filter_map(|i| temp_len(&lab, i, "f.bin").map(|n| (n, i)))
+            .collect();
+        receiving.sort();
+        if receiving.len() == 3 && receiving[0].0 >= 2 * MIB {
+            break receiving[0].1;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{receiving:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let dir = lab.host_file(victim, "");
+    let tmp = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".tmp"))
+        .expect("the victim's temporary copy");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = fs::OpenOptions::new().write(true).open(&tmp).unwrap();
+        f.seek(SeekFrom::Start(MIB)).unwrap();
+        f.write_all(&[0xaa; 4096]).unwrap();
+    }
+    let out = wait_within(child, Duration::from_secs(120), "bounce-run");
+    let err = stderr_of(&out);
+    eprintln!("--- changed h{victim}'s copy: {}\n{err}", out.status);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.lines().any(
+            |l| l.contains(&format!("{}: ", lab.host(victim))) && l.contains("changed on disk")
+        ),
+        "h{victim}'s changed copy was not found: {err}"
+    );
+    let rows = read_report(&report);
+    for i in 1..=4 {
+        assert_eq!(row(&rows, &lab.host(i)).status, "verified", "{rows:?}");
+        assert_same(&lab, i, "f.bin", &src);
+    }
+    assert_no_temp_left(&lab, 4, Path::new("f.bin"));
 }

@@ -39,6 +39,17 @@ struct FakeState {
     fail_to: HashSet<HostId>,
     /// The next copy to this host arrives corrupted.
     corrupt_once: HashSet<HostId>,
+    /// Every copy to this host arrives corrupted.
+    always_corrupt: HashSet<HostId>,
+    /// The copy of this host changes on disk once it has sent its first chunk on: that chunk
+    /// and everything read from the copy later carry a flipped byte, while the host's own
+    /// check (made as it wrote, as a chain receiver's is) still passes.
+    changes_on_disk: HashSet<HostId>,
+    /// Hosts whose copy changed on disk: their own check at finalize passes regardless.
+    changed: HashSet<HostId>,
+    /// Hosts checked again, and hosts reset, in order.
+    rechecked: Vec<HostId>,
+    resets: Vec<HostId>,
     hang: bool,
     /// Setting up links never ends.
     hang_open: bool,
@@ -153,6 +164,14 @@ impl Transport for Fake {
         }
         let off = (u64::from(t.chunks.start) * self.chunk) as usize;
         let end = off + t.bytes as usize;
+        if st.changes_on_disk.remove(&t.from) {
+            st.changed.insert(t.from);
+            let copy = match st.dest.get_mut(&t.from) {
+                Some(d) => d,
+                None => st.tmp.get_mut(&t.from).expect("a sender holds a copy"),
+            };
+            copy[off] ^= 0x55;
+        }
         let sender = match st.dest.get(&t.from) {
             Some(d) => d.clone(),
             None => {
@@ -167,7 +186,7 @@ impl Transport for Fake {
             }
         };
         let mut piece = sender[off..end].to_vec();
-        if st.corrupt_once.remove(&t.to) {
+        if st.corrupt_once.remove(&t.to) || st.always_corrupt.contains(&t.to) {
             piece[0] ^= 0xff;
         }
         st.hops.push((t.from, t.to, true));
@@ -214,17 +233,44 @@ impl Transport for Fake {
             return Ok(());
         }
         let mut st = self.st.lock().unwrap();
-        let tmp = st.tmp.remove(&host).unwrap_or_default();
-        st.chunks.remove(&host);
-        if sha256_bytes(&tmp) != self.digest {
+        // A copy that fails is left as it is (the real one is deleted, but a relay that has
+        // it open goes on reading it) until the driver resets or discards the host.
+        let tmp = st.tmp.get(&host).cloned().unwrap_or_default();
+        if sha256_bytes(&tmp) != self.digest && !st.changed.contains(&host) {
             return Err(TransportError::DigestMismatch {
                 host: host.to_string(),
                 path: "tmp".into(),
                 got: sha256_bytes(&tmp),
             });
         }
+        st.tmp.remove(&host);
+        st.chunks.remove(&host);
         st.dest.insert(host, tmp);
         Ok(())
+    }
+
+    async fn recheck(&self, host: HostId) -> Result<(), TransportError> {
+        let mut st = self.st.lock().unwrap();
+        st.rechecked.push(host);
+        let got = sha256_bytes(st.dest.get(&host).map(Vec::as_slice).unwrap_or_default());
+        if got == self.digest {
+            Ok(())
+        } else {
+            Err(TransportError::DigestMismatch {
+                host: host.to_string(),
+                path: "dest".into(),
+                got,
+            })
+        }
+    }
+
+    async fn reset(&self, host: HostId) {
+        let mut st = self.st.lock().unwrap();
+        st.resets.push(host);
+        st.tmp.remove(&host);
+        st.chunks.remove(&host);
+        st.dest.remove(&host);
+        st.changed.remove(&host);
     }
 
     async fn discard(&self, host: HostId) {
@@ -492,9 +538,24 @@ async fn corrupted_copy_is_rejected_and_retried() {
 }
 
 #[tokio::test]
-async fn corrupted_chain_copy_fails_the_host_and_leaves_nothing_at_dest() {
+async fn a_corrupted_chain_copy_is_fed_again_and_never_left_at_dest() {
+    // h2's copy arrives with a flipped byte: its check at the end fails. Its feeder h1 is
+    // checked again (and is fine), h2 is fed again from the start and ends verified.
     let f = fake(StrategyKind::Chain);
     f.st.lock().unwrap().corrupt_once.insert(HostId(2));
+    let o = run(&f, StrategyKind::Chain, 2).await;
+    assert!(o.all_ok(), "{o:?}");
+    let st = f.st.lock().unwrap();
+    assert_eq!(st.dest[&HostId(2)], f.data);
+    assert_eq!(st.rechecked, [HostId(1)]);
+    assert_eq!(st.resets, [HostId(2)]);
+}
+
+#[tokio::test]
+async fn a_chain_copy_corrupted_every_time_fails_the_host_and_leaves_nothing_at_dest() {
+    let f = fake(StrategyKind::Chain);
+    // Out of attempts (3): given up like any failed host, nothing at its DEST.
+    f.st.lock().unwrap().always_corrupt.insert(HostId(2));
     let o = run(&f, StrategyKind::Chain, 2).await;
     assert_eq!(status(&o, 1), HostStatus::Verified);
     assert_eq!(status(&o, 2), HostStatus::Failed);
@@ -504,6 +565,27 @@ async fn corrupted_chain_copy_fails_the_host_and_leaves_nothing_at_dest() {
         .unwrap()
         .contains("digest mismatch"));
     assert!(!f.st.lock().unwrap().dest.contains_key(&HostId(2)));
+}
+
+#[tokio::test]
+async fn a_chain_host_whose_copy_changed_on_disk_is_found_and_everyone_is_fed_again() {
+    // h1's copy changes on disk after it checked it as it wrote: it passes its own check,
+    // and feeds h2 a bad byte. h2's check fails; h1 is checked again, found wrong, and both
+    // are fed again from good copies. Nobody ends with a wrong file or is given up.
+    let f = fake(StrategyKind::Chain);
+    f.st.lock().unwrap().changes_on_disk.insert(HostId(1));
+    let o = run(&f, StrategyKind::Chain, 3).await;
+    assert!(o.all_ok(), "{o:?}");
+    let st = f.st.lock().unwrap();
+    for h in 1..=3 {
+        assert_eq!(st.dest[&HostId(h)], f.data, "h{h}");
+    }
+    assert_eq!(st.rechecked, [HostId(1)]);
+    let mut resets = st.resets.clone();
+    resets.sort();
+    // h3 may have been fed from h2's bad copy too: it is reset if so, never given up.
+    assert_eq!(&resets[..2], [HostId(1), HostId(2)], "{resets:?}");
+    assert!(st.discarded.is_empty(), "{:?}", st.discarded);
 }
 
 #[tokio::test]

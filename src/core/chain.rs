@@ -475,6 +475,24 @@ impl Strategy for Chain {
         }
     }
 
+    fn resets(&self) -> bool {
+        true
+    }
+
+    fn host_reset(&mut self, _view: &View<'_>, host: HostId) {
+        // It keeps its place and is fed from its first chunk again, in file order as
+        // always; the hosts it feeds wait for what they lack.
+        let place = &mut self.places[host.index()];
+        place.cursor = 0;
+        place.since = None;
+        // What is still on its way to it brings it nothing now; it is fed again once that
+        // has ended.
+        place.draining = place.inbound > 0;
+        if let Some(p) = place.prev {
+            self.ready.push(p);
+        }
+    }
+
     fn poll_spliced(&mut self) -> Option<Spliced> {
         self.spliced.pop()
     }

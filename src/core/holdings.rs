@@ -72,6 +72,13 @@ impl Holdings {
         }
     }
 
+    /// Records that `host` holds nothing (its copy turned out to be corrupt).
+    pub fn clear(&mut self, host: HostId) {
+        let start = self.words_per_host * host.index();
+        self.bits[start..start + self.words_per_host].fill(0);
+        self.counts[host.index()] = 0;
+    }
+
     /// Records that `host` holds the whole file.
     pub fn fill(&mut self, host: HostId) {
         self.add(

@@ -20,13 +20,18 @@
 //! 2. **After every input, drain the outputs until there are none**: call
 //!    [`Scheduler::poll_transfer`] until it returns `None` and start every transfer it
 //!    returned, then call [`Scheduler::poll_event`] until it returns `None`. Inputs are the
-//!    construction itself, [`Scheduler::handle_done`], [`Scheduler::handle_host_down`] and
-//!    [`Scheduler::handle_host_joined`].
+//!    construction itself, [`Scheduler::handle_done`], [`Scheduler::handle_host_down`],
+//!    [`Scheduler::handle_host_joined`] and [`Scheduler::handle_corrupt`].
 //! 3. Report the end of every started transfer exactly once with
-//!    [`Scheduler::handle_done`], `Ok(())` only if the receiver now holds the chunks intact.
-//!    A failure puts the receiver back among the waiting hosts; after
+//!    [`Scheduler::handle_done`], `Ok(())` only if its bytes arrived at the receiver. A
+//!    failure puts the receiver back among the waiting hosts; after
 //!    [`SchedulerConfig::max_attempts`] failures it is given up and
-//!    [`Event::HostFailed`] is emitted.
+//!    [`Event::HostFailed`] is emitted. Arrived is not always intact: a driver that checks
+//!    a copy only once it is whole (the runner hashes each chain stream as it is written,
+//!    and a sender's copy may change on disk after its own check) reports a copy found
+//!    corrupt with [`Scheduler::handle_corrupt`]; the host then holds nothing, counts one
+//!    attempt, and is fed again from the start by a strategy that
+//!    [`Strategy::resets`], or is given up.
 //! 4. When the driver learns that a host is gone for good (its connection died, its disk is
 //!    full), it calls [`Scheduler::handle_host_down`]. Transfers in flight that involve the
 //!    host must still be reported through `handle_done` (usually as failures). When a

@@ -89,6 +89,9 @@ pub struct Scheduler<S: Strategy + ?Sized = dyn Strategy> {
     /// `started` when each host last failed: failures of transfers already in flight then
     /// (a window of chunks on a link that died) are one attempt, not several.
     failed_at: Vec<u64>,
+    /// `started` when each host's copy was last found corrupt: transfers already in flight
+    /// then bring it nothing.
+    reset_at: Vec<u64>,
     /// Transfers in flight, by slot: the low 32 bits of a [`TransferId`] name the slot, the
     /// high 32 bits a generation, so a slot can be reused without confusing late reports.
     /// A free slot's transfer is [`EMPTY`]; slots hold plain `Transfer`s rather than
@@ -161,6 +164,7 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
             max_attempts: config.max_attempts.max(1),
             started: 0,
             failed_at: vec![0; hosts],
+            reset_at: vec![0; hosts],
             slots: Vec::new(),
             free_slots: Vec::new(),
             in_flight: 0,
@@ -198,8 +202,15 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
         self.strategy.planned_links(&view!(self))
     }
 
+    /// True if the strategy feeds a host whose copy was found corrupt again
+    /// ([`Scheduler::handle_corrupt`]) instead of giving it up.
+    pub fn resets(&self) -> bool {
+        self.strategy.resets()
+    }
+
     /// Changes whenever [`Scheduler::planned_links`] may have changed: a receiver joined, a
-    /// host was lost, a straggler was cut out (rule 7 of the driver contract).
+    /// host was lost, a straggler was cut out, a corrupt host is fed again (rule 7 of the
+    /// driver contract).
     pub fn links_version(&self) -> u64 {
         self.links_version
     }
@@ -292,7 +303,7 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
         self.free_slots.push(slot as u32);
         self.in_flight -= 1;
         let receiver_gone = self.failed[t.to.index()];
-        let ok = result.is_ok() && !receiver_gone;
+        let ok = result.is_ok() && !receiver_gone && seq > self.reset_at[t.to.index()];
         if ok {
             let was_complete = self.holdings.is_complete(t.to);
             self.holdings.add(t.to, t.chunks);
@@ -376,6 +387,36 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
             return;
         }
         self.give_up(now, host, reason.into());
+    }
+
+    /// Reports that `host`'s copy is corrupt although every transfer to it succeeded: the
+    /// bytes it received were not the source's (a sender's copy changed on disk after it was
+    /// checked), or its own copy changed. It holds nothing from now on and counts one
+    /// failed attempt; a strategy that [`Strategy::resets`] feeds it again from the start
+    /// ([`Scheduler::links_version`] changes), any other gives it up, as do exhausted
+    /// attempts. A host already complete is open again: it emits
+    /// [`Event::HostComplete`] once more when it is. Transfers in flight to it must still
+    /// be reported; they no longer count. The source, or a host given up, is ignored.
+    pub fn handle_corrupt(&mut self, now: Duration, host: HostId, reason: impl Into<String>) {
+        self.now = now;
+        let i = host.index();
+        if host == HostId::SOURCE || self.failed[i] {
+            return;
+        }
+        if self.holdings.is_complete(host) {
+            self.open += 1;
+        }
+        self.holdings.clear(host);
+        self.failed_at[i] = self.started;
+        self.reset_at[i] = self.started;
+        self.attempts[i] += 1;
+        if self.attempts[i] >= self.max_attempts || !self.strategy.resets() {
+            self.give_up(now, host, reason.into());
+            return;
+        }
+        self.links_version += 1;
+        let view = view!(self);
+        self.strategy.host_reset(&view, host);
     }
 
     fn give_up(&mut self, now: Duration, host: HostId, reason: String) {

@@ -108,6 +108,18 @@ pub trait Strategy: Send {
         Vec::new()
     }
 
+    /// True if this strategy can feed a host again from the start after its copy turned out
+    /// to be corrupt ([`Strategy::host_reset`]). The default is false: the scheduler then
+    /// gives such a host up.
+    fn resets(&self) -> bool {
+        false
+    }
+
+    /// `host`'s copy turned out to be corrupt: it holds nothing now (`view.holdings` says
+    /// so) and is to be fed again from its first chunk, by a sender that holds good chunks.
+    /// Called only on strategies whose [`Strategy::resets`] is true.
+    fn host_reset(&mut self, _view: &View<'_>, _host: HostId) {}
+
     /// A host the strategy has just cut out of its pipeline for being slow (see
     /// [`crate::core::Straggler`]), drained by the scheduler after every input. The default
     /// never cuts one.

@@ -141,6 +141,15 @@ pub enum RunEvent {
         /// Its old feeder's rate, bytes per second.
         reference: f64,
     },
+    /// A receiver's copy did not match SRC although every byte arrived (or a verified copy
+    /// changed on disk): it is fed again from the start, from a good copy, unless it has
+    /// no attempts left.
+    Corrupt {
+        /// The host.
+        host: HostId,
+        /// Why, such as the digest mismatch.
+        reason: String,
+    },
     /// A hop started.
     HopStarted(Transfer),
     /// A hop failed (it may be retried).
@@ -194,6 +203,10 @@ enum Task {
     LinksOpened((HostId, HostId), Vec<TransportError>),
     Hop(Transfer, Result<(), TransportError>),
     Finalize(HostId, Result<(), TransportError>),
+    /// A host that fed a corrupt copy to `.1` was checked again; `.2` is why `.1` failed.
+    Rechecked(HostId, HostId, String, Result<(), TransportError>),
+    /// A corrupt host's links and copies were removed.
+    Reset(HostId),
     /// A host was discarded: nothing for the scheduler.
     Discarded,
 }
@@ -223,6 +236,9 @@ struct Run<'o, T> {
     /// which start once their link is up (or has failed, and they go another way).
     opening: HashSet<(HostId, HostId)>,
     deferred: Vec<Transfer>,
+    /// Hosts whose copy was found corrupt, until the transport has removed it and their
+    /// links; transfers to or from them wait meanwhile.
+    resetting: HashSet<HostId>,
     layout: Layout,
     max_attempts: u32,
 }
@@ -272,7 +288,12 @@ impl<T: Transport> Run<'_, T> {
         if self.links_seen != Some(sched.links_version()) {
             self.links_seen = Some(sched.links_version());
             links = sched.planned_links();
-            links.retain(|&l| self.asked.insert(l));
+            // A host being reset gets its links once that is done.
+            links.retain(|&(a, b)| {
+                !self.resetting.contains(&a)
+                    && !self.resetting.contains(&b)
+                    && self.asked.insert((a, b))
+            });
         }
         // One task per link: the transfers over each wait for their own link only.
         for link in links {
@@ -283,12 +304,31 @@ impl<T: Transport> Run<'_, T> {
                 Task::LinksOpened(link, failed)
             });
         }
+        let now = self.now();
+        let (go, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|t| !self.held_back(t));
+        self.deferred = wait;
+        for t in go {
+            // A host given up while the transfer waited must not be used now: its copy may
+            // be gone, or wrong.
+            let gone = [t.from, t.to]
+                .iter()
+                .find(|&&h| h != HostId::SOURCE && sched.is_failed(h))
+                .copied();
+            match gone {
+                Some(h) => {
+                    sched.handle_done(now, t.id, Err(HopError::new(format!("{h} was given up"))))
+                }
+                None => self.start_hop(t),
+            }
+        }
         loop {
             let now = self.now();
             let Some(t) = sched.poll_transfer(now) else {
                 break;
             };
-            if self.opening.contains(&(t.from, t.to)) {
+            if self.held_back(&t) {
                 self.deferred.push(t);
             } else {
                 self.start_hop(t);
@@ -324,6 +364,37 @@ impl<T: Transport> Run<'_, T> {
             }
         }
         self.sched = Some(sched);
+    }
+
+    /// True while `t` must wait: its link is still being set up, or one of its hosts is
+    /// being reset.
+    fn held_back(&self, t: &Transfer) -> bool {
+        self.opening.contains(&(t.from, t.to))
+            || self.resetting.contains(&t.from)
+            || self.resetting.contains(&t.to)
+    }
+
+    /// `host`'s copy is corrupt: the core forgets it at once, so that nothing is sent from
+    /// it, and what is planned to or from it waits until the transport has removed its
+    /// copies and links.
+    fn corrupt(&mut self, host: HostId, reason: String) {
+        self.observer.on_event(&RunEvent::Corrupt {
+            host,
+            reason: reason.clone(),
+        });
+        let now = self.now();
+        self.sched_mut().handle_corrupt(now, host, reason);
+        if self.sched_mut().is_failed(host) {
+            // Out of attempts: given up (and discarded) like any other.
+            return;
+        }
+        self.resetting.insert(host);
+        self.asked.retain(|&(from, to)| from != host && to != host);
+        let tr = Arc::clone(&self.transport);
+        self.tasks.spawn(async move {
+            tr.reset(host).await;
+            Task::Reset(host)
+        });
     }
 
     /// Takes in a probe's result: into the core, or held until every probe is in.
@@ -400,28 +471,8 @@ impl<T: Transport> Run<'_, T> {
                         reason: e.to_string(),
                     });
                 }
+                // The transfers held back for it start in the drain below.
                 self.opening.remove(&link);
-                let (go, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
-                    .into_iter()
-                    .partition(|t| !self.opening.contains(&(t.from, t.to)));
-                self.deferred = wait;
-                for t in go {
-                    // A host given up while the link was set up must not be used now: its
-                    // copy may be gone, or wrong.
-                    let sched = self.sched_mut();
-                    let gone = [t.from, t.to]
-                        .iter()
-                        .find(|&&h| h != HostId::SOURCE && sched.is_failed(h))
-                        .copied();
-                    match gone {
-                        Some(h) => sched.handle_done(
-                            now,
-                            t.id,
-                            Err(HopError::new(format!("{h} was given up"))),
-                        ),
-                        None => self.start_hop(t),
-                    }
-                }
             }
             Task::Hop(t, Ok(())) => {
                 let r = self.record(t.to);
@@ -446,6 +497,47 @@ impl<T: Transport> Run<'_, T> {
                 sched.handle_done(now, t.id, Err(HopError::new(reason)));
             }
             Task::Finalize(host, Ok(())) => self.finish_host(host, HostStatus::Verified, None),
+            Task::Finalize(host, Err(e @ TransportError::DigestMismatch { .. }))
+                if self.sched_mut().resets() =>
+            {
+                // Every byte arrived, and yet the copy is wrong: the bytes it was fed differ
+                // from SRC. A feeder that passed its own check as it wrote may have had its
+                // copy change on disk since: it is checked again first.
+                let reason = e.to_string();
+                let feeder = self.record(host).from.filter(|&f| {
+                    f != HostId::SOURCE
+                        && self.records[f.index() - 1].status == Some(HostStatus::Verified)
+                });
+                match feeder {
+                    Some(f) => {
+                        let tr = Arc::clone(&self.transport);
+                        self.tasks.spawn(async move {
+                            let r = tr.recheck(f).await;
+                            Task::Rechecked(f, host, reason, r)
+                        });
+                    }
+                    None => self.corrupt(host, reason),
+                }
+            }
+            Task::Rechecked(feeder, host, reason, result) => {
+                // Only a copy that reads back wrong is the feeder's fault; a check that
+                // could not run says nothing about it.
+                if let Err(e @ TransportError::DigestMismatch { .. }) = result {
+                    let r = self.record(feeder);
+                    r.status = None;
+                    r.end = None;
+                    self.corrupt(
+                        feeder,
+                        format!("{e} after it was verified: its copy changed on disk"),
+                    );
+                }
+                self.corrupt(host, reason);
+            }
+            Task::Reset(host) => {
+                self.resetting.remove(&host);
+                // Its links are asked for again, now that they can be set up afresh.
+                self.links_seen = None;
+            }
             Task::Finalize(host, Err(e)) => {
                 self.finish_host(host, HostStatus::Failed, Some(e.to_string()));
                 // It must not pass its bad copy on.
@@ -538,6 +630,7 @@ pub async fn drive<T: Transport>(
         asked: HashSet::new(),
         opening: HashSet::new(),
         deferred: Vec::new(),
+        resetting: HashSet::new(),
         layout: cfg.layout,
         max_attempts: cfg.max_attempts,
     };

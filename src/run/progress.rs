@@ -16,6 +16,8 @@ pub struct Progress {
     names: Vec<String>,
     /// Who last started sending to each receiver: a new sender is worth a line.
     feeders: Vec<Option<HostId>>,
+    /// Receivers counted in `done`: one found corrupt after it was is counted again.
+    counted: Vec<bool>,
     bars: Option<Bars>,
     done: u64,
     started: Instant,
@@ -75,6 +77,7 @@ impl Progress {
         });
         Progress {
             feeders: vec![None; names.len()],
+            counted: vec![false; names.len()],
             names,
             bars,
             done: 0,
@@ -145,6 +148,16 @@ impl Observer for Progress {
                 crate::units::format_rate(*reference),
                 self.name(*feeder)
             )),
+            RunEvent::Corrupt { host, reason } => {
+                self.feeders[host.index() - 1] = None;
+                if std::mem::take(&mut self.counted[host.index() - 1]) {
+                    self.done -= 1;
+                }
+                self.line(format!(
+                    "{reason}; {} is fed again from a good copy",
+                    self.name(*host)
+                ))
+            }
             RunEvent::HopStarted(t) => {
                 let msg = format!("from {}", self.name(t.from));
                 let feeder = &mut self.feeders[t.to.index() - 1];
@@ -167,7 +180,7 @@ impl Observer for Progress {
                 status,
                 error,
             } => {
-                if status.is_ok() {
+                if status.is_ok() && !std::mem::replace(&mut self.counted[host.index() - 1], true) {
                     self.done += 1;
                 }
                 let text = match error {

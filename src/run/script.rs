@@ -497,6 +497,18 @@ pub fn finalize(
     )
 }
 
+/// Hashes `dest` and exits [`DIGEST_MISMATCH_STATUS`], printing the digest found, unless it
+/// is `digest`: a copy checked again after it was installed.
+pub fn check(dest: &str, digest: &str, hasher: Hasher) -> String {
+    format!(
+        "h=$({hash} < {d}) || exit 1; h=${{h%% *}}; \
+         [ \"$h\" = {digest} ] || {{ echo \"$h\"; exit {DIGEST_MISMATCH_STATUS}; }}",
+        d = shell_quote(dest),
+        digest = shell_quote(digest),
+        hash = hasher.command(),
+    )
+}
+
 /// Kills the process groups `pids` (those already gone are fine) and removes `files`;
 /// exits non-zero, with `rm`'s message on stderr, if a file could not be removed.
 pub fn cleanup(pids: &[u32], files: &[String]) -> String {

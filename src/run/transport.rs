@@ -190,6 +190,23 @@ pub trait Transport: Send + Sync + 'static {
     /// [`Transport::hop`] has not already done so.
     fn finalize(&self, host: HostId) -> impl Future<Output = Result<(), TransportError>> + Send;
 
+    /// Checks again, by reading it back, the copy that `host` holds at DEST: `Ok` if it
+    /// still matches SRC's digest, [`TransportError::DigestMismatch`] if not. The driver
+    /// asks this of a host whose copy was verified as it was written but that fed another
+    /// host a copy that does not match (its copy changed on disk after it was hashed). The
+    /// default finds nothing wrong.
+    fn recheck(&self, _host: HostId) -> impl Future<Output = Result<(), TransportError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// `host`'s copy is corrupt and it is to be fed again from the start: stop every link
+    /// into it and out of it, and remove its temporary copy and any copy this run put at
+    /// its DEST, so that nothing corrupt stays there or is passed on. The default does
+    /// nothing.
+    fn reset(&self, _host: HostId) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// `host` was given up: stop its remote processes and remove its temporary files. What
     /// cannot be removed now is kept for [`Transport::shutdown`], which tries again.
     fn discard(&self, host: HostId) -> impl Future<Output = ()> + Send;

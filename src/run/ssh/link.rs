@@ -501,7 +501,7 @@ impl ChainLinks {
         to_tmp: &str,
     ) -> Result<Option<u64>, TransportError> {
         // First, so that a link into `to` still being set up has registered its copy.
-        self.cut_links_into(to, from).await;
+        self.cut_links_into(to, Some(from)).await;
         if !self.has_temp(to, to_tmp) {
             return Ok(None);
         }
@@ -524,17 +524,17 @@ impl ChainLinks {
         }
     }
 
-    /// Cuts every link into `to` except the one from `keep`: stops its processes on `to`
+    /// Cuts every link into `to` except the one from `keep`, if any: stops its processes on `to`
     /// (a sender that was lost may not answer; what runs there stays registered for
     /// cleanup), so that nothing more is written to `to`'s copy over it. The transfers
     /// waiting on it fail.
-    async fn cut_links_into(&self, to: HostId, keep: HostId) {
+    async fn cut_links_into(&self, to: HostId, keep: Option<HostId>) {
         let cells: Vec<LinkCell> = {
             let mut links = self.links.lock().unwrap();
             let keys: Vec<_> = links
                 .keys()
                 .copied()
-                .filter(|&(a, b)| b == to && a != keep)
+                .filter(|&(a, b)| b == to && Some(a) != keep)
                 .collect();
             keys.into_iter().filter_map(|k| links.remove(&k)).collect()
         };
@@ -923,6 +923,38 @@ impl Transport for ChainLinks {
         }
         *placed = true;
         Ok(())
+    }
+
+    async fn recheck(&self, host: HostId) -> Result<(), TransportError> {
+        let digest = self.src_digest().await?;
+        let dest = &self.target(host).dest;
+        let out = self
+            .run_registered(host, &script::check(dest, &digest, self.hasher(host)))
+            .await?;
+        match out.status.code() {
+            Some(0) => Ok(()),
+            Some(script::DIGEST_MISMATCH_STATUS) => Err(TransportError::DigestMismatch {
+                host: self.name(host),
+                path: dest.clone(),
+                got: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            }),
+            code => Err(self.remote_err(host, failure_text(&out.stderr, code))),
+        }
+    }
+
+    async fn reset(&self, host: HostId) {
+        // Nothing more goes into its copy, and nothing more is relayed from it.
+        self.cut_links_into(host, None).await;
+        self.close_links(|from, _| from == host, false).await;
+        self.streamed.lock().unwrap().remove(&host);
+        let mut placed = self.placed[host.index()].lock().await;
+        let mut files = vec![(host, self.chain_tmp(host))];
+        if *placed {
+            // A relay set up from now on waits for its new copy, not this one.
+            *placed = false;
+            files.push((host, self.target(host).dest.clone()));
+        }
+        self.kill(self.new_key(), &files).await;
     }
 
     async fn discard(&self, host: HostId) {

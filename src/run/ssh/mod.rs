@@ -160,6 +160,20 @@ impl Transport for SshTransport {
         }
     }
 
+    async fn recheck(&self, host: HostId) -> Result<(), TransportError> {
+        match &self.0 {
+            Job::WholeFile(w) => w.recheck(host).await,
+            Job::Chain(c) => c.recheck(host).await,
+        }
+    }
+
+    async fn reset(&self, host: HostId) {
+        match &self.0 {
+            Job::WholeFile(w) => w.reset(host).await,
+            Job::Chain(c) => c.reset(host).await,
+        }
+    }
+
     async fn discard(&self, host: HostId) {
         match &self.0 {
             Job::WholeFile(w) => w.discard(host).await,
