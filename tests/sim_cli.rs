@@ -32,6 +32,9 @@ fn bad_input_exits_2_with_one_line_naming_the_flag_and_value_and_writes_nothing(
         (&["--runs", "0"], "--runs", "'0'"),
         (&["--chunk", "0"], "--chunk", "'0'"),
         (&["--seed", "minus-one"], "--seed", "'minus-one'"),
+        (&["--fail", "3"], "--fail", "'3'"),
+        (&["--fail", "0@1s"], "--fail", "'0@1s'"),
+        (&["--fail", "3@soon"], "--fail", "'soon'"),
         (
             &["--scenario", "no-such.toml"],
             "--scenario",
@@ -373,4 +376,47 @@ fn completions_and_the_man_page_are_generated_from_the_options() {
     let mixed = bounce_sim(dir.path(), &["--generate", "man", "--hosts", "3"]);
     assert_eq!(mixed.status.code(), Some(2));
     assert!(mixed.stdout.is_empty());
+}
+
+#[test]
+fn a_failure_makes_the_chain_repair_and_is_ignored_where_the_host_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bounce_sim(
+        dir.path(),
+        &with_outputs(&[
+            "--hosts",
+            "2..6",
+            "--size",
+            "20MiB",
+            "--chunk",
+            "1MiB",
+            "--bandwidth",
+            "8Mbit",
+            "--strategy",
+            "chain",
+            "--fail",
+            "5@7.3s",
+        ]),
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let csv = std::fs::read_to_string(dir.path().join("out/sim.csv")).unwrap();
+    let makespans: Vec<f64> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(12).unwrap().parse().unwrap())
+        .collect();
+    // τ = 1.048576 s. Up to C = 4 host 5 does not exist: (k + C − 1)·τ. At C = 5 it is
+    // the last and dies: host 4 ends at (k + 3)·τ. At C = 6 host 6 loses the part of the
+    // chunk in flight: (k + 5)·τ + (7.3 − 6τ).
+    let tau = 1.048576;
+    let want = [
+        21.0 * tau,
+        22.0 * tau,
+        23.0 * tau,
+        23.0 * tau,
+        25.0 * tau + (7.3 - 6.0 * tau),
+    ];
+    for (got, want) in makespans.iter().zip(want) {
+        assert!((got - want).abs() < 1e-6, "{makespans:?} against {want}");
+    }
 }

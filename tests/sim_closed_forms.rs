@@ -307,3 +307,52 @@ fn late_joiners_are_served_as_they_join_or_all_at_the_last_join() {
         plain + 6.0 * h
     );
 }
+
+#[test]
+fn a_chain_host_that_dies_costs_the_hosts_behind_it_the_chunk_it_was_passing_on() {
+    // C = 6, k = 20 chunks of τ = 1 s. Host i receives chunk c during [(c+i−1)τ, (c+i)τ].
+    // Host j dies at t: the chunk host j+1 was receiving from it, c = ⌊t/τ⌋ − j, is lost
+    // after δ = t − ⌊t/τ⌋·τ; host j−1 sends it again from t, and every host behind is δ
+    // late: the last ends at (k + C − 1)·τ + δ. Nobody else is charged, and the dead host
+    // is not waited for.
+    let (c, k) = (6u32, 20u64);
+    for (j, t) in [(3u32, 7.3f64), (1, 2.55), (2, 19.9), (5, 10.05)] {
+        let cfg = SimConfig {
+            chunk: MIB,
+            failures: vec![bounce::sim::Failure {
+                host: j,
+                at: Duration::from_secs_f64(t),
+            }],
+            ..SimConfig::new(c, k * MIB, MIB as f64)
+        };
+        let r = simulate(StrategyKind::Chain, &cfg).expect("simulation runs");
+        let delta = t - t.floor();
+        assert_close(
+            r.makespan,
+            (k as f64 + f64::from(c) - 1.0) + delta,
+            &format!("host {j} dies at {t} s"),
+        );
+        assert!(r.host_done[j as usize].is_nan(), "host {j} completed");
+        for i in (1..=c).filter(|&i| i != j) {
+            assert!(
+                !r.host_done[i as usize].is_nan(),
+                "host {i} did not complete"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_chain_host_that_dies_after_passing_everything_on_costs_nothing() {
+    // Host 2 dies once it has sent its last chunk to host 3: the chain ends as if it had
+    // not, at (k + C − 1)·τ.
+    let cfg = SimConfig {
+        chunk: MIB,
+        failures: vec![bounce::sim::Failure {
+            host: 2,
+            at: Duration::from_secs_f64(22.5),
+        }],
+        ..SimConfig::new(4, 20 * MIB, MIB as f64)
+    };
+    assert_close(makespan(StrategyKind::Chain, &cfg), 23.0, "late failure");
+}

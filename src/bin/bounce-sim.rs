@@ -111,6 +111,10 @@ struct SimArgs {
     /// serve each as soon as it is ready (as bounce-run does) [default: 0ms]
     #[arg(long, value_name = "DURATION")]
     join_interval: Option<String>,
+    /// Receiver HOST dies TIME into every run, such as `3@10s` (repeatable): its transfers
+    /// end there and the strategy goes on without it; ignored where C < HOST
+    #[arg(long, value_name = "HOST@TIME")]
+    fail: Vec<String>,
     /// Rate jitter F in [0, 1): each flow's rate is scaled by a factor uniform in [1−F, 1+F] [default: 0]
     #[arg(long, value_name = "F")]
     jitter: Option<f64>,
@@ -177,6 +181,7 @@ fn settings(cli: SimArgs, file: Option<&Path>) -> anyhow::Result<Settings> {
         latency: cli.latency,
         chunk_overhead: cli.chunk_overhead,
         join_interval: cli.join_interval,
+        fail: (!cli.fail.is_empty()).then_some(cli.fail),
         jitter: cli.jitter,
         seed: cli.seed,
         runs: cli.runs,

@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use super::network::{FlowId, Network};
 use super::topology::{NetworkSpec, Topology};
 use crate::core::{
-    Event, HostId, Layout, LayoutError, Scheduler, SchedulerConfig, Straggler, Strategy,
+    Event, HopError, HostId, Layout, LayoutError, Scheduler, SchedulerConfig, Straggler, Strategy,
     StrategyKind, StrategyParams, Transfer, WithStrategy,
 };
 
@@ -47,6 +47,20 @@ pub struct SimConfig {
     pub seed: u64,
     /// Capacities other than B, and racks; the default is the uniform network.
     pub network: NetworkSpec,
+    /// Hosts that die during the run, and when: every transfer to or from one ends there,
+    /// and the strategy goes on without it (a chain feeds the host after it from the one
+    /// before, from the first chunk it lacks). A failure naming a host beyond `receivers`
+    /// is ignored.
+    pub failures: Vec<Failure>,
+}
+
+/// A receiver that dies during a simulated run (see [`SimConfig::failures`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Failure {
+    /// The receiver, 1..=C.
+    pub host: u32,
+    /// When it dies, from the start of the run.
+    pub at: Duration,
 }
 
 impl SimConfig {
@@ -64,6 +78,7 @@ impl SimConfig {
             jitter: 0.0,
             seed: 1,
             network: NetworkSpec::default(),
+            failures: Vec::new(),
         }
     }
 
@@ -241,6 +256,8 @@ struct Loop<S: Strategy> {
     overhead: f64,
     /// Receivers still to join and when, earliest first (see [`SimConfig::join_interval`]).
     joins: VecDeque<(f64, HostId)>,
+    /// Receivers still to die and when, earliest first (see [`SimConfig::failures`]).
+    fails: VecDeque<(f64, HostId)>,
     /// When the run starts: the last receiver's ready time for a strategy that needs every
     /// receiver at the start, 0 otherwise.
     start: f64,
@@ -348,6 +365,12 @@ impl<S: Strategy> Loop<S> {
     fn join(&mut self, at: f64, h: HostId) {
         let d = duration(at);
         self.sched.handle_host_joined(d, h, false);
+        self.set_up_planned_links(at);
+        self.drain(at, d);
+    }
+
+    /// Sets up from `at` the links the strategy plans now that are not set up yet.
+    fn set_up_planned_links(&mut self, at: f64) {
         let latency = self.latency;
         if let Some(edges) = self.edges.as_mut() {
             for (from, to) in self.sched.planned_links() {
@@ -359,6 +382,45 @@ impl<S: Strategy> Loop<S> {
                 }
             }
         }
+    }
+
+    /// Receiver `h` dies at `at`: the core is told first (so that a receiver whose sender
+    /// died is not charged), then every transfer to or from it ends there, failed: its
+    /// flows, those still in their setup and those queued on its connections. The links
+    /// planned past it are set up from now.
+    fn fail(&mut self, at: f64, h: HostId) {
+        let d = duration(at);
+        self.sched.handle_host_down(d, h, "the host died");
+        let involves = |t: &Transfer| t.from == h || t.to == h;
+        let mut dead = Vec::new();
+        for slot in 0..self.flow_job.len() {
+            if self.flow_job[slot].is_some_and(|j| involves(&j.t)) {
+                let job = self.flow_job[slot].take().expect("checked above");
+                self.net.remove(FlowId::from_index(slot));
+                dead.push(job.t);
+            }
+        }
+        // A cancelled setup leaves its slot empty; its `Begin` frees it.
+        for w in &mut self.waiting {
+            if w.is_some_and(|j| involves(&j.t)) {
+                dead.push(w.take().expect("checked above").t);
+            }
+        }
+        if let Some(edges) = self.edges.as_mut() {
+            for (from, out) in edges.0.iter_mut().enumerate() {
+                for (to, e) in out.iter_mut() {
+                    if from == h.index() || *to == h.0 {
+                        dead.extend(e.queue.drain(..));
+                        e.active = false;
+                    }
+                }
+            }
+        }
+        for t in dead {
+            self.sched
+                .handle_done(d, t.id, Err(HopError::new("the host died")));
+        }
+        self.set_up_planned_links(at);
         self.drain(at, d);
     }
 
@@ -373,6 +435,15 @@ impl<S: Strategy> Loop<S> {
                 if next_event.is_none_or(|e| at <= e) {
                     self.joins.pop_front();
                     self.join(at, h);
+                    self.settle(at);
+                    continue;
+                }
+            }
+            // So does a failure: what ends at the same instant as it dies is lost with it.
+            if let Some(&(at, h)) = self.fails.front() {
+                if next_event.is_none_or(|e| at <= e) && !self.sched.is_finished() {
+                    self.fails.pop_front();
+                    self.fail(at, h);
                     self.settle(at);
                     continue;
                 }
@@ -414,11 +485,11 @@ impl<S: Strategy> Loop<S> {
     fn handle(&mut self, at: f64, d: Duration, what: u64) {
         match What::unpack(what, FlowId::from_index) {
             What::Begin(i) => {
-                let job = self.waiting[i]
-                    .take()
-                    .expect("a waiting transfer begins once");
                 self.waiting_free.push(i);
-                self.begin(at, job);
+                // Empty when its host died during the setup.
+                if let Some(job) = self.waiting[i].take() {
+                    self.begin(at, job);
+                }
             }
             What::Finish(f, v) => {
                 // Only the version's low 31 bits fit in the packed event.
@@ -556,6 +627,16 @@ impl WithStrategy for Start<'_> {
             latency,
             overhead: cfg.chunk_overhead.as_secs_f64(),
             joins,
+            fails: {
+                let mut f: Vec<(f64, HostId)> = cfg
+                    .failures
+                    .iter()
+                    .filter(|f| (1..=cfg.receivers).contains(&f.host))
+                    .map(|f| (f.at.as_secs_f64(), HostId(f.host)))
+                    .collect();
+                f.sort_by(|a, b| a.0.total_cmp(&b.0));
+                f.into()
+            },
             start,
             result: SimResult {
                 makespan: 0.0,

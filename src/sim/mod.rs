@@ -19,7 +19,7 @@ mod scenario;
 mod sweep;
 mod topology;
 
-pub use engine::{simulate, SimConfig, SimError, SimResult};
+pub use engine::{simulate, Failure, SimConfig, SimError, SimResult};
 pub use network::{FlowId, Network};
 pub use plan::{plan, Candidate, Plan, PlanConfig, MIN_CHUNK};
 pub use scenario::{parse_hosts, Resolved, Settings, SettingsError};

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::engine::SimConfig;
+use super::engine::{Failure, SimConfig};
 use super::sweep::SweepConfig;
 use super::topology::{HostClass, NetworkSettings, NetworkSpec, RackSpec};
 use crate::core::StrategyKind;
@@ -78,6 +78,8 @@ pub struct Settings {
     pub floor: Option<bool>,
     /// Capacities other than B, and racks.
     pub network: Option<NetworkSettings>,
+    /// Receivers that die during each run, as `HOST@TIME` such as `3@10s`.
+    pub fail: Option<Vec<String>>,
 }
 
 /// Checked settings, ready to run.
@@ -124,6 +126,7 @@ impl Settings {
             csv: self.csv.or(base.csv),
             png: self.png.or(base.png),
             floor: self.floor.or(base.floor),
+            fail: self.fail.or(base.fail),
             network: match (self.network, base.network) {
                 (Some(a), Some(b)) => Some(NetworkSettings {
                     source: a.source.or(b.source),
@@ -212,6 +215,12 @@ impl Settings {
                     jitter,
                     seed: self.seed.unwrap_or(1),
                     network: resolve_network(self.network.as_ref())?,
+                    failures: self
+                        .fail
+                        .iter()
+                        .flatten()
+                        .map(|f| parse_failure(f))
+                        .collect::<Result<_, _>>()?,
                 },
                 runs,
                 threads: 0,
@@ -228,6 +237,23 @@ impl Settings {
             floor: self.floor.unwrap_or(false),
         })
     }
+}
+
+/// Parses `HOST@TIME`, such as `3@10s`: receiver 3 dies 10 s into the run.
+fn parse_failure(text: &str) -> Result<Failure, SettingsError> {
+    let bad = |why: &str| invalid("fail", format!("'{text}' {why}"));
+    let (host, at) = text
+        .split_once('@')
+        .ok_or_else(|| bad("is not HOST@TIME, such as 3@10s"))?;
+    let host: u32 = host
+        .trim()
+        .parse()
+        .map_err(|_| bad("does not start with a receiver's number"))?;
+    if host == 0 {
+        return Err(bad("names the source (0), which cannot fail"));
+    }
+    let at = parse_duration(at.trim()).map_err(|e| invalid("fail", e.to_string()))?;
+    Ok(Failure { host, at })
 }
 
 fn rate(flag: &'static str, text: &str) -> Result<f64, SettingsError> {
