@@ -128,6 +128,8 @@ pub struct SimResult {
     pub chunks: u32,
     /// The fluid lower bound on any schedule's makespan on this network, in seconds.
     pub lower_bound: f64,
+    /// Hosts a chain cut out for being slow (see [`crate::core::Straggler`]).
+    pub stragglers: u32,
 }
 
 /// What happens at a pending event, packed in a `u64` to keep heap entries small: the top bit
@@ -292,9 +294,13 @@ impl<S: Strategy> Loop<S> {
             self.dispatch(now, t);
         }
         while let Some(e) = self.sched.poll_event() {
-            if let Event::HostComplete { host, .. } = e {
-                self.result.host_done[host.index()] = now;
-                self.result.makespan = self.result.makespan.max(now);
+            match e {
+                Event::HostComplete { host, .. } => {
+                    self.result.host_done[host.index()] = now;
+                    self.result.makespan = self.result.makespan.max(now);
+                }
+                Event::Straggler { .. } => self.result.stragglers += 1,
+                Event::HostFailed { .. } => {}
             }
         }
     }
@@ -645,6 +651,7 @@ impl WithStrategy for Start<'_> {
                 source_bytes: 0,
                 chunks: layout.count(),
                 lower_bound: topology.lower_bound(cfg.size),
+                stragglers: 0,
             },
             topology,
         }
