@@ -42,12 +42,14 @@ pub struct Chain {
     ready: Vec<HostId>,
     /// When a slow host is cut out; `None` never.
     straggler: Option<Straggler>,
+    /// The rule's window in nanoseconds.
+    window_ns: u64,
     /// Hosts cut out for being slow, each fed by its `prev` (a host of the chain) and
     /// feeding nobody. Usually empty, so the per-chunk path only checks that.
     leaves: Vec<HostId>,
-    /// The highest rate measured so far, in chunks per second: the reference for a host fed
-    /// by the source, whose own rate is not measured.
-    best: f64,
+    /// The highest rate measured so far: the reference for a host fed by the source, whose
+    /// own rate is not measured.
+    best: Option<Rate>,
     /// Hosts cut out and not yet announced (see [`Strategy::poll_spliced`]).
     spliced: Vec<Spliced>,
 }
@@ -92,6 +94,31 @@ impl Default for Straggler {
     }
 }
 
+/// A rate as chunks over nanoseconds, compared by cross-multiplying: the simulator measures
+/// one at every chunk, and a division costs more than the rest of the check.
+#[derive(Clone, Copy, Debug)]
+struct Rate {
+    chunks: f64,
+    nanos: f64,
+}
+
+impl Rate {
+    /// True when this rate is below `ratio` times `other`.
+    fn below(self, ratio: f64, other: Rate) -> bool {
+        self.chunks * other.nanos < ratio * other.chunks * self.nanos
+    }
+
+    /// True when this rate is above `other`.
+    fn above(self, other: Rate) -> bool {
+        self.chunks * other.nanos > other.chunks * self.nanos
+    }
+
+    /// In chunks per second.
+    fn per_sec(self) -> f64 {
+        self.chunks / self.nanos * 1e9
+    }
+}
+
 /// A host's links in the chain and what is on its way to it.
 #[derive(Clone, Copy, Debug)]
 struct Place {
@@ -108,11 +135,11 @@ struct Place {
     draining: bool,
     /// It was cut out for being slow: fed by `prev`, forwarding to nobody.
     leaf: bool,
-    /// Its rate's span over its current feed: the first arrival (time, chunks held then), if
-    /// any chunk arrived since it was last (re)linked.
-    since: Option<(Duration, u32)>,
-    /// When its latest chunk arrived.
-    last: Duration,
+    /// Its rate's span over its current feed: the first arrival (nanoseconds into the run,
+    /// chunks held then), if any chunk arrived since it was last (re)linked.
+    since: Option<(u64, u32)>,
+    /// When its latest chunk arrived, in nanoseconds into the run.
+    last: u64,
     /// The chunks its feeder held then: a feeder that gets many more while it gets none
     /// means it has stalled.
     feeder_then: u32,
@@ -133,15 +160,16 @@ impl Chain {
                     draining: false,
                     leaf: false,
                     since: None,
-                    last: Duration::ZERO,
+                    last: 0,
                     feeder_then: 0,
                 })
                 .collect(),
             window: window.max(1),
             ready: vec![HostId::SOURCE],
             straggler: None,
+            window_ns: 0,
             leaves: Vec::new(),
-            best: 0.0,
+            best: None,
             spliced: Vec::new(),
         }
     }
@@ -149,6 +177,7 @@ impl Chain {
     /// The same chain, cutting out slow hosts by `rule` (`None`: never).
     pub fn with_straggler(mut self, rule: Option<Straggler>) -> Self {
         self.straggler = rule;
+        self.window_ns = rule.map_or(0, |r| r.window.as_nanos() as u64);
         self
     }
 
@@ -216,18 +245,25 @@ impl Chain {
         {
             return fallback;
         }
-        let Some(feeder) = self.places[tail.index()].prev else {
-            return fallback;
+        let place = &self.places[tail.index()];
+        let (Some(feeder), Some((t0, c0))) = (place.prev, place.since) else {
+            return tail;
         };
+        let window = self.window_ns;
+        let span = (view.now.as_nanos() as u64).saturating_sub(t0);
         let reference = if feeder == HostId::SOURCE {
-            Some(self.best)
+            self.best
         } else {
-            self.shown_rate(view, feeder, rule.window)
+            self.shown_rate(view, feeder, window)
         };
         // Its upload is what counts, which is not measured: only a last host that is
         // measurably slow itself is passed over.
-        match (self.rate_at_best(view, tail, rule.window), reference) {
-            (Some(rate), Some(reference)) if rate < rule.ratio * reference => fallback,
+        let rate = Rate {
+            chunks: f64::from(view.holdings.count(tail) - c0 + 1),
+            nanos: span as f64,
+        };
+        match reference {
+            Some(r) if span >= window && span > 0 && rate.below(rule.ratio, r) => fallback,
             _ => tail,
         }
     }
@@ -256,58 +292,61 @@ impl Chain {
         }
     }
 
-    /// `h`'s rate in chunks per second over its current feed, between its first and its
-    /// latest arrival, once that span is at least `window` long: what it has shown it can
-    /// receive.
-    fn shown_rate(&self, view: &View<'_>, h: HostId, window: Duration) -> Option<f64> {
+    /// `h`'s rate over its current feed, between its first and its latest arrival, once that
+    /// span is at least the rule's window: what it has shown it can receive.
+    fn shown_rate(&self, view: &View<'_>, h: HostId, window: u64) -> Option<Rate> {
         let p = &self.places[h.index()];
         let (t0, c0) = p.since?;
-        let span = p.last.checked_sub(t0)?;
-        (span >= window && !span.is_zero())
-            .then(|| f64::from(view.holdings.count(h) - c0) / span.as_secs_f64())
+        let span = p.last.saturating_sub(t0);
+        (span >= window && span > 0).then(|| Rate {
+            chunks: f64::from(view.holdings.count(h) - c0),
+            nanos: span as f64,
+        })
     }
 
-    /// `h`'s rate in chunks per second over its current feed up to now, once that span is at
-    /// least `window` long, counting the chunk on its way as if it had just arrived: the
-    /// most `h` can be receiving at, so that a chunk that takes longer than `window` is not
-    /// mistaken for a stall.
-    fn rate_at_best(&self, view: &View<'_>, h: HostId, window: Duration) -> Option<f64> {
-        let (t0, c0) = self.places[h.index()].since?;
-        let span = view.now.checked_sub(t0)?;
-        (span >= window && !span.is_zero())
-            .then(|| f64::from(view.holdings.count(h) - c0 + 1) / span.as_secs_f64())
-    }
-
-    /// Cuts `h` out of the chain if it is a straggler by `rule` (see [`Straggler`]).
-    fn check_straggler(&mut self, view: &View<'_>, h: HostId, rule: Straggler) {
+    /// Cuts `h` out of the chain if it is a straggler by `rule` (see [`Straggler`]); `now`
+    /// is `view.now` in nanoseconds.
+    fn check_straggler(&mut self, view: &View<'_>, h: HostId, now: u64, rule: Straggler) {
         let place = self.places[h.index()];
-        let (Some(feeder), Some(successor)) = (place.prev, place.next) else {
+        let (Some(feeder), Some(successor), Some((t0, c0))) = (place.prev, place.next, place.since)
+        else {
             return;
         };
-        if let Some(shown) = self.shown_rate(view, h, rule.window) {
-            self.best = self.best.max(shown);
-        }
-        let Some(rate) = self.rate_at_best(view, h, rule.window) else {
+        let window = self.window_ns;
+        let span = now.saturating_sub(t0);
+        if span < window || span == 0 {
             return;
+        }
+        if let Some(shown) = self.shown_rate(view, h, window) {
+            if self.best.is_none_or(|b| shown.above(b)) {
+                self.best = Some(shown);
+            }
+        }
+        // The most it can be receiving at: the chunk on its way counts as if it had just
+        // arrived, so that a chunk that takes longer than the window is not mistaken for a
+        // stall.
+        let rate = Rate {
+            chunks: f64::from(view.holdings.count(h) - c0 + 1),
+            nanos: span as f64,
         };
         let reference = if feeder == HostId::SOURCE {
             self.best
         } else {
             // The feeder's rate while it received: one that has all its chunks is not slowed
             // down by having nothing left to receive.
-            match self.shown_rate(view, feeder, rule.window) {
-                Some(r) => r,
-                None => return,
-            }
+            self.shown_rate(view, feeder, window)
+        };
+        let Some(reference) = reference else {
+            return;
         };
         // A host that stopped receiving altogether (a dead link, a hung disk) while its
         // feeder went on is cut out at once, without waiting for its average to sink: more
         // chunks than a link holds in flight reached the feeder, over two windows, and not
         // one reached it.
         let stalled = feeder != HostId::SOURCE
-            && view.now.saturating_sub(place.last) >= 2 * rule.window
+            && now.saturating_sub(place.last) >= 2 * window
             && view.holdings.count(feeder) > place.feeder_then + self.window + 4;
-        if rate >= rule.ratio * reference && !stalled {
+        if !rate.below(rule.ratio, reference) && !stalled {
             return;
         }
         // Past it: its successor is fed by its feeder, from the first chunk it lacks once the
@@ -335,8 +374,8 @@ impl Chain {
             host: h,
             feeder: new_feeder,
             successor,
-            rate: rate * bytes,
-            reference: reference * bytes,
+            rate: rate.per_sec() * bytes,
+            reference: reference.per_sec() * bytes,
         });
     }
 }
@@ -421,11 +460,12 @@ impl Strategy for Chain {
             place.draining = false;
         }
         let prev = place.prev;
+        let now = view.now.as_nanos() as u64;
         if ok && self.straggler.is_some() {
             if place.since.is_none() {
-                place.since = Some((view.now, view.holdings.count(to)));
+                place.since = Some((now, view.holdings.count(to)));
             }
-            place.last = view.now;
+            place.last = now;
             place.feeder_then = prev.map_or(0, |p| view.holdings.count(p));
         }
         // `to` may forward what it got, and its predecessor may send more. That is `from`,
@@ -435,11 +475,14 @@ impl Strategy for Chain {
             self.ready.push(p);
         }
         if let (true, Some(rule)) = (ok, self.straggler) {
-            // Measured at each arrival: its own, and its feeder's for a successor that stalls.
+            // Measured at each arrival: its own, and its feeder's for a successor that has
+            // received nothing for a window (it may have stalled).
             let next = self.places[to.index()].next;
-            self.check_straggler(view, to, rule);
+            self.check_straggler(view, to, now, rule);
             if let Some(n) = next {
-                self.check_straggler(view, n, rule);
+                if now.saturating_sub(self.places[n.index()].last) >= self.window_ns {
+                    self.check_straggler(view, n, now, rule);
+                }
             }
         }
     }
