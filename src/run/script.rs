@@ -1130,6 +1130,22 @@ mod tests {
     }
 
     #[test]
+    fn an_installed_copy_is_checked_again_on_a_hostile_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = format!("{}/it's $(x) `y`.bin", dir.path().display());
+        std::fs::write(&dest, b"hello").unwrap();
+        let good = crate::run::digest::sha256_bytes(b"hello");
+        for hasher in [Hasher::Sha256sum, Hasher::Openssl] {
+            assert!(sh(&check(&dest, &good, hasher)).status.success());
+            let bad = sh(&check(&dest, &"0".repeat(64), hasher));
+            assert_eq!(bad.status.code(), Some(DIGEST_MISMATCH_STATUS));
+            assert_eq!(String::from_utf8_lossy(&bad.stdout).trim(), good);
+        }
+        assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
+        assert!(!dir.path().join("x").exists() && !std::path::Path::new("x").exists());
+    }
+
+    #[test]
     fn a_resumed_copy_of_another_length_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let tmp = format!("{}/.f.tmp", dir.path().display());

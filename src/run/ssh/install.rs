@@ -1,6 +1,7 @@
 //! Finishing a copy on a host: verifying its temporary file if that is still needed, and
-//! renaming it into place (see [`script::install`] and [`script::finalize`]). Both run
-//! registered, so an interrupt stops them like any hop.
+//! renaming it into place (see [`script::install`] and [`script::finalize`]); and checking
+//! an installed copy again ([`script::check`]). All run registered, so an interrupt stops
+//! them like any hop.
 
 use crate::core::HostId;
 
@@ -48,12 +49,35 @@ impl Hosts {
         }
         if out.status.code() == Some(script::DIGEST_MISMATCH_STATUS) {
             self.forget_temp(h, tmp);
-            return Err(TransportError::DigestMismatch {
-                host: self.name(h),
-                path: tmp.to_string(),
-                got: String::from_utf8_lossy(&out.stdout).trim().to_string(),
-            });
         }
-        Err(self.remote_err(h, failure_text(&out.stderr, out.status.code())))
+        Err(self.check_failure(h, tmp, &out))
+    }
+
+    /// Hashes `h`'s DEST again: `Ok` if it still holds SRC,
+    /// [`TransportError::DigestMismatch`] if not.
+    pub(super) async fn check_dest(&self, h: HostId) -> Result<(), TransportError> {
+        let digest = self.src_digest().await?;
+        let dest = &self.target(h).dest;
+        let out = self
+            .run_registered(h, &script::check(dest, &digest, self.hasher(h)))
+            .await?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(self.check_failure(h, dest, &out))
+    }
+
+    /// Why a check of `path` on `h` that exited non-zero failed: a digest mismatch (the
+    /// digest found on stdout) or the command's own error.
+    fn check_failure(&self, h: HostId, path: &str, out: &std::process::Output) -> TransportError {
+        if out.status.code() == Some(script::DIGEST_MISMATCH_STATUS) {
+            TransportError::DigestMismatch {
+                host: self.name(h),
+                path: path.to_string(),
+                got: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            }
+        } else {
+            self.remote_err(h, failure_text(&out.stderr, out.status.code()))
+        }
     }
 }

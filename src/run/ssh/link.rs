@@ -490,10 +490,9 @@ impl ChainLinks {
     /// Where a stream from `from` into `to` resumes: `None` for a host nothing was sent to
     /// yet in this run (a new copy is created), or the length of its copy `to_tmp` when a
     /// link into it was already set up (the host that fed it was lost, or cut out for being
-    /// slow). Every other link into
-    /// `to` is cut first, at `to`'s end, so that nothing else writes to the copy; the
-    /// stream then carries only the rest, and the core's chunks below that length arrive
-    /// with its first report.
+    /// slow). Every other link into `to` is cut first, at `to`'s end, so that nothing else
+    /// writes to the copy; the stream then carries only the rest, and the core's chunks
+    /// below that length arrive with its first report.
     async fn resume_point(
         &self,
         from: HostId,
@@ -524,10 +523,10 @@ impl ChainLinks {
         }
     }
 
-    /// Cuts every link into `to` except the one from `keep`, if any: stops its processes on `to`
-    /// (a sender that was lost may not answer; what runs there stays registered for
-    /// cleanup), so that nothing more is written to `to`'s copy over it. The transfers
-    /// waiting on it fail.
+    /// Cuts every link into `to` but the one from `keep`: stops its processes on `to` (a
+    /// sender that was lost may not answer; what runs there stays registered for cleanup),
+    /// so that nothing more is written to `to`'s copy over it. The transfers waiting on it
+    /// fail.
     async fn cut_links_into(&self, to: HostId, keep: Option<HostId>) {
         let cells: Vec<LinkCell> = {
             let mut links = self.links.lock().unwrap();
@@ -926,20 +925,7 @@ impl Transport for ChainLinks {
     }
 
     async fn recheck(&self, host: HostId) -> Result<(), TransportError> {
-        let digest = self.src_digest().await?;
-        let dest = &self.target(host).dest;
-        let out = self
-            .run_registered(host, &script::check(dest, &digest, self.hasher(host)))
-            .await?;
-        match out.status.code() {
-            Some(0) => Ok(()),
-            Some(script::DIGEST_MISMATCH_STATUS) => Err(TransportError::DigestMismatch {
-                host: self.name(host),
-                path: dest.clone(),
-                got: String::from_utf8_lossy(&out.stdout).trim().to_string(),
-            }),
-            code => Err(self.remote_err(host, failure_text(&out.stderr, code))),
-        }
+        self.check_dest(host).await
     }
 
     async fn reset(&self, host: HostId) {
