@@ -113,6 +113,44 @@ fn chain_survives_crashes(test: &str, count: usize) {
             "h{i} received {rx} bytes for a file of {size}: bytes were sent twice\n{err}"
         );
     }
+
+    // The crashed hosts come back, and a rerun sends only what they lack: the hosts that
+    // have the file receive nothing of it, the crashed ones one copy each.
+    for &v in &victims {
+        lab.start_sshd(v);
+    }
+    let rx0: Vec<u64> = (0..=6).map(|i| lab.rx_bytes(i)).collect();
+    let out = lab::support::run_logged(
+        bounce_run(
+            &lab,
+            "chain",
+            &lab.host_names(6),
+            &report,
+            &src,
+            &lab.dest("f.bin"),
+        )
+        .args(["--connect-timeout", "3s"]),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let rows = read_report(&report);
+    for (i, &rx_before) in rx0.iter().enumerate().skip(1) {
+        let r = row(&rows, &lab.host(i));
+        let rx = lab.rx_bytes(i) - rx_before;
+        if victims.contains(&i) {
+            assert_eq!(r.status, "verified", "{r:?}");
+            assert_same(&lab, i, "f.bin", &src);
+            assert!(
+                rx <= size + 2 * MIB,
+                "h{i} received {rx} bytes on the rerun"
+            );
+        } else {
+            assert_eq!(r.status, "up-to-date", "{r:?}");
+            assert!(
+                rx < MIB,
+                "h{i}, up to date, received {rx} bytes on the rerun"
+            );
+        }
+    }
 }
 
 #[test]
