@@ -245,26 +245,38 @@ impl Chain {
         {
             return fallback;
         }
-        let place = &self.places[tail.index()];
-        let (Some(feeder), Some((t0, c0))) = (place.prev, place.since) else {
-            return tail;
-        };
-        let window = self.window_ns;
-        let span = (view.now.as_nanos() as u64).saturating_sub(t0);
-        let reference = if feeder == HostId::SOURCE {
-            self.best
-        } else {
-            self.shown_rate(view, feeder, window)
-        };
         // Its upload is what counts, which is not measured: only a last host that is
         // measurably slow itself is passed over.
-        let rate = Rate {
-            chunks: f64::from(view.holdings.count(tail) - c0 + 1),
-            nanos: span as f64,
-        };
-        match reference {
-            Some(r) if span >= window && span > 0 && rate.below(rule.ratio, r) => fallback,
+        let now = view.now.as_nanos() as u64;
+        match (
+            self.rate_at_best(view, tail, now),
+            self.reference(view, tail),
+        ) {
+            (Some(rate), Some(r)) if rate.below(rule.ratio, r) => fallback,
             _ => tail,
+        }
+    }
+
+    /// `h`'s rate over its current feed up to `now`, once that span is at least the rule's
+    /// window, counting the chunk on its way as if it had just arrived: the most it can be
+    /// receiving at, so that a chunk that takes longer than the window is not mistaken for
+    /// a stall.
+    fn rate_at_best(&self, view: &View<'_>, h: HostId, now: u64) -> Option<Rate> {
+        let (t0, c0) = self.places[h.index()].since?;
+        let span = now.saturating_sub(t0);
+        (span >= self.window_ns && span > 0).then(|| Rate {
+            chunks: f64::from(view.holdings.count(h) - c0 + 1),
+            nanos: span as f64,
+        })
+    }
+
+    /// What `h`'s rate is measured against: its feeder's while that one received (one that
+    /// has all its chunks is not slowed down by having nothing left to receive), or the
+    /// best rate seen for a host fed by the source.
+    fn reference(&self, view: &View<'_>, h: HostId) -> Option<Rate> {
+        match self.places[h.index()].prev? {
+            HostId::SOURCE => self.best,
+            feeder => self.shown_rate(view, feeder),
         }
     }
 
@@ -294,11 +306,11 @@ impl Chain {
 
     /// `h`'s rate over its current feed, between its first and its latest arrival, once that
     /// span is at least the rule's window: what it has shown it can receive.
-    fn shown_rate(&self, view: &View<'_>, h: HostId, window: u64) -> Option<Rate> {
+    fn shown_rate(&self, view: &View<'_>, h: HostId) -> Option<Rate> {
         let p = &self.places[h.index()];
         let (t0, c0) = p.since?;
         let span = p.last.saturating_sub(t0);
-        (span >= window && span > 0).then(|| Rate {
+        (span >= self.window_ns && span > 0).then(|| Rate {
             chunks: f64::from(view.holdings.count(h) - c0),
             nanos: span as f64,
         })
@@ -308,35 +320,18 @@ impl Chain {
     /// is `view.now` in nanoseconds.
     fn check_straggler(&mut self, view: &View<'_>, h: HostId, now: u64, rule: Straggler) {
         let place = self.places[h.index()];
-        let (Some(feeder), Some(successor), Some((t0, c0))) = (place.prev, place.next, place.since)
-        else {
+        let (Some(feeder), Some(successor)) = (place.prev, place.next) else {
             return;
         };
-        let window = self.window_ns;
-        let span = now.saturating_sub(t0);
-        if span < window || span == 0 {
+        let Some(rate) = self.rate_at_best(view, h, now) else {
             return;
-        }
-        if let Some(shown) = self.shown_rate(view, h, window) {
+        };
+        if let Some(shown) = self.shown_rate(view, h) {
             if self.best.is_none_or(|b| shown.above(b)) {
                 self.best = Some(shown);
             }
         }
-        // The most it can be receiving at: the chunk on its way counts as if it had just
-        // arrived, so that a chunk that takes longer than the window is not mistaken for a
-        // stall.
-        let rate = Rate {
-            chunks: f64::from(view.holdings.count(h) - c0 + 1),
-            nanos: span as f64,
-        };
-        let reference = if feeder == HostId::SOURCE {
-            self.best
-        } else {
-            // The feeder's rate while it received: one that has all its chunks is not slowed
-            // down by having nothing left to receive.
-            self.shown_rate(view, feeder, window)
-        };
-        let Some(reference) = reference else {
+        let Some(reference) = self.reference(view, h) else {
             return;
         };
         // A host that stopped receiving altogether (a dead link, a hung disk) while its
@@ -344,7 +339,7 @@ impl Chain {
         // chunks than a link holds in flight reached the feeder, over two windows, and not
         // one reached it.
         let stalled = feeder != HostId::SOURCE
-            && now.saturating_sub(place.last) >= 2 * window
+            && now.saturating_sub(place.last) >= 2 * self.window_ns
             && view.holdings.count(feeder) > place.feeder_then + self.window + 4;
         if !rate.below(rule.ratio, reference) && !stalled {
             return;
