@@ -146,6 +146,20 @@ impl Driver {
     }
 }
 
+/// Checks that no chunk was sent twice to a host, unless `case` asked for failures.
+fn nothing_sent_twice_without_failures(
+    case: &Case,
+    started: &[Transfer],
+) -> Result<(), TestCaseError> {
+    if case.hop_failure == 0.0 && case.host_down == 0.0 {
+        let mut seen = HashSet::new();
+        for t in started {
+            prop_assert!(seen.insert((t.to, t.chunks.start)), "{t:?} sent twice");
+        }
+    }
+    Ok(())
+}
+
 /// Runs `kind` on `case` and returns every transfer it started, in order.
 fn run(kind: StrategyKind, case: &Case) -> Result<Vec<Transfer>, TestCaseError> {
     run_with(kind, case, &params(case))
@@ -286,13 +300,7 @@ proptest! {
     fn chain_with_a_window_ends_with_every_live_receiver_complete(case in cases(), window in 2u32..5) {
         let params = StrategyParams { chain_window: window, ..params(&case) };
         let started = run_with(StrategyKind::Chain, &case, &params)?;
-        // Nothing is sent twice unless a failure asked for it.
-        if case.hop_failure == 0.0 && case.host_down == 0.0 {
-            let mut seen = std::collections::HashSet::new();
-            for t in &started {
-                prop_assert!(seen.insert((t.to, t.chunks.start)), "{t:?} sent twice");
-            }
-        }
+        nothing_sent_twice_without_failures(&case, &started)?;
     }
 
     #[test]
@@ -311,12 +319,7 @@ proptest! {
             ..params(&case)
         };
         let started = run_with(StrategyKind::Chain, &case, &params)?;
-        if case.hop_failure == 0.0 && case.host_down == 0.0 {
-            let mut seen = std::collections::HashSet::new();
-            for t in &started {
-                prop_assert!(seen.insert((t.to, t.chunks.start)), "{t:?} sent twice");
-            }
-        }
+        nothing_sent_twice_without_failures(&case, &started)?;
     }
 
     #[test]

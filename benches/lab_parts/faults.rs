@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use bounce::units::parse_size;
 
-use super::lab::support::{bounce_run_bin, random_file, read_report, sha256_file, wait_within};
+use super::lab::support::{
+    bounce_run_with, config_delaying, random_file, read_report, sha256_file, wait_within,
+};
 use super::lab::{Lab, LabConfig};
 use super::{env_or, median, push_from_controller, time_it};
 
@@ -71,21 +73,16 @@ fn run_chain(
     lab.clear_data();
     let report = lab.scratch().join("faults.csv");
     let rx0: Vec<u64> = (1..=hosts).map(|i| lab.rx_bytes(i)).collect();
-    let mut cmd = lab.controller(bounce_run_bin());
-    cmd.stdin(Stdio::null())
-        .arg("-F")
-        .arg(config)
-        .args([
-            "--strategy",
-            "chain",
-            "-H",
-            &lab.host_names(hosts).join(","),
-        ])
-        .args(["--connect-timeout", "3s"])
-        .arg("--report")
-        .arg(&report)
-        .arg(src)
-        .arg(lab.dest("f.bin"))
+    let mut cmd = bounce_run_with(
+        lab,
+        config,
+        "chain",
+        &lab.host_names(hosts),
+        &report,
+        src,
+        &lab.dest("f.bin"),
+    );
+    cmd.args(["--connect-timeout", "3s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let start = Instant::now();
@@ -193,13 +190,7 @@ pub fn faults_part() {
     let dest = lab.dest("f.bin");
     // The last host connects a little late, so that it joins the chain last and the victim
     // has hosts behind it; the fault-free chain is measured the same way.
-    let config = lab.scratch().join("ssh_config");
-    let mut text = fs::read_to_string(lab.ssh_config()).unwrap();
-    text.push_str(&format!(
-        "\nMatch originalhost {} exec \"sleep 0.3\"\n",
-        lab.host(hosts)
-    ));
-    fs::write(&config, text).unwrap();
+    let config = config_delaying(&lab, &[(hosts, 0.3)]);
 
     let t1 = median(
         (0..reps)

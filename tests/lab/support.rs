@@ -60,10 +60,23 @@ pub fn bounce_run(
     src: &Path,
     dest: &str,
 ) -> Command {
+    bounce_run_with(lab, &lab.ssh_config(), strategy, hosts, report, src, dest)
+}
+
+/// [`bounce_run`] with the controller's ssh_config `config` instead of the lab's.
+pub fn bounce_run_with(
+    lab: &Lab,
+    config: &Path,
+    strategy: &str,
+    hosts: &[String],
+    report: &Path,
+    src: &Path,
+    dest: &str,
+) -> Command {
     let mut c = lab.controller(bounce_run_bin());
     c.stdin(Stdio::null())
         .arg("-F")
-        .arg(lab.ssh_config())
+        .arg(config)
         .args(["--strategy", strategy])
         .arg("-H")
         .arg(hosts.join(","))
@@ -72,6 +85,22 @@ pub fn bounce_run(
         .arg(src)
         .arg(dest);
     c
+}
+
+/// A copy of the lab's ssh_config, for the controller alone, under which the controller
+/// reaches each host `(i, seconds)` that many seconds late: a host that joins a run after
+/// the others.
+pub fn config_delaying(lab: &Lab, delays: &[(usize, f64)]) -> PathBuf {
+    let mut text = fs::read_to_string(lab.ssh_config()).expect("read the lab's ssh_config");
+    for &(i, secs) in delays {
+        text.push_str(&format!(
+            "\nMatch originalhost {} exec \"sleep {secs}\"\n",
+            lab.host(i)
+        ));
+    }
+    let config = lab.scratch().join("delaying_ssh_config");
+    fs::write(&config, text).expect("write the delaying ssh_config");
+    config
 }
 
 /// Runs a command and returns its output, printing stdout and stderr for the test log.
