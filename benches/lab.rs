@@ -65,6 +65,30 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
+/// The main part's workload, which the `faults` part shares: `BOUNCE_BENCH_HOSTS` (8),
+/// `BOUNCE_BENCH_SIZE` (64 MiB), `BOUNCE_BENCH_RATE` (100mbit), `BOUNCE_BENCH_REPS` (3).
+struct Workload {
+    hosts: usize,
+    size: u64,
+    rate: String,
+    reps: usize,
+}
+
+impl Workload {
+    fn from_env() -> Self {
+        Workload {
+            hosts: env_or("BOUNCE_BENCH_HOSTS", "8")
+                .parse()
+                .expect("BOUNCE_BENCH_HOSTS"),
+            size: parse_size(&env_or("BOUNCE_BENCH_SIZE", "64MiB")).expect("BOUNCE_BENCH_SIZE"),
+            rate: env_or("BOUNCE_BENCH_RATE", "100mbit"),
+            reps: env_or("BOUNCE_BENCH_REPS", "3")
+                .parse()
+                .expect("BOUNCE_BENCH_REPS"),
+        }
+    }
+}
+
 /// True when the row `name` is to be measured (see `BOUNCE_BENCH_ONLY`).
 fn wanted(name: &str) -> bool {
     std::env::var("BOUNCE_BENCH_ONLY")
@@ -294,14 +318,12 @@ fn main() {
     if only_parts {
         return;
     }
-    let hosts: usize = env_or("BOUNCE_BENCH_HOSTS", "8")
-        .parse()
-        .expect("BOUNCE_BENCH_HOSTS");
-    let size = parse_size(&env_or("BOUNCE_BENCH_SIZE", "64MiB")).expect("BOUNCE_BENCH_SIZE");
-    let rate = env_or("BOUNCE_BENCH_RATE", "100mbit");
-    let reps: usize = env_or("BOUNCE_BENCH_REPS", "3")
-        .parse()
-        .expect("BOUNCE_BENCH_REPS");
+    let Workload {
+        hosts,
+        size,
+        rate,
+        reps,
+    } = Workload::from_env();
     let chunk = parse_size(&env_or("BOUNCE_BENCH_CHUNK", "1MiB")).expect("BOUNCE_BENCH_CHUNK");
     println!(
         "bounce lab benchmark: {hosts} hosts, every link {rate} both ways, {} file, \
@@ -341,7 +363,7 @@ fn main() {
         digest,
         "t1 copy differs"
     );
-    let cal = Calibration::new(size as u64, t1, latency, chunk as u64, hosts);
+    let cal = Calibration::new(size, t1, latency, chunk as u64, hosts);
     println!(
         "t1 = {t1:.2} s, hop latency = {:.0} ms, B = {}/s ({:.1} Mbit/s)",
         latency * 1000.0,
@@ -1070,7 +1092,7 @@ fn stock_part() {
             "{hosts} hosts, {rate}, {}",
             bounce::units::format_size(size)
         );
-        let cal = Calibration::new(size as u64, t1, latency, chunk as u64, hosts);
+        let cal = Calibration::new(size, t1, latency, chunk as u64, hosts);
         let sim = streamed_chain(&cal, hop_all_s);
         match failure {
             Some(e) => println!("{name:<28} {t1:>7.2} failed: {e}"),

@@ -21,13 +21,11 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use bounce::units::parse_size;
-
 use super::lab::support::{
     bounce_run_with, config_delaying, random_file, read_report, sha256_file, wait_within,
 };
 use super::lab::{Lab, LabConfig};
-use super::{env_or, median, push_from_controller, time_it};
+use super::{median, push_from_controller, time_it, Workload};
 
 /// The host that is slow, crashes or loses its link.
 const VICTIM: usize = 4;
@@ -165,14 +163,12 @@ fn row(
 
 /// The `faults` part (see the module docs).
 pub fn faults_part() {
-    let hosts: usize = env_or("BOUNCE_BENCH_HOSTS", "8")
-        .parse()
-        .expect("BOUNCE_BENCH_HOSTS");
-    let size = parse_size(&env_or("BOUNCE_BENCH_SIZE", "64MiB")).expect("BOUNCE_BENCH_SIZE");
-    let rate = env_or("BOUNCE_BENCH_RATE", "100mbit");
-    let reps: usize = env_or("BOUNCE_BENCH_REPS", "3")
-        .parse()
-        .expect("BOUNCE_BENCH_REPS");
+    let Workload {
+        hosts,
+        size,
+        rate,
+        reps,
+    } = Workload::from_env();
     let rate_mbit: f64 = rate
         .trim_end_matches("mbit")
         .parse()
