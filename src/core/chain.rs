@@ -69,9 +69,10 @@ pub struct Chain {
 /// two windows while its feeder received more than a link's window and four chunks has
 /// stalled (a dead link, before the keep-alives notice), and is cut out the same way.
 ///
-/// The defaults (a quarter, over one second) leave alone any host within ±50% of its
-/// feeder's rate, even with the runner's progress arriving every half second, which can
-/// make a healthy rate look half or one and a half times what it is over one second.
+/// The defaults (a quarter, over one second) leave alone any host at three quarters of its
+/// feeder's rate or more, even with the runner's progress arriving every half second,
+/// which can make a rate measured over one second look half what it is (its feeder's,
+/// taken between two reports, is not skewed that way).
 ///
 /// A host fed by the source is measured against the best rate seen, so a slow first host is
 /// cut only once some other host has shown a faster rate. The rule sees only download
