@@ -174,6 +174,19 @@ fn push_from_controller(lab: &Lab, to: usize, file: &Path, dest: &str) -> Comman
     c
 }
 
+/// The median over `reps` of a plain `ssh <to> 'cat > dest' < file` from the controller, each
+/// onto a cleared lab: a single hop's time, the baseline of every ratio.
+fn single_hop(lab: &Lab, to: usize, file: &Path, dest: &str, reps: usize, what: &str) -> f64 {
+    median(
+        (0..reps)
+            .map(|_| {
+                lab.clear_data();
+                time_it(&mut push_from_controller(lab, to, file, dest), what).expect(what)
+            })
+            .collect(),
+    )
+}
+
 /// `ssh <from> "ssh <to> 'cat > dest' < dest"`: a hop that runs on `from`.
 fn push_between(lab: &Lab, from: usize, to: usize, dest: &str) -> Command {
     let mut c = lab.ssh(
@@ -350,14 +363,7 @@ fn main() {
             })
             .collect(),
     );
-    let t1 = median(
-        (0..reps)
-            .map(|_| {
-                lab.clear_data();
-                time_it(&mut push_from_controller(&lab, 1, &src, &dest), "t1").expect("t1")
-            })
-            .collect(),
-    );
+    let t1 = single_hop(&lab, 1, &src, &dest, reps, "t1");
     assert_eq!(
         sha256_file(&lab.host_file(1, "f.bin")),
         digest,

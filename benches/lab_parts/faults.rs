@@ -25,7 +25,7 @@ use super::lab::support::{
     bounce_run_with, config_delaying, random_file, read_report, sha256_file, wait_within,
 };
 use super::lab::{Lab, LabConfig};
-use super::{median, push_from_controller, time_it, Workload};
+use super::{median, single_hop, Workload};
 
 /// The host that is slow, crashes or loses its link.
 const VICTIM: usize = 4;
@@ -188,14 +188,7 @@ pub fn faults_part() {
     // has hosts behind it; the fault-free chain is measured the same way.
     let config = config_delaying(&lab, &[(hosts, 0.3)]);
 
-    let t1 = median(
-        (0..reps)
-            .map(|_| {
-                lab.clear_data();
-                time_it(&mut push_from_controller(&lab, 1, &src, &dest), "t1").expect("t1")
-            })
-            .collect(),
-    );
+    let t1 = single_hop(&lab, 1, &src, &dest, reps, "t1");
     let b = size as f64 / t1;
     println!(
         "t1 = {t1:.2} s (a plain ssh push to h1), B = {:.1} Mbit/s",
@@ -221,18 +214,7 @@ pub fn faults_part() {
 
     // Straggler: the victim at a tenth of the rate for the whole run.
     lab.set_rate(VICTIM, &slow);
-    let t_slow = median(
-        (0..reps.min(2))
-            .map(|_| {
-                lab.clear_data();
-                time_it(
-                    &mut push_from_controller(&lab, VICTIM, &src, &dest),
-                    "slow hop",
-                )
-                .expect("slow hop")
-            })
-            .collect(),
-    );
+    let t_slow = single_hop(&lab, VICTIM, &src, &dest, reps.min(2), "slow hop");
     let straggler = median_runs(reps, || {
         run_chain(&mut lab, &config, &src, &digest, None, &none)
     });
