@@ -1,6 +1,5 @@
 //! The real runner behind `bounce-run`: drives the scheduler core over OpenSSH.
 //!
-//! - [`hosts`]: the host list (`-H`, hosts files);
 //! - [`plan`]: checking the inputs before anything is touched;
 //! - [`predict`]: `--dry-run`'s simulated makespan;
 //! - [`quote`]: quoting for remote shells;
@@ -15,7 +14,6 @@
 
 pub mod digest;
 pub mod driver;
-pub mod hosts;
 pub mod plan;
 pub mod predict;
 pub mod progress;
@@ -25,10 +23,26 @@ pub mod script;
 pub mod ssh;
 pub mod transport;
 
+pub use crate::fleet::{HostList, HostSpec, HostsError};
 pub use driver::{
     drive, DriveConfig, DriveError, HostRecord, HostStatus, Observer, RunEvent, RunOutcome,
     CHAIN_WINDOW,
 };
-pub use hosts::{HostList, HostSpec, HostsError};
 pub use quote::shell_quote;
+
+use crate::core::StrategyKind;
+
+/// The strategies bounce-run executes: whole-file hops (linear, bounce) and the streamed
+/// chain. The planner marks them and `--strategy auto` picks among them.
+pub const RUNNABLE: [StrategyKind; 3] = [
+    StrategyKind::Linear,
+    StrategyKind::Bounce,
+    StrategyKind::Chain,
+];
+
+/// How long each hop of bounce-run's chain holds the stream back, on average: half a relay's
+/// poll ([`script::RELAY_POLL_MS`]). The simulator's streamed chain uses it
+/// ([`crate::sim::streamed_chain`]).
+pub const STREAM_HOP_DELAY: std::time::Duration =
+    std::time::Duration::from_millis(script::RELAY_POLL_MS as u64 / 2);
 pub use transport::{ByteCounters, CleanupFailure, Prepared, Probe, Transport, TransportError};

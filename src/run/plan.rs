@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::core::{Layout, StrategyKind};
 
-use super::hosts::{dest_problem, HostList, HostSpec, HostsError};
+use crate::fleet::{dest_problem, HostAttrs, HostList, HostSpec, HostsError, RackUplink};
 
 /// A bad invocation, detected before any connection is made or any file written.
 #[derive(Debug, thiserror::Error)]
@@ -63,8 +63,12 @@ pub struct Plan {
     /// SRC's modification time when it was checked, to tell whether it changed during the
     /// run.
     pub modified: Option<std::time::SystemTime>,
-    /// The receivers, in order, with their DEST.
+    /// The receivers, in order, with their DEST and fleet attributes.
     pub hosts: Vec<HostSpec>,
+    /// The source's fleet attributes (`@source`).
+    pub source: HostAttrs,
+    /// Rack uplinks (`@rack`).
+    pub racks: Vec<RackUplink>,
     /// The default DEST.
     pub dest: String,
     /// How the file is cut.
@@ -95,7 +99,7 @@ impl Plan {
                 HostSource::File(f) => list.add_file(f)?,
             }
         }
-        let hosts = list.finish()?;
+        let fleet = list.finish()?;
         let bad_src = |reason: String| PlanError::Source {
             path: src.to_path_buf(),
             reason,
@@ -129,7 +133,9 @@ impl Plan {
             size: meta.len(),
             mode,
             modified: meta.modified().ok(),
-            hosts,
+            hosts: fleet.hosts,
+            source: fleet.source,
+            racks: fleet.racks,
             dest: dest.to_string(),
             layout,
         })

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use super::driver::{HostStatus, RunOutcome};
-use super::hosts::HostSpec;
+use crate::fleet::HostSpec;
 
 /// Name of a host in reports: host 0 is the controller, others as the user wrote them.
 fn host_name(hosts: &[HostSpec], id: crate::core::HostId) -> String {

@@ -17,8 +17,8 @@
 //! - a copy is flushed (`sync FILE`) before that rename and the directory after it, unless
 //!   the run says otherwise, so a power loss leaves the old DEST or the verified new one.
 
-use super::hosts::HostSpec;
 use super::quote::shell_quote;
+use crate::fleet::HostSpec;
 
 /// Exit status of [`finalize`] when the digest does not match.
 pub const DIGEST_MISMATCH_STATUS: i32 = 3;

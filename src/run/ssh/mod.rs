@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use crate::core::{HostId, Layout, Transfer};
 
-use super::hosts::HostSpec;
 use super::transport::{ByteCounters, CleanupFailure, Prepared, Transport, TransportError};
+use crate::fleet::HostSpec;
 
 mod config;
 mod feed;
