@@ -237,7 +237,7 @@ fn an_unknown_scenario_key_is_rejected_by_name() {
 }
 
 #[test]
-fn plan_at_1000_hosts_with_100_chunks_recommends_a_strategy_within_10_percent_of_the_floor() {
+fn plan_at_1000_hosts_recommends_what_bounce_run_runs_and_shows_the_faster_binomial_beside_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = bounce_sim(
         dir.path(),
@@ -263,13 +263,31 @@ fn plan_at_1000_hosts_with_100_chunks_recommends_a_strategy_within_10_percent_of
         .lines()
         .find(|l| l.starts_with("recommended: "))
         .unwrap_or_else(|| panic!("no recommendation in {stdout}"));
+    // bounce-run streams its chain: setup, then 25 ms per hop, over 999 hops.
     assert!(
-        rec.starts_with("recommended: binomial with --chunk 1.0GiB"),
+        rec.starts_with("recommended: chain: fastest predicted that bounce-run can run"),
         "{rec}"
     );
+    let row = stdout.lines().find(|l| l.starts_with("chain ")).unwrap();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!((cols[1], *cols.last().unwrap()), ("stream", "yes"), "{row}");
+    let predicted: f64 = cols[2].parse().unwrap();
+    let t = 100.0 * (1u64 << 30) as f64 / 1.25e9;
+    // 999 hops of a 25 ms lag, in chunks of the 31.25 MB that move in 25 ms at 10 Gbit/s.
+    let chunk = 1.25e9 * 0.025;
+    let k = (100.0 * (1u64 << 30) as f64 / chunk).ceil();
+    let closed = (1.0 + 999.0 / k) * t;
+    assert!((predicted - closed).abs() < 1e-3, "{predicted} vs {closed}");
+    // The faster binomial pipeline is shown beside it, as simulated only.
     let row = stdout.lines().find(|l| l.starts_with("binomial ")).unwrap();
     let ratio: f64 = row.split_whitespace().nth(5).unwrap().parse().unwrap();
     assert!(ratio <= 1.10, "{row}");
+    assert!(row.trim_end().ends_with('-'), "{row}");
+    let beside = stdout
+        .lines()
+        .find(|l| l.starts_with("simulated only: binomial would be "))
+        .unwrap_or_else(|| panic!("no simulated-only line in {stdout}"));
+    assert!(beside.contains("faster"), "{beside}");
     // Every strategy but swarm (left out at this size, with a note) is ranked.
     for k in ["linear", "bounce", "chain", "bounce-fast", "rack"] {
         assert!(

@@ -1,17 +1,19 @@
-//! Output of the simulator: CSV rows, the PNG figure, the stdout table, and writing files so
-//! that a failure never leaves a half-written one.
+//! Output of the simulator: CSV rows, the PNG figure, the stdout tables (sweep and plan), the
+//! plan as JSON, and writing files so that a failure never leaves a half-written one.
 //!
 //! Writers return bytes or take a `Write`, so tests can check them without touching disk.
 
 mod csv_rows;
 mod figure;
 mod output;
+mod plan;
 mod summary;
 mod table;
 
 pub use csv_rows::write_csv;
 pub use figure::{render_png, Figure};
 pub use output::{check_writable, write_atomically};
+pub use plan::{write_plan_json, write_plan_table, CandidateJson, PlanJson};
 pub use summary::{floor_points, summarize, Summary};
 pub use table::write_table;
 

@@ -5,6 +5,7 @@
 //! - `topology`: per-host capacities and racks, and the fluid lower bound;
 //! - `engine`: the event loop that runs one strategy once ([`simulate`]);
 //! - `scenario`: settings from the command line and `sims/*.toml`, checked;
+//! - [`cli`]: `bounce-sim`'s flags and what it does with them;
 //! - [`plan`]: the search behind `bounce-sim plan` and `--strategy auto`;
 //! - [`sweep`]: many runs over host counts, strategies and seeds, on all cores, in a
 //!   deterministic order.
@@ -12,6 +13,7 @@
 //! Time is virtual and kept as `f64` seconds. Every operation on it is IEEE-754 arithmetic in
 //! a fixed order, so the same inputs give bit-identical results on any machine.
 
+pub mod cli;
 mod engine;
 mod network;
 mod plan;
@@ -21,9 +23,10 @@ mod topology;
 
 pub use engine::{simulate, Failure, SimConfig, SimError, SimResult};
 pub use network::{FlowId, Network};
-pub use plan::{plan, Candidate, Plan, PlanConfig, MIN_CHUNK};
+pub use plan::{plan, streamed_chain, Candidate, Plan, PlanConfig, MIN_CHUNK};
 pub use scenario::{parse_hosts, Resolved, Settings, SettingsError};
 pub use sweep::{derive_seed, sweep, Point, SweepConfig};
 pub use topology::{
-    ClassSettings, HostClass, NetworkSettings, NetworkSpec, RackSettings, RackSpec, Topology,
+    ClassSettings, FleetNetwork, HostClass, NetworkSettings, NetworkSpec, RackSettings, RackSpec,
+    Topology,
 };

@@ -1,6 +1,8 @@
 //! Planning: which strategy and chunk size ship a file fastest on a given network, found by
 //! simulating the candidates (`bounce-sim plan` and `--strategy auto`).
 
+use std::time::Duration;
+
 use super::engine::{simulate, SimConfig, SimError, SimResult};
 use crate::core::StrategyKind;
 
@@ -21,6 +23,31 @@ pub struct PlanConfig {
     /// Largest number of chunk transfers (k·C) one candidate may simulate; bounds the search's
     /// cost at large host counts.
     pub max_transfers: u64,
+    /// The strategies bounce-run can execute: the plan marks them, and recommends among
+    /// them when there are any.
+    pub runnable: Vec<StrategyKind>,
+    /// Model the chain as bounce-run runs it, a stream that each hop holds back by this
+    /// much ([`streamed_chain`]), instead of searching chunk sizes of a store-and-forward
+    /// chain.
+    pub stream_hop_delay: Option<Duration>,
+}
+
+/// The simulator's model of a streamed chain (bounce-run's): the bytes flow through every
+/// host as they arrive, and each hop holds them back by `hop_delay` (a relay's poll). It is
+/// the chunked chain with chunks of the bytes that move in one `hop_delay` at B, paying no
+/// per-chunk overhead, with at most `max_transfers` chunk transfers in all (coarser chunks
+/// beyond that, which overstate the per-hop delay). Connection latency and joins stay as in
+/// `base`: they are the setup.
+pub fn streamed_chain(base: &SimConfig, hop_delay: Duration, max_transfers: u64) -> SimConfig {
+    let per_delay = (base.bandwidth * hop_delay.as_secs_f64()) as u64;
+    let budget = base
+        .size
+        .div_ceil((max_transfers / u64::from(base.receivers.max(1))).max(1));
+    SimConfig {
+        chunk: per_delay.max(budget).clamp(1, base.size),
+        chunk_overhead: Duration::ZERO,
+        ..base.clone()
+    }
 }
 
 impl PlanConfig {
@@ -32,6 +59,8 @@ impl PlanConfig {
             strategies: StrategyKind::ALL.to_vec(),
             fixed_chunk: None,
             max_transfers: 4_000_000,
+            runnable: Vec::new(),
+            stream_hop_delay: None,
         }
     }
 }
@@ -47,6 +76,10 @@ pub struct Candidate {
     pub result: SimResult,
     /// Chunk sizes tried, with the makespan each gave.
     pub tried: Vec<(u64, f64)>,
+    /// bounce-run can execute it.
+    pub runnable: bool,
+    /// Simulated as a stream ([`streamed_chain`]); `chunk` is then the model's granularity.
+    pub streamed: bool,
 }
 
 impl Candidate {
@@ -71,14 +104,43 @@ impl Plan {
         &self.candidates[0]
     }
 
-    /// One line on why the best candidate is recommended.
+    /// The candidate to use: the fastest that bounce-run can execute, or the fastest of all
+    /// when none is marked runnable.
+    pub fn recommended(&self) -> &Candidate {
+        self.candidates
+            .iter()
+            .find(|c| c.runnable)
+            .unwrap_or(self.best())
+    }
+
+    /// The fastest candidate bounce-run cannot execute, when it beats the recommended one.
+    pub fn faster_simulated_only(&self) -> Option<&Candidate> {
+        let rec = self.recommended();
+        self.candidates
+            .iter()
+            .take_while(|c| !std::ptr::eq(*c, rec))
+            .find(|c| !c.runnable)
+    }
+
+    /// One line on why the recommended candidate is recommended.
     pub fn why(&self) -> String {
-        let best = self.best();
+        let best = self.recommended();
+        let runnable = self.candidates.iter().any(|c| c.runnable);
         let mut why = format!(
-            "fastest predicted: {:.3}× the lower bound",
+            "fastest predicted{}: {:.3}× the lower bound",
+            if runnable {
+                " that bounce-run can run"
+            } else {
+                ""
+            },
             best.over_bound()
         );
-        if let Some(second) = self.candidates.get(1) {
+        let next = self
+            .candidates
+            .iter()
+            .filter(|c| c.runnable == best.runnable && !std::ptr::eq(*c, best))
+            .find(|c| c.result.makespan >= best.result.makespan);
+        if let Some(second) = next {
             why += &format!(
                 ", {:.1}% ahead of {}",
                 (second.result.makespan / best.result.makespan - 1.0) * 100.0,
@@ -95,7 +157,9 @@ impl Plan {
 pub fn plan(cfg: &PlanConfig) -> Result<Plan, SimError> {
     let mut candidates = Vec::new();
     for &kind in &cfg.strategies {
-        candidates.push(best_for(kind, cfg)?);
+        let mut c = best_for(kind, cfg)?;
+        c.runnable = cfg.runnable.contains(&kind);
+        candidates.push(c);
     }
     candidates.sort_by(|a, b| a.result.makespan.total_cmp(&b.result.makespan));
     Ok(Plan {
@@ -131,23 +195,31 @@ fn chunk_ladder(cfg: &PlanConfig) -> Vec<u64> {
 }
 
 fn best_for(kind: StrategyKind, cfg: &PlanConfig) -> Result<Candidate, SimError> {
+    let candidate = |chunk: Option<u64>, result: SimResult, tried| Candidate {
+        strategy: kind,
+        chunk,
+        result,
+        tried,
+        runnable: false,
+        streamed: false,
+    };
     if !kind.uses_chunks() {
         let result = run(kind, cfg, cfg.base.size)?;
+        return Ok(candidate(None, result, Vec::new()));
+    }
+    if let (StrategyKind::Chain, Some(delay)) = (kind, cfg.stream_hop_delay) {
+        let stream = streamed_chain(&cfg.base, delay, cfg.max_transfers);
+        let result = simulate(kind, &stream)?;
+        let tried = vec![(stream.chunk, result.makespan)];
         return Ok(Candidate {
-            strategy: kind,
-            chunk: None,
-            result,
-            tried: Vec::new(),
+            streamed: true,
+            ..candidate(Some(stream.chunk), result, tried)
         });
     }
     if let Some(chunk) = cfg.fixed_chunk {
         let result = run(kind, cfg, chunk)?;
-        return Ok(Candidate {
-            strategy: kind,
-            chunk: Some(chunk),
-            tried: vec![(chunk, result.makespan)],
-            result,
-        });
+        let tried = vec![(chunk, result.makespan)];
+        return Ok(candidate(Some(chunk), result, tried));
     }
     // Makespan against chunk size is U-shaped: too few chunks and the pipeline barely
     // overlaps, too many and per-chunk latency adds up. Walk down the ladder from the whole
@@ -170,12 +242,7 @@ fn best_for(kind: StrategyKind, cfg: &PlanConfig) -> Result<Candidate, SimError>
         }
     }
     let (chunk, result) = best.expect("the ladder holds at least the whole file");
-    Ok(Candidate {
-        strategy: kind,
-        chunk: Some(chunk),
-        result,
-        tried,
-    })
+    Ok(candidate(Some(chunk), result, tried))
 }
 
 #[cfg(test)]

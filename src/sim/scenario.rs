@@ -5,13 +5,15 @@
 //! the file's, and every error names the flag that was wrong.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use super::engine::{Failure, SimConfig};
 use super::sweep::SweepConfig;
-use super::topology::{HostClass, NetworkSettings, NetworkSpec, RackSpec};
+use super::topology::{FleetNetwork, HostClass, NetworkSettings, NetworkSpec, RackSpec};
 use crate::core::StrategyKind;
+use crate::fleet::HostList;
 use crate::units::{format_rate, format_size, parse_duration, parse_rate, parse_size};
 
 /// A setting that is missing, malformed or out of range. Its message names the flag.
@@ -80,6 +82,9 @@ pub struct Settings {
     pub network: Option<NetworkSettings>,
     /// Receivers that die during each run, as `HOST@TIME` such as `3@10s`.
     pub fail: Option<Vec<String>>,
+    /// A fleet file (bounce-run's hosts file with `up=`, `down=`, `rack=` attributes): its
+    /// hosts are the receivers, in order, at their own rates.
+    pub hosts_file: Option<PathBuf>,
 }
 
 /// Checked settings, ready to run.
@@ -127,6 +132,7 @@ impl Settings {
             png: self.png.or(base.png),
             floor: self.floor.or(base.floor),
             fail: self.fail.or(base.fail),
+            hosts_file: self.hosts_file.or(base.hosts_file),
             network: match (self.network, base.network) {
                 (Some(a), Some(b)) => Some(NetworkSettings {
                     source: a.source.or(b.source),
@@ -145,7 +151,21 @@ impl Settings {
 
     /// Checks every value, filling in the defaults of `bounce-sim --help`.
     pub fn resolve(&self) -> Result<Resolved, SettingsError> {
-        let hosts = parse_hosts(self.hosts.as_deref().unwrap_or("1..64"))?;
+        let fleet = self.hosts_file.as_deref().map(read_fleet).transpose()?;
+        let hosts = match (&fleet, self.hosts.as_deref()) {
+            (None, hosts) => parse_hosts(hosts.unwrap_or("1..64"))?,
+            (Some(f), None) => vec![f.receivers()],
+            (Some(f), Some(given)) => {
+                let n = f.receivers();
+                if parse_hosts(given)? != [n] {
+                    return Err(invalid(
+                        "hosts",
+                        format!("'{given}' disagrees with --hosts-file, which lists {n} hosts"),
+                    ));
+                }
+                vec![n]
+            }
+        };
         let size = parse_size(self.size.as_deref().unwrap_or("20GiB"))
             .map_err(|e| invalid("size", e.to_string()))?;
         if size == 0 {
@@ -214,7 +234,10 @@ impl Settings {
                     join_interval,
                     jitter,
                     seed: self.seed.unwrap_or(1),
-                    network: resolve_network(self.network.as_ref())?,
+                    network: NetworkSpec {
+                        fleet: fleet.map(Arc::new),
+                        ..resolve_network(self.network.as_ref(), self.hosts_file.is_some())?
+                    },
                     failures: self
                         .fail
                         .iter()
@@ -264,10 +287,35 @@ fn rate(flag: &'static str, text: &str) -> Result<f64, SettingsError> {
     Ok(r)
 }
 
-fn resolve_network(n: Option<&NetworkSettings>) -> Result<NetworkSpec, SettingsError> {
+/// Reads a fleet file into the network it describes.
+fn read_fleet(path: &Path) -> Result<FleetNetwork, SettingsError> {
+    let mut list = HostList::new();
+    list.add_file(path)
+        .and_then(|()| list.finish())
+        .and_then(|fleet| FleetNetwork::from_fleet(&fleet))
+        .map_err(|e| invalid("hosts-file", e.to_string()))
+}
+
+/// The network settings, checked. With a fleet file, which gives every host's rates and
+/// racks, the settings that draw or group hosts are refused rather than ignored.
+fn resolve_network(n: Option<&NetworkSettings>, fleet: bool) -> Result<NetworkSpec, SettingsError> {
     let Some(n) = n else {
         return Ok(NetworkSpec::default());
     };
+    if fleet {
+        for (given, flag) in [
+            (n.spread.is_some(), "spread"),
+            (!n.classes.is_empty(), "network.class"),
+            (n.racks.is_some(), "racks"),
+        ] {
+            if given {
+                return Err(invalid(
+                    flag,
+                    "--hosts-file gives each host's rates and rack; leave this out",
+                ));
+            }
+        }
+    }
     let spread = n.spread.unwrap_or(0.0);
     if !(spread.is_finite() && spread >= 0.0) {
         return Err(invalid(
@@ -323,6 +371,7 @@ fn resolve_network(n: Option<&NetworkSettings>) -> Result<NetworkSpec, SettingsE
         classes,
         spread,
         racks,
+        fleet: None,
     })
 }
 

@@ -2,11 +2,14 @@
 //! hosts behind shared uplinks. A [`NetworkSpec`] describes it for any host count; a
 //! [`Topology`] is that description built for one run.
 
+use std::sync::Arc;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 
 use super::network::Network;
+use crate::fleet::{Fleet, HostsError};
 
 /// A class of receivers with their own capacities, such as "30% of hosts at 1 Gbit".
 #[derive(Clone, Debug, PartialEq)]
@@ -43,12 +46,111 @@ pub struct NetworkSpec {
     pub spread: f64,
     /// Racks behind oversubscribed uplinks, if any.
     pub racks: Option<RackSpec>,
+    /// Every host's capacities and rack, as a fleet file gives them; when set, it is the
+    /// network (`classes`, `spread` and `racks` are not used) and the run must have as many
+    /// receivers as it has hosts.
+    pub fleet: Option<Arc<FleetNetwork>>,
+}
+
+/// A network given host by host, from a fleet file: exact, with no random draw. Index 0 is
+/// the source. A rate left unset is B, and the source's upload falls back on
+/// `NetworkSpec::source_upload` before B.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FleetNetwork {
+    /// Upload capacity per host, bytes per second.
+    pub up: Vec<Option<f64>>,
+    /// Download capacity per host, bytes per second.
+    pub down: Vec<Option<f64>>,
+    /// Rack of each host; empty when the fleet names no rack.
+    pub rack: Vec<u32>,
+    /// Uplink of each rack, each direction; `None` for the rack of its own that a source
+    /// named in no rack sits in, whose uplink is the source's upload and so never binds.
+    pub rack_uplink: Vec<Option<f64>>,
+}
+
+impl FleetNetwork {
+    /// The network a fleet describes. Racks are numbered in the order of their `@rack`
+    /// lines; once one host names a rack, every receiver must, and every rack named needs
+    /// its `@rack` line. Errors name the line.
+    pub fn from_fleet(fleet: &Fleet) -> Result<FleetNetwork, HostsError> {
+        let attrs = std::iter::once(&fleet.source).chain(fleet.hosts.iter().map(|h| &h.attrs));
+        let up = attrs.clone().map(|a| a.up).collect();
+        let down = attrs.clone().map(|a| a.down).collect();
+        let racked = attrs.clone().any(|a| a.rack.is_some());
+        let mut rack = Vec::new();
+        let mut rack_uplink: Vec<Option<f64>> =
+            fleet.racks.iter().map(|r| Some(r.uplink)).collect();
+        if racked {
+            let index = |name: &str, origin: &str| {
+                fleet
+                    .racks
+                    .iter()
+                    .position(|r| r.name == name)
+                    .map(|i| i as u32)
+                    .ok_or_else(|| HostsError::Attribute {
+                        origin: origin.to_string(),
+                        field: format!("rack={name}"),
+                        reason: format!("rack '{name}' has no '@rack {name} uplink=RATE' line"),
+                    })
+            };
+            rack.push(match &fleet.source.rack {
+                Some(name) => index(name, "@source")?,
+                None => {
+                    rack_uplink.push(None);
+                    rack_uplink.len() as u32 - 1
+                }
+            });
+            for h in &fleet.hosts {
+                let name = h
+                    .attrs
+                    .rack
+                    .as_deref()
+                    .ok_or_else(|| HostsError::Attribute {
+                        origin: h.origin.clone(),
+                        field: h.to_string(),
+                        reason: "other hosts name their rack; this one needs rack=NAME too".into(),
+                    })?;
+                rack.push(index(name, &h.origin)?);
+            }
+        } else {
+            rack_uplink.clear();
+        }
+        Ok(FleetNetwork {
+            up,
+            down,
+            rack,
+            rack_uplink,
+        })
+    }
+
+    /// Number of receivers.
+    pub fn receivers(&self) -> u32 {
+        self.up.len() as u32 - 1
+    }
+
+    fn build(&self, bandwidth: f64, source_upload: Option<f64>) -> Topology {
+        let mut up: Vec<f64> = self.up.iter().map(|u| u.unwrap_or(bandwidth)).collect();
+        up[0] = self.up[0].or(source_upload).unwrap_or(bandwidth);
+        let down = self.down.iter().map(|d| d.unwrap_or(bandwidth)).collect();
+        let rack_uplink = self
+            .rack_uplink
+            .iter()
+            .map(|u| u.unwrap_or(up[0]))
+            .collect();
+        Topology {
+            up,
+            down,
+            rack: self.rack.clone(),
+            rack_uplink,
+        }
+    }
 }
 
 impl NetworkSpec {
     /// True when every host runs at B with no racks.
     pub fn is_uniform(&self) -> bool {
         self.source_upload.is_none()
+            && self.fleet.is_none()
             && self.classes.is_empty()
             && self.spread == 0.0
             && self.racks.is_none()
@@ -56,7 +158,13 @@ impl NetworkSpec {
 
     /// The network for `receivers` receivers at base rate `bandwidth`, drawing class members
     /// and spread from `seed`.
+    ///
+    /// Panics if a fleet is set with another number of receivers: settings check it.
     pub fn build(&self, receivers: u32, bandwidth: f64, seed: u64) -> Topology {
+        if let Some(fleet) = &self.fleet {
+            assert_eq!(fleet.receivers(), receivers, "a fleet fixes the host count");
+            return fleet.build(bandwidth, self.source_upload);
+        }
         let n = receivers as usize + 1;
         let mut up = vec![bandwidth; n];
         let mut down = vec![bandwidth; n];
