@@ -172,16 +172,6 @@ pub struct Fleet {
     pub racks: Vec<RackUplink>,
 }
 
-impl Fleet {
-    /// True when some host, the source or a rack line gives a rate or a rack: a prediction
-    /// should then use the fleet rather than one rate for all.
-    pub fn has_attributes(&self) -> bool {
-        !self.source.is_empty()
-            || !self.racks.is_empty()
-            || self.hosts.iter().any(|h| !h.attrs.is_empty())
-    }
-}
-
 /// One receiver as the user named it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostSpec {
@@ -560,7 +550,6 @@ mod tests {
         )
         .unwrap();
         let f = l.finish().unwrap();
-        assert!(f.has_attributes());
         assert_eq!(f.source.up, Some(25e9 / 8.0));
         assert_eq!(f.source.rack.as_deref(), Some("r1"));
         assert_eq!(f.racks.len(), 2);
@@ -579,9 +568,6 @@ mod tests {
             (Some(1e9 / 8.0), Some(1e9 / 8.0))
         );
         assert!(h[2].attrs.is_empty());
-        let mut plain = HostList::new();
-        plain.add_arg("a,b").unwrap();
-        assert!(!plain.finish().unwrap().has_attributes());
     }
 
     #[test]

@@ -664,9 +664,9 @@ fn host_whose_link_dies_mid_run_fails_within_seconds_and_the_rest_complete() {
 }
 
 #[test]
-fn hosts_file_with_user_port_comments_and_per_host_dest() {
+fn fleet_file_with_user_port_comments_per_host_dest_and_attributes_json_and_auto() {
     let Some(lab) = Lab::start(
-        "hosts_file_with_user_port_comments_and_per_host_dest",
+        "fleet_file_with_user_port_comments_per_host_dest_and_attributes_json_and_auto",
         LabConfig::hosts(3),
     ) else {
         return;
@@ -674,15 +674,16 @@ fn hosts_file_with_user_port_comments_and_per_host_dest() {
     let src = lab.scratch().join("src.bin");
     lab::support::random_file(&src, MIB, 99);
     let hosts_file = lab.scratch().join("hosts");
+    // Fleet attributes are for predictions: the run reads addresses and DESTs only.
     fs::write(
         &hosts_file,
         format!(
-            "# lab hosts\n\nroot@h1:22\nh2   {}\n  h3 # trailing comment\n",
+            "# lab hosts\n@source up=1Gbit\n\nroot@h1:22 rate=100Mbit\nh2   {} up=1Gbit down=50Mbit\n  h3 # trailing comment\n",
             lab.dest("other-dir/g.bin")
         ),
     )
     .unwrap();
-    for strategy in STRATEGIES {
+    for strategy in ["linear", "bounce", "chain", "auto"] {
         lab.clear_data();
         let report = lab.scratch().join(format!("{strategy}.csv"));
         let out = run_logged(
@@ -690,7 +691,7 @@ fn hosts_file_with_user_port_comments_and_per_host_dest() {
                 .stdin(Stdio::null())
                 .arg("-F")
                 .arg(lab.ssh_config())
-                .args(["--strategy", strategy, "--hosts-file"])
+                .args(["--json", "--strategy", strategy, "--hosts-file"])
                 .arg(&hosts_file)
                 .arg("--report")
                 .arg(&report)
@@ -702,7 +703,42 @@ fn hosts_file_with_user_port_comments_and_per_host_dest() {
         assert_same(&lab, 2, "other-dir/g.bin", &src);
         assert_same(&lab, 3, "f.bin", &src);
         assert_only(&lab, 2, &["other-dir", "other-dir/g.bin"]);
-        assert_eq!(read_report(&report).len(), 3, "{strategy}");
+        let rows = read_report(&report);
+        assert_eq!(rows.len(), 3, "{strategy}");
+        // --json: one document, the same figures as the report.
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{strategy}: --json is not JSON: {e}\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        let summary = &doc["summary"];
+        assert_eq!(summary["hosts"], 3, "{doc}");
+        assert_eq!(summary["ok"], 3, "{doc}");
+        assert_eq!(summary["failed"], 0, "{doc}");
+        assert_eq!(summary["size"], MIB as u64, "{doc}");
+        if strategy == "auto" {
+            let picked = summary["strategy"].as_str().unwrap();
+            assert!(STRATEGIES.contains(&picked), "{doc}");
+            assert!(
+                stderr_of(&out).contains(&format!("--strategy auto picked {picked}: predicted ")),
+                "{}",
+                stderr_of(&out)
+            );
+        } else {
+            assert_eq!(summary["strategy"], strategy, "{doc}");
+        }
+        let hosts = doc["hosts"].as_array().unwrap();
+        assert_eq!(hosts.len(), rows.len());
+        for (h, r) in hosts.iter().zip(&rows) {
+            assert_eq!(h["host"], r.host.as_str());
+            assert_eq!(h["status"], r.status.as_str());
+            assert_eq!(h["bytes"], r.bytes);
+            assert_eq!(h["from"], r.from.as_str());
+            assert_eq!(h["digest"], r.digest.as_str());
+            let end = h["end_s"].as_f64().unwrap();
+            assert!((end - r.end_s.unwrap()).abs() < 0.0006, "{h} vs {r:?}");
+        }
     }
 
     // A duplicate host is bad input, found before anything is written.

@@ -137,7 +137,7 @@ fn unknown_strategy_exits_2() {
         &f.dest(),
     ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("expected linear, bounce or chain"));
+    assert!(stderr(&o).contains("expected linear, bounce, chain or auto"));
 }
 
 #[test]
@@ -154,6 +154,8 @@ fn dry_run_prints_plan_and_prediction_and_connects_to_nothing() {
         "100Mbit",
         "--latency",
         "0",
+        "--join-interval",
+        "0",
         "-H",
         "127.0.0.1:9,127.0.0.1:10",
         &f.path("src.bin"),
@@ -163,9 +165,79 @@ fn dry_run_prints_plan_and_prediction_and_connects_to_nothing() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(out.contains("2 hosts, strategy chain, 5 chunk(s)"), "{out}");
     assert!(out.contains("127.0.0.1:10"), "{out}");
-    // chain, C = 2, k = 5: (1 + (C-1)/k) T with T = 5000 B / 12.5 MB/s = 0.4 ms.
-    assert!(out.contains("predicted makespan"), "{out}");
-    assert!(out.contains("(1.20 T"), "{out}");
+    // Every strategy bounce-run runs is predicted. The streamed chain moves 312.5 kB per
+    // 25 ms hop delay at 100 Mbit/s, more than the whole 5000-byte file: one piece, so
+    // C = 2 hops take 2 T, with T = 5000 B / 12.5 MB/s = 0.4 ms.
+    for k in ["linear ", "bounce ", "chain "] {
+        assert!(out.lines().any(|l| l.starts_with(k)), "{k}: {out}");
+    }
+    assert!(
+        out.contains("this run: chain, predicted makespan 0.00s (2.00 T"),
+        "{out}"
+    );
+    f.nothing_written();
+}
+
+#[test]
+fn dry_run_predicts_a_fleet_files_hosts_at_their_own_rates_and_auto_says_what_it_picked() {
+    let f = Fixture::new();
+    let fleet = f.path("fleet.txt");
+    std::fs::write(
+        &fleet,
+        "@source up=100Mbit\n127.0.0.1:9 down=20Mbit\n127.0.0.1:10 down=50Mbit up=50Mbit\n",
+    )
+    .unwrap();
+    let args = |extra: &[&'static str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "--dry-run",
+            "--latency",
+            "0",
+            "--join-interval",
+            "0",
+            "--hosts-file",
+            &fleet,
+        ]
+        .map(String::from)
+        .to_vec();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v.extend([f.path("src.bin"), f.dest()]);
+        v
+    };
+    let run = |a: Vec<String>| bounce_run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = run(args(&["--json", "--strategy", "linear"]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["receivers"], 2);
+    assert_eq!(doc["fleet"], true);
+    let linear = doc["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["strategy"] == "linear")
+        .unwrap();
+    // The source's 100 Mbit/s, shared max-min: the 20 Mbit/s host takes 20, the other its
+    // own 50; the slow one ends last at S / 20 Mbit/s.
+    let predicted = linear["predicted_s"].as_f64().unwrap();
+    assert!((predicted - 5000.0 / 2.5e6).abs() < 1e-12, "{predicted}");
+    assert_eq!(linear["runnable"], true);
+    assert_eq!(doc["candidates"].as_array().unwrap().len(), 3);
+
+    let o = run(args(&["--strategy", "auto"]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let picked = doc["recommended"]["strategy"].as_str().unwrap();
+    assert!(
+        stderr(&o).contains(&format!("--strategy auto picked {picked}: predicted ")),
+        "{}",
+        stderr(&o)
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&format!("strategy {picked}")), "{out}");
+    assert!(out.contains("the lower bound of"), "{out}");
+
+    // A bad attribute is bad input naming the line.
+    std::fs::write(&fleet, "127.0.0.1:9\n127.0.0.1:10 down=quick\n").unwrap();
+    let o = run(args(&[]));
+    assert_bad_input(&o, &["fleet.txt:2", "down=quick"]);
     f.nothing_written();
 }
 

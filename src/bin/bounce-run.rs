@@ -10,6 +10,7 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 
 use bounce::core::StrategyKind;
 use bounce::run::plan::{HostSource, Plan};
+use bounce::run::predict::Assumptions;
 use bounce::run::progress::Progress;
 use bounce::run::ssh::{SourceFile, SshOptions, SshTransport, Target};
 use bounce::run::{drive, report, ByteCounters, DriveConfig};
@@ -29,21 +30,31 @@ Exit status:
 
 Hosts file: one `[user@]host[:port]` (or `[v6addr]:port`) per line, optionally followed by
 a DEST for that host; `#` starts a comment. Hops between hosts run `ssh` on the sending host
-with its own ~/.ssh setup, addressing the next host exactly as written here.";
+with its own ~/.ssh setup, addressing the next host exactly as written here. A hosts file is
+also a fleet file: attributes after the host give its rates and rack, for --dry-run's
+predictions and --strategy auto (`web7 /srv/x up=25Gbit down=10Gbit rack=r2`, `rate=` sets
+both), `@source up=10Gbit` describes this machine and `@rack r2 uplink=40Gbit` a rack's
+shared uplink. The run itself ignores them.
+
+--json prints one JSON document on stdout when the run ends, in place of the table:
+{\"summary\": {...}, \"hosts\": [{\"host\", \"status\", \"from\", \"start_s\", \"end_s\",
+\"bytes\", \"error\", \"digest\"}, ...]}.";
 
 /// Send one large file from this machine to many hosts over OpenSSH, fast: hosts that already
 /// hold the file send it on, so the source's upload is not the bottleneck.
 #[derive(Parser, Debug)]
 #[command(name = "bounce-run", version, after_help = EXIT_CODES)]
 struct Cli {
-    /// How the file spreads: linear (source to all at once), bounce (whole-file doubling) or
+    /// How the file spreads: linear (source to all at once), bounce (whole-file doubling),
     /// chain (streamed through all hosts in the order they become ready, each relaying it as
     /// it arrives; a dead host is passed by a stream that resumes at its successor's byte
     /// count, and a host under a quarter of its feeder's rate is cut out and fed at its own
-    /// pace). bounce stays the default until chain meets its straggler target (see the
-    /// README's lab benchmark); chain is several times faster on healthy fleets.
-    #[arg(long, default_value = "bounce", value_parser = parse_kind)]
-    strategy: StrategyKind,
+    /// pace), or auto (the one the simulator predicts fastest for these hosts, with the rates
+    /// the fleet file gives, or --bandwidth; it says what it picked and why before it starts).
+    /// bounce stays the default until chain meets its straggler target (see the README's lab
+    /// benchmark); chain is several times faster on healthy fleets.
+    #[arg(long, default_value = "bounce", value_parser = parse_choice)]
+    strategy: Choice,
     /// Read receivers from FILE (repeatable; order is kept).
     #[arg(long = "hosts-file", value_name = "FILE")]
     hosts_file: Vec<PathBuf>,
@@ -53,9 +64,15 @@ struct Cli {
     /// Write one CSV row per host: host,from,start_s,end_s,bytes,status,error,digest.
     #[arg(long, value_name = "FILE.csv")]
     report: Option<PathBuf>,
-    /// Print the plan and the simulator's predicted time; connect to nothing.
+    /// Print the plan and the simulator's predicted time of each strategy; connect to
+    /// nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Print the per-host report and a summary as one JSON document when the run ends,
+    /// instead of the table; with --dry-run, the prediction as `bounce-sim plan --json`
+    /// prints it.
+    #[arg(long)]
+    json: bool,
     /// ssh_config file for the controller's connections.
     #[arg(short = 'F', value_name = "ssh_config")]
     ssh_config: Option<PathBuf>,
@@ -81,13 +98,19 @@ struct Cli {
     /// ssh ConnectTimeout, for the controller and for hops between hosts.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     connect_timeout: Duration,
-    /// Per-host bandwidth assumed by --dry-run's prediction.
+    /// Per-host bandwidth assumed by --dry-run's prediction and --strategy auto, for hosts
+    /// the fleet file gives no rate for.
     #[arg(long, default_value = "1Gbit", value_parser = parse_rate)]
     bandwidth: f64,
     /// Setup latency of an ssh connection between two hosts, assumed by --dry-run's
-    /// prediction.
+    /// prediction and --strategy auto.
     #[arg(long, default_value = "50ms", value_parser = parse_duration)]
     latency: Duration,
+    /// The controller's cost per host of connecting to it (handshakes share its CPU, so
+    /// host i is ready about i times this after the start), assumed by --dry-run's
+    /// prediction and --strategy auto.
+    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
+    join_interval: Duration,
     /// Print shell completions (bash, zsh, fish, elvish, powershell) or the man page (man)
     /// for bounce-run, generated from these options, and exit.
     #[arg(long, value_name = "WHAT", exclusive = true)]
@@ -100,13 +123,22 @@ struct Cli {
     dest: String,
 }
 
-/// The strategies the runner's transport implements: whole-file hops (linear, bounce) and
-/// chain links (streams, and chunk requests after a failure).
-fn parse_kind(s: &str) -> Result<StrategyKind, String> {
+/// `--strategy`: one of the strategies the runner implements, or the simulator's pick.
+#[derive(Clone, Copy, Debug)]
+enum Choice {
+    Kind(StrategyKind),
+    Auto,
+}
+
+/// The strategies the runner's transport implements ([`bounce::run::RUNNABLE`]), or auto.
+fn parse_choice(s: &str) -> Result<Choice, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(Choice::Auto);
+    }
     match s.parse::<StrategyKind>() {
-        Ok(k @ (StrategyKind::Linear | StrategyKind::Bounce | StrategyKind::Chain)) => Ok(k),
+        Ok(k) if bounce::run::RUNNABLE.contains(&k) => Ok(Choice::Kind(k)),
         _ => Err(format!(
-            "unknown strategy '{s}' for bounce-run (expected linear, bounce or chain)"
+            "unknown strategy '{s}' for bounce-run (expected linear, bounce, chain or auto)"
         )),
     }
 }
@@ -147,8 +179,13 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let sources = host_sources(&matches, &cli);
-    let plan = match Plan::build(
-        cli.strategy,
+    let kind = match cli.strategy {
+        Choice::Kind(k) => k,
+        // Cut for the chain until the pick is known: a whole-file pick re-cuts it.
+        Choice::Auto => StrategyKind::Chain,
+    };
+    let mut plan = match Plan::build(
+        kind,
         &cli.src,
         &cli.dest,
         &sources,
@@ -169,10 +206,44 @@ fn main() -> ExitCode {
             }
         }
     }
+    let assumptions = Assumptions {
+        bandwidth: cli.bandwidth,
+        latency: cli.latency,
+        join_interval: cli.join_interval,
+    };
+    let predicted = if cli.dry_run || matches!(cli.strategy, Choice::Auto) {
+        match bounce::run::predict::predict(&plan, &assumptions) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("bounce-run: cannot predict: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
+    if let (Choice::Auto, Some((_, p))) = (cli.strategy, &predicted) {
+        let pick = p.recommended();
+        if let Err(e) = plan.set_kind(pick.strategy, cli.chunk) {
+            eprintln!("bounce-run: {e}");
+            return ExitCode::from(2);
+        }
+        eprintln!(
+            "bounce-run: --strategy auto picked {}: predicted {:.2}s, {}",
+            pick.strategy,
+            pick.result.makespan,
+            p.why()
+        );
+    }
     if cli.dry_run {
-        use std::io::Write as _;
+        let (cfg, predicted) = predicted.as_ref().expect("a dry run predicts");
+        let out = &mut std::io::stdout().lock();
         // A reader that went away (`| head`) is no error of ours.
-        let _ = write!(std::io::stdout().lock(), "{}", dry_run(&cli, &plan));
+        let _ = if cli.json {
+            bounce::report::write_plan_json(out, cfg, predicted)
+        } else {
+            dry_run(out, &plan, &assumptions, predicted)
+        };
         return ExitCode::SUCCESS;
     }
     match run(cli, plan) {
@@ -184,9 +255,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn dry_run(cli: &Cli, plan: &Plan) -> String {
-    let mut s = format!(
-        "plan: {} {} ({}) to {} hosts, strategy {}, {} chunk(s) of {}\n",
+fn dry_run(
+    out: &mut dyn std::io::Write,
+    plan: &Plan,
+    assumptions: &Assumptions,
+    predicted: &bounce::sim::Plan,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "plan: {} {} ({}) to {} hosts, strategy {}, {} chunk(s) of {}",
         plan.src.display(),
         units::format_size(plan.size),
         plan.size,
@@ -194,16 +271,11 @@ fn dry_run(cli: &Cli, plan: &Plan) -> String {
         plan.kind,
         plan.layout.count(),
         units::format_size(plan.layout.chunk_size()),
-    );
+    )?;
     for (i, h) in plan.hosts.iter().enumerate() {
-        s.push_str(&format!("  {:>3}  {h}  {}\n", i + 1, plan.dest_of(i)));
+        writeln!(out, "  {:>3}  {h}  {}", i + 1, plan.dest_of(i))?;
     }
-    s.push_str(&bounce::run::predict::prediction(
-        plan,
-        cli.bandwidth,
-        cli.latency,
-    ));
-    s
+    bounce::run::predict::write_prediction(out, plan, assumptions, predicted)
 }
 
 fn run(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
@@ -348,12 +420,13 @@ async fn run_async(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
     }
     {
         use std::io::Write as _;
-        // A reader that went away is no failure of the run's.
-        let _ = write!(
-            std::io::stdout().lock(),
-            "{}",
+        let text = if cli.json {
+            report::json(&plan, &outcome)
+        } else {
             report::table(&plan.hosts, &outcome)
-        );
+        };
+        // A reader that went away is no failure of the run's.
+        let _ = write!(std::io::stdout().lock(), "{text}");
     }
     for c in &outcome.cleanup {
         eprintln!("bounce-run: {c}");

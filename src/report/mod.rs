@@ -13,7 +13,7 @@ mod table;
 pub use csv_rows::write_csv;
 pub use figure::{render_png, Figure};
 pub use output::{check_writable, write_atomically};
-pub use plan::{write_plan_json, write_plan_table, CandidateJson, PlanJson};
+pub use plan::{write_candidates, write_plan_json, write_plan_table, CandidateJson, PlanJson};
 pub use summary::{floor_points, summarize, Summary};
 pub use table::write_table;
 

@@ -94,6 +94,31 @@ pub fn write_plan_json(out: &mut dyn Write, cfg: &PlanConfig, plan: &Plan) -> st
     writeln!(out)
 }
 
+/// Writes the candidates' rows under their header, fastest first: strategy, chunk,
+/// predicted time, its ratio to the lower bound, what the source uploads (`size` is the
+/// file's) and whether bounce-run runs it.
+pub fn write_candidates(out: &mut dyn Write, plan: &Plan, size: u64) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<12} {:>10} {:>14} {:>9} {:>22} {:>11}",
+        "strategy", "chunk", "predicted", "×bound", "source uploads", "bounce-run"
+    )?;
+    for c in &plan.candidates {
+        let copies = c.result.source_bytes as f64 / size as f64;
+        writeln!(
+            out,
+            "{:<12} {:>10} {:>12.3} s {:>9.3} {:>22} {:>11}",
+            c.strategy.name(),
+            chunk_text(c),
+            c.result.makespan,
+            c.over_bound(),
+            format!("{} ({copies:.2}×)", format_size(c.result.source_bytes)),
+            if c.runnable { "yes" } else { "-" }
+        )?;
+    }
+    Ok(())
+}
+
 fn chunk_text(c: &Candidate) -> String {
     match (c.chunk, c.streamed) {
         (_, true) => "stream".into(),
@@ -128,24 +153,7 @@ pub fn write_plan_table(out: &mut dyn Write, cfg: &PlanConfig, plan: &Plan) -> s
         b.t(),
         plan.best().result.lower_bound
     )?;
-    writeln!(
-        out,
-        "{:<12} {:>10} {:>14} {:>9} {:>22} {:>11}",
-        "strategy", "chunk", "predicted", "×bound", "source uploads", "bounce-run"
-    )?;
-    for c in &plan.candidates {
-        let copies = c.result.source_bytes as f64 / b.size as f64;
-        writeln!(
-            out,
-            "{:<12} {:>10} {:>12.3} s {:>9.3} {:>22} {:>11}",
-            c.strategy.name(),
-            chunk_text(c),
-            c.result.makespan,
-            c.over_bound(),
-            format!("{} ({copies:.2}×)", format_size(c.result.source_bytes)),
-            if c.runnable { "yes" } else { "-" }
-        )?;
-    }
+    write_candidates(out, plan, b.size)?;
     let rec = plan.recommended();
     let chunk = match (rec.chunk, rec.streamed) {
         (Some(c), false) => format!(" with --chunk {}", format_size(c).replace(' ', "")),

@@ -121,12 +121,7 @@ impl Plan {
                 reason: "must be greater than 0".into(),
             });
         }
-        let layout = kind
-            .layout(meta.len(), chunk)
-            .map_err(|e| PlanError::Flag {
-                flag: "--chunk",
-                reason: e.to_string(),
-            })?;
+        let layout = layout(kind, meta.len(), chunk)?;
         Ok(Plan {
             kind,
             src: src.to_path_buf(),
@@ -141,10 +136,32 @@ impl Plan {
         })
     }
 
+    /// Switches to strategy `kind` (`--strategy auto`'s pick), cutting the file for it with
+    /// chunks of `chunk` bytes.
+    pub fn set_kind(&mut self, kind: StrategyKind, chunk: u64) -> Result<(), PlanError> {
+        self.layout = layout(kind, self.size, chunk)?;
+        self.kind = kind;
+        Ok(())
+    }
+
+    /// True when the fleet file gave rates or racks, for the source or any host.
+    pub fn has_fleet_attributes(&self) -> bool {
+        !self.source.is_empty()
+            || !self.racks.is_empty()
+            || self.hosts.iter().any(|h| !h.attrs.is_empty())
+    }
+
     /// The DEST of receiver `i` (0-based).
     pub fn dest_of(&self, i: usize) -> &str {
         self.hosts[i].dest_or(&self.dest)
     }
+}
+
+fn layout(kind: StrategyKind, size: u64, chunk: u64) -> Result<Layout, PlanError> {
+    kind.layout(size, chunk).map_err(|e| PlanError::Flag {
+        flag: "--chunk",
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -1,8 +1,12 @@
-//! The end of a run on paper: the final table and the per-host CSV report.
+//! The end of a run on paper: the final table, the per-host CSV report, and both as one
+//! JSON document (`--json`).
 
 use std::io::Write;
 
-use super::driver::{HostStatus, RunOutcome};
+use serde::Serialize;
+
+use super::driver::{HostRecord, HostStatus, RunOutcome};
+use super::plan::Plan;
 use crate::fleet::HostSpec;
 
 /// Name of a host in reports: host 0 is the controller, others as the user wrote them.
@@ -84,5 +88,101 @@ pub fn table(hosts: &[HostSpec], outcome: &RunOutcome) -> String {
             ""
         }
     ));
+    s
+}
+
+/// One receiver in the JSON document: the CSV report's columns.
+#[derive(Debug, Serialize)]
+pub struct HostJson {
+    /// The host as the user wrote it.
+    pub host: String,
+    /// `verified`, `up-to-date`, `failed`, `interrupted` or `unknown`.
+    pub status: &'static str,
+    /// The host that sent it its last piece (`controller` for the source).
+    pub from: Option<String>,
+    /// When its first hop started, seconds from the start.
+    pub start_s: Option<f64>,
+    /// When it was verified or given up, seconds from the start.
+    pub end_s: Option<f64>,
+    /// Bytes it received.
+    pub bytes: u64,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The tool it computed SHA-256 with.
+    pub digest: Option<String>,
+}
+
+/// The run as a whole in the JSON document.
+#[derive(Debug, Serialize)]
+pub struct SummaryJson {
+    /// The strategy that ran.
+    pub strategy: &'static str,
+    /// SRC's size in bytes.
+    pub size: u64,
+    /// Receivers.
+    pub hosts: usize,
+    /// Receivers verified now or already up to date.
+    pub ok: usize,
+    /// Receivers that failed.
+    pub failed: usize,
+    /// Wall time of the run, seconds.
+    pub elapsed_s: f64,
+    /// True when a signal stopped the run.
+    pub interrupted: bool,
+    /// What cleanup could not remove, one line each.
+    pub cleanup: Vec<String>,
+}
+
+/// The document `--json` prints.
+#[derive(Debug, Serialize)]
+pub struct RunJson {
+    /// The run as a whole.
+    pub summary: SummaryJson,
+    /// One entry per receiver, in the plan's order.
+    pub hosts: Vec<HostJson>,
+}
+
+impl RunJson {
+    /// The document for `outcome`, a run of `plan`.
+    pub fn new(plan: &Plan, outcome: &RunOutcome) -> Self {
+        let hosts = &plan.hosts;
+        let host = |(spec, r): (&HostSpec, &HostRecord)| HostJson {
+            host: spec.to_string(),
+            status: r.status.map_or("unknown", HostStatus::as_str),
+            from: r.from.map(|f| host_name(hosts, f)),
+            start_s: r.start.map(|d| d.as_secs_f64()),
+            end_s: r.end.map(|d| d.as_secs_f64()),
+            bytes: r.bytes,
+            error: r.error.clone(),
+            digest: r.hasher.clone(),
+        };
+        let count = |want: fn(HostStatus) -> bool| {
+            outcome
+                .hosts
+                .iter()
+                .filter(|r| r.status.is_some_and(want))
+                .count()
+        };
+        RunJson {
+            summary: SummaryJson {
+                strategy: plan.kind.name(),
+                size: plan.size,
+                hosts: hosts.len(),
+                ok: count(HostStatus::is_ok),
+                failed: count(|s| s == HostStatus::Failed),
+                elapsed_s: outcome.elapsed.as_secs_f64(),
+                interrupted: outcome.interrupted,
+                cleanup: outcome.cleanup.iter().map(ToString::to_string).collect(),
+            },
+            hosts: hosts.iter().zip(&outcome.hosts).map(host).collect(),
+        }
+    }
+}
+
+/// `--json`'s document for `outcome`, a run of `plan`, with a final newline.
+pub fn json(plan: &Plan, outcome: &RunOutcome) -> String {
+    let mut s = serde_json::to_string_pretty(&RunJson::new(plan, outcome))
+        .expect("the report holds only strings and numbers");
+    s.push('\n');
     s
 }

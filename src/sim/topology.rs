@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 
 use super::network::Network;
-use crate::fleet::{Fleet, HostsError};
+use crate::fleet::{Fleet, HostAttrs, HostSpec, HostsError, RackUplink};
 
 /// A class of receivers with their own capacities, such as "30% of hosts at 1 Gbit".
 #[derive(Clone, Debug, PartialEq)]
@@ -73,17 +73,24 @@ impl FleetNetwork {
     /// lines; once one host names a rack, every receiver must, and every rack named needs
     /// its `@rack` line. Errors name the line.
     pub fn from_fleet(fleet: &Fleet) -> Result<FleetNetwork, HostsError> {
-        let attrs = std::iter::once(&fleet.source).chain(fleet.hosts.iter().map(|h| &h.attrs));
+        Self::from_parts(&fleet.source, &fleet.hosts, &fleet.racks)
+    }
+
+    /// [`FleetNetwork::from_fleet`] on a fleet's parts.
+    pub fn from_parts(
+        source: &HostAttrs,
+        hosts: &[HostSpec],
+        racks: &[RackUplink],
+    ) -> Result<FleetNetwork, HostsError> {
+        let attrs = std::iter::once(source).chain(hosts.iter().map(|h| &h.attrs));
         let up = attrs.clone().map(|a| a.up).collect();
         let down = attrs.clone().map(|a| a.down).collect();
         let racked = attrs.clone().any(|a| a.rack.is_some());
         let mut rack = Vec::new();
-        let mut rack_uplink: Vec<Option<f64>> =
-            fleet.racks.iter().map(|r| Some(r.uplink)).collect();
+        let mut rack_uplink: Vec<Option<f64>> = racks.iter().map(|r| Some(r.uplink)).collect();
         if racked {
             let index = |name: &str, origin: &str| {
-                fleet
-                    .racks
+                racks
                     .iter()
                     .position(|r| r.name == name)
                     .map(|i| i as u32)
@@ -93,14 +100,14 @@ impl FleetNetwork {
                         reason: format!("rack '{name}' has no '@rack {name} uplink=RATE' line"),
                     })
             };
-            rack.push(match &fleet.source.rack {
+            rack.push(match &source.rack {
                 Some(name) => index(name, "@source")?,
                 None => {
                     rack_uplink.push(None);
                     rack_uplink.len() as u32 - 1
                 }
             });
-            for h in &fleet.hosts {
+            for h in hosts {
                 let name = h
                     .attrs
                     .rack
