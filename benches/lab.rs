@@ -41,9 +41,15 @@
 //!
 //! A fourth part (`faults`, `benches/lab_parts/faults.rs`) runs the chain with one host slow,
 //! crashed or cut off mid-stream (issue 10).
+//!
+//! A fifth part (`fleet`, `benches/lab_parts/fleet.rs`) puts two hosts at a fifth of the rate,
+//! describes the lab in a fleet file, and prints `bounce-run --dry-run`'s prediction of each
+//! strategy next to its measured makespan (issue 12).
 
 #[path = "lab_parts/faults.rs"]
 mod faults;
+#[path = "lab_parts/fleet.rs"]
+mod fleet;
 #[path = "../tests/lab/mod.rs"]
 mod lab;
 
@@ -324,9 +330,12 @@ fn main() {
     if wanted("faults") {
         faults::faults_part();
     }
+    if wanted("fleet") {
+        fleet::fleet_part();
+    }
     let only_parts = std::env::var("BOUNCE_BENCH_ONLY").is_ok_and(|o| {
         o.split(',')
-            .all(|w| matches!(w.trim(), "cpu" | "stock" | "faults"))
+            .all(|w| matches!(w.trim(), "cpu" | "stock" | "faults" | "fleet"))
     });
     if only_parts {
         return;

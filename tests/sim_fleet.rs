@@ -258,3 +258,149 @@ fn bad_fleet_lines_exit_2_naming_the_line_and_write_nothing() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn plan_on_a_1000_host_fleet_file_recommends_what_bounce_run_runs_and_bounce_run_takes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("@source up=25Gbit\n");
+    for i in 0..1000 {
+        // No host under a quarter of another's rate: see the note in `benches/sim.rs`.
+        let rate = ["25Gbit", "10Gbit", "10Gbit", "5Gbit"][i % 4];
+        text += &format!("10.77.{}.{} rate={rate}\n", i / 250, i % 250 + 1);
+    }
+    std::fs::write(dir.path().join("fleet.txt"), text).unwrap();
+    let out = bounce_sim(
+        dir.path(),
+        &[
+            "plan",
+            "--json",
+            "--size",
+            "100GiB",
+            "--bandwidth",
+            "10Gbit",
+            "--latency",
+            "300ms",
+            "--hosts-file",
+            "fleet.txt",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["receivers"], 1000);
+    assert_eq!(doc["fleet"], true);
+    let rec = &doc["recommended"];
+    assert_eq!(rec["runnable"], true, "{rec}");
+    // Recommended is the fastest runnable candidate of the table.
+    let cands = doc["candidates"].as_array().unwrap();
+    let fastest_runnable = cands.iter().find(|c| c["runnable"] == true).unwrap();
+    assert_eq!(fastest_runnable, rec);
+    // The 5 Gbit/s hosts bound every schedule: S / 5 Gbit/s.
+    let bound = doc["lower_bound_s"].as_f64().unwrap();
+    assert!(
+        (bound - 100.0 * (1u64 << 30) as f64 / 6.25e8).abs() < 1e-6,
+        "{bound}"
+    );
+    // The times in the table are sorted, fastest first.
+    let times: Vec<f64> = cands
+        .iter()
+        .map(|c| c["predicted_s"].as_f64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+
+    // bounce-run accepts that strategy for that fleet (a dry run connects to nothing).
+    let strategy = rec["strategy"].as_str().unwrap();
+    std::fs::write(dir.path().join("src.bin"), [1u8; 1000]).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_bounce-run"))
+        .current_dir(dir.path())
+        .args([
+            "--dry-run",
+            "--strategy",
+            strategy,
+            "--hosts-file",
+            "fleet.txt",
+        ])
+        .args(["src.bin", "/srv/dest.bin"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("this run: {strategy}, predicted makespan")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn plan_json_holds_the_tables_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.txt"), fleet_text()).unwrap();
+    let args = [
+        "plan",
+        "--size",
+        "64MiB",
+        "--latency",
+        "100ms",
+        "--hosts-file",
+        "fleet.txt",
+    ];
+    let table = bounce_sim(dir.path(), &args);
+    assert!(
+        table.status.success(),
+        "{}",
+        String::from_utf8_lossy(&table.stderr)
+    );
+    let json = bounce_sim(dir.path(), &[&args[..], &["--json"]].concat());
+    assert!(
+        json.status.success(),
+        "{}",
+        String::from_utf8_lossy(&json.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    let cands = doc["candidates"].as_array().unwrap();
+    assert_eq!(cands.len(), 7, "{doc}");
+    for c in cands {
+        let name = c["strategy"].as_str().unwrap();
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no row for {name} in {text}"));
+        // From the right: the chunk column may be two words ("whole file").
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        let n = cols.len();
+        let predicted: f64 = cols[n - 7].parse().unwrap();
+        let over: f64 = cols[n - 5].parse().unwrap();
+        assert!(
+            (c["predicted_s"].as_f64().unwrap() - predicted).abs() <= 5e-4,
+            "{row} vs {c}"
+        );
+        assert!(
+            (c["over_bound"].as_f64().unwrap() - over).abs() <= 5e-4,
+            "{row} vs {c}"
+        );
+        let runnable = if c["runnable"] == true { "yes" } else { "-" };
+        assert_eq!(*cols.last().unwrap(), runnable, "{row}");
+    }
+    let rec = doc["recommended"]["strategy"].as_str().unwrap();
+    assert!(text.contains(&format!("recommended: {rec}")), "{text}");
+    assert_eq!(
+        doc["why"].as_str().unwrap(),
+        text.lines()
+            .find(|l| l.starts_with("recommended: "))
+            .unwrap()
+            .split_once(": ")
+            .unwrap()
+            .1
+            .split_once(": ")
+            .unwrap()
+            .1
+    );
+}
