@@ -44,9 +44,12 @@ pub struct Chain {
     straggler: Option<Straggler>,
     /// The rule's window in nanoseconds.
     window_ns: u64,
-    /// Hosts cut out for being slow, each fed by its `prev` (a host of the chain) and
-    /// feeding nobody. Usually empty, so the per-chunk path only checks that.
-    leaves: Vec<HostId>,
+    /// Hosts cut out for being slow, each feeding nobody, listed by the host that feeds them
+    /// (its `prev`, a host of the chain): empty until the first one, then one list per host,
+    /// so that a host's next chunk looks only at its own leaves.
+    leaves_of: Vec<Vec<HostId>>,
+    /// How many leaves there are. Usually none, so the per-chunk path only checks that.
+    leaf_count: usize,
     /// The highest rate measured so far: the reference for a host fed by the source, whose
     /// own rate is not measured.
     best: Option<Rate>,
@@ -169,7 +172,8 @@ impl Chain {
             ready: vec![HostId::SOURCE],
             straggler: None,
             window_ns: 0,
-            leaves: Vec::new(),
+            leaves_of: Vec::new(),
+            leaf_count: 0,
             best: None,
             spliced: Vec::new(),
         }
@@ -223,6 +227,20 @@ impl Chain {
         Some(c)
     }
 
+    /// The leaves `h` feeds.
+    fn leaves_fed_by(&self, h: HostId) -> &[HostId] {
+        self.leaves_of.get(h.index()).map_or(&[], Vec::as_slice)
+    }
+
+    /// Makes `leaf` a leaf fed by `feeder`.
+    fn add_leaf(&mut self, feeder: HostId, leaf: HostId) {
+        if self.leaves_of.is_empty() {
+            self.leaves_of = vec![Vec::new(); self.places.len()];
+        }
+        self.leaves_of[feeder.index()].push(leaf);
+        self.leaf_count += 1;
+    }
+
     /// The last host of the chain (the source when no receiver is left in it).
     fn tail(&self) -> HostId {
         let mut tail = HostId::SOURCE;
@@ -238,12 +256,7 @@ impl Chain {
     /// `fallback`, its feeder so far, whose upload it then shares with the chain.
     fn leaf_feeder(&self, view: &View<'_>, fallback: HostId, rule: Straggler) -> HostId {
         let tail = self.tail();
-        if tail == HostId::SOURCE
-            || self
-                .leaves
-                .iter()
-                .any(|&l| self.places[l.index()].prev == Some(tail))
-        {
+        if tail == HostId::SOURCE || !self.leaves_fed_by(tail).is_empty() {
             return fallback;
         }
         // Its upload is what counts, which is not measured: only a last host that is
@@ -283,14 +296,16 @@ impl Chain {
 
     /// Hangs the leaves fed by `host`, which no longer feeds any, off `tail`.
     fn rehang_leaves_of(&mut self, host: HostId, tail: HostId) {
-        for k in 0..self.leaves.len() {
-            let leaf = &mut self.places[self.leaves[k].index()];
-            if leaf.prev == Some(host) {
-                leaf.prev = Some(tail);
-                // Its chunks still in flight from `host` may fail with the old link.
-                leaf.draining = leaf.inbound > 0;
-            }
+        let Some(moved) = self.leaves_of.get_mut(host.index()).map(std::mem::take) else {
+            return;
+        };
+        for &l in &moved {
+            let leaf = &mut self.places[l.index()];
+            leaf.prev = Some(tail);
+            // Its chunks still in flight from `host` may fail with the old link.
+            leaf.draining = leaf.inbound > 0;
         }
+        self.leaves_of[tail.index()].extend(moved);
         self.ready.push(tail);
     }
 
@@ -363,7 +378,7 @@ impl Chain {
             p.draining = p.inbound > 0;
         }
         self.rehang_leaves_of(h, new_feeder);
-        self.leaves.push(h);
+        self.add_leaf(new_feeder, h);
         self.ready.push(feeder);
         let bytes = view.layout.chunk_size() as f64;
         self.spliced.push(Spliced {
@@ -425,20 +440,21 @@ impl Strategy for Chain {
             }
             if let Some(s) = self.places[h.index()].next {
                 if let Some(c) = self.take_chunk(view, h, s) {
-                    if !self.leaves.is_empty() {
+                    if self.leaf_count > 0 && !self.leaves_fed_by(h).is_empty() {
                         // Its leaves are looked at when it is popped again.
                         self.ready.push(h);
                     }
                     return Some((h, s, ChunkRange::single(c)));
                 }
             }
-            for i in 0..self.leaves.len() {
-                let l = self.leaves[i];
-                if self.places[l.index()].prev == Some(h) {
-                    if let Some(c) = self.take_chunk(view, h, l) {
-                        self.ready.push(h);
-                        return Some((h, l, ChunkRange::single(c)));
-                    }
+            if self.leaf_count == 0 {
+                continue;
+            }
+            for i in 0..self.leaves_fed_by(h).len() {
+                let l = self.leaves_of[h.index()][i];
+                if let Some(c) = self.take_chunk(view, h, l) {
+                    self.ready.push(h);
+                    return Some((h, l, ChunkRange::single(c)));
                 }
             }
         }
@@ -486,8 +502,10 @@ impl Strategy for Chain {
     fn host_lost(&mut self, view: &View<'_>, host: HostId) {
         let i = host.index();
         if self.places[i].leaf {
-            self.places[i].prev = None;
-            self.leaves.retain(|&l| l != host);
+            if let Some(f) = self.places[i].prev.take() {
+                self.leaves_of[f.index()].retain(|&l| l != host);
+                self.leaf_count -= 1;
+            }
             return;
         }
         let (p, n) = (self.places[i].prev.take(), self.places[i].next.take());
@@ -504,7 +522,7 @@ impl Strategy for Chain {
         }
         // The hosts behind it paused while it was found dead.
         self.remeasure_from(n);
-        if !self.leaves.is_empty() {
+        if !self.leaves_fed_by(host).is_empty() {
             let feeder = match (p, self.straggler) {
                 (Some(p), Some(rule)) => self.leaf_feeder(view, p, rule),
                 (Some(p), None) => p,
@@ -546,9 +564,10 @@ impl Strategy for Chain {
             .enumerate()
             .filter_map(|(i, p)| Some((HostId(i as u32), p.next?)));
         let leaves = self
-            .leaves
+            .leaves_of
             .iter()
-            .filter_map(|&l| Some((self.places[l.index()].prev?, l)));
+            .enumerate()
+            .flat_map(|(f, ls)| ls.iter().map(move |&l| (HostId(f as u32), l)));
         chain
             .chain(leaves)
             .filter(|&(h, s)| !view.is_failed(h) && !view.holdings.is_complete(s))
@@ -556,6 +575,27 @@ impl Strategy for Chain {
     }
 
     fn check_invariants(&self, view: &View<'_>) -> Result<(), String> {
+        let mut listed = 0;
+        for (f, ls) in self.leaves_of.iter().enumerate() {
+            for &l in ls {
+                let p = &self.places[l.index()];
+                if !p.leaf || p.prev != Some(HostId(f as u32)) {
+                    return Err(format!("{l} is listed as a leaf of h{f}, but is not one"));
+                }
+                listed += 1;
+            }
+        }
+        let leaves = self
+            .places
+            .iter()
+            .filter(|p| p.leaf && p.prev.is_some())
+            .count();
+        if listed != self.leaf_count || leaves != listed {
+            return Err(format!(
+                "{listed} leaves listed, {} counted, {leaves} fed",
+                self.leaf_count
+            ));
+        }
         for (i, place) in self.places.iter().enumerate() {
             let h = HostId(i as u32);
             if place.inbound > self.window {
