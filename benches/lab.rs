@@ -273,18 +273,17 @@ fn connect_all(lab: &Lab, addrs: &[String], hop: bool) -> Result<f64, String> {
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// The simulator's model of bounce-run's streamed chain: hosts join one after another over
+/// The simulator's model of bounce-run's streamed chain ([`bounce::sim::streamed_chain`], the
+/// one `bounce-run --dry-run` and `bounce-sim plan` use): hosts join one after another over
 /// `setup` seconds (`--join-interval setup/C`), each link is set up once both its ends have
-/// joined, and each hop holds the stream back by half a relay poll on average
-/// ([`bounce::run::script::RELAY_POLL_MS`]): the chain with chunks of the bytes that moves.
+/// joined, and each hop holds the stream back by [`bounce::run::STREAM_HOP_DELAY`].
 fn streamed_chain(cal: &Calibration, setup: f64) -> Result<f64, String> {
-    let lag = f64::from(bounce::run::script::RELAY_POLL_MS) / 2000.0;
-    let cfg = SimConfig {
-        chunk: ((cal.bandwidth * lag) as u64).clamp(4096, cal.size as u64),
+    let base = SimConfig {
         latency: Duration::from_secs_f64(cal.latency),
         join_interval: Duration::from_secs_f64(setup / cal.hosts as f64),
         ..SimConfig::new(cal.hosts as u32, cal.size as u64, cal.bandwidth)
     };
+    let cfg = bounce::sim::streamed_chain(&base, bounce::run::STREAM_HOP_DELAY, u64::MAX);
     simulate(StrategyKind::Chain, &cfg)
         .map(|r| r.makespan)
         .map_err(|e| format!("bounce-sim: {e}"))

@@ -222,7 +222,8 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    if let (Choice::Auto, Some((_, p))) = (cli.strategy, &predicted) {
+    if let (Choice::Auto, Some(prediction)) = (cli.strategy, &predicted) {
+        let p = &prediction.plan;
         let pick = p.recommended();
         if let Err(e) = plan.set_kind(pick.strategy, cli.chunk) {
             eprintln!("bounce-run: {e}");
@@ -236,13 +237,13 @@ fn main() -> ExitCode {
         );
     }
     if cli.dry_run {
-        let (cfg, predicted) = predicted.as_ref().expect("a dry run predicts");
+        let prediction = predicted.as_ref().expect("a dry run predicts");
         let out = &mut std::io::stdout().lock();
         // A reader that went away (`| head`) is no error of ours.
         let _ = if cli.json {
-            bounce::report::write_plan_json(out, cfg, predicted)
+            bounce::report::write_plan_json(out, &prediction.cfg, &prediction.plan)
         } else {
-            dry_run(out, &plan, &assumptions, predicted)
+            dry_run(out, &plan, &assumptions, prediction)
         };
         return ExitCode::SUCCESS;
     }
@@ -259,7 +260,7 @@ fn dry_run(
     out: &mut dyn std::io::Write,
     plan: &Plan,
     assumptions: &Assumptions,
-    predicted: &bounce::sim::Plan,
+    prediction: &bounce::run::predict::Prediction,
 ) -> std::io::Result<()> {
     writeln!(
         out,
@@ -275,7 +276,7 @@ fn dry_run(
     for (i, h) in plan.hosts.iter().enumerate() {
         writeln!(out, "  {:>3}  {h}  {}", i + 1, plan.dest_of(i))?;
     }
-    bounce::run::predict::write_prediction(out, plan, assumptions, predicted)
+    bounce::run::predict::write_prediction(out, plan, assumptions, prediction)
 }
 
 fn run(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {

@@ -83,6 +83,20 @@ pub struct Candidate {
 }
 
 impl Candidate {
+    /// The scenario its result was simulated with, on `base`'s network: its chunk (the whole
+    /// file for whole-file strategies) and, for a streamed chain, no per-chunk overhead.
+    pub fn config(&self, base: &SimConfig) -> SimConfig {
+        SimConfig {
+            chunk: self.chunk.unwrap_or(base.size),
+            chunk_overhead: if self.streamed {
+                Duration::ZERO
+            } else {
+                base.chunk_overhead
+            },
+            ..base.clone()
+        }
+    }
+
     /// Predicted makespan over the fluid lower bound.
     pub fn over_bound(&self) -> f64 {
         self.result.makespan / self.result.lower_bound
