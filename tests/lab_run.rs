@@ -931,3 +931,69 @@ fn chain_streams_through_every_host_and_falls_back_when_a_relay_cannot_start() {
     }
     assert_no_leftover_processes(&lab, 4);
 }
+
+#[test]
+fn preserve_keeps_mode_mtime_and_owner_and_the_default_does_not() {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(lab) = Lab::start(
+        "preserve_keeps_mode_mtime_and_owner_and_the_default_does_not",
+        LabConfig::hosts(3),
+    ) else {
+        return;
+    };
+    let src = lab.scratch().join("src.bin");
+    lab::support::random_file(&src, MIB + 7, 4242);
+    // setuid, an old time to the nanosecond, and an owner that is not the login (root).
+    std::os::unix::fs::chown(&src, Some(1234), Some(5678)).unwrap();
+    fs::set_permissions(&src, fs::Permissions::from_mode(0o4750)).unwrap();
+    let old = std::time::UNIX_EPOCH + Duration::new(1_300_000_000, 987_654_321);
+    fs::File::options()
+        .write(true)
+        .open(&src)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let want = fs::metadata(&src).unwrap();
+    assert_eq!(
+        want.mtime_nsec(),
+        987_654_321,
+        "this filesystem keeps nanoseconds"
+    );
+    for strategy in STRATEGIES {
+        for preserve in [true, false] {
+            lab.clear_data();
+            let report = lab.scratch().join(format!("{strategy}-{preserve}.csv"));
+            let mut cmd = bounce_run(
+                &lab,
+                strategy,
+                &lab.host_names(3),
+                &report,
+                &src,
+                &lab.dest("p.bin"),
+            );
+            if preserve {
+                cmd.arg("--preserve");
+            }
+            let out = run_logged(&mut cmd);
+            assert_eq!(out.status.code(), Some(0), "{strategy} {preserve}");
+            for i in 1..=3 {
+                assert_same(&lab, i, "p.bin", &src);
+                let got = fs::metadata(lab.host_file(i, "p.bin")).unwrap();
+                let what = format!("{strategy}, --preserve {preserve}, h{i}");
+                if preserve {
+                    assert_eq!(got.mode() & 0o7777, 0o4750, "{what}");
+                    assert_eq!(
+                        (got.mtime(), got.mtime_nsec()),
+                        (want.mtime(), want.mtime_nsec()),
+                        "{what}"
+                    );
+                    assert_eq!((got.uid(), got.gid()), (1234, 5678), "{what}");
+                } else {
+                    assert_eq!(got.mode() & 0o7777, 0o750, "{what}: setuid dropped");
+                    assert_ne!(got.mtime(), want.mtime(), "{what}: written now");
+                    assert_eq!((got.uid(), got.gid()), (0, 0), "{what}: the login's");
+                }
+            }
+        }
+    }
+}

@@ -91,6 +91,12 @@ struct Cli {
     /// Keep SRC's setuid and setgid bits on the copies (dropped by default).
     #[arg(long)]
     keep_setid: bool,
+    /// Keep SRC's mode (setuid and setgid included), modification time and, where the
+    /// remote login is root, owner and group, as `cp -p` does. By default a copy gets SRC's
+    /// permission bits less setuid and setgid, the time it was written and the login's
+    /// owner.
+    #[arg(long)]
+    preserve: bool,
     /// Rename each verified copy into place without flushing it to disk first. Faster on
     /// slow disks, but after a power loss DEST may hold a file that never reached the disk.
     #[arg(long)]
@@ -191,6 +197,7 @@ fn main() -> ExitCode {
         &sources,
         cli.chunk,
         cli.keep_setid,
+        cli.preserve,
     ) {
         Ok(p) => p,
         Err(e) => {
@@ -361,7 +368,10 @@ async fn run_async(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
             SourceFile {
                 path: plan.src.clone(),
                 size: plan.size,
-                mode: plan.mode,
+                meta: bounce::run::script::Meta {
+                    mode: plan.mode,
+                    preserve: plan.preserve,
+                },
                 digest,
             },
             plan.layout,

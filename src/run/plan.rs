@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::script::Preserve;
 use crate::core::{Layout, StrategyKind};
 
 use crate::fleet::{dest_problem, HostAttrs, HostList, HostSpec, HostsError, RackUplink};
@@ -58,8 +59,10 @@ pub struct Plan {
     /// Its size in bytes.
     pub size: u64,
     /// The permission bits applied to every copy: SRC's, less setuid and setgid unless
-    /// asked for.
+    /// asked for (`--keep-setid`, `--preserve`).
     pub mode: u32,
+    /// SRC's modification time and owner, applied to every copy with `--preserve`.
+    pub preserve: Option<Preserve>,
     /// SRC's modification time when it was checked, to tell whether it changed during the
     /// run.
     pub modified: Option<std::time::SystemTime>,
@@ -77,7 +80,8 @@ pub struct Plan {
 
 impl Plan {
     /// Checks SRC, DEST and the hosts; `chunk` is the chain's chunk size. SRC's setuid and
-    /// setgid bits are kept only with `keep_setid`.
+    /// setgid bits are kept only with `keep_setid` or `preserve`; with `preserve`, its
+    /// modification time and owner are taken too.
     pub fn build(
         kind: StrategyKind,
         src: &Path,
@@ -85,6 +89,7 @@ impl Plan {
         sources: &[HostSource],
         chunk: u64,
         keep_setid: bool,
+        preserve: bool,
     ) -> Result<Plan, PlanError> {
         if let Some(reason) = dest_problem(dest) {
             return Err(PlanError::Dest {
@@ -112,9 +117,19 @@ impl Plan {
         if meta.len() == 0 {
             return Err(bad_src("is empty; there is nothing to send".into()));
         }
-        use std::os::unix::fs::PermissionsExt;
-        let keep = if keep_setid { 0o7777 } else { 0o1777 };
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let keep = if keep_setid || preserve {
+            0o7777
+        } else {
+            0o1777
+        };
         let mode = meta.permissions().mode() & keep;
+        let preserve = preserve.then(|| Preserve {
+            mtime_secs: meta.mtime(),
+            mtime_nanos: meta.mtime_nsec() as u32,
+            uid: meta.uid(),
+            gid: meta.gid(),
+        });
         if chunk == 0 {
             return Err(PlanError::Flag {
                 flag: "--chunk",
@@ -127,6 +142,7 @@ impl Plan {
             src: src.to_path_buf(),
             size: meta.len(),
             mode,
+            preserve,
             modified: meta.modified().ok(),
             hosts: fleet.hosts,
             source: fleet.source,
@@ -177,6 +193,7 @@ mod tests {
             &[HostSource::Arg("h1".into())],
             1 << 20,
             keep_setid,
+            false,
         )
         .unwrap()
     }
@@ -209,6 +226,7 @@ mod tests {
                 bad,
                 &[HostSource::Arg("h1".into())],
                 1 << 20,
+                false,
                 false,
             )
             .unwrap_err();

@@ -456,24 +456,77 @@ pub fn stream_relay(
     )
 }
 
-/// Applies `mode` to `tmp` and renames it to `dest`, for a copy whose digest was already
+/// What a copy gets at its rename besides its bytes: permission bits and, with
+/// `--preserve`, SRC's modification time and owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// Permission bits.
+    pub mode: u32,
+    /// SRC's times and owner, applied too.
+    pub preserve: Option<Preserve>,
+}
+
+impl Meta {
+    /// Permission bits alone.
+    pub fn mode(mode: u32) -> Meta {
+        Meta {
+            mode,
+            preserve: None,
+        }
+    }
+}
+
+/// SRC's modification time and owner, for `--preserve`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Preserve {
+    /// Seconds since the epoch (negative before 1970).
+    pub mtime_secs: i64,
+    /// Nanoseconds within that second.
+    pub mtime_nanos: u32,
+    /// Owner, applied only when the remote user is root.
+    pub uid: u32,
+    /// Group, applied only when the remote user is root.
+    pub gid: u32,
+}
+
+/// Applies `meta` to `tmp` and renames it to `dest`, for a copy whose digest was already
 /// checked as it was written (see [`stream_receive`]).
+///
+/// With [`Meta::preserve`], a root login first gives the copy SRC's owner and group (a user
+/// cannot, so others keep their own, as `cp -p` does), then the mode is applied (after
+/// `chown`, which clears setuid bits), then SRC's modification time, to the nanosecond.
 ///
 /// `mv -T` is one `rename(2)` onto DEST itself: it replaces a file or a symlink (never what
 /// the link points to) and fails on a directory instead of moving the copy into it. With
 /// `fsync`, the copy is flushed before the rename and the directory after it, so that after a
 /// power loss DEST holds either its old content or the verified new one.
-pub fn install(tmp: &str, dest: &str, mode: u32, fsync: bool) -> String {
+pub fn install(tmp: &str, dest: &str, meta: Meta, fsync: bool) -> String {
     let t = shell_quote(tmp);
     let d = shell_quote(dest);
-    if fsync {
-        format!(
-            "chmod {mode:o} -- {t} && sync -- {t} && mv -T -f -- {t} {d} && sync -- {dir}",
-            dir = shell_quote(parent(dest)),
-        )
-    } else {
-        format!("chmod {mode:o} -- {t} && mv -T -f -- {t} {d}")
+    let mode = meta.mode;
+    let mut s = String::new();
+    if let Some(p) = meta.preserve {
+        s += &format!(
+            "{{ [ \"$(id -u)\" != 0 ] || chown -- {}:{} {t}; }} && ",
+            p.uid, p.gid
+        );
     }
+    s += &format!("chmod {mode:o} -- {t} && ");
+    if let Some(p) = meta.preserve {
+        s += &format!(
+            "touch -c -m -d @{}.{:09} -- {t} && ",
+            p.mtime_secs, p.mtime_nanos
+        );
+    }
+    if fsync {
+        s += &format!(
+            "sync -- {t} && mv -T -f -- {t} {d} && sync -- {dir}",
+            dir = shell_quote(parent(dest)),
+        );
+    } else {
+        s += &format!("mv -T -f -- {t} {d}");
+    }
+    s
 }
 
 /// Verifies `tmp` against `digest`, then installs it (see [`install`]). A mismatch
@@ -482,7 +535,7 @@ pub fn finalize(
     tmp: &str,
     dest: &str,
     digest: &str,
-    mode: u32,
+    meta: Meta,
     fsync: bool,
     hasher: Hasher,
 ) -> String {
@@ -491,7 +544,7 @@ pub fn finalize(
         "h=$({hash} < {t}) || exit 1; h=${{h%% *}}; \
          if [ \"$h\" != {digest} ]; then rm -f -- {t}; echo \"$h\"; exit {DIGEST_MISMATCH_STATUS}; fi; \
          {}",
-        install(tmp, dest, mode, fsync),
+        install(tmp, dest, meta, fsync),
         digest = shell_quote(digest),
         hash = hasher.command(),
     )
@@ -783,7 +836,7 @@ mod tests {
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let tmp = temp_path(&link, "r", "");
         std::fs::write(&tmp, b"new").unwrap();
-        let out = sh(&install(&tmp, &link, 0o644, true));
+        let out = sh(&install(&tmp, &link, Meta::mode(0o644), true));
         assert!(out.status.success(), "{out:?}");
         let meta = std::fs::symlink_metadata(&link).unwrap();
         assert!(meta.file_type().is_file(), "the link itself is replaced");
@@ -799,7 +852,7 @@ mod tests {
         let dest = d.display().to_string();
         let tmp = temp_path(&dest, "r", "");
         std::fs::write(&tmp, b"new").unwrap();
-        let out = sh(&install(&tmp, &dest, 0o644, false));
+        let out = sh(&install(&tmp, &dest, Meta::mode(0o644), false));
         assert!(!out.status.success(), "{out:?}");
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "moved into DEST");
     }
@@ -820,7 +873,7 @@ mod tests {
         );
         let tmp = temp_path(&dest, "r", "");
         std::fs::write(&tmp, b"new").unwrap();
-        let out = sh_with_path(fake.path(), &install(&tmp, &dest, 0o600, true));
+        let out = sh_with_path(fake.path(), &install(&tmp, &dest, Meta::mode(0o600), true));
         assert!(out.status.success(), "{out:?}");
         let parent_dir = dir.path().display().to_string();
         assert_eq!(
@@ -830,7 +883,7 @@ mod tests {
         // Without fsync nothing is flushed.
         std::fs::remove_file(&log).unwrap();
         std::fs::write(&tmp, b"new").unwrap();
-        let out = sh_with_path(fake.path(), &install(&tmp, &dest, 0o600, false));
+        let out = sh_with_path(fake.path(), &install(&tmp, &dest, Meta::mode(0o600), false));
         assert!(out.status.success(), "{out:?}");
         assert!(!std::path::Path::new(&log).exists());
     }
@@ -889,7 +942,14 @@ mod tests {
         assert_eq!(stdout.lines().skip(1).collect::<Vec<_>>(), ["ok 0", "ok 6"]);
         assert_eq!(std::fs::read(&tmp).unwrap(), data);
         // A wrong digest removes the temporary file and leaves DEST alone.
-        let out = sh(&finalize(&tmp, &dest, digest, 0o644, true, Hasher::Openssl));
+        let out = sh(&finalize(
+            &tmp,
+            &dest,
+            digest,
+            Meta::mode(0o644),
+            true,
+            Hasher::Openssl,
+        ));
         assert_eq!(out.status.code(), Some(DIGEST_MISMATCH_STATUS));
         assert!(!std::path::Path::new(&tmp).exists());
         assert!(!std::path::Path::new(&dest).exists());
@@ -908,18 +968,28 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&tmp).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let out = sh(&finalize(
-            &tmp,
-            &dest,
-            &good,
-            0o640,
-            true,
-            Hasher::Sha256sum,
-        ));
+        // With --preserve: SRC's mtime to the nanosecond, and (here, where the owner is
+        // whoever runs the test) the same owner.
+        use std::os::unix::fs::MetadataExt;
+        let me = std::fs::metadata(dir.path()).unwrap();
+        let meta = Meta {
+            mode: 0o640,
+            preserve: Some(Preserve {
+                mtime_secs: 1_234_567_890,
+                mtime_nanos: 123_456_789,
+                uid: me.uid(),
+                gid: me.gid(),
+            }),
+        };
+        let out = sh(&finalize(&tmp, &dest, &good, meta, true, Hasher::Sha256sum));
         assert!(out.status.success(), "{out:?}");
         assert_eq!(std::fs::read(&dest).unwrap(), data);
-        let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o640);
+        let installed = std::fs::metadata(&dest).unwrap();
+        assert_eq!(installed.permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            (installed.mtime(), installed.mtime_nsec()),
+            (1_234_567_890, 123_456_789)
+        );
         let out = sh(&probe(&dest, data.len() as u64));
         let answer = String::from_utf8(out.stdout).unwrap();
         assert_eq!(answer.lines().last(), Some(format!("file {good}").as_str()));

@@ -17,7 +17,7 @@ impl Hosts {
         let out = self
             .run_registered(
                 h,
-                &script::install(tmp, &t.dest, self.src.mode, self.opts.fsync),
+                &script::install(tmp, &t.dest, self.src.meta, self.opts.fsync),
             )
             .await?;
         if !out.status.success() {
@@ -37,7 +37,7 @@ impl Hosts {
                     tmp,
                     &t.dest,
                     &digest,
-                    self.src.mode,
+                    self.src.meta,
                     self.opts.fsync,
                     self.hasher(h),
                 ),

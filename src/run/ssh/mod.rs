@@ -57,8 +57,8 @@ pub struct SourceFile {
     pub path: PathBuf,
     /// Size in bytes.
     pub size: u64,
-    /// Permission bits applied at the rename.
-    pub mode: u32,
+    /// Permission bits, and with `--preserve` times and owner, applied at the rename.
+    pub meta: super::script::Meta,
     /// Lowercase hex SHA-256, possibly still being computed.
     pub digest: super::digest::PendingDigest,
 }
