@@ -997,3 +997,79 @@ fn preserve_keeps_mode_mtime_and_owner_and_the_default_does_not() {
         }
     }
 }
+
+#[test]
+fn then_runs_on_every_host_with_a_hostile_dest_as_one_argument_and_reports_its_status() {
+    let Some(lab) = Lab::start(
+        "then_runs_on_every_host_with_a_hostile_dest_as_one_argument_and_reports_its_status",
+        LabConfig::hosts(3),
+    ) else {
+        return;
+    };
+    let src = lab.scratch().join("src.bin");
+    lab::support::random_file(&src, MIB, 31);
+    let rel = "sp ace 'sq' \"dq\" $(touch pwned1) `touch pwned2`.img";
+    // Writes where it was told DEST is, beside it; fails on the host holding a marker.
+    let then = r#"printf '%s' "$1" > "$1.then"; echo "checked $(wc -c < "$1")"; [ ! -e "$(dirname "$1")/fail-here" ] || exit 4"#;
+    for strategy in STRATEGIES {
+        lab.clear_data();
+        fs::write(lab.host_file(2, "fail-here"), b"").unwrap();
+        let report = lab.scratch().join(format!("{strategy}.csv"));
+        let mut cmd = bounce_run(
+            &lab,
+            strategy,
+            &lab.host_names(3),
+            &report,
+            &src,
+            &lab.dest(rel),
+        );
+        cmd.args(["--then", then]);
+        let out = run_logged(&mut cmd);
+        assert_eq!(out.status.code(), Some(EXIT_SOME_FAILED), "{strategy}");
+        assert!(
+            stderr_of(&out).contains("h2: --then exited 4: checked 1048576"),
+            "{strategy}: {}",
+            stderr_of(&out)
+        );
+        let rows = read_report(&report);
+        for i in 1..=3 {
+            assert_same(&lab, i, rel, &src);
+            let seen = fs::read_to_string(lab.host_file(i, &format!("{rel}.then"))).unwrap();
+            assert_eq!(seen, lab.dest(rel), "{strategy}: h{i} got another $1");
+            let r = row(&rows, &lab.host(i));
+            assert_eq!(r.status, "verified", "{strategy}: h{i}");
+            assert_eq!(
+                r.then_status,
+                Some(if i == 2 { 4 } else { 0 }),
+                "{strategy}: h{i}"
+            );
+            assert_eq!(r.then_output, "checked 1048576", "{strategy}: h{i}");
+        }
+        assert_eq!(
+            lab.find_named(&["pwned1", "pwned2"]),
+            Vec::<String>::new(),
+            "{strategy}: a payload ran"
+        );
+    }
+    // A rerun finds every copy up to date and runs it again; without the marker it passes.
+    fs::remove_file(lab.host_file(2, "fail-here")).unwrap();
+    let report = lab.scratch().join("rerun.csv");
+    let mut cmd = bounce_run(
+        &lab,
+        "chain",
+        &lab.host_names(3),
+        &report,
+        &src,
+        &lab.dest(rel),
+    );
+    cmd.args(["--then", then]);
+    let out = run_logged(&mut cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    for r in read_report(&report) {
+        assert_eq!(
+            (r.status.as_str(), r.then_status),
+            ("up-to-date", Some(0)),
+            "{r:?}"
+        );
+    }
+}

@@ -10,7 +10,7 @@ use bounce::core::{HostId, StrategyKind, Transfer};
 use bounce::run::digest::sha256_bytes;
 use bounce::run::{
     drive, CleanupFailure, DriveConfig, DriveError, HostStatus, Observer, Prepared, Probe,
-    RunEvent, RunOutcome, Transport, TransportError, CHAIN_WINDOW,
+    RunEvent, RunOutcome, ThenOutcome, Transport, TransportError, CHAIN_WINDOW,
 };
 
 /// The strategies bounce-run offers.
@@ -68,6 +68,10 @@ struct FakeState {
     swept: HashMap<HostId, Vec<String>>,
     /// What shutdown reports it could not clean up.
     cleanup_fails: Vec<CleanupFailure>,
+    /// `--then` runs: the host, the command, and whether its DEST held SRC then.
+    thens: Vec<(HostId, String, bool)>,
+    /// Hosts where `--then` exits with this status.
+    then_fails: HashMap<HostId, i32>,
 }
 
 struct Fake {
@@ -273,6 +277,17 @@ impl Transport for Fake {
         st.changed.remove(&host);
     }
 
+    async fn then(&self, host: HostId, command: &str) -> Result<ThenOutcome, TransportError> {
+        let mut st = self.st.lock().unwrap();
+        let in_place = st.dest.get(&host).is_some_and(|d| *d == self.data);
+        st.thens.push((host, command.to_string(), in_place));
+        let status = st.then_fails.get(&host).copied().unwrap_or(0);
+        Ok(ThenOutcome {
+            status,
+            output: format!("ran on {host}"),
+        })
+    }
+
     async fn discard(&self, host: HostId) {
         let mut st = self.st.lock().unwrap();
         st.tmp.remove(&host);
@@ -296,6 +311,7 @@ fn cfg(kind: StrategyKind, receivers: u32, fake: &Fake) -> DriveConfig {
         layout: kind.layout(fake.data.len() as u64, fake.chunk).unwrap(),
         max_attempts: 3,
         receivers,
+        then: None,
     }
 }
 
@@ -745,4 +761,52 @@ async fn swept_files_and_failed_cleanups_reach_the_caller() {
         o.cleanup[0].to_string(),
         "h1: cleanup failed (timed out); may be left: /d/.f.bounce-x.tmp"
     );
+}
+
+#[tokio::test]
+async fn then_runs_once_on_every_host_in_place_after_the_transfer_and_never_on_failed_ones() {
+    for kind in [
+        StrategyKind::Linear,
+        StrategyKind::Bounce,
+        StrategyKind::Chain,
+    ] {
+        let f = fake(kind);
+        {
+            let mut st = f.st.lock().unwrap();
+            st.fail_to.insert(HostId(2));
+            st.dest.insert(HostId(4), f.data.clone());
+            st.then_fails.insert(HostId(3), 5);
+        }
+        let c = DriveConfig {
+            then: Some("load \"$1\"".into()),
+            ..cfg(kind, 4, &f)
+        };
+        let o = drive(
+            Arc::clone(&f),
+            &c,
+            std::future::pending(),
+            &mut bounce::run::driver::NoObserver,
+        )
+        .await
+        .unwrap();
+        let thens = f.st.lock().unwrap().thens.clone();
+        let mut ran: Vec<HostId> = thens.iter().map(|t| t.0).collect();
+        ran.sort();
+        // Host 2 failed, host 4 was up to date: hosts 1, 3 and 4, once each, each with its
+        // copy in place, with the command as given.
+        assert_eq!(ran, vec![HostId(1), HostId(3), HostId(4)], "{kind}");
+        assert!(
+            thens.iter().all(|t| t.2 && t.1 == "load \"$1\""),
+            "{kind}: {thens:?}"
+        );
+        let status = |i: usize| o.hosts[i].then.clone().map(|r| r.map(|t| t.status));
+        assert_eq!(status(0), Some(Ok(0)), "{kind}");
+        assert_eq!(status(1), None, "{kind}");
+        assert_eq!(status(2), Some(Ok(5)), "{kind}");
+        assert_eq!(status(3), Some(Ok(0)), "{kind}");
+        // Without --then, nothing runs.
+        let f = fake(kind);
+        run(&f, kind, 3).await;
+        assert!(f.st.lock().unwrap().thens.is_empty());
+    }
 }

@@ -18,9 +18,11 @@ use bounce::units;
 
 const EXIT_CODES: &str = "\
 Exit status:
-  0    every host holds a verified copy at DEST (sent now, or already up to date)
+  0    every host holds a verified copy at DEST (sent now, or already up to date), and
+       --then, if given, exited 0 on each
   1    some hosts failed, each named with its reason (the others completed); or cleanup
-       could not remove something, named with its host; or SRC changed during the run
+       could not remove something, named with its host; or SRC changed during the run; or
+       --then failed on some host, named with its exit status
   2    bad invocation or input (missing or unreadable SRC, empty or malformed host list,
        a DEST that is not an absolute path to a file, duplicate host, bad flag value, an
        unwritable --report), detected before anything is written
@@ -38,7 +40,7 @@ shared uplink. The run itself ignores them.
 
 --json prints one JSON document on stdout when the run ends, in place of the table:
 {\"summary\": {...}, \"hosts\": [{\"host\", \"status\", \"from\", \"start_s\", \"end_s\",
-\"bytes\", \"error\", \"digest\"}, ...]}.";
+\"bytes\", \"error\", \"digest\", \"then_status\", \"then_output\"}, ...]}.";
 
 /// Send one large file from this machine to many hosts over OpenSSH, fast: hosts that already
 /// hold the file send it on, so the source's upload is not the bottleneck.
@@ -61,7 +63,8 @@ struct Cli {
     /// Receivers, comma-separated `[user@]host[:port]` (repeatable).
     #[arg(short = 'H', value_name = "HOST[,HOST...]")]
     hosts: Vec<String>,
-    /// Write one CSV row per host: host,from,start_s,end_s,bytes,status,error,digest.
+    /// Write one CSV row per host:
+    /// host,from,start_s,end_s,bytes,status,error,digest,then_status,then_output.
     #[arg(long, value_name = "FILE.csv")]
     report: Option<PathBuf>,
     /// Print the plan and the simulator's predicted time of each strategy; connect to
@@ -97,6 +100,12 @@ struct Cli {
     /// owner.
     #[arg(long)]
     preserve: bool,
+    /// Once the transfer is over, run CMD with `sh -c` on every host whose copy is verified
+    /// and in place (up-to-date ones included), with DEST as `$1`, e.g. `--then 'virsh
+    /// define "$1"'`. Its exit status and last lines of output go in the report; a host
+    /// where it fails makes the exit status 1.
+    #[arg(long, value_name = "CMD")]
+    then: Option<String>,
     /// Rename each verified copy into place without flushing it to disk first. Faster on
     /// slow disks, but after a power loss DEST may hold a file that never reached the disk.
     #[arg(long)]
@@ -406,6 +415,7 @@ async fn run_async(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
         layout: plan.layout,
         max_attempts: cli.max_attempts,
         receivers,
+        then: cli.then.clone(),
     };
     let result = drive(transport, &cfg, signals(sigs, 1), &mut progress).await;
     progress.finish();
@@ -442,6 +452,20 @@ async fn run_async(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
     for c in &outcome.cleanup {
         eprintln!("bounce-run: {c}");
         failed = true;
+    }
+    for (h, r) in plan.hosts.iter().zip(&outcome.hosts) {
+        match &r.then {
+            Some(Ok(t)) if t.status != 0 => {
+                let last = t.output.lines().last().unwrap_or("no output");
+                eprintln!("bounce-run: {h}: --then exited {}: {last}", t.status);
+                failed = true;
+            }
+            Some(Err(e)) => {
+                eprintln!("bounce-run: {h}: --then could not run: {e}");
+                failed = true;
+            }
+            _ => {}
+        }
     }
     if let Some(change) = src_changed(&plan) {
         eprintln!(

@@ -15,7 +15,7 @@ use crate::core::{
     Event, HopError, HostId, Layout, Scheduler, SchedulerConfig, Strategy, StrategyKind, Transfer,
 };
 
-use super::transport::{CleanupFailure, Prepared, Probe, Transport, TransportError};
+use super::transport::{CleanupFailure, Prepared, Probe, ThenOutcome, Transport, TransportError};
 
 /// Chunks a chain link may have in flight. Links are first in, first out, so this does not
 /// change when bytes move; on a request link it lets the next request reach the sender while
@@ -71,6 +71,9 @@ pub struct HostRecord {
     pub error: Option<String>,
     /// The tool it computed SHA-256 with, if the transport said.
     pub hasher: Option<String>,
+    /// How `--then` ended on it: its exit status and output, or why it could not run;
+    /// `None` when it was not run.
+    pub then: Option<Result<ThenOutcome, String>>,
 }
 
 /// The result of a run.
@@ -168,6 +171,13 @@ pub enum RunEvent {
         /// Why it failed, if it did.
         error: Option<String>,
     },
+    /// `--then` ended on a host: its exit status, or why it could not run.
+    Then {
+        /// The host.
+        host: HostId,
+        /// Its exit status, or why it could not run.
+        result: Result<i32, String>,
+    },
 }
 
 /// Receives [`RunEvent`]s as they happen.
@@ -194,6 +204,9 @@ pub struct DriveConfig {
     pub max_attempts: u32,
     /// Number of receivers, C.
     pub receivers: u32,
+    /// A command run on every host whose copy is in place once the transfer is over
+    /// (`--then`), with its DEST as `$1`.
+    pub then: Option<String>,
 }
 
 enum Task {
@@ -209,6 +222,8 @@ enum Task {
     Reset(HostId),
     /// A host was discarded: nothing for the scheduler.
     Discarded,
+    /// `--then` ran on a host, or could not.
+    Then(HostId, Result<ThenOutcome, TransportError>),
 }
 
 struct Run<'o, T> {
@@ -549,6 +564,14 @@ impl<T: Transport> Run<'_, T> {
                 });
             }
             Task::Discarded => {}
+            Task::Then(host, result) => {
+                let result = result.map_err(|e| e.to_string());
+                self.observer.on_event(&RunEvent::Then {
+                    host,
+                    result: result.as_ref().map(|o| o.status).map_err(Clone::clone),
+                });
+                self.record(host).then = Some(result);
+            }
         }
         self.drain();
     }
@@ -561,6 +584,21 @@ impl<T: Transport> Run<'_, T> {
     }
 
     /// True when the core has finished and no task is left.
+    /// Starts `command` on every host whose copy is in place.
+    fn start_then(&mut self, command: &str) {
+        for (i, r) in self.records.iter().enumerate() {
+            if r.status.is_some_and(HostStatus::is_ok) {
+                let (tr, host, command) = (
+                    Arc::clone(&self.transport),
+                    HostId(i as u32 + 1),
+                    command.to_string(),
+                );
+                self.tasks
+                    .spawn(async move { Task::Then(host, tr.then(host, &command).await) });
+            }
+        }
+    }
+
     fn is_over(&self) -> bool {
         self.tasks.is_empty() && self.sched.as_ref().is_some_and(Scheduler::is_finished)
     }
@@ -616,6 +654,7 @@ pub async fn drive<T: Transport>(
                 status: None,
                 error: None,
                 hasher: None,
+                then: None,
             };
             cfg.receivers as usize
         ],
@@ -730,6 +769,20 @@ async fn run_to_end<T: Transport>(
                 }
             },
             () = &mut cancel => return Err(Stop::Interrupted),
+        }
+    }
+    // Only now is every copy final (a verified feeder may yet be found corrupt while the
+    // hosts it fed are checked).
+    if let Some(command) = &cfg.then {
+        run.start_then(command);
+        while let Some(r) = tokio::select! {
+            r = run.tasks.join_next() => r,
+            () = &mut cancel => return Err(Stop::Interrupted),
+        } {
+            match r {
+                Ok(task) => run.on_task(task),
+                Err(e) => return Err(task_failure("a --then command", e)),
+            }
         }
     }
     Ok(())

@@ -45,4 +45,6 @@ pub const RUNNABLE: [StrategyKind; 3] = [
 /// ([`crate::sim::streamed_chain`]).
 pub const STREAM_HOP_DELAY: std::time::Duration =
     std::time::Duration::from_millis(script::RELAY_POLL_MS as u64 / 2);
-pub use transport::{ByteCounters, CleanupFailure, Prepared, Probe, Transport, TransportError};
+pub use transport::{
+    ByteCounters, CleanupFailure, Prepared, Probe, ThenOutcome, Transport, TransportError,
+};

@@ -203,6 +203,10 @@ impl Observer for Progress {
                     None => self.plain(&text),
                 }
             }
+            RunEvent::Then { host, result } => self.line(match result {
+                Ok(status) => format!("{}: --then exited {status}", self.name(*host)),
+                Err(e) => format!("{}: --then could not run: {e}", self.name(*host)),
+            }),
         }
     }
 }

@@ -19,12 +19,23 @@ fn host_name(hosts: &[HostSpec], id: crate::core::HostId) -> String {
 }
 
 /// Writes the CSV report: one row per receiver with the columns
-/// `host,from,start_s,end_s,bytes,status,error,digest` (`digest`: the tool the host
-/// computed SHA-256 with, `openssl` or `sha256sum`).
+/// `host,from,start_s,end_s,bytes,status,error,digest,then_status,then_output` (`digest`: the
+/// tool the host computed SHA-256 with, `openssl` or `sha256sum`; `then_status`: `--then`'s
+/// exit status, empty when it did not run; `then_output`: its last lines, or why it could
+/// not run).
 pub fn write_csv<W: Write>(w: W, hosts: &[HostSpec], outcome: &RunOutcome) -> csv::Result<()> {
     let mut out = csv::Writer::from_writer(w);
     out.write_record([
-        "host", "from", "start_s", "end_s", "bytes", "status", "error", "digest",
+        "host",
+        "from",
+        "start_s",
+        "end_s",
+        "bytes",
+        "status",
+        "error",
+        "digest",
+        "then_status",
+        "then_output",
     ])?;
     for (spec, r) in hosts.iter().zip(&outcome.hosts) {
         let secs = |d: Option<std::time::Duration>| {
@@ -39,10 +50,26 @@ pub fn write_csv<W: Write>(w: W, hosts: &[HostSpec], outcome: &RunOutcome) -> cs
             r.status.map_or("unknown", HostStatus::as_str).to_string(),
             r.error.clone().unwrap_or_default(),
             r.hasher.clone().unwrap_or_default(),
+            then_status(r).map_or(String::new(), |s| s.to_string()),
+            then_output(r),
         ])?;
     }
     out.flush()?;
     Ok(())
+}
+
+/// `--then`'s exit status on a host, if it ran.
+fn then_status(r: &HostRecord) -> Option<i32> {
+    r.then.as_ref()?.as_ref().ok().map(|t| t.status)
+}
+
+/// `--then`'s last lines on a host, or why it could not run; empty if it was not run.
+fn then_output(r: &HostRecord) -> String {
+    match &r.then {
+        Some(Ok(t)) => t.output.clone(),
+        Some(Err(e)) => format!("could not run: {e}"),
+        None => String::new(),
+    }
 }
 
 /// The final table, one line per receiver, then a summary line.
@@ -62,11 +89,16 @@ pub fn table(hosts: &[HostSpec], outcome: &RunOutcome) -> String {
         let end = r
             .end
             .map_or("-".into(), |d| format!("{:.2}", d.as_secs_f64()));
-        let note = match (&r.error, r.from) {
+        let mut note = match (&r.error, r.from) {
             (Some(e), _) => e.clone(),
             (None, Some(f)) => format!("from {}", host_name(hosts, f)),
             (None, None) => String::new(),
         };
+        match &r.then {
+            Some(Ok(t)) => note += &format!("; --then exited {}", t.status),
+            Some(Err(_)) => note += "; --then could not run",
+            None => {}
+        }
         s.push_str(&format!(
             "{:<width$}  {status:<11}  {end:>8}  {:>10}  {note}\n",
             spec.to_string(),
@@ -110,6 +142,10 @@ pub struct HostJson {
     pub error: Option<String>,
     /// The tool it computed SHA-256 with.
     pub digest: Option<String>,
+    /// `--then`'s exit status, if it ran.
+    pub then_status: Option<i32>,
+    /// `--then`'s last lines, or why it could not run; `null` when it was not run.
+    pub then_output: Option<String>,
 }
 
 /// The run as a whole in the JSON document.
@@ -155,6 +191,8 @@ impl RunJson {
             bytes: r.bytes,
             error: r.error.clone(),
             digest: r.hasher.clone(),
+            then_status: then_status(r),
+            then_output: r.then.is_some().then(|| then_output(r)),
         };
         let count = |want: fn(HostStatus) -> bool| {
             outcome

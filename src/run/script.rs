@@ -550,6 +550,40 @@ pub fn finalize(
     )
 }
 
+/// The line that ends [`then`]'s output, followed by the command's exit status.
+pub const THEN_STATUS_MARK: &str = "bounce-then-status ";
+
+/// Lines of a `--then` command's output kept for the report.
+pub const THEN_TAIL_LINES: u32 = 10;
+
+/// Runs the user's `command` with `sh -c`, its `$1` being `dest` (quoted, as a separate
+/// argument: the command never sees DEST in its own text), standard input closed and
+/// standard error into standard output. Prints the last [`THEN_TAIL_LINES`] lines of that,
+/// then [`THEN_STATUS_MARK`] and its exit status on a line of their own; `tail` keeps only
+/// those, however much the command prints.
+pub fn then(command: &str, dest: &str) -> String {
+    format!(
+        "{{ sh -c {} bounce-then {} </dev/null 2>&1; s=$?; printf '\\n{THEN_STATUS_MARK}%d\\n' \"$s\"; }} \
+         | tail -n {}",
+        shell_quote(command),
+        shell_quote(dest),
+        THEN_TAIL_LINES + 2
+    )
+}
+
+/// Reads [`then`]'s output: the command's exit status and its last lines, or `None` when
+/// the status line is missing (the snippet itself did not run to its end).
+pub fn parse_then(out: &str) -> Option<(i32, String)> {
+    let body = out.strip_suffix('\n').unwrap_or(out);
+    let (text, last) = body.rsplit_once('\n').unwrap_or(("", body));
+    let status = last.strip_prefix(THEN_STATUS_MARK)?.trim().parse().ok()?;
+    // The snippet puts a newline before its status line, in case the output had none.
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let lines: Vec<&str> = text.lines().collect();
+    let keep = lines.len().saturating_sub(THEN_TAIL_LINES as usize);
+    Some((status, lines[keep..].join("\n")))
+}
+
 /// Hashes `dest` and exits [`DIGEST_MISMATCH_STATUS`], printing the digest found, unless it
 /// is `digest`: a copy checked again after it was installed.
 pub fn check(dest: &str, digest: &str, hasher: Hasher) -> String {
@@ -1366,5 +1400,41 @@ mod tests {
         assert!(lines[0].parse::<u32>().is_ok(), "{b}");
         assert!(lines[1..relay].iter().all(|l| l.starts_with("at ")), "{b}");
         assert!(relay > 1, "no report came before the relay's line: {b}");
+    }
+
+    #[test]
+    fn then_passes_dest_as_one_argument_and_reports_status_and_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = format!("{}/it's a $(rm -rf x) \"file\"", dir.path().display());
+        let cmd = "printf '%s' \"$1\" > \"$1.seen\"; seq 1 25; echo oops >&2; exit 7";
+        let out = sh(&then(cmd, &dest));
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (status, tail) = parse_then(&text).unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(status, 7);
+        let want: Vec<String> = (17..=25)
+            .map(|i| i.to_string())
+            .chain(["oops".into()])
+            .collect();
+        assert_eq!(tail, want.join("\n"));
+        assert_eq!(
+            std::fs::read_to_string(format!("{dest}.seen")).unwrap(),
+            dest
+        );
+        // No output, no trailing newline, a signal.
+        let (status, tail) =
+            parse_then(&String::from_utf8_lossy(&sh(&then("true", "/x")).stdout)).unwrap();
+        assert_eq!((status, tail.as_str()), (0, ""));
+        let (_, tail) = parse_then(&String::from_utf8_lossy(
+            &sh(&then("printf last", "/x")).stdout,
+        ))
+        .unwrap();
+        assert_eq!(tail, "last");
+        let (status, _) = parse_then(&String::from_utf8_lossy(
+            &sh(&then("kill -TERM $$", "/x")).stdout,
+        ))
+        .unwrap();
+        assert_eq!(status, 143);
+        assert_eq!(parse_then("no status here\n"), None);
     }
 }

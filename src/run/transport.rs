@@ -147,6 +147,15 @@ impl ByteCounters {
     }
 }
 
+/// How a `--then` command ended on one host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThenOutcome {
+    /// Its exit status (128 + the signal's number when a signal ended it, as shells say).
+    pub status: i32,
+    /// The last lines it printed, standard output and error together.
+    pub output: String,
+}
+
 /// Moves the file between hosts. Host 0 is the controller (the source); receivers are
 /// `1..=C` in the order the user listed them.
 ///
@@ -206,6 +215,15 @@ pub trait Transport: Send + Sync + 'static {
     fn reset(&self, _host: HostId) -> impl Future<Output = ()> + Send {
         async {}
     }
+
+    /// Runs `command` on `host`, whose copy is verified and in place, with its DEST as the
+    /// command's `$1` (`--then`): returns how it exited and the tail of what it printed.
+    /// It runs registered like any hop, so an interrupt stops it.
+    fn then(
+        &self,
+        host: HostId,
+        command: &str,
+    ) -> impl Future<Output = Result<ThenOutcome, TransportError>> + Send;
 
     /// `host` was given up: stop its remote processes and remove its temporary files. What
     /// cannot be removed now is kept for [`Transport::shutdown`], which tries again.

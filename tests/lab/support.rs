@@ -249,6 +249,10 @@ pub struct ReportRow {
     /// The tool the host computed SHA-256 with (`openssl` or `sha256sum`), empty for a host
     /// that was never probed.
     pub digest: String,
+    /// `--then`'s exit status, if it ran.
+    pub then_status: Option<i32>,
+    /// `--then`'s last lines, or why it could not run.
+    pub then_output: String,
 }
 
 /// Reads a `--report` CSV, checking the header is exactly the contract's.
@@ -258,7 +262,7 @@ pub fn read_report(path: &Path) -> Vec<ReportRow> {
     let header = text.lines().next().unwrap_or_default();
     assert_eq!(
         header.trim(),
-        "host,from,start_s,end_s,bytes,status,error,digest",
+        "host,from,start_s,end_s,bytes,status,error,digest,then_status,then_output",
         "report header of {}",
         path.display()
     );

@@ -1,12 +1,12 @@
 //! Finishing a copy on a host: verifying its temporary file if that is still needed, and
-//! renaming it into place (see [`script::install`] and [`script::finalize`]); and checking
-//! an installed copy again ([`script::check`]). All run registered, so an interrupt stops
-//! them like any hop.
+//! renaming it into place (see [`script::install`] and [`script::finalize`]); checking an
+//! installed copy again ([`script::check`]); and running `--then` on it ([`script::then`]).
+//! All run registered, so an interrupt stops them like any hop.
 
 use crate::core::HostId;
 
 use super::super::script;
-use super::super::transport::TransportError;
+use super::super::transport::{ThenOutcome, TransportError};
 use super::hosts::Hosts;
 use super::reports::failure_text;
 
@@ -51,6 +51,21 @@ impl Hosts {
             self.forget_temp(h, tmp);
         }
         Err(self.check_failure(h, tmp, &out))
+    }
+
+    /// Runs `--then`'s `command` on `h` with its DEST as `$1`.
+    pub(super) async fn run_then(
+        &self,
+        h: HostId,
+        command: &str,
+    ) -> Result<ThenOutcome, TransportError> {
+        let dest = &self.target(h).dest;
+        let out = self.run_registered(h, &script::then(command, dest)).await?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        match script::parse_then(&text) {
+            Some((status, output)) if out.status.success() => Ok(ThenOutcome { status, output }),
+            _ => Err(self.remote_err(h, failure_text(&out.stderr, out.status.code()))),
+        }
     }
 
     /// Hashes `h`'s DEST again: `Ok` if it still holds SRC,

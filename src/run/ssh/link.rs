@@ -24,7 +24,7 @@ use crate::core::{HostId, Layout, Transfer, TransferId};
 use super::super::quote::shell_quote;
 use super::super::script;
 use super::super::transport::{
-    ByteCounters, CleanupFailure, Prepared, Probe, Transport, TransportError,
+    ByteCounters, CleanupFailure, Prepared, Probe, ThenOutcome, Transport, TransportError,
 };
 use super::hosts::Hosts;
 use super::reports::{collect, failure_text, join, last_lines, read_pid, RelayLine, Report};
@@ -941,6 +941,10 @@ impl Transport for ChainLinks {
             files.push((host, self.target(host).dest.clone()));
         }
         self.kill(self.new_key(), &files).await;
+    }
+
+    async fn then(&self, host: HostId, command: &str) -> Result<ThenOutcome, TransportError> {
+        self.hosts.run_then(host, command).await
     }
 
     async fn discard(&self, host: HostId) {

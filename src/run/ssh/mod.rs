@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use crate::core::{HostId, Layout, Transfer};
 
-use super::transport::{ByteCounters, CleanupFailure, Prepared, Transport, TransportError};
+use super::transport::{
+    ByteCounters, CleanupFailure, Prepared, ThenOutcome, Transport, TransportError,
+};
 use crate::fleet::HostSpec;
 
 mod config;
@@ -172,6 +174,10 @@ impl Transport for SshTransport {
             Job::WholeFile(w) => w.reset(host).await,
             Job::Chain(c) => c.reset(host).await,
         }
+    }
+
+    async fn then(&self, host: HostId, command: &str) -> Result<ThenOutcome, TransportError> {
+        self.hosts().run_then(host, command).await
     }
 
     async fn discard(&self, host: HostId) {

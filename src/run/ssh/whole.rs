@@ -13,7 +13,7 @@ use tokio::io::BufReader;
 use crate::core::{HostId, Transfer};
 
 use super::super::script;
-use super::super::transport::{CleanupFailure, Prepared, Transport, TransportError};
+use super::super::transport::{CleanupFailure, Prepared, ThenOutcome, Transport, TransportError};
 use super::feed;
 use super::hosts::Hosts;
 use super::reports::{
@@ -178,6 +178,10 @@ impl Transport for WholeFileHops {
 
     async fn finalize(&self, _host: HostId) -> Result<(), TransportError> {
         Ok(()) // every hop verified and renamed its copy already
+    }
+
+    async fn then(&self, host: HostId, command: &str) -> Result<ThenOutcome, TransportError> {
+        self.hosts.run_then(host, command).await
     }
 
     async fn discard(&self, host: HostId) {
