@@ -294,18 +294,18 @@ impl Chain {
         }
     }
 
-    /// Hangs the leaves fed by `host`, which no longer feeds any, off `tail`.
+    /// Hangs the leaves fed by `host`, which no longer feeds any, off `tail`, and wakes
+    /// `tail`, which may have a leaf to feed now (this one, or a new one).
     fn rehang_leaves_of(&mut self, host: HostId, tail: HostId) {
-        let Some(moved) = self.leaves_of.get_mut(host.index()).map(std::mem::take) else {
-            return;
-        };
-        for &l in &moved {
-            let leaf = &mut self.places[l.index()];
-            leaf.prev = Some(tail);
-            // Its chunks still in flight from `host` may fail with the old link.
-            leaf.draining = leaf.inbound > 0;
+        if let Some(moved) = self.leaves_of.get_mut(host.index()).map(std::mem::take) {
+            for &l in &moved {
+                let leaf = &mut self.places[l.index()];
+                leaf.prev = Some(tail);
+                // Its chunks still in flight from `host` may fail with the old link.
+                leaf.draining = leaf.inbound > 0;
+            }
+            self.leaves_of[tail.index()].extend(moved);
         }
-        self.leaves_of[tail.index()].extend(moved);
         self.ready.push(tail);
     }
 
