@@ -489,12 +489,25 @@ pub struct Preserve {
     pub gid: u32,
 }
 
+impl Preserve {
+    /// The modification time as `touch -d` takes it, `@SECONDS.NANOSECONDS`, signed as a
+    /// whole: a time before 1970 is stored as seconds rounded down plus positive
+    /// nanoseconds, which `@-6.750000000` would misread.
+    fn touch_date(&self) -> String {
+        let total = i128::from(self.mtime_secs) * 1_000_000_000 + i128::from(self.mtime_nanos);
+        let sign = if total < 0 { "-" } else { "" };
+        let abs = total.unsigned_abs();
+        format!("@{sign}{}.{:09}", abs / 1_000_000_000, abs % 1_000_000_000)
+    }
+}
+
 /// Applies `meta` to `tmp` and renames it to `dest`, for a copy whose digest was already
 /// checked as it was written (see [`stream_receive`]).
 ///
-/// With [`Meta::preserve`], a root login first gives the copy SRC's owner and group (a user
-/// cannot, so others keep their own, as `cp -p` does), then the mode is applied (after
-/// `chown`, which clears setuid bits), then SRC's modification time, to the nanosecond.
+/// With [`Meta::preserve`], a root login first gives the copy SRC's owner and group, then
+/// the whole mode (after `chown`, which clears setuid bits); any other login cannot give
+/// the copy SRC's owner, so, as `cp -p` does, it keeps its own and the mode loses setuid
+/// and setgid. Then SRC's modification time is applied, to the nanosecond.
 ///
 /// `mv -T` is one `rename(2)` onto DEST itself: it replaces a file or a symlink (never what
 /// the link points to) and fails on a directory instead of moving the copy into it. With
@@ -505,18 +518,19 @@ pub fn install(tmp: &str, dest: &str, meta: Meta, fsync: bool) -> String {
     let d = shell_quote(dest);
     let mode = meta.mode;
     let mut s = String::new();
-    if let Some(p) = meta.preserve {
-        s += &format!(
-            "{{ [ \"$(id -u)\" != 0 ] || chown -- {}:{} {t}; }} && ",
-            p.uid, p.gid
-        );
-    }
-    s += &format!("chmod {mode:o} -- {t} && ");
-    if let Some(p) = meta.preserve {
-        s += &format!(
-            "touch -c -m -d @{}.{:09} -- {t} && ",
-            p.mtime_secs, p.mtime_nanos
-        );
+    match meta.preserve {
+        // `+` makes chown read the ids as numbers, even where they are also names.
+        Some(p) => {
+            s += &format!(
+                "if [ \"$(id -u)\" = 0 ]; then chown -- +{}:+{} {t} && chmod {mode:o} -- {t}; \
+                 else chmod {:o} -- {t}; fi && touch -c -m -d {} -- {t} && ",
+                p.uid,
+                p.gid,
+                mode & !0o6000,
+                p.touch_date()
+            );
+        }
+        None => s += &format!("chmod {mode:o} -- {t} && "),
     }
     if fsync {
         s += &format!(
@@ -556,15 +570,19 @@ pub const THEN_STATUS_MARK: &str = "bounce-then-status ";
 /// Lines of a `--then` command's output kept for the report.
 pub const THEN_TAIL_LINES: u32 = 10;
 
+/// Bytes of a `--then` command's output kept for the report, at most: a command that
+/// prints one endless line (a progress bar redrawn with `\r`) fills no report.
+pub const THEN_TAIL_BYTES: u32 = 4096;
+
 /// Runs the user's `command` with `sh -c`, its `$1` being `dest` (quoted, as a separate
-/// argument: the command never sees DEST in its own text), standard input closed and
-/// standard error into standard output. Prints the last [`THEN_TAIL_LINES`] lines of that,
+/// argument: the command never sees DEST in its own text), standard input from `/dev/null`
+/// and standard error into standard output. Prints the last [`THEN_TAIL_LINES`] lines of that,
 /// then [`THEN_STATUS_MARK`] and its exit status on a line of their own; `tail` keeps only
 /// those, however much the command prints.
 pub fn then(command: &str, dest: &str) -> String {
     format!(
         "{{ sh -c {} bounce-then {} </dev/null 2>&1; s=$?; printf '\\n{THEN_STATUS_MARK}%d\\n' \"$s\"; }} \
-         | tail -n {}",
+         | tail -n {} | tail -c {THEN_TAIL_BYTES}",
         shell_quote(command),
         shell_quote(dest),
         THEN_TAIL_LINES + 2
@@ -1024,6 +1042,7 @@ mod tests {
             (installed.mtime(), installed.mtime_nsec()),
             (1_234_567_890, 123_456_789)
         );
+        assert_eq!((installed.uid(), installed.gid()), (me.uid(), me.gid()));
         let out = sh(&probe(&dest, data.len() as u64));
         let answer = String::from_utf8(out.stdout).unwrap();
         assert_eq!(answer.lines().last(), Some(format!("file {good}").as_str()));
@@ -1436,5 +1455,45 @@ mod tests {
         .unwrap();
         assert_eq!(status, 143);
         assert_eq!(parse_then("no status here\n"), None);
+    }
+
+    #[test]
+    fn preserved_times_before_1970_are_signed_as_a_whole() {
+        let at = |mtime_secs, mtime_nanos| Preserve {
+            mtime_secs,
+            mtime_nanos,
+            uid: 0,
+            gid: 0,
+        };
+        // -5.25 s is stored as -6 s + 0.75 s.
+        assert_eq!(at(-6, 750_000_000).touch_date(), "@-5.250000000");
+        assert_eq!(at(-1, 0).touch_date(), "@-1.000000000");
+        assert_eq!(at(1_234_567_890, 5).touch_date(), "@1234567890.000000005");
+    }
+
+    #[test]
+    fn a_login_that_is_not_root_keeps_its_owner_and_drops_setuid_as_cp_p_does() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let dest = format!("{}/tool", dir.path().display());
+        let tmp = temp_path(&dest, "r", "");
+        std::fs::write(&tmp, b"#!/bin/sh\n").unwrap();
+        // `id -u` says 1000; a chown to 4242 would fail, and must not be tried.
+        let fake = fake_tool("id", "echo 1000");
+        let meta = Meta {
+            mode: 0o4755,
+            preserve: Some(Preserve {
+                mtime_secs: 1_000_000_000,
+                mtime_nanos: 0,
+                uid: 4242,
+                gid: 4242,
+            }),
+        };
+        let out = sh_with_path(fake.path(), &install(&tmp, &dest, meta, false));
+        assert!(out.status.success(), "{out:?}");
+        let m = std::fs::metadata(&dest).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o755);
+        assert_eq!(m.mtime(), 1_000_000_000);
+        assert_ne!(m.uid(), 4242);
     }
 }
