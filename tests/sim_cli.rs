@@ -287,7 +287,7 @@ fn plan_at_1000_hosts_recommends_what_bounce_run_runs_and_shows_the_faster_binom
         .lines()
         .find(|l| l.starts_with("simulated only: binomial would be "))
         .unwrap_or_else(|| panic!("no simulated-only line in {stdout}"));
-    assert!(beside.contains("faster"), "{beside}");
+    assert!(beside.contains("% ahead of it"), "{beside}");
     // Every strategy but swarm (left out at this size, with a note) is ranked.
     for k in ["linear", "bounce", "chain", "bounce-fast", "rack"] {
         assert!(

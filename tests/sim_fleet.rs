@@ -226,7 +226,7 @@ fn bad_fleet_lines_exit_2_naming_the_line_and_write_nothing() {
         ),
         (
             "@rack r1 uplink=1Gbit\na rack=r1\nb\n",
-            "bounce-sim: --hosts-file: fleet.txt:3: 'b': other hosts name their rack",
+            "bounce-sim: --hosts-file: fleet.txt:3: 'b': the fleet names racks; this host needs rack=NAME too",
         ),
         (
             "a\na\n",

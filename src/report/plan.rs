@@ -163,9 +163,10 @@ pub fn write_plan_table(out: &mut dyn Write, cfg: &PlanConfig, plan: &Plan) -> s
     if let Some(f) = plan.faster_simulated_only() {
         writeln!(
             out,
-            "simulated only: {} would be {:.1}% faster ({:.3} s), but bounce-run cannot run it",
+            "simulated only: {} would be {:.1}% ahead of it ({:.3} s), but bounce-run cannot \
+             run it",
             f.strategy,
-            (1.0 - f.result.makespan / rec.result.makespan) * 100.0,
+            (rec.result.makespan / f.result.makespan - 1.0) * 100.0,
             f.result.makespan
         )?;
     }

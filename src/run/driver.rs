@@ -583,7 +583,6 @@ impl<T: Transport> Run<'_, T> {
             .expect("hops start only once the scheduler is built")
     }
 
-    /// True when the core has finished and no task is left.
     /// Starts `command` on every host whose copy is in place.
     fn start_then(&mut self, command: &str) {
         for (i, r) in self.records.iter().enumerate() {
@@ -599,6 +598,7 @@ impl<T: Transport> Run<'_, T> {
         }
     }
 
+    /// True when the core has finished and no task is left.
     fn is_over(&self) -> bool {
         self.tasks.is_empty() && self.sched.as_ref().is_some_and(Scheduler::is_finished)
     }

@@ -57,17 +57,28 @@ pub fn plan_config(plan: &Plan, a: &Assumptions) -> Result<PlanConfig, PredictEr
     };
     Ok(PlanConfig {
         strategies: super::RUNNABLE.to_vec(),
+        ..marking_runnable(PlanConfig::new(base))
+    })
+}
+
+/// `cfg` with the strategies bounce-run runs marked runnable, and its chain modelled as it
+/// runs it: a stream held back by [`super::STREAM_HOP_DELAY`] per hop.
+pub fn marking_runnable(cfg: PlanConfig) -> PlanConfig {
+    PlanConfig {
         runnable: super::RUNNABLE.to_vec(),
         stream_hop_delay: Some(super::STREAM_HOP_DELAY),
-        ..PlanConfig::new(base)
-    })
+        ..cfg
+    }
 }
 
 /// How many join orders a prediction is the median of.
 pub const JOIN_ORDERS: usize = 15;
 
-/// Above this many hosts, a prediction is the median of 5 join orders.
+/// Above this many hosts, a prediction is the median of [`FEWER_JOIN_ORDERS`] join orders.
 pub const MANY_HOSTS: usize = 200;
+
+/// How many join orders a prediction for more than [`MANY_HOSTS`] is the median of.
+pub const FEWER_JOIN_ORDERS: usize = 5;
 
 /// The join orders worth simulating for `fleet`: none but the list's when the receivers are
 /// all alike.
@@ -77,7 +88,7 @@ fn join_orders(fleet: &FleetNetwork) -> usize {
     if same(&fleet.up) && same(&fleet.down) && racks_alike {
         1
     } else if fleet.up.len() - 1 > MANY_HOSTS {
-        5
+        FEWER_JOIN_ORDERS
     } else {
         JOIN_ORDERS
     }
@@ -189,18 +200,20 @@ pub fn write_prediction(
         humantime::format_duration(a.join_interval),
     )?;
     crate::report::write_candidates(out, predicted, plan.size)?;
-    writeln!(
-        out,
-        "(each the median over the orders in which the hosts may finish connecting; the \
-         fastest and slowest: {})",
-        predicted
-            .candidates
-            .iter()
-            .zip(&prediction.ranges)
-            .map(|(c, (lo, hi))| format!("{} {lo:.2}–{hi:.2}s", c.strategy))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )?;
+    if prediction.ranges.iter().any(|(lo, hi)| lo != hi) {
+        writeln!(
+            out,
+            "(each the median over the orders in which the hosts may finish connecting; the \
+             fastest and slowest: {})",
+            predicted
+                .candidates
+                .iter()
+                .zip(&prediction.ranges)
+                .map(|(c, (lo, hi))| format!("{} {lo:.2}–{hi:.2}s", c.strategy))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
     if let Some(c) = predicted
         .candidates
         .iter()

@@ -161,6 +161,8 @@ pub struct SummaryJson {
     pub ok: usize,
     /// Receivers that failed.
     pub failed: usize,
+    /// Receivers where `--then` exited non-zero or could not run.
+    pub then_failed: usize,
     /// Wall time of the run, seconds.
     pub elapsed_s: f64,
     /// True when a signal stopped the run.
@@ -208,6 +210,13 @@ impl RunJson {
                 hosts: hosts.len(),
                 ok: count(HostStatus::is_ok),
                 failed: count(|s| s == HostStatus::Failed),
+                then_failed: outcome
+                    .hosts
+                    .iter()
+                    .filter(|r| {
+                        matches!(&r.then, Some(Err(_))) || then_status(r).is_some_and(|s| s != 0)
+                    })
+                    .count(),
                 elapsed_s: outcome.elapsed.as_secs_f64(),
                 interrupted: outcome.interrupted,
                 cleanup: outcome.cleanup.iter().map(ToString::to_string).collect(),

@@ -222,10 +222,16 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
 }
 
 fn settings(cli: SimArgs, file: Option<&Path>) -> Result<Settings, CliError> {
-    let from_file = match file {
+    let mut from_file = match file {
         Some(path) => Settings::from_file(path)?,
         None => Settings::default(),
     };
+    if cli.hosts_file.is_some() {
+        // A fleet file on the command line replaces the scenario's hosts and network, which
+        // it would otherwise contradict.
+        from_file.hosts = None;
+        from_file.network = None;
+    }
     Ok(Settings {
         title: None,
         hosts: cli.hosts,
@@ -271,11 +277,7 @@ fn resolve(settings: &Settings, threads: Option<usize>) -> Result<Resolved, CliE
 fn plan_config(resolved: &Resolved, receivers: u32) -> PlanConfig {
     let mut base = resolved.sweep.base.clone();
     base.receivers = receivers;
-    PlanConfig {
-        runnable: crate::run::RUNNABLE.to_vec(),
-        stream_hop_delay: Some(crate::run::STREAM_HOP_DELAY),
-        ..PlanConfig::new(base)
-    }
+    crate::run::predict::marking_runnable(PlanConfig::new(base))
 }
 
 /// `--strategy auto`: replaces the strategy and chunk with the planner's pick for the

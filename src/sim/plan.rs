@@ -34,12 +34,23 @@ pub struct PlanConfig {
 
 /// The simulator's model of a streamed chain (bounce-run's): the bytes flow through every
 /// host as they arrive, and each hop holds them back by `hop_delay` (a relay's poll). It is
-/// the chunked chain with chunks of the bytes that move in one `hop_delay` at B, paying no
-/// per-chunk overhead, with at most `max_transfers` chunk transfers in all (coarser chunks
-/// beyond that, which overstate the per-hop delay). Connection latency and joins stay as in
-/// `base`: they are the setup.
+/// the chunked chain with chunks of the bytes that move in one `hop_delay` at the rate the
+/// stream runs at (B, or on a fleet its slowest link, which paces the whole stream), paying
+/// no per-chunk overhead, with at most `max_transfers` chunk transfers in all (coarser
+/// chunks beyond that, which overstate the per-hop delay). Connection latency and joins stay
+/// as in `base`: they are the setup.
 pub fn streamed_chain(base: &SimConfig, hop_delay: Duration, max_transfers: u64) -> SimConfig {
-    let per_delay = (base.bandwidth * hop_delay.as_secs_f64()) as u64;
+    let rate = match &base.network.fleet {
+        Some(_) => {
+            let t = base
+                .network
+                .build(base.receivers, base.bandwidth, base.seed);
+            let slowest_down = t.down[1..].iter().copied().fold(f64::INFINITY, f64::min);
+            t.up[0].min(slowest_down)
+        }
+        None => base.bandwidth,
+    };
+    let per_delay = (rate * hop_delay.as_secs_f64()) as u64;
     let budget = base
         .size
         .div_ceil((max_transfers / u64::from(base.receivers.max(1))).max(1));

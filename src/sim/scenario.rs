@@ -110,7 +110,15 @@ impl Settings {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        toml::from_str(&text).map_err(|e| err(e.message().to_string()))
+        let mut settings: Settings =
+            toml::from_str(&text).map_err(|e| err(e.message().to_string()))?;
+        // A fleet file named in a scenario is found beside it, wherever it is run from.
+        if let (Some(f), Some(dir)) = (&mut settings.hosts_file, path.parent()) {
+            if f.is_relative() {
+                *f = dir.join(&*f);
+            }
+        }
+        Ok(settings)
     }
 
     /// These settings, with every field left unset here taken from `base`.

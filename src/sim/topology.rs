@@ -115,7 +115,7 @@ impl FleetNetwork {
                     .ok_or_else(|| HostsError::Attribute {
                         origin: h.origin.clone(),
                         field: h.to_string(),
-                        reason: "other hosts name their rack; this one needs rack=NAME too".into(),
+                        reason: "the fleet names racks; this host needs rack=NAME too".into(),
                     })?;
                 rack.push(index(name, &h.origin)?);
             }
