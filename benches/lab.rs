@@ -81,6 +81,14 @@ struct Workload {
 }
 
 impl Workload {
+    /// The links' rate in Mbit/s, from `BOUNCE_BENCH_RATE` (written as tc takes it, `100mbit`).
+    fn rate_mbit(&self) -> f64 {
+        self.rate
+            .trim_end_matches("mbit")
+            .parse()
+            .expect("BOUNCE_BENCH_RATE in mbit")
+    }
+
     fn from_env() -> Self {
         Workload {
             hosts: env_or("BOUNCE_BENCH_HOSTS", "8")
@@ -188,6 +196,19 @@ fn single_hop(lab: &Lab, to: usize, file: &Path, dest: &str, reps: usize, what: 
             .map(|_| {
                 lab.clear_data();
                 time_it(&mut push_from_controller(lab, to, file, dest), what).expect(what)
+            })
+            .collect(),
+    )
+}
+
+/// The median of 5 plain ssh pushes of the one-byte file `tiny` to h1: what a hop costs
+/// besides its bytes.
+fn hop_latency(lab: &Lab, tiny: &Path, dest: &str) -> f64 {
+    median(
+        (0..5)
+            .map(|_| {
+                time_it(&mut push_from_controller(lab, 1, tiny, dest), "tiny hop")
+                    .expect("tiny hop")
             })
             .collect(),
     )
@@ -363,14 +384,7 @@ fn main() {
     let digest = sha256_file(&src);
 
     // Calibration: latency from a one-byte hop, t1 from a full single hop.
-    let latency = median(
-        (0..5)
-            .map(|_| {
-                time_it(&mut push_from_controller(&lab, 1, &tiny, &dest), "tiny hop")
-                    .expect("tiny hop")
-            })
-            .collect(),
-    );
+    let latency = hop_latency(&lab, &tiny, &dest);
     let t1 = single_hop(&lab, 1, &src, &dest, reps, "t1");
     assert_eq!(
         sha256_file(&lab.host_file(1, "f.bin")),

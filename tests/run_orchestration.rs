@@ -321,6 +321,18 @@ async fn run(fake: &Arc<Fake>, kind: StrategyKind, receivers: u32) -> RunOutcome
         .expect("no internal error")
 }
 
+/// Drives `fake` with the configuration `c`, observing nothing.
+async fn run_with(fake: &Arc<Fake>, c: &DriveConfig) -> RunOutcome {
+    drive(
+        Arc::clone(fake),
+        c,
+        std::future::pending(),
+        &mut bounce::run::driver::NoObserver,
+    )
+    .await
+    .expect("no internal error")
+}
+
 async fn run_observed(
     fake: &Arc<Fake>,
     kind: StrategyKind,
@@ -689,14 +701,7 @@ async fn a_lost_sender_is_given_up_and_its_receiver_keeps_its_attempts() {
         max_attempts: 1,
         ..cfg(StrategyKind::Bounce, 3, &f)
     };
-    let o = drive(
-        Arc::clone(&f),
-        &c,
-        std::future::pending(),
-        &mut bounce::run::driver::NoObserver,
-    )
-    .await
-    .unwrap();
+    let o = run_with(&f, &c).await;
     for h in [2, 3] {
         assert_eq!(status(&o, h), HostStatus::Verified, "host {h}: {o:?}");
         assert_ne!(o.hosts[h as usize - 1].from, Some(HostId(1)), "host {h}");
@@ -781,14 +786,7 @@ async fn then_runs_once_on_every_host_in_place_after_the_transfer_and_never_on_f
             then: Some("load \"$1\"".into()),
             ..cfg(kind, 4, &f)
         };
-        let o = drive(
-            Arc::clone(&f),
-            &c,
-            std::future::pending(),
-            &mut bounce::run::driver::NoObserver,
-        )
-        .await
-        .unwrap();
+        let o = run_with(&f, &c).await;
         let thens = f.st.lock().unwrap().thens.clone();
         let mut ran: Vec<HostId> = thens.iter().map(|t| t.0).collect();
         ran.sort();

@@ -163,17 +163,14 @@ fn row(
 
 /// The `faults` part (see the module docs).
 pub fn faults_part() {
+    let workload = Workload::from_env();
+    let slow = format!("{}mbit", workload.rate_mbit() / 10.0);
     let Workload {
         hosts,
         size,
         rate,
         reps,
-    } = Workload::from_env();
-    let rate_mbit: f64 = rate
-        .trim_end_matches("mbit")
-        .parse()
-        .expect("BOUNCE_BENCH_RATE in mbit");
-    let slow = format!("{}mbit", rate_mbit / 10.0);
+    } = workload;
     println!(
         "bounce lab benchmark, faults part: {hosts} hosts at {rate}, {} file, h{VICTIM} faulty, median of {reps}",
         bounce::units::format_size(size)

@@ -15,24 +15,21 @@ use std::process::Stdio;
 
 use super::lab::support::{bounce_run_bin, random_file, read_report, sha256_file};
 use super::lab::{Lab, LabConfig};
-use super::{connect_all, median, push_from_controller, single_hop, time_it, Workload};
+use super::{connect_all, hop_latency, median, single_hop, Workload};
 
 /// The slow hosts.
 const SLOW: [usize; 2] = [3, 6];
 
 /// The `fleet` part (see the module docs).
 pub fn fleet_part() {
+    let workload = Workload::from_env();
+    let slow = format!("{}mbit", workload.rate_mbit() / 5.0);
     let Workload {
         hosts,
         size,
         rate,
         reps,
-    } = Workload::from_env();
-    let rate_mbit: f64 = rate
-        .trim_end_matches("mbit")
-        .parse()
-        .expect("BOUNCE_BENCH_RATE in mbit");
-    let slow = format!("{}mbit", rate_mbit / 5.0);
+    } = workload;
     println!(
         "bounce lab benchmark, fleet part: {hosts} hosts at {rate}, h{} and h{} at {slow}, {} \
          file, median of {reps}",
@@ -54,14 +51,7 @@ pub fn fleet_part() {
     let dest = lab.dest("f.bin");
 
     // Calibration, all in this run.
-    let latency = median(
-        (0..5)
-            .map(|_| {
-                time_it(&mut push_from_controller(&lab, 1, &tiny, &dest), "tiny hop")
-                    .expect("tiny hop")
-            })
-            .collect(),
-    );
+    let latency = hop_latency(&lab, &tiny, &dest);
     let fast_t1 = single_hop(&lab, 1, &src, &dest, reps, "fast hop");
     let slow_t1 = single_hop(&lab, SLOW[0], &src, &dest, reps.min(2), "slow hop");
     let (fast_b, slow_b) = (
