@@ -94,10 +94,11 @@ struct Cli {
     /// Keep SRC's setuid and setgid bits on the copies (dropped by default).
     #[arg(long)]
     keep_setid: bool,
-    /// Keep SRC's mode (setuid and setgid included), modification time and, where the
-    /// remote login is root, owner and group, as `cp -p` does. By default a copy gets SRC's
-    /// permission bits less setuid and setgid, the time it was written and the login's
-    /// owner.
+    /// Keep SRC's modification time and, where the remote login is root, its owner, group
+    /// and whole mode (setuid and setgid included), as `cp -p` does; a login that is not root
+    /// keeps its own owner, and the copy SRC's mode less setuid and setgid. By default a copy
+    /// gets SRC's permission bits less setuid and setgid, the time it was written and the
+    /// login's owner.
     #[arg(long)]
     preserve: bool,
     /// Once the transfer is over, run CMD with `sh -c` on every host whose copy is verified
