@@ -35,6 +35,8 @@ fn bad_input_exits_2_with_one_line_naming_the_flag_and_value_and_writes_nothing(
         (&["--fail", "3"], "--fail", "'3'"),
         (&["--fail", "0@1s"], "--fail", "'0@1s'"),
         (&["--fail", "3@soon"], "--fail", "'soon'"),
+        (&["--limit-rate", "0"], "--limit-rate", "'0'"),
+        (&["--limit-rate", "fast"], "--limit-rate", "'fast'"),
         (
             &["--scenario", "no-such.toml"],
             "--scenario",
@@ -436,5 +438,49 @@ fn a_failure_makes_the_chain_repair_and_is_ignored_where_the_host_does_not_exist
     ];
     for (got, want) in makespans.iter().zip(want) {
         assert!((got - want).abs() < 1e-6, "{makespans:?} against {want}");
+    }
+}
+
+#[test]
+fn limit_rate_caps_every_upload_from_the_command_line_and_from_a_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("s.toml"),
+        "limit_rate = \"8Mbit\"\ncsv = \"s.csv\"\npng = \"s.png\"\n",
+    )
+    .unwrap();
+    let common = [
+        "--hosts",
+        "1..3",
+        "--size",
+        "10MB",
+        "--bandwidth",
+        "80Mbit",
+        "--strategy",
+        "linear,bounce",
+    ];
+    // 10 MB at 1 MB/s is 10 s a hop, against 1 s uncapped: linear C·10 s, bounce
+    // ⌈log2(C + 1)⌉·10 s; rows by C, then strategy.
+    let want = [10.0, 10.0, 20.0, 20.0, 30.0, 20.0];
+    let flag = [&common[..], &["--limit-rate", "8Mbit"]].concat();
+    let scenario = [&common[..], &["--scenario", "s.toml"]].concat();
+    for args in [with_outputs(&flag), scenario] {
+        let out = bounce_sim(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        let csv_path = if args.contains(&"s.toml") {
+            "s.csv"
+        } else {
+            "out/sim.csv"
+        };
+        let csv = std::fs::read_to_string(dir.path().join(csv_path)).unwrap();
+        let makespans: Vec<f64> = csv
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(12).unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(makespans.len(), want.len(), "{csv}");
+        for (got, want) in makespans.iter().zip(want) {
+            assert!((got - want).abs() < 1e-9, "{args:?}: {makespans:?}");
+        }
     }
 }

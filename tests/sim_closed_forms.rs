@@ -356,3 +356,50 @@ fn a_chain_host_that_dies_after_passing_everything_on_costs_nothing() {
     };
     assert_close(makespan(StrategyKind::Chain, &cfg), 23.0, "late failure");
 }
+
+#[test]
+fn an_upload_limit_stretches_each_strategy_by_b_over_the_limit() {
+    // `--limit-rate L` below B caps every upload, the source's too, and no download: each
+    // closed form then holds with T' = S/L.
+    let limit = 40e6;
+    for c in [1u32, 5, 8, 31] {
+        let cfg = SimConfig {
+            network: bounce::sim::NetworkSpec {
+                upload_limit: Some(limit),
+                ..Default::default()
+            },
+            ..blog(c)
+        };
+        let t = cfg.size as f64 / limit;
+        let l = f64::from(32 - c.leading_zeros());
+        let k = cfg.size.div_ceil(cfg.chunk) as f64;
+        assert_close(
+            makespan(StrategyKind::Linear, &cfg),
+            f64::from(c) * t,
+            &format!("linear, C={c}"),
+        );
+        assert_close(
+            makespan(StrategyKind::Bounce, &cfg),
+            l * t,
+            &format!("bounce, C={c}"),
+        );
+        assert_close(
+            makespan(StrategyKind::Chain, &cfg),
+            (1.0 + f64::from(c - 1) / k) * t,
+            &format!("chain, C={c}"),
+        );
+        // A cap above B changes nothing.
+        let loose = SimConfig {
+            network: bounce::sim::NetworkSpec {
+                upload_limit: Some(2.0 * cfg.bandwidth),
+                ..Default::default()
+            },
+            ..blog(c)
+        };
+        assert_close(
+            makespan(StrategyKind::Bounce, &loose),
+            l * loose.t(),
+            &format!("bounce under a loose cap, C={c}"),
+        );
+    }
+}

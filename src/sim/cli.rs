@@ -164,6 +164,10 @@ struct SimArgs {
     /// Upload bandwidth of the source, if not B
     #[arg(long, value_name = "RATE")]
     source_bandwidth: Option<String>,
+    /// Cap every host's upload, the source's included, at RATE, as bounce-run's --limit-rate
+    /// does (downloads are not capped)
+    #[arg(long, value_name = "RATE")]
+    limit_rate: Option<String>,
     /// Split hosts into N racks of consecutive hosts behind shared uplinks (needs --rack-uplink)
     #[arg(long, value_name = "N", requires = "rack_uplink")]
     racks: Option<u32>,
@@ -236,6 +240,7 @@ fn settings(cli: SimArgs, file: Option<&Path>) -> Result<Settings, CliError> {
         title: None,
         hosts: cli.hosts,
         hosts_file: cli.hosts_file,
+        limit_rate: cli.limit_rate,
         size: cli.size,
         bandwidth: cli.bandwidth,
         strategy: cli.strategy,

@@ -35,7 +35,8 @@ pub struct PlanConfig {
 /// The simulator's model of a streamed chain (bounce-run's): the bytes flow through every
 /// host as they arrive, and each hop holds them back by `hop_delay` (a relay's poll). It is
 /// the chunked chain with chunks of the bytes that move in one `hop_delay` at the rate the
-/// stream runs at (B, or on a fleet its slowest link, which paces the whole stream), paying
+/// stream runs at (B, or on a fleet its slowest link, which paces the whole stream; never
+/// above the network's upload limit), paying
 /// no per-chunk overhead, with at most `max_transfers` chunk transfers in all (coarser
 /// chunks beyond that, which overstate the per-hop delay). Connection latency and joins stay
 /// as in `base`: they are the setup.
@@ -50,6 +51,8 @@ pub fn streamed_chain(base: &SimConfig, hop_delay: Duration, max_transfers: u64)
         }
         None => base.bandwidth,
     };
+    // Every relay's upload is capped too, so the cap paces the stream wherever it binds.
+    let rate = base.network.upload_limit.map_or(rate, |l| rate.min(l));
     let per_delay = (rate * hop_delay.as_secs_f64()) as u64;
     let budget = base
         .size

@@ -82,6 +82,8 @@ pub struct Settings {
     pub network: Option<NetworkSettings>,
     /// Receivers that die during each run, as `HOST@TIME` such as `3@10s`.
     pub fail: Option<Vec<String>>,
+    /// A cap on every host's upload, the source's included, such as `400Mbit`.
+    pub limit_rate: Option<String>,
     /// A fleet file (bounce-run's hosts file with `up=`, `down=`, `rack=` attributes): its
     /// hosts are the receivers, in order, at their own rates.
     pub hosts_file: Option<PathBuf>,
@@ -141,6 +143,7 @@ impl Settings {
             floor: self.floor.or(base.floor),
             fail: self.fail.or(base.fail),
             hosts_file: self.hosts_file.or(base.hosts_file),
+            limit_rate: self.limit_rate.or(base.limit_rate),
             network: match (self.network, base.network) {
                 (Some(a), Some(b)) => Some(NetworkSettings {
                     source: a.source.or(b.source),
@@ -190,6 +193,11 @@ impl Settings {
                 format!("'{bw_text}' must be greater than 0"),
             ));
         }
+        let upload_limit = self
+            .limit_rate
+            .as_deref()
+            .map(|r| rate("limit-rate", r))
+            .transpose()?;
         let strategies =
             StrategyKind::parse_list(self.strategy.as_deref().unwrap_or("linear,bounce"))
                 .map_err(|e| invalid("strategy", e.to_string()))?;
@@ -244,6 +252,7 @@ impl Settings {
                     seed: self.seed.unwrap_or(1),
                     network: NetworkSpec {
                         fleet: fleet.map(Arc::new),
+                        upload_limit,
                         ..resolve_network(self.network.as_ref(), self.hosts_file.is_some())?
                     },
                     failures: self
@@ -380,6 +389,7 @@ fn resolve_network(n: Option<&NetworkSettings>, fleet: bool) -> Result<NetworkSp
         spread,
         racks,
         fleet: None,
+        upload_limit: None,
     })
 }
 

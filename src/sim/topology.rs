@@ -50,6 +50,9 @@ pub struct NetworkSpec {
     /// network (`classes`, `spread` and `racks` are not used) and the run must have as many
     /// receivers as it has hosts.
     pub fleet: Option<Arc<FleetNetwork>>,
+    /// A cap on every host's upload, the source's included, bytes per second (`--limit-rate`):
+    /// each upload capacity is the lower of its own and this.
+    pub upload_limit: Option<f64>,
 }
 
 /// A network given host by host, from a fleet file: exact, with no random draw. Index 0 is
@@ -135,9 +138,10 @@ impl FleetNetwork {
         self.up.len() as u32 - 1
     }
 
-    fn build(&self, bandwidth: f64, source_upload: Option<f64>) -> Topology {
+    fn build(&self, bandwidth: f64, source_upload: Option<f64>, limit: Option<f64>) -> Topology {
         let mut up: Vec<f64> = self.up.iter().map(|u| u.unwrap_or(bandwidth)).collect();
         up[0] = self.up[0].or(source_upload).unwrap_or(bandwidth);
+        cap(&mut up, limit);
         let down = self.down.iter().map(|d| d.unwrap_or(bandwidth)).collect();
         let rack_uplink = self
             .rack_uplink
@@ -157,6 +161,7 @@ impl NetworkSpec {
     /// True when every host runs at B with no racks.
     pub fn is_uniform(&self) -> bool {
         self.source_upload.is_none()
+            && self.upload_limit.is_none()
             && self.fleet.is_none()
             && self.classes.is_empty()
             && self.spread == 0.0
@@ -170,7 +175,7 @@ impl NetworkSpec {
     pub fn build(&self, receivers: u32, bandwidth: f64, seed: u64) -> Topology {
         if let Some(fleet) = &self.fleet {
             assert_eq!(fleet.receivers(), receivers, "a fleet fixes the host count");
-            return fleet.build(bandwidth, self.source_upload);
+            return fleet.build(bandwidth, self.source_upload, self.upload_limit);
         }
         let n = receivers as usize + 1;
         let mut up = vec![bandwidth; n];
@@ -203,6 +208,7 @@ impl NetworkSpec {
         if let Some(u) = self.source_upload {
             up[0] = u;
         }
+        cap(&mut up, self.upload_limit);
         let racks = self.racks.as_ref().map(|r| {
             let count = r.count.clamp(1, n as u32) as usize;
             let rack = (0..n).map(|h| (h * count / n) as u32).collect();
@@ -214,6 +220,15 @@ impl NetworkSpec {
             down,
             rack,
             rack_uplink,
+        }
+    }
+}
+
+/// Lowers every upload capacity above `limit` to it.
+fn cap(up: &mut [f64], limit: Option<f64>) {
+    if let Some(l) = limit {
+        for u in up {
+            *u = u.min(l);
         }
     }
 }
@@ -381,6 +396,24 @@ mod tests {
         assert_eq!(out, [2, 5, 8, 11]);
         // Rack 1 must pull 100 bytes through a 5 B/s uplink.
         assert_eq!(t.lower_bound(100), 20.0);
+    }
+
+    #[test]
+    fn an_upload_limit_caps_every_upload_and_no_download() {
+        let spec = NetworkSpec {
+            source_upload: Some(40.0),
+            upload_limit: Some(4.0),
+            ..NetworkSpec::default()
+        };
+        let t = spec.build(3, 10.0, 1);
+        assert_eq!(t.up, vec![4.0; 4]);
+        assert_eq!(t.down, vec![10.0; 4]);
+        assert!(!spec.is_uniform());
+        let loose = NetworkSpec {
+            upload_limit: Some(20.0),
+            ..NetworkSpec::default()
+        };
+        assert_eq!(loose.build(3, 10.0, 1).up, vec![10.0; 4]);
     }
 
     #[test]
