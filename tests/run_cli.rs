@@ -388,3 +388,62 @@ fn completions_and_the_man_page_are_generated_from_the_options() {
     assert_eq!(unknown.status.code(), Some(2));
     assert!(stderr(&unknown).contains("tcsh"));
 }
+
+#[test]
+fn limit_rate_must_be_a_positive_rate_and_dry_run_predicts_with_it() {
+    let f = Fixture::new();
+    for bad in ["0Mbit", "fast", "0.5B/s"] {
+        let o = bounce_run(&[
+            "--limit-rate",
+            bad,
+            "-H",
+            "127.0.0.1:9",
+            &f.path("src.bin"),
+            &f.dest(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("--limit-rate") && stderr(&o).contains(bad),
+            "{bad}: {}",
+            stderr(&o)
+        );
+        f.nothing_written();
+    }
+    // 5000 bytes to 2 hosts at 100 Mbit/s: linear sends 10 kB, 0.8 ms uncapped; under a cap
+    // of 8 Mbit/s (1 MB/s) on the source's upload it takes 10 ms.
+    let dry = |extra: &[&str]| {
+        let mut args = vec![
+            "--dry-run",
+            "--bandwidth",
+            "100Mbit",
+            "--latency",
+            "0",
+            "--join-interval",
+            "0",
+            "-H",
+            "127.0.0.1:9,127.0.0.1:10",
+        ];
+        args.extend(extra);
+        let (src, dest) = (f.path("src.bin"), f.dest());
+        args.extend([src.as_str(), dest.as_str()]);
+        let o = bounce_run(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let linear = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("linear "))
+            .unwrap_or_else(|| panic!("{out}"))
+            .split_whitespace()
+            .nth(3)
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    let free = dry(&[]);
+    let capped = dry(&["--limit-rate", "8Mbit"]);
+    assert!(capped.contains("uploads capped at 8 Mbit/s"), "{capped}");
+    assert!(!free.contains("capped"), "{free}");
+    assert_eq!((linear(&free), linear(&capped)), (0.001, 0.010));
+    f.nothing_written();
+}

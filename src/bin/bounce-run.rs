@@ -111,6 +111,13 @@ struct Cli {
     /// slow disks, but after a power loss DEST may hold a file that never reached the disk.
     #[arg(long)]
     no_fsync: bool,
+    /// Cap what each host uploads, this machine included, at RATE (e.g. `400Mbit`, `50MB`
+    /// per second), over any few seconds. This machine's streams share the cap; on the
+    /// hosts each upload is paced on its own (a chain host feeding a spliced-out slow host
+    /// besides its successor can send up to twice RATE). Downloads are not capped.
+    /// --dry-run and --strategy auto predict with it.
+    #[arg(long, value_name = "RATE", value_parser = parse_limit)]
+    limit_rate: Option<u64>,
     /// ssh ConnectTimeout, for the controller and for hops between hosts.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     connect_timeout: Duration,
@@ -163,6 +170,16 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 fn parse_rate(s: &str) -> Result<f64, String> {
     units::parse_rate(s).map_err(|e| e.to_string())
+}
+/// `--limit-rate`: a rate of at least one byte per second, in whole bytes per second.
+fn parse_limit(s: &str) -> Result<u64, String> {
+    let r = units::parse_rate(s).map_err(|e| e.to_string())?;
+    if r < 1.0 {
+        return Err(format!(
+            "'{s}' is below 1 byte per second: the cap must be above 0"
+        ));
+    }
+    Ok(r as u64)
 }
 fn parse_duration(s: &str) -> Result<Duration, String> {
     units::parse_duration(s).map_err(|e| e.to_string())
@@ -227,6 +244,7 @@ fn main() -> ExitCode {
         bandwidth: cli.bandwidth,
         latency: cli.latency,
         join_interval: cli.join_interval,
+        upload_limit: cli.limit_rate.map(|r| r as f64),
     };
     let predicted = if cli.dry_run || matches!(cli.strategy, Choice::Auto) {
         match bounce::run::predict::predict(&plan, &assumptions) {
@@ -374,6 +392,7 @@ async fn run_async(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
                 accept_new_host_keys: cli.accept_new_host_keys,
                 connect_timeout: cli.connect_timeout,
                 fsync: !cli.no_fsync,
+                limit_rate: cli.limit_rate,
             },
             SourceFile {
                 path: plan.src.clone(),

@@ -9,11 +9,13 @@
 //! - [`script`]: the POSIX shell snippets run on the hosts;
 //! - [`ssh`]: the OpenSSH transport;
 //! - [`digest`]: the SHA-256 of the source;
+//! - [`pace`]: `--limit-rate` on the controller;
 //! - [`report`]: the final table and the per-host CSV;
 //! - [`progress`]: progress bars on a terminal, plain lines otherwise.
 
 pub mod digest;
 pub mod driver;
+pub mod pace;
 pub mod plan;
 pub mod predict;
 pub mod progress;

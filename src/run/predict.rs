@@ -29,6 +29,8 @@ pub struct Assumptions {
     /// The controller's cost per host of connecting and probing, paid one host after
     /// another: host i is ready i times this after the start.
     pub join_interval: Duration,
+    /// `--limit-rate`: every host's upload cap, bytes per second.
+    pub upload_limit: Option<f64>,
 }
 
 /// Why there is no prediction.
@@ -51,6 +53,7 @@ pub fn plan_config(plan: &Plan, a: &Assumptions) -> Result<PlanConfig, PredictEr
         join_interval: a.join_interval,
         network: NetworkSpec {
             fleet: Some(std::sync::Arc::new(fleet)),
+            upload_limit: a.upload_limit,
             ..NetworkSpec::default()
         },
         ..SimConfig::new(plan.hosts.len() as u32, plan.size, a.bandwidth)
@@ -189,12 +192,16 @@ pub fn write_prediction(
     let fleet = plan.has_fleet_attributes();
     writeln!(
         out,
-        "predicted by the simulator at {} per host{}, {} per connection, {} per host joining:",
+        "predicted by the simulator at {} per host{}{}, {} per connection, {} per host joining:",
         format_rate(a.bandwidth),
         if fleet {
             " unless the fleet file gives rates"
         } else {
             ""
+        },
+        match a.upload_limit {
+            Some(l) => format!(", uploads capped at {}", format_rate(l)),
+            None => String::new(),
         },
         humantime::format_duration(a.latency),
         humantime::format_duration(a.join_interval),

@@ -269,6 +269,8 @@ pub struct HopSsh {
     pub accept_new_host_keys: bool,
     /// ConnectTimeout in whole seconds.
     pub connect_timeout_s: u64,
+    /// `--limit-rate`: what each upload from a host may send per second (see [`pace`]).
+    pub upload_limit: Option<u64>,
 }
 
 impl HopSsh {
@@ -309,10 +311,31 @@ impl HopSsh {
     }
 }
 
-/// Run on X: sends X's verified copy at `from_dest` to `to`, into `to_tmp`. A watcher on
-/// stdin kills the hop when the controller's channel closes (the controller or its
-/// connection died), so no copy goes on unattended. (An asynchronous list's stdin is
-/// /dev/null unless redirected explicitly, hence the copy of stdin on fd 4.)
+/// How often a host's paced upload (see [`pace`]) looks at the clock, in milliseconds.
+pub const PACE_PERIOD_MS: u64 = 250;
+
+/// Waits until `$t`, a deadline in microseconds since the epoch; a deadline already past
+/// moves to now, so that a sender held up by its input earns no burst afterwards.
+const PACE_WAIT: &str = "d=$((t - $(date +%s%6N))); if [ $d -gt 0 ]; then sleep $((d / 1000000)).$(printf %06d $((d % 1000000))); else t=$((t - d)); fi";
+
+/// A filter that passes the first `total` bytes of stdin to stdout at `rate` bytes per
+/// second at most, for `--limit-rate` on a host: every [`PACE_PERIOD_MS`] one `dd` moves a
+/// period's worth, then the loop sleeps until that period's deadline. Over any stretch
+/// longer than a period the rate stays under the cap; within one, the bytes go at the
+/// link's rate. It costs three process starts a period, whatever the rate.
+pub fn pace(rate: u64, total: u64) -> String {
+    let rate = rate.max(1);
+    let per = (rate * PACE_PERIOD_MS / 1000).max(1);
+    format!(
+        "t=$(date +%s%6N); l={total}; while [ $l -gt 0 ]; do n={per}; [ $n -le $l ] || n=$l;          dd bs=1M count=$n iflag=fullblock,count_bytes status=none || exit 1; l=$((l - n));          t=$((t + n * 1000000 / {rate})); {PACE_WAIT}; done"
+    )
+}
+
+/// Run on X: sends X's verified copy at `from_dest`, `size` bytes, to `to`, into `to_tmp`
+/// (paced by `ssh`'s upload limit). A watcher on stdin kills the hop when the controller's
+/// channel closes (the controller or its connection died), so no copy goes on unattended.
+/// (An asynchronous list's stdin is /dev/null unless redirected explicitly, hence the copy
+/// of stdin on fd 4.)
 pub fn send_whole(
     ssh: &HopSsh,
     from_dest: &str,
@@ -320,11 +343,16 @@ pub fn send_whole(
     to_dest: &str,
     to_tmp: &str,
     to_hasher: Hasher,
+    size: u64,
 ) -> String {
+    let send = ssh.command(to, &stream_receive(to_dest, to_tmp, to_hasher));
+    let from = shell_quote(from_dest);
+    let send = match ssh.upload_limit {
+        None => format!("exec {send} < {from} 4<&-"),
+        Some(rate) => format!("{{ {}; }} < {from} 4<&- | {send} 4<&-", pace(rate, size)),
+    };
     format!(
-        "echo $$; exec 4<&0; {{ cat > /dev/null; kill -TERM 0; }} <&4 > /dev/null 2>&1 & exec {} < {} 4<&-",
-        ssh.command(to, &stream_receive(to_dest, to_tmp, to_hasher)),
-        shell_quote(from_dest)
+        "echo $$; exec 4<&0; {{ cat > /dev/null; kill -TERM 0; }} <&4 > /dev/null 2>&1 & {send}"
     )
 }
 
@@ -347,17 +375,25 @@ pub fn send_chunks(
     // the link close.
     format!(
         "{} | {{ {}; s=$?; [ $s -eq 0 ] || kill -TERM 0; exit $s; }}",
-        chunk_reader(from_dest, from_tmp),
+        chunk_reader(from_dest, from_tmp, ssh.upload_limit),
         ssh.command(to, &receive_chunks(to_dest, to_tmp))
     )
 }
 
 /// The reading half of [`send_chunks`]: prints `$$`, then for each request line the same
-/// line followed by the requested bytes.
-pub fn chunk_reader(from_dest: &str, from_tmp: &str) -> String {
+/// line followed by the requested bytes. With a `limit` (bytes per second), each chunk waits
+/// until the ones before it have had their time at that rate.
+pub fn chunk_reader(from_dest: &str, from_tmp: &str, limit: Option<u64>) -> String {
+    let (start, wait) = match limit {
+        None => (String::new(), String::new()),
+        Some(rate) => (
+            "t=$(date +%s%6N); ".to_string(),
+            format!("{PACE_WAIT}; t=$((t + len * 1000000 / {})); ", rate.max(1)),
+        ),
+    };
     format!(
-        "echo $$; f={tmp}; [ -e \"$f\" ] || f={dest}; exec 3< \"$f\" || exit 1\n\
-         while read off len; do printf '%s %s\\n' \"$off\" \"$len\"; \
+        "echo $$; f={tmp}; [ -e \"$f\" ] || f={dest}; exec 3< \"$f\" || exit 1; {start}\n\
+         while read off len; do {wait}printf '%s %s\\n' \"$off\" \"$len\"; \
          dd if=/dev/fd/3 bs=1M skip=\"$off\" count=\"$len\" iflag=skip_bytes,count_bytes status=none || exit 1; \
          done",
         tmp = shell_quote(from_tmp),
@@ -397,7 +433,8 @@ pub const RELAY_POLL_MS: u32 = 50;
 /// GNU `tail -f` follows the copy as it grows, through the descriptor (`/dev/fd/5`, so it
 /// polls every [`RELAY_POLL_MS`]: inotify cannot watch that name), with no process started
 /// per look; `head` stops after `size` bytes, then ends the sentinel `sleep` that
-/// `tail --pid` watches, so that `tail` ends too. The relay does not watch X's receiver: if X's copy
+/// `tail --pid` watches, so that `tail` ends too (with an upload limit, [`pace`] takes
+/// `head`'s place). The relay does not watch X's receiver: if X's copy
 /// stops growing, the controller ends the relay (X is retried or given up), and while X is
 /// fed again another way (a request link after a broken stream) the relay just goes on
 /// following the same file, which the core has only ever grow from its end (see
@@ -447,11 +484,14 @@ pub fn stream_relay(
         "exec 4<&0 6>&1; {{ cat > /dev/null; kill -TERM 0; }} <&4 > /dev/null 2>&1 6>&- & \
          {{ exec 4<&-; {open}; echo \"relay $$\" >&6; exec 6>&-; {reach}\
          sleep 2147483647 > /dev/null & w=$!; \
-         tail -c +{start} -f --pid=$w -s {poll} /dev/fd/5 | {{ head -c {rest}; kill $w; }}; }} | \
+         tail -c +{start} -f --pid=$w -s {poll} /dev/fd/5 | {{ {take}; kill $w; }}; }} | \
          {{ exec 4<&- 6>&-; {}; s=$?; [ $s -eq 0 ] || kill -TERM 0; exit $s; }}",
         ssh.command(to, receive),
         start = bytes.start + 1,
-        rest = bytes.end - bytes.start,
+        take = match ssh.upload_limit {
+            None => format!("head -c {}", bytes.end - bytes.start),
+            Some(rate) => pace(rate, bytes.end - bytes.start),
+        },
         poll = f64::from(RELAY_POLL_MS) / 1000.0,
     )
 }
@@ -1124,6 +1164,7 @@ mod tests {
         let hop = HopSsh {
             accept_new_host_keys: false,
             connect_timeout_s: 1,
+            upload_limit: None,
         };
         let to = HostSpec::parse("h2", "test").unwrap();
         let receive = if offset > 0 {
@@ -1311,6 +1352,7 @@ mod tests {
         let hop = HopSsh {
             accept_new_host_keys: false,
             connect_timeout_s: 5,
+            upload_limit: None,
         };
         let to = HostSpec::parse("h2.example", "test").unwrap();
         let cmd = hop.command(&to, "true");
@@ -1349,14 +1391,47 @@ mod tests {
         let src = dir.path().join("src");
         std::fs::write(&src, b"0123456789").unwrap();
         let src = src.display().to_string();
-        let script = chunk_reader(&src, "/nonexistent-tmp");
+        for limit in [None, Some(1000)] {
+            let script = chunk_reader(&src, "/nonexistent-tmp", limit);
+            let started = std::time::Instant::now();
+            let out = sh(&format!(
+                "printf '2 3\\n8 2\\n0 300\\n' | sh -c {}",
+                shell_quote(&script)
+            ));
+            let stdout = String::from_utf8(out.stdout).unwrap();
+            let body = stdout.split_once('\n').unwrap().1;
+            assert_eq!(body, "2 3\n2348 2\n890 300\n0123456789", "limit {limit:?}");
+            if limit.is_some() {
+                // The third chunk waits for the first two's 5 ms at 1000 B/s: a lower
+                // bound, which no slow machine can break.
+                assert!(started.elapsed().as_micros() >= 5000);
+            }
+        }
+    }
+
+    #[test]
+    fn a_paced_upload_passes_exactly_its_bytes_and_no_faster_than_its_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("input");
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&input, &data).unwrap();
+        let out_path = dir.path().join("out");
+        // 4 MB/s for 2.5 MB of a longer input: one period's worth (1 MB) goes at once, and
+        // the rest waits its turn.
+        let started = std::time::Instant::now();
         let out = sh(&format!(
-            "printf '2 3\\n8 2\\n' | sh -c {}",
-            shell_quote(&script)
+            "sh -c {} < {} > {}",
+            shell_quote(&pace(4_000_000, 2_500_000)),
+            shell_quote(&input.display().to_string()),
+            shell_quote(&out_path.display().to_string()),
         ));
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let body = stdout.split_once('\n').unwrap().1;
-        assert_eq!(body, "2 3\n2348 2\n89");
+        let took = started.elapsed();
+        assert!(out.status.success(), "{out:?}");
+        assert!(std::fs::read(&out_path).unwrap() == data[..2_500_000]);
+        assert!(
+            took >= std::time::Duration::from_millis(375),
+            "2.5 MB at 4 MB/s took only {took:?}"
+        );
     }
 
     #[test]

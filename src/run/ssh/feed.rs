@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::core::HostId;
 
+use super::super::pace::Pacer;
 use super::super::transport::ByteCounters;
 
 /// How much one `splice` moves at most, and the size asked of the pipe: between two looks at
@@ -43,12 +44,13 @@ pub(super) struct Feed {
 
 impl Feed {
     /// Starts feeding bytes `offset..offset + len` of `path`, counting them in `counters`
-    /// for their host, if given.
+    /// for their host, if given, and no faster than `pacer` lets it.
     pub fn start(
         path: &Path,
         offset: u64,
         len: u64,
         counters: Option<(Arc<ByteCounters>, HostId)>,
+        pacer: Option<Arc<Pacer>>,
     ) -> std::io::Result<Feed> {
         let (reader, writer) = std::io::pipe()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -58,7 +60,14 @@ impl Feed {
             .name("bounce-feed".into())
             .spawn(move || {
                 let writer = File::from(OwnedFd::from(writer));
-                let _ = tx.send(copy(&path, offset, len, writer, counters.as_ref(), &flag));
+                let _ = tx.send(copy(
+                    &path,
+                    offset..offset + len,
+                    writer,
+                    counters.as_ref(),
+                    pacer.as_deref(),
+                    &flag,
+                ));
             })?;
         Ok(Feed {
             reader: Some(OwnedFd::from(reader)),
@@ -83,25 +92,29 @@ impl Drop for Feed {
 
 fn copy(
     path: &PathBuf,
-    offset: u64,
-    len: u64,
+    range: std::ops::Range<u64>,
     writer: File,
     counters: Option<&(Arc<ByteCounters>, HostId)>,
+    pacer: Option<&Pacer>,
     stop: &AtomicBool,
 ) -> Result<(), FeedError> {
     let read_err = |e: std::io::Error| FeedError::Read(format!("{}: {e}", path.display()));
     let f = File::open(path).map_err(read_err)?;
     // A larger pipe means fewer wake-ups of ssh; the default of 64 KiB works too.
     let _ = rustix::pipe::fcntl_setpipe_size(&writer, STEP);
+    let (offset, end) = (range.start, range.end);
     let mut pos = offset;
-    let end = offset + len;
+    let step = pacer.map_or(STEP, |p| p.step(STEP));
     let mut spliced = true;
     let mut buf = Vec::new();
     while pos < end {
         if stop.load(Ordering::Relaxed) {
             return Err(FeedError::Send("stopped".into()));
         }
-        let want = (end - pos).min(STEP as u64) as usize;
+        let want = (end - pos).min(step as u64) as usize;
+        if let Some(p) = pacer {
+            std::thread::sleep(p.reserve(want as u64));
+        }
         let n = if spliced {
             let mut off = pos;
             match rustix::pipe::splice(
@@ -160,6 +173,7 @@ mod tests {
             3,
             (9 << 20) - 1,
             Some((Arc::clone(&counters), HostId(1))),
+            None,
         )
         .unwrap();
         let mut r = File::from(feed.reader.take().unwrap());
@@ -181,7 +195,8 @@ mod tests {
         let p = dir.path().join("src");
         std::fs::write(&p, b"short").unwrap();
         let counters = Arc::new(ByteCounters::new(2));
-        let mut feed = Feed::start(&p, 0, 100, Some((Arc::clone(&counters), HostId(1)))).unwrap();
+        let mut feed =
+            Feed::start(&p, 0, 100, Some((Arc::clone(&counters), HostId(1))), None).unwrap();
         let mut r = File::from(feed.reader.take().unwrap());
         let mut got = Vec::new();
         let e = feed.finished().await.unwrap_err();
@@ -192,7 +207,7 @@ mod tests {
             "{e:?}"
         );
 
-        let mut feed = Feed::start(&p, 0, 5, None).unwrap();
+        let mut feed = Feed::start(&p, 0, 5, None, None).unwrap();
         drop(feed.reader.take());
         let e = feed.finished().await.unwrap_err();
         assert!(matches!(e, FeedError::Send(_)), "{e:?}");

@@ -11,6 +11,7 @@ use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
 
 use crate::core::{HostId, Transfer};
 
+use super::super::pace::Pacer;
 use super::super::script::{self, Hasher, HopSsh};
 use super::super::transport::{ByteCounters, TransportError};
 use super::registry::Registry;
@@ -34,6 +35,8 @@ pub(super) struct Hosts {
     pub(super) src: SourceFile,
     pub(super) run_id: String,
     pub(super) counters: Arc<ByteCounters>,
+    /// The controller's share of `--limit-rate`, drawn on by every stream it sends.
+    pub(super) pacer: Option<Arc<Pacer>>,
     /// The remote processes and temporary files to clean up.
     pub(super) registry: Mutex<Registry>,
 }
@@ -52,6 +55,7 @@ impl Hosts {
         let hop_ssh = HopSsh {
             accept_new_host_keys: opts.accept_new_host_keys,
             connect_timeout_s: opts.connect_timeout.as_secs().max(1),
+            upload_limit: opts.limit_rate,
         };
         let controller_config = if config::cpu_has_aes() {
             Some(config::ControllerConfig::create(
@@ -61,7 +65,9 @@ impl Hosts {
         } else {
             None
         };
+        let pacer = opts.limit_rate.map(|r| Arc::new(Pacer::new(r)));
         Ok(Hosts {
+            pacer,
             sessions: targets.iter().map(|_| Mutex::new(None)).collect(),
             hashers: targets
                 .iter()

@@ -236,9 +236,13 @@ impl ChainLinks {
             .await
             .map_err(local)?;
         let mut left = len;
-        let mut buf = vec![0u8; 256 << 10];
+        let step = self.pacer.as_ref().map_or(256 << 10, |p| p.step(256 << 10));
+        let mut buf = vec![0u8; step];
         while left > 0 {
             let want = buf.len().min(left as usize);
+            if let Some(p) = &self.pacer {
+                tokio::time::sleep(p.reserve(want as u64)).await;
+            }
             let n = f.read(&mut buf[..want]).await.map_err(local)?;
             if n == 0 {
                 return Err(local(std::io::Error::new(
@@ -431,8 +435,14 @@ impl ChainLinks {
         };
         // From the source, SRC is the stream's stdin, fed by the kernel (see `ssh/feed.rs`).
         let mut feed = if from == HostId::SOURCE {
-            let f = super::feed::Feed::start(&self.src.path, offset, self.src.size - offset, None)
-                .map_err(|e| self.link_err(from, to, format!("cannot make a pipe: {e}")))?;
+            let f = super::feed::Feed::start(
+                &self.src.path,
+                offset,
+                self.src.size - offset,
+                None,
+                self.pacer.clone(),
+            )
+            .map_err(|e| self.link_err(from, to, format!("cannot make a pipe: {e}")))?;
             Some(f)
         } else {
             None

@@ -50,6 +50,8 @@ pub struct SshOptions {
     /// Flush each copy to disk before renaming it into place (see
     /// [`super::script::install`]).
     pub fsync: bool,
+    /// `--limit-rate`: the most each host, the controller included, uploads per second.
+    pub limit_rate: Option<u64>,
 }
 
 /// The file being sent, as read once on the controller.

@@ -47,6 +47,7 @@ impl WholeFileHops {
                     0,
                     self.src.size,
                     Some((Arc::clone(&self.counters), t.to)),
+                    self.pacer.clone(),
                 )
                 .map_err(|e| self.remote_err(t.to, format!("cannot make a pipe: {e}")))?;
                 let reader = feed.reader.take().expect("taken once");
@@ -110,6 +111,7 @@ impl WholeFileHops {
                     &to.dest,
                     &tmp,
                     self.hasher(t.to),
+                    self.src.size,
                 );
                 let mut child = self.spawn(t.from, &script).await?;
                 // Held open until the hop ends: its closing tells the watcher on X to stop.
