@@ -447,3 +447,54 @@ fn limit_rate_must_be_a_positive_rate_and_dry_run_predicts_with_it() {
     assert_eq!((linear(&free), linear(&capped)), (0.001, 0.010));
     f.nothing_written();
 }
+
+#[test]
+fn compress_takes_a_known_tool_that_must_be_installed_here() {
+    let f = Fixture::new();
+    let o = bounce_run(&[
+        "--compress",
+        "xz",
+        "-H",
+        "127.0.0.1:9",
+        &f.path("src.bin"),
+        &f.dest(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("'xz'"), "{}", stderr(&o));
+    // Without the tool on this machine: one line, exit 2, before any connection, and no
+    // compressed copy left behind.
+    let tmp = f.path("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_bounce-run"))
+        .args([
+            "--compress",
+            "lz4",
+            "-H",
+            "127.0.0.1:9",
+            &f.path("src.bin"),
+            &f.dest(),
+        ])
+        .env("PATH", f.path("no-such-bin"))
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    assert_bad_input(&o, &["--compress lz4", "not installed on this machine"]);
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    f.nothing_written();
+    // A dry run says what a run would do.
+    let o = bounce_run(&[
+        "--dry-run",
+        "--compress",
+        "zstd",
+        "-H",
+        "127.0.0.1:9",
+        &f.path("src.bin"),
+        &f.dest(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("compress: zstd, once on this machine"),
+        "{out}"
+    );
+}

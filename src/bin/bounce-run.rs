@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
 use bounce::core::StrategyKind;
+use bounce::run::codec::{self, Codec, CodecError};
 use bounce::run::plan::{HostSource, Plan};
 use bounce::run::predict::Assumptions;
 use bounce::run::progress::Progress;
@@ -25,7 +26,8 @@ Exit status:
        --then failed on some host, named with its exit status
   2    bad invocation or input (missing or unreadable SRC, empty or malformed host list,
        a DEST that is not an absolute path to a file, duplicate host, bad flag value, an
-       unwritable --report), detected before anything is written
+       unwritable --report, a --compress tool missing here), detected before anything is
+       written
   130  interrupted (SIGINT or SIGTERM): remote processes stopped, temporary files removed
        (what could not be is named, as for 1), nothing unverified left at DEST. A second
        interrupt during that cleanup exits at once, naming what may be left on which host.
@@ -118,6 +120,14 @@ struct Cli {
     /// --dry-run and --strategy auto predict with it.
     #[arg(long, value_name = "RATE", value_parser = parse_limit)]
     limit_rate: Option<u64>,
+    /// Compress SRC once on this machine (into a temporary file under $TMPDIR) with zstd,
+    /// lz4 or gzip, send the compressed bytes through every hop, and decompress them on
+    /// each host, which checks what comes out against SRC's digest. The tool must be
+    /// installed here and on every host (a host without it fails, named). Pays on
+    /// compressible files (sparse or mostly empty images) over links slower than the
+    /// tool; the default sends SRC as it is.
+    #[arg(long, value_name = "TOOL", value_enum, default_value_t = Compress::None)]
+    compress: Compress,
     /// ssh ConnectTimeout, for the controller and for hops between hosts.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     connect_timeout: Duration,
@@ -144,6 +154,26 @@ struct Cli {
     /// Absolute path of the copy on every host (a hosts file may override it per host).
     #[arg(value_name = "DEST")]
     dest: String,
+}
+
+/// `--compress`: a [`Codec`], or none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Compress {
+    None,
+    Zstd,
+    Lz4,
+    Gzip,
+}
+
+impl Compress {
+    fn codec(self) -> Option<Codec> {
+        match self {
+            Compress::None => None,
+            Compress::Zstd => Some(Codec::Zstd),
+            Compress::Lz4 => Some(Codec::Lz4),
+            Compress::Gzip => Some(Codec::Gzip),
+        }
+    }
 }
 
 /// `--strategy`: one of the strategies the runner implements, or the simulator's pick.
@@ -278,11 +308,18 @@ fn main() -> ExitCode {
         let _ = if cli.json {
             bounce::report::write_plan_json(out, &prediction.cfg, &prediction.plan)
         } else {
-            dry_run(out, &plan, &assumptions, prediction)
+            dry_run(out, &plan, &assumptions, prediction, cli.compress.codec())
         };
         return ExitCode::SUCCESS;
     }
-    match run(cli, plan) {
+    let wire = match cli.compress.codec() {
+        None => None,
+        Some(codec) => match compress(codec, &mut plan, cli.chunk) {
+            Ok(w) => Some(w),
+            Err(code) => return code,
+        },
+    };
+    match run(cli, plan, wire) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("bounce-run: {e:#}");
@@ -291,11 +328,38 @@ fn main() -> ExitCode {
     }
 }
 
+/// Compresses SRC for `--compress` and cuts the compressed bytes for the strategy, saying
+/// on stderr what it cost. On failure, says why and returns the exit status: 2 when the
+/// tool is missing here, 1 otherwise.
+fn compress(codec: Codec, plan: &mut Plan, chunk: u64) -> Result<codec::Wire, ExitCode> {
+    let started = std::time::Instant::now();
+    let wire = codec::compress(codec, &plan.src, &std::env::temp_dir()).map_err(|e| {
+        eprintln!("bounce-run: {e}");
+        match e {
+            CodecError::Missing(_) => ExitCode::from(2),
+            CodecError::Failed { .. } => ExitCode::from(1),
+        }
+    })?;
+    if let Err(e) = plan.cut_for(wire.size, chunk) {
+        eprintln!("bounce-run: {e}");
+        return Err(ExitCode::from(2));
+    }
+    eprintln!(
+        "bounce-run: --compress {codec}: {} to {} ({:.1}× less on every link) in {:.2}s",
+        units::format_size(plan.size),
+        units::format_size(wire.size),
+        plan.size as f64 / wire.size.max(1) as f64,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(wire)
+}
+
 fn dry_run(
     out: &mut dyn std::io::Write,
     plan: &Plan,
     assumptions: &Assumptions,
     prediction: &bounce::run::predict::Prediction,
+    compress: Option<Codec>,
 ) -> std::io::Result<()> {
     writeln!(
         out,
@@ -311,16 +375,24 @@ fn dry_run(
     for (i, h) in plan.hosts.iter().enumerate() {
         writeln!(out, "  {:>3}  {h}  {}", i + 1, plan.dest_of(i))?;
     }
+    if let Some(codec) = compress {
+        writeln!(
+            out,
+            "compress: {codec}, once on this machine before the transfer (not done by a dry \
+             run); every host needs {codec}. The prediction is for SRC's full size: the \
+             links carry less"
+        )?;
+    }
     bounce::run::predict::write_prediction(out, plan, assumptions, prediction)
 }
 
-fn run(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
+fn run(cli: Cli, plan: Plan, wire: Option<codec::Wire>) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run_async(cli, plan))
+    rt.block_on(run_async(cli, plan, wire))
 }
 
 /// Counts SIGINT and SIGTERM: the first stops the run, a second one during cleanup exits.
@@ -353,7 +425,7 @@ fn random_run_id() -> String {
     format!("{:016x}", rand::rngs::OsRng.next_u64())
 }
 
-async fn run_async(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
+async fn run_async(cli: Cli, plan: Plan, wire: Option<codec::Wire>) -> anyhow::Result<ExitCode> {
     // Installed first, so an interrupt during hashing is not lost (or ignored, for a
     // background job whose shell set SIGINT to SIG_IGN).
     let sigs = watch_signals()?;
@@ -402,6 +474,7 @@ async fn run_async(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
                     preserve: plan.preserve,
                 },
                 digest,
+                wire: wire.clone(),
             },
             plan.layout,
             plan.kind.uses_chunks(),
@@ -429,7 +502,9 @@ async fn run_async(cli: Cli, plan: Plan) -> anyhow::Result<ExitCode> {
     });
     let names: Vec<String> = plan.hosts.iter().map(ToString::to_string).collect();
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut progress = Progress::new(names, counters, plan.size, tty);
+    // The counters count what the hops carry.
+    let carried = wire.as_ref().map_or(plan.size, |w| w.size);
+    let mut progress = Progress::new(names, counters, carried, tty);
     let cfg = DriveConfig {
         kind: plan.kind,
         layout: plan.layout,

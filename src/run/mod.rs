@@ -8,11 +8,13 @@
 //! - [`driver`]: the loop around [`crate::core::Scheduler`];
 //! - [`script`]: the POSIX shell snippets run on the hosts;
 //! - [`ssh`]: the OpenSSH transport;
+//! - [`codec`]: `--compress`, SRC compressed once for every hop;
 //! - [`digest`]: the SHA-256 of the source;
 //! - [`pace`]: `--limit-rate` on the controller;
 //! - [`report`]: the final table and the per-host CSV;
 //! - [`progress`]: progress bars on a terminal, plain lines otherwise.
 
+pub mod codec;
 pub mod digest;
 pub mod driver;
 pub mod pace;

@@ -160,6 +160,13 @@ impl Plan {
         Ok(())
     }
 
+    /// Cuts `size` bytes instead of SRC's for the current strategy: what the hops carry
+    /// when it is not SRC itself (`--compress`).
+    pub fn cut_for(&mut self, size: u64, chunk: u64) -> Result<(), PlanError> {
+        self.layout = layout(self.kind, size, chunk)?;
+        Ok(())
+    }
+
     /// True when the fleet file gave rates or racks, for the source or any host.
     pub fn has_fleet_attributes(&self) -> bool {
         !self.source.is_empty()

@@ -17,6 +17,7 @@
 //! - a copy is flushed (`sync FILE`) before that rename and the directory after it, unless
 //!   the run says otherwise, so a power loss leaves the old DEST or the verified new one.
 
+pub use super::codec::Codec;
 use super::quote::shell_quote;
 use crate::fleet::HostSpec;
 
@@ -26,6 +27,8 @@ pub const DIGEST_MISMATCH_STATUS: i32 = 3;
 pub const DEST_IS_DIRECTORY_STATUS: i32 = 4;
 /// Exit status of [`probe`] when DEST exists and is neither a regular file nor a symlink.
 pub const DEST_NOT_A_FILE_STATUS: i32 = 5;
+/// Exit status of [`probe`] when the `--compress` tool is not installed.
+pub const TOOL_MISSING_STATUS: i32 = 6;
 /// Temporary files of other runs untouched for longer than this are stale (see [`probe`]).
 pub const STALE_TEMP_MINUTES: u32 = 10;
 
@@ -107,6 +110,21 @@ pub fn temp_path(dest: &str, run_id: &str, tag: &str) -> String {
     format!("{dir}{sep}.{}.bounce-{run_id}{tag}.tmp", temp_stem(dest))
 }
 
+/// With `--compress`, the temporary file beside `tmp` that its decompressed bytes go to
+/// (`tmp` itself keeps the compressed bytes, which the host's relays and hops read).
+pub fn decoded_path(tmp: &str) -> String {
+    format!("{}-d.tmp", tmp.strip_suffix(".tmp").unwrap_or(tmp))
+}
+
+/// Where a host decompresses the bytes it receives, with `--compress`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decode<'a> {
+    /// The compressor the bytes went through.
+    pub codec: Codec,
+    /// The temporary file the decompressed bytes go to ([`decoded_path`]).
+    pub into: &'a str,
+}
+
 /// A `find -name` pattern matching the temporary names of every run beside `dest`.
 fn temp_glob(dest: &str) -> String {
     let mut s = String::from(".");
@@ -128,7 +146,8 @@ fn temp_glob(dest: &str) -> String {
 /// line per stale temporary file removed, then one of: `missing`; `link` (a symlink, which the copy will replace); `size` (a regular file of
 /// another size than `size`, not hashed); `file DIGEST` (a regular file of that size). A
 /// directory exits [`DEST_IS_DIRECTORY_STATUS`]; anything else that is not a regular file
-/// exits [`DEST_NOT_A_FILE_STATUS`].
+/// exits [`DEST_NOT_A_FILE_STATUS`]. With `tool` (`--compress`), a host without that
+/// command exits [`TOOL_MISSING_STATUS`] first.
 ///
 /// A temporary file beside DEST is stale when it is ours (same owner), untouched for more
 /// than [`STALE_TEMP_MINUTES`] minutes and open in no process: every live run keeps its
@@ -137,9 +156,15 @@ fn temp_glob(dest: &str) -> String {
 /// The processes' list is taken before `find` starts: `find` holds the file it compares
 /// with open itself, and must not see its own descriptor. Stat'ing every open file can
 /// hang on a dead network mount: after 10 s the check is abandoned and the file kept.
-pub fn probe(dest: &str, size: u64) -> String {
+pub fn probe(dest: &str, size: u64, tool: Option<Codec>) -> String {
+    let tool = tool.map_or(String::new(), |t| {
+        format!(
+            "command -v {} > /dev/null 2>&1 || exit {TOOL_MISSING_STATUS}\n",
+            t.tool()
+        )
+    });
     format!(
-        "d={d}\n\
+        "{tool}d={d}\n\
          if x=$({openssl} < /dev/null 2>/dev/null) && [ \"${{x%% *}}\" = {EMPTY_SHA256} ]; \
          then H='{openssl}'; echo 'hasher openssl'; else H=sha256sum; echo 'hasher sha256sum'; fi\n\
          s=$(find {dir} -mindepth 1 -maxdepth 1 -name {glob} -type f -user \"$(id -u)\" \
@@ -170,11 +195,27 @@ pub fn probe(dest: &str, size: u64) -> String {
 /// new file is then opened on fd 3 and checked to be a regular file before anything is
 /// written.
 fn create_exclusive(dest: &str, tmp: &str) -> String {
+    create_exclusive_on(dest, tmp, 3)
+}
+
+/// `create_exclusive` on descriptor `fd`.
+fn create_exclusive_on(dest: &str, tmp: &str, fd: u8) -> String {
     format!(
         "mkdir -p -- {dir} && umask 077 && dd if=/dev/null of={tmp} conv=excl status=none \
-         && exec 3<> {tmp} && [ -f /dev/fd/3 ] || exit 1",
+         && exec {fd}<> {tmp} && [ -f /dev/fd/{fd} ] || exit 1",
         dir = shell_quote(parent(dest)),
         tmp = shell_quote(tmp),
+    )
+}
+
+/// The stage that decompresses a stream and writes the result to descriptor 6, passing it
+/// on to be hashed. A truncated or corrupt input ends the decompressor early; the rest of
+/// its input is drained, so that the stage before it is not killed by a closed pipe, and
+/// the digest, of what came out, then tells the copy is wrong.
+fn decode_stage(codec: Codec) -> String {
+    format!(
+        "{{ {}; cat > /dev/null; }} | {{ tee --output-error=exit -- /dev/fd/6 || kill -TERM 0; }}",
+        codec.decompress_sh()
     )
 }
 
@@ -220,11 +261,22 @@ pub fn receive_chunks(dest: &str, tmp: &str) -> String {
 ///
 /// Nothing waits for the `at` reports (they feed progress and the core's bookkeeping), so
 /// they are kept rare: each costs two process starts on a host that is busy relaying.
-pub fn stream_receive(dest: &str, tmp: &str, hasher: Hasher) -> String {
+///
+/// With `decode` (`--compress`), `tmp` receives the compressed bytes and a second file,
+/// `decode.into`, created exclusively too, their decompression; the digest is of the
+/// decompressed bytes, and `at` and `end` still count what `tmp` holds.
+pub fn stream_receive(dest: &str, tmp: &str, hasher: Hasher, decode: Option<Decode>) -> String {
+    let (create_dec, dec) = match decode {
+        None => (String::new(), String::new()),
+        Some(d) => (
+            format!("{}; ", create_exclusive_on(dest, d.into, 6)),
+            format!("{} | ", decode_stage(d.codec)),
+        ),
+    };
     format!(
-        "{create}; echo $$; \
+        "{create}; {create_dec}echo $$; \
          ( while sleep 0.5 > /dev/null 2>&1; do echo \"at $(stat -c %s -- {tmp})\"; done ) & p=$!; \
-         h=$({{ tee --output-error=exit -- /dev/fd/3 || kill -TERM 0; }} | {hash}); \
+         h=$({{ tee --output-error=exit -- /dev/fd/3 || kill -TERM 0; }} | {dec}{hash}); \
          kill \"$p\" 2>/dev/null; \
          echo \"end $(stat -c %s -- {tmp}) ${{h%% *}}\"",
         create = create_exclusive(dest, tmp),
@@ -239,15 +291,40 @@ pub fn stream_receive(dest: &str, tmp: &str, hasher: Hasher) -> String {
 /// byte is sent twice and the digest still covers the whole file. Prints the same lines as
 /// [`stream_receive`]; refuses (exit 1, the cause on stderr) a `tmp` that is not a regular
 /// file or does not hold exactly `offset` bytes.
-pub fn stream_resume(tmp: &str, offset: u64, size: u64, hasher: Hasher) -> String {
+///
+/// With `decode`, the whole copy is decompressed again from its start into `decode.into`
+/// (emptied first, or created exclusively), and the digest is of that.
+pub fn stream_resume(
+    tmp: &str,
+    offset: u64,
+    size: u64,
+    hasher: Hasher,
+    decode: Option<Decode>,
+) -> String {
+    let (open_dec, dec) = match decode {
+        None => (String::new(), String::new()),
+        Some(d) => {
+            let f = shell_quote(d.into);
+            (
+                format!(
+                    "if [ -L {f} ] || {{ [ -e {f} ] && [ ! -f {f} ]; }}; then \
+                     echo \"refusing to write through \"{f}\": not a regular file\" >&2; exit 1; \
+                     elif [ -e {f} ]; then umask 077 && exec 6> {f} || exit 1; \
+                     else {}; fi; ",
+                    create_exclusive_on(tmp, d.into, 6)
+                ),
+                format!("{} | ", decode_stage(d.codec)),
+            )
+        }
+    };
     format!(
         "if [ -L {t} ] || [ ! -f {t} ]; then echo \"no copy to resume at \"{t} >&2; exit 1; fi; \
          exec 3<> {t} && [ -f /dev/fd/3 ] || exit 1; n=$(stat -c %s -- {t}); \
          [ \"$n\" = {offset} ] || {{ echo \"the copy at \"{t}\" holds $n bytes, not {offset}\" >&2; exit 1; }}; \
-         echo $$; \
+         {open_dec}echo $$; \
          ( while sleep 0.5 > /dev/null 2>&1; do echo \"at $(stat -c %s -- {t})\"; done ) & p=$!; \
          exec 4<&0; {{ cat <&4 >> /dev/fd/3 || kill -TERM 0; }} & w=$!; exec 4<&-; \
-         h=$(tail -c +1 -f --pid=$w -s 0.05 /dev/fd/3 | head -c {size} | {hash}); \
+         h=$(tail -c +1 -f --pid=$w -s 0.05 /dev/fd/3 | head -c {size} | {dec}{hash}); \
          wait $w; kill \"$p\" 2>/dev/null; \
          echo \"end $(stat -c %s -- {t}) ${{h%% *}}\"",
         t = shell_quote(tmp),
@@ -331,25 +408,46 @@ pub fn pace(rate: u64, total: u64) -> String {
     )
 }
 
-/// Run on X: sends X's verified copy at `from_dest`, `size` bytes, to `to`, into `to_tmp`
-/// (paced by `ssh`'s upload limit). A watcher on stdin kills the hop when the controller's
+/// What a whole-file hop from a host reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendFrom<'a> {
+    /// A file sent as it is: the host's DEST, or with `--compress` the compressed copy it
+    /// received in this run.
+    File(&'a str),
+    /// With `--compress`, a DEST that was up to date, compressed on the way (the host has no
+    /// compressed copy of its own).
+    Compressing(&'a str, Codec),
+}
+
+/// Run on X: sends X's verified copy (see [`SendFrom`]), `size` bytes, to `to`, whose
+/// `receive` snippet takes it (paced by `ssh`'s upload limit). A watcher on stdin kills the hop when the controller's
 /// channel closes (the controller or its connection died), so no copy goes on unattended.
 /// (An asynchronous list's stdin is /dev/null unless redirected explicitly, hence the copy
 /// of stdin on fd 4.)
 pub fn send_whole(
     ssh: &HopSsh,
-    from_dest: &str,
+    from: SendFrom<'_>,
     to: &HostSpec,
-    to_dest: &str,
-    to_tmp: &str,
-    to_hasher: Hasher,
+    receive: &str,
     size: u64,
 ) -> String {
-    let send = ssh.command(to, &stream_receive(to_dest, to_tmp, to_hasher));
-    let from = shell_quote(from_dest);
-    let send = match ssh.upload_limit {
-        None => format!("exec {send} < {from} 4<&-"),
-        Some(rate) => format!("{{ {}; }} < {from} 4<&- | {send} 4<&-", pace(rate, size)),
+    let send = ssh.command(to, receive);
+    let send = match (from, ssh.upload_limit) {
+        (SendFrom::File(f), None) => format!("exec {send} < {} 4<&-", shell_quote(f)),
+        (SendFrom::File(f), Some(rate)) => format!(
+            "{{ {}; }} < {} 4<&- | {send} 4<&-",
+            pace(rate, size),
+            shell_quote(f)
+        ),
+        (SendFrom::Compressing(f, codec), limit) => format!(
+            "{} < {} 4<&- | {}{send} 4<&-",
+            codec.compress_sh(),
+            shell_quote(f),
+            limit.map_or(String::new(), |rate| format!(
+                "{{ {}; }} | ",
+                pace(rate, size)
+            ))
+        ),
     };
     format!(
         "echo $$; exec 4<&0; {{ cat > /dev/null; kill -TERM 0; }} <&4 > /dev/null 2>&1 & {send}"
@@ -409,6 +507,9 @@ pub enum RelayFrom<'a> {
     Receiving(&'a str),
     /// X's DEST, which holds the verified file (X was up to date, or is done).
     Installed(&'a str),
+    /// With `--compress`, X's DEST, which was up to date, compressed on the way: the same
+    /// bytes as SRC's compressed copy where X's tool is the same version as this machine's.
+    Compressing(&'a str, Codec),
 }
 
 /// How long a relay waits for its sender's temporary file to appear, in seconds.
@@ -467,12 +568,14 @@ pub fn stream_relay(
                 tries = 10 + (RELAY_WAIT_S * 5),
             )
         }
-        RelayFrom::Installed(dest) => format!("exec 5< {} || exit 1", shell_quote(dest)),
+        RelayFrom::Installed(dest) | RelayFrom::Compressing(dest, _) => {
+            format!("exec 5< {} || exit 1", shell_quote(dest))
+        }
     };
     // A relay that resumes a copy at an offset waits for its own copy to reach that far: it
     // may be behind the host it feeds (it took that host's place at the chain's tail), and
     // `tail` must not start past the end of what it follows.
-    let reach = if bytes.start > 0 {
+    let reach = if bytes.start > 0 && !matches!(from, RelayFrom::Compressing(..)) {
         format!(
             "while [ \"$(stat -L -c %s /dev/fd/5)\" -lt {} ]; do sleep 0.2; done; ",
             bytes.start
@@ -484,15 +587,25 @@ pub fn stream_relay(
         "exec 4<&0 6>&1; {{ cat > /dev/null; kill -TERM 0; }} <&4 > /dev/null 2>&1 6>&- & \
          {{ exec 4<&-; {open}; echo \"relay $$\" >&6; exec 6>&-; {reach}\
          sleep 2147483647 > /dev/null & w=$!; \
-         tail -c +{start} -f --pid=$w -s {poll} /dev/fd/5 | {{ {take}; kill $w; }}; }} | \
+         {follow} | {{ {take}; kill $w; }}; }} | \
          {{ exec 4<&- 6>&-; {}; s=$?; [ $s -eq 0 ] || kill -TERM 0; exit $s; }}",
         ssh.command(to, receive),
-        start = bytes.start + 1,
+        follow = match from {
+            RelayFrom::Compressing(_, codec) => format!(
+                "{{ {} <&5 | tail -c +{}; }}",
+                codec.compress_sh(),
+                bytes.start + 1
+            ),
+            _ => format!(
+                "tail -c +{} -f --pid=$w -s {} /dev/fd/5",
+                bytes.start + 1,
+                f64::from(RELAY_POLL_MS) / 1000.0
+            ),
+        },
         take = match ssh.upload_limit {
             None => format!("head -c {}", bytes.end - bytes.start),
             Some(rate) => pace(rate, bytes.end - bytes.start),
         },
-        poll = f64::from(RELAY_POLL_MS) / 1000.0,
     )
 }
 
@@ -604,6 +717,37 @@ pub fn finalize(
     )
 }
 
+/// With `--compress`: decompresses `tmp` into `dec` (emptied first, or created
+/// exclusively), checks what came out against `digest`, then installs `dec` (see
+/// [`install`]); `tmp` stays, for the host's relays and hops. A mismatch, or a copy that
+/// does not decompress, removes both and exits with [`DIGEST_MISMATCH_STATUS`], printing
+/// the digest found.
+pub fn finalize_decoded(
+    tmp: &str,
+    decode: Decode,
+    dest: &str,
+    digest: &str,
+    meta: Meta,
+    fsync: bool,
+    hasher: Hasher,
+) -> String {
+    let (t, f) = (shell_quote(tmp), shell_quote(decode.into));
+    format!(
+        "if [ -L {f} ] || {{ [ -e {f} ] && [ ! -f {f} ]; }}; then \
+         echo \"refusing to write through \"{f}\": not a regular file\" >&2; exit 1; \
+         elif [ -e {f} ]; then umask 077 && exec 6> {f} || exit 1; else {create}; fi; \
+         h=$({dec} < {t} | {{ tee --output-error=exit -- /dev/fd/6 || kill -TERM $$; }} | {hash}) || exit 1; \
+         h=${{h%% *}}; exec 6>&-; \
+         if [ \"$h\" != {digest} ]; then rm -f -- {t} {f}; echo \"$h\"; exit {DIGEST_MISMATCH_STATUS}; fi; \
+         {}",
+        install(decode.into, dest, meta, fsync),
+        create = create_exclusive_on(tmp, decode.into, 6),
+        dec = decode.codec.decompress_sh(),
+        digest = shell_quote(digest),
+        hash = hasher.command(),
+    )
+}
+
 /// The line that ends [`then`]'s output, followed by the command's exit status.
 pub const THEN_STATUS_MARK: &str = "bounce-then-status ";
 
@@ -699,7 +843,7 @@ mod tests {
 
     /// The probe's last line, and its exit status.
     fn probe_answer(dest: &str, size: u64) -> (String, Option<i32>) {
-        let out = sh(&probe(dest, size));
+        let out = sh(&probe(dest, size, None));
         let text = String::from_utf8(out.stdout).unwrap();
         (
             text.lines().last().unwrap_or("").to_string(),
@@ -768,14 +912,14 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&openssl, std::fs::Permissions::from_mode(0o755)).unwrap();
         let d = dest.display().to_string();
-        let out = sh_with_path(fake.path(), &probe(&d, 5));
+        let out = sh_with_path(fake.path(), &probe(&d, 5, None));
         assert!(out.status.success(), "{out:?}");
         assert_eq!(
             String::from_utf8(out.stdout).unwrap().lines().last(),
             Some("size")
         );
         assert!(!marker.exists(), "a file of the wrong size was hashed");
-        let out = sh_with_path(fake.path(), &probe(&d, 4));
+        let out = sh_with_path(fake.path(), &probe(&d, 4, None));
         let good = crate::run::digest::sha256_bytes(b"abcd");
         assert_eq!(
             String::from_utf8(out.stdout).unwrap().lines().last(),
@@ -806,11 +950,11 @@ mod tests {
             .map(|o| String::from_utf8_lossy(&o.stdout).starts_with(&good))
             .unwrap_or(false);
         let expect = if real { "openssl" } else { "sha256sum" };
-        assert_eq!(hasher_of(&sh(&probe(&d, 4))), expect);
+        assert_eq!(hasher_of(&sh(&probe(&d, 4, None))), expect);
         // An openssl that answers wrongly is not trusted.
         let broken = fake_tool("openssl", "cat > /dev/null; echo '0000 *stdin'");
         assert_eq!(
-            hasher_of(&sh_with_path(broken.path(), &probe(&d, 4))),
+            hasher_of(&sh_with_path(broken.path(), &probe(&d, 4, None))),
             "sha256sum"
         );
         assert_eq!(Hasher::from_name("openssl"), Some(Hasher::Openssl));
@@ -840,7 +984,7 @@ mod tests {
             .spawn()
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(200));
-        let out = sh(&probe(&dest, 7));
+        let out = sh(&probe(&dest, 7, None));
         holder.kill().unwrap();
         holder.wait().unwrap();
         assert!(out.status.success(), "{out:?}");
@@ -867,7 +1011,7 @@ mod tests {
         std::os::unix::fs::symlink(&victim, &tmp).unwrap();
         let out = sh(&format!(
             "printf 'evil' | sh -c {}",
-            shell_quote(&stream_receive(&dest, &tmp, Hasher::Sha256sum))
+            shell_quote(&stream_receive(&dest, &tmp, Hasher::Sha256sum, None))
         ));
         assert!(!out.status.success(), "{out:?}");
         let out = sh(&format!(
@@ -889,7 +1033,7 @@ mod tests {
             .arg("-c")
             .arg(format!(
                 "printf 'evil' | sh -c {}",
-                shell_quote(&stream_receive(&dest, &tmp, Hasher::Sha256sum))
+                shell_quote(&stream_receive(&dest, &tmp, Hasher::Sha256sum, None))
             ))
             .output()
             .unwrap();
@@ -898,7 +1042,7 @@ mod tests {
         std::os::unix::fs::symlink("/dev/null", &tmp).unwrap();
         let out = sh(&format!(
             "printf 'evil' | sh -c {}",
-            shell_quote(&stream_receive(&dest, &tmp, Hasher::Sha256sum))
+            shell_quote(&stream_receive(&dest, &tmp, Hasher::Sha256sum, None))
         ));
         assert!(!out.status.success(), "{out:?}");
         // A regular file already there is not taken over by a whole-file receiver...
@@ -906,7 +1050,7 @@ mod tests {
         std::fs::write(&tmp, b"xxxxxx").unwrap();
         let out = sh(&format!(
             "printf 'evil' | sh -c {}",
-            shell_quote(&stream_receive(&dest, &tmp, Hasher::Sha256sum))
+            shell_quote(&stream_receive(&dest, &tmp, Hasher::Sha256sum, None))
         ));
         assert!(!out.status.success(), "{out:?}");
         assert_eq!(std::fs::read(&tmp).unwrap(), b"xxxxxx");
@@ -1048,7 +1192,7 @@ mod tests {
         // The whole-file receiver, then the right digest.
         let out = sh(&format!(
             "printf 'hello bounce\\n' | sh -c {}",
-            shell_quote(&stream_receive(&dest, &tmp, Hasher::Sha256sum))
+            shell_quote(&stream_receive(&dest, &tmp, Hasher::Sha256sum, None))
         ));
         assert!(out.status.success(), "{out:?}");
         let good = crate::run::digest::sha256_bytes(data);
@@ -1083,7 +1227,7 @@ mod tests {
             (1_234_567_890, 123_456_789)
         );
         assert_eq!((installed.uid(), installed.gid()), (me.uid(), me.gid()));
-        let out = sh(&probe(&dest, data.len() as u64));
+        let out = sh(&probe(&dest, data.len() as u64, None));
         let answer = String::from_utf8(out.stdout).unwrap();
         assert_eq!(answer.lines().last(), Some(format!("file {good}").as_str()));
         assert!(!dir.path().join("pwned").exists());
@@ -1168,9 +1312,9 @@ mod tests {
         };
         let to = HostSpec::parse("h2", "test").unwrap();
         let receive = if offset > 0 {
-            stream_resume(b_tmp, offset, size, Hasher::Sha256sum)
+            stream_resume(b_tmp, offset, size, Hasher::Sha256sum, None)
         } else {
-            stream_receive(b_dest, b_tmp, Hasher::Sha256sum)
+            stream_receive(b_dest, b_tmp, Hasher::Sha256sum, None)
         };
         let relay = stream_relay(
             &hop,
@@ -1187,6 +1331,133 @@ mod tests {
             .spawn()
             .unwrap();
         (fake, child)
+    }
+
+    #[test]
+    fn a_probe_for_a_compressed_run_fails_first_on_a_host_without_the_tool() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = format!("{}/f", dir.path().display());
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(probe(&dest, 4, Some(Codec::Lz4)))
+            .env("PATH", dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(TOOL_MISSING_STATUS), "{out:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+        // With the tool on the PATH, the probe goes on as without --compress.
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::os::unix::fs::symlink("/bin/true", bin.join("lz4")).unwrap();
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(probe(&dest, 4, Some(Codec::Lz4)))
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).ends_with("missing\n"));
+    }
+
+    #[test]
+    fn an_up_to_date_host_compresses_its_dest_on_the_way_for_a_relay_and_a_paced_whole_hop() {
+        if std::process::Command::new("zstd")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            assert!(std::env::var_os("CI").is_none(), "zstd is not installed");
+            eprintln!("SKIPPED: zstd is not installed on this machine");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let a_dest = format!("{}/a/it's $(x).img", dir.path().display());
+        std::fs::create_dir_all(parent(&a_dest)).unwrap();
+        let mut data = vec![0u8; 3 << 20];
+        data[5000..9000].fill(9);
+        std::fs::write(&a_dest, &data).unwrap();
+        let wire = sh(&format!(
+            "{} < {}",
+            Codec::Zstd.compress_sh(),
+            shell_quote(&a_dest)
+        ))
+        .stdout;
+        let want = crate::run::digest::sha256_bytes(&data);
+        let fake = fake_ssh_dir();
+        let path = format!(
+            "{}:{}",
+            fake.path().display(),
+            std::env::var("PATH").unwrap()
+        );
+        let to = HostSpec::parse("h2", "test").unwrap();
+        for (k, limit) in [None, Some(200_000u64)].into_iter().enumerate() {
+            let hop = HopSsh {
+                accept_new_host_keys: false,
+                connect_timeout_s: 1,
+                upload_limit: limit,
+            };
+            let b_dest = format!("{}/b{k}/f.img", dir.path().display());
+            let (b_tmp, b_dec) = (temp_path(&b_dest, "r", "-h2"), format!("{b_dest}.dec"));
+            let receive = stream_receive(
+                &b_dest,
+                &b_tmp,
+                Hasher::Sha256sum,
+                Some(Decode {
+                    codec: Codec::Zstd,
+                    into: &b_dec,
+                }),
+            );
+            // The relay from an installed copy; the whole-file hop, paced, from the same.
+            let script = if limit.is_none() {
+                stream_relay(
+                    &hop,
+                    RelayFrom::Compressing(&a_dest, Codec::Zstd),
+                    0..wire.len() as u64,
+                    &to,
+                    &receive,
+                )
+            } else {
+                send_whole(
+                    &hop,
+                    SendFrom::Compressing(&a_dest, Codec::Zstd),
+                    &to,
+                    &receive,
+                    wire.len() as u64,
+                )
+            };
+            let started = std::time::Instant::now();
+            // The controller's channel stays open until the hop ends: its closing would
+            // stop the hop.
+            let mut child = std::process::Command::new("setsid")
+                .args(["-w", "sh", "-c", &script])
+                .env("PATH", &path)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let channel = child.stdin.take();
+            let out = child.wait_with_output().unwrap();
+            drop(channel);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains(&format!("end {} {want}", wire.len())),
+                "{limit:?}: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(std::fs::read(&b_tmp).unwrap() == wire, "{limit:?}");
+            assert!(std::fs::read(&b_dec).unwrap() == data, "{limit:?}");
+            if let Some(rate) = limit {
+                let floor = (wire.len() as u64).saturating_sub(rate / 4) as f64 / rate as f64;
+                assert!(
+                    started.elapsed().as_secs_f64() >= floor,
+                    "{} bytes at {rate} B/s took {:?}",
+                    wire.len(),
+                    started.elapsed()
+                );
+            }
+        }
     }
 
     #[test]
@@ -1207,7 +1478,7 @@ mod tests {
             .arg(format!(
                 "{{ head -c 1000000; sleep 0.3; cat; }} < {} | sh -c {}",
                 shell_quote(&input.display().to_string()),
-                shell_quote(&stream_receive(&a_dest, &a_tmp, Hasher::Openssl))
+                shell_quote(&stream_receive(&a_dest, &a_tmp, Hasher::Openssl, None))
             ))
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -1310,13 +1581,128 @@ mod tests {
     }
 
     #[test]
+    fn compressed_copies_are_received_resumed_and_finalized_by_their_decompressed_digest() {
+        if std::process::Command::new("zstd")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            assert!(std::env::var_os("CI").is_none(), "zstd is not installed");
+            eprintln!("SKIPPED: zstd is not installed on this machine");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = |n: &str| format!("{}/{n}", dir.path().display());
+        let mut data = vec![0u8; 2 << 20];
+        for (i, b) in data.iter_mut().enumerate().step_by(4099) {
+            *b = (i % 251) as u8;
+        }
+        std::fs::write(path("data"), &data).unwrap();
+        let out = sh(&format!(
+            "{} < {} > {}",
+            Codec::Zstd.compress_sh(),
+            path("data"),
+            path("wire")
+        ));
+        assert!(out.status.success(), "{out:?}");
+        let wire = std::fs::read(path("wire")).unwrap();
+        let want = crate::run::digest::sha256_bytes(&data);
+        let dest = path("it's $(x).img");
+        fn decode(into: &str) -> Option<Decode<'_>> {
+            Some(Decode {
+                codec: Codec::Zstd,
+                into,
+            })
+        }
+        // Received whole: the copy keeps the compressed bytes, its twin the decompressed
+        // ones, and the digest is of the latter.
+        let (tmp, dec) = (temp_path(&dest, "r", "-h1"), path("h1-d"));
+        let out = sh(&format!(
+            "sh -c {} < {}",
+            shell_quote(&stream_receive(
+                &dest,
+                &tmp,
+                Hasher::Sha256sum,
+                decode(&dec)
+            )),
+            path("wire")
+        ));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.ends_with(&format!("end {} {want}\n", wire.len())),
+            "{text}"
+        );
+        assert!(std::fs::read(&tmp).unwrap() == wire);
+        assert!(std::fs::read(&dec).unwrap() == data);
+        // Resumed at half the compressed bytes, over a partial twin from the broken stream:
+        // the whole copy is decompressed again.
+        let half = wire.len() / 2;
+        let (tmp2, dec2) = (path("h2.tmp"), path("h2-d"));
+        std::fs::write(&tmp2, &wire[..half]).unwrap();
+        std::fs::write(&dec2, b"partial").unwrap();
+        std::fs::write(path("rest"), &wire[half..]).unwrap();
+        let resume = stream_resume(
+            &tmp2,
+            half as u64,
+            wire.len() as u64,
+            Hasher::Sha256sum,
+            decode(&dec2),
+        );
+        let out = sh(&format!(
+            "sh -c {} < {}",
+            shell_quote(&resume),
+            path("rest")
+        ));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.ends_with(&format!("end {} {want}\n", wire.len())),
+            "{text}"
+        );
+        assert!(std::fs::read(&dec2).unwrap() == data);
+        // Finalized from the compressed copy: DEST gets the decompressed bytes, the copy
+        // stays for sending on; a corrupt copy removes both and leaves DEST alone.
+        let meta = Meta {
+            mode: 0o640,
+            preserve: None,
+        };
+        let fin = |tmp: &str, dec: &str| {
+            sh(&finalize_decoded(
+                tmp,
+                Decode {
+                    codec: Codec::Zstd,
+                    into: dec,
+                },
+                &dest,
+                &want,
+                meta,
+                false,
+                Hasher::Openssl,
+            ))
+        };
+        let out = fin(&tmp2, &path("f-d"));
+        assert!(out.status.success(), "{out:?}");
+        assert!(std::fs::read(&dest).unwrap() == data);
+        assert!(std::fs::read(&tmp2).unwrap() == wire);
+        assert!(!std::path::Path::new(&path("f-d")).exists());
+        let mut bad = wire.clone();
+        bad[half] ^= 0x55;
+        std::fs::write(&tmp2, &bad).unwrap();
+        std::fs::remove_file(&dest).unwrap();
+        let out = fin(&tmp2, &path("g-d"));
+        assert_eq!(out.status.code(), Some(DIGEST_MISMATCH_STATUS), "{out:?}");
+        assert!(!std::path::Path::new(&tmp2).exists());
+        assert!(!std::path::Path::new(&path("g-d")).exists());
+        assert!(!std::path::Path::new(&dest).exists());
+    }
+
+    #[test]
     fn a_resumed_copy_of_another_length_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let tmp = format!("{}/.f.tmp", dir.path().display());
         std::fs::write(&tmp, b"12345").unwrap();
         let out = sh(&format!(
             "printf 'abc' | sh -c {}",
-            shell_quote(&stream_resume(&tmp, 4, 8, Hasher::Sha256sum))
+            shell_quote(&stream_resume(&tmp, 4, 8, Hasher::Sha256sum, None))
         ));
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
@@ -1326,7 +1712,7 @@ mod tests {
         std::os::unix::fs::symlink(&tmp, &link).unwrap();
         let out = sh(&format!(
             "printf 'abc' | sh -c {}",
-            shell_quote(&stream_resume(&link, 5, 8, Hasher::Sha256sum))
+            shell_quote(&stream_resume(&link, 5, 8, Hasher::Sha256sum, None))
         ));
         assert!(!out.status.success());
         assert_eq!(std::fs::read(&tmp).unwrap(), b"12345");

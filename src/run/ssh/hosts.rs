@@ -35,6 +35,9 @@ pub(super) struct Hosts {
     pub(super) src: SourceFile,
     pub(super) run_id: String,
     pub(super) counters: Arc<ByteCounters>,
+    /// With `--compress`, the compressed copy each receiver holds once its copy is in place
+    /// (its temporary file, kept until the run ends), which its hops and relays send from.
+    wire_copies: Vec<Mutex<Option<String>>>,
     /// The controller's share of `--limit-rate`, drawn on by every stream it sends.
     pub(super) pacer: Option<Arc<Pacer>>,
     /// The remote processes and temporary files to clean up.
@@ -68,6 +71,7 @@ impl Hosts {
         let pacer = opts.limit_rate.map(|r| Arc::new(Pacer::new(r)));
         Ok(Hosts {
             pacer,
+            wire_copies: targets.iter().map(|_| Mutex::new(None)).collect(),
             sessions: targets.iter().map(|_| Mutex::new(None)).collect(),
             hashers: targets
                 .iter()
@@ -112,6 +116,37 @@ impl Hosts {
             .spawn()
             .await
             .map_err(|e| self.remote_err(h, error_chain(&e)))
+    }
+
+    /// With `--compress`, receiver `h`'s compressed copy, if it holds one (see
+    /// [`Hosts::install_tmp`]); `None` for a host that was up to date, or was reset.
+    pub(super) fn wire_copy(&self, h: HostId) -> Option<String> {
+        self.wire_copies[h.index() - 1].lock().unwrap().clone()
+    }
+
+    /// Records receiver `h`'s compressed copy, or that it has none.
+    pub(super) fn set_wire_copy(&self, h: HostId, path: Option<&str>) {
+        *self.wire_copies[h.index() - 1].lock().unwrap() = path.map(str::to_string);
+    }
+
+    /// With `--compress`, where a copy received into `tmp` is decompressed to.
+    pub(super) fn decode_into<'a>(&self, dec: &'a str) -> Option<script::Decode<'a>> {
+        self.src
+            .codec()
+            .map(|codec| script::Decode { codec, into: dec })
+    }
+
+    /// What a whole-file hop from receiver `h` reads: its DEST, or with `--compress` its
+    /// compressed copy (its DEST compressed on the way, when it was up to date).
+    pub(super) fn send_from(&self, h: HostId) -> (String, Option<script::Codec>) {
+        let dest = self.target(h).dest.clone();
+        match self.src.codec() {
+            None => (dest, None),
+            Some(codec) => match self.wire_copy(h) {
+                Some(copy) => (copy, None),
+                None => (dest, Some(codec)),
+            },
+        }
     }
 
     /// The SHA-256 tool of receiver `h`.

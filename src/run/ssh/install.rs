@@ -11,44 +11,74 @@ use super::hosts::Hosts;
 use super::reports::failure_text;
 
 impl Hosts {
-    /// Renames a copy whose digest was checked as it was written into place.
+    /// Renames a copy whose digest was checked as it was written into place. With
+    /// `--compress` that is its decompressed twin ([`script::decoded_path`]), and `tmp`, the
+    /// compressed bytes, stays as the host's copy to send from until the run ends.
     pub(super) async fn install_tmp(&self, h: HostId, tmp: &str) -> Result<(), TransportError> {
         let t = self.target(h);
+        let dec = script::decoded_path(tmp);
+        let file = match self.src.codec() {
+            Some(_) => dec.as_str(),
+            None => tmp,
+        };
         let out = self
             .run_registered(
                 h,
-                &script::install(tmp, &t.dest, self.src.meta, self.opts.fsync),
+                &script::install(file, &t.dest, self.src.meta, self.opts.fsync),
             )
             .await?;
         if !out.status.success() {
             return Err(self.remote_err(h, failure_text(&out.stderr, out.status.code())));
         }
-        self.forget_temp(h, tmp);
+        self.forget_temp(h, file);
+        if self.src.codec().is_some() {
+            self.set_wire_copy(h, Some(tmp));
+        }
         Ok(())
     }
 
+    /// Verifies a copy whose digest could not be checked as it was written (it was written
+    /// by request, or in streams that broke), then renames it into place; with `--compress`,
+    /// decompresses it first, as [`Hosts::install_tmp`] says.
     pub(super) async fn finalize_tmp(&self, h: HostId, tmp: &str) -> Result<(), TransportError> {
         let t = self.target(h);
         let digest = self.src_digest().await?;
-        let out = self
-            .run_registered(
-                h,
-                &script::finalize(
-                    tmp,
-                    &t.dest,
-                    &digest,
-                    self.src.meta,
-                    self.opts.fsync,
-                    self.hasher(h),
-                ),
-            )
-            .await?;
+        let dec = script::decoded_path(tmp);
+        let script = match self.src.codec() {
+            Some(codec) => script::finalize_decoded(
+                tmp,
+                script::Decode { codec, into: &dec },
+                &t.dest,
+                &digest,
+                self.src.meta,
+                self.opts.fsync,
+                self.hasher(h),
+            ),
+            None => script::finalize(
+                tmp,
+                &t.dest,
+                &digest,
+                self.src.meta,
+                self.opts.fsync,
+                self.hasher(h),
+            ),
+        };
+        if self.src.codec().is_some() {
+            self.add_temp(h, &dec);
+        }
+        let out = self.run_registered(h, &script).await?;
         if out.status.success() {
-            self.forget_temp(h, tmp);
+            if self.src.codec().is_some() {
+                self.forget_temp(h, &dec);
+                self.set_wire_copy(h, Some(tmp));
+            } else {
+                self.forget_temp(h, tmp);
+            }
             return Ok(());
         }
         if out.status.code() == Some(script::DIGEST_MISMATCH_STATUS) {
             self.forget_temp(h, tmp);
+            self.forget_temp(h, &dec);
         }
         Err(self.check_failure(h, tmp, &out))
     }

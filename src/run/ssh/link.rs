@@ -231,7 +231,9 @@ impl ChainLinks {
             path: self.src.path.display().to_string(),
             reason: e.to_string(),
         };
-        let mut f = tokio::fs::File::open(&self.src.path).await.map_err(local)?;
+        let mut f = tokio::fs::File::open(self.src.send_path())
+            .await
+            .map_err(local)?;
         f.seek(std::io::SeekFrom::Start(offset))
             .await
             .map_err(local)?;
@@ -363,11 +365,17 @@ impl ChainLinks {
         let script = if from == HostId::SOURCE {
             script::receive_chunks(&t.dest, &to_tmp)
         } else {
-            let f = self.target(from);
+            let from_tmp = self.chain_tmp(from);
+            // Compressed, the chunks are the compressed copy's, which only the temporary
+            // file holds (a host that was up to date has none, and the hop fails).
+            let from_dest = match self.src.codec() {
+                Some(_) => from_tmp.clone(),
+                None => self.target(from).dest.clone(),
+            };
             script::send_chunks(
                 &self.hop_ssh,
-                &f.dest,
-                &self.chain_tmp(from),
+                &from_dest,
+                &from_tmp,
                 &t.spec,
                 &t.dest,
                 &to_tmp,
@@ -415,30 +423,39 @@ impl ChainLinks {
         self.add_temp(to, &to_tmp);
         // Into a copy this run already wrote to, only what it lacks goes.
         let offset = resume.unwrap_or(0);
+        let size = self.src.send_size();
+        let dec = script::decoded_path(&to_tmp);
+        let decode = self.decode_into(&dec);
+        if decode.is_some() {
+            self.add_temp(to, &dec);
+        }
         let receive = match resume {
-            Some(n) => script::stream_resume(&to_tmp, n, self.src.size, self.hasher(to)),
-            None => script::stream_receive(&t.dest, &to_tmp, self.hasher(to)),
+            Some(n) => script::stream_resume(&to_tmp, n, size, self.hasher(to), decode),
+            None => script::stream_receive(&t.dest, &to_tmp, self.hasher(to), decode),
         };
         let script = match &placed {
             None => receive,
-            Some(installed) => script::stream_relay(
-                &self.hop_ssh,
-                if **installed {
-                    script::RelayFrom::Installed(&self.target(from).dest)
-                } else {
-                    script::RelayFrom::Receiving(&from_tmp)
-                },
-                offset..self.src.size,
-                &t.spec,
-                &receive,
-            ),
+            Some(installed) => {
+                let from_dest = &self.target(from).dest;
+                let relay_from = match (self.src.codec(), **installed) {
+                    (None, true) => script::RelayFrom::Installed(from_dest),
+                    // Compressed, a copy in place keeps its compressed bytes in its
+                    // temporary file; one that was up to date has none, and compresses its
+                    // DEST on the way.
+                    (Some(codec), true) if self.wire_copy(from).is_none() => {
+                        script::RelayFrom::Compressing(from_dest, codec)
+                    }
+                    _ => script::RelayFrom::Receiving(&from_tmp),
+                };
+                script::stream_relay(&self.hop_ssh, relay_from, offset..size, &t.spec, &receive)
+            }
         };
         // From the source, SRC is the stream's stdin, fed by the kernel (see `ssh/feed.rs`).
         let mut feed = if from == HostId::SOURCE {
             let f = super::feed::Feed::start(
-                &self.src.path,
+                self.src.send_path(),
                 offset,
-                self.src.size - offset,
+                size - offset,
                 None,
                 self.pacer.clone(),
             )
@@ -463,7 +480,7 @@ impl ChainLinks {
             p.stdout,
             tx,
             to,
-            self.src.size,
+            size,
             Arc::clone(&self.counters),
             Arc::clone(&self.streamed),
         ))];
@@ -526,7 +543,7 @@ impl ChainLinks {
             "" => Ok(None),
             n => n
                 .parse::<u64>()
-                .map(|n| Some(n.min(self.src.size)))
+                .map(|n| Some(n.min(self.src.send_size())))
                 .map_err(|_| {
                     self.remote_err(to, format!("cannot read the length of {to_tmp}: {n:?}"))
                 }),
@@ -672,7 +689,10 @@ impl ChainLinks {
                 if got >= end {
                     Ok(())
                 } else {
-                    let short = format!("the stream ended after {got} of {} bytes", self.src.size);
+                    let short = format!(
+                        "the stream ended after {got} of {} bytes",
+                        self.src.send_size()
+                    );
                     match feed_error.lock().unwrap().clone() {
                         // The source's own side failed: say what, not just that it was short.
                         Some(why) if why.starts_with("reading ") => Err(TransportError::Local {
@@ -740,7 +760,7 @@ impl ChainLinks {
                 LinkKind::Requests { .. } => true,
                 LinkKind::Stream { progress, .. } => {
                     let p = progress.borrow();
-                    p.ended || p.bytes >= self.src.size
+                    p.ended || p.bytes >= self.src.send_size()
                 }
             };
         if !graceful {
@@ -944,7 +964,9 @@ impl Transport for ChainLinks {
         self.close_links(|from, _| from == host, false).await;
         self.streamed.lock().unwrap().remove(&host);
         let mut placed = self.placed[host.index()].lock().await;
-        let mut files = vec![(host, self.chain_tmp(host))];
+        let tmp = self.chain_tmp(host);
+        let mut files = vec![(host, script::decoded_path(&tmp)), (host, tmp)];
+        self.set_wire_copy(host, None);
         if *placed {
             // A relay set up from now on waits for its new copy, not this one.
             *placed = false;

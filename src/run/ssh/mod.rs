@@ -65,6 +65,25 @@ pub struct SourceFile {
     pub meta: super::script::Meta,
     /// Lowercase hex SHA-256, possibly still being computed.
     pub digest: super::digest::PendingDigest,
+    /// With `--compress`, SRC compressed: what the hops carry instead of SRC.
+    pub wire: Option<super::codec::Wire>,
+}
+
+impl SourceFile {
+    /// The file the hops carry: SRC, or its compressed copy.
+    pub fn send_path(&self) -> &std::path::Path {
+        self.wire.as_ref().map_or(&self.path, |w| &w.path)
+    }
+
+    /// The size of what the hops carry.
+    pub fn send_size(&self) -> u64 {
+        self.wire.as_ref().map_or(self.size, |w| w.size)
+    }
+
+    /// How the hops' bytes are compressed, if they are.
+    pub fn codec(&self) -> Option<super::codec::Codec> {
+        self.wire.as_ref().map(|w| w.codec)
+    }
 }
 
 /// One receiver and its paths.

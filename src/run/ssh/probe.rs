@@ -18,7 +18,7 @@ impl Hosts {
         let dest = self.target(host).dest.clone();
         // Registered like a hop, so that an interrupt while it hashes stops it.
         let out = self
-            .run_registered(host, &script::probe(&dest, self.src.size))
+            .run_registered(host, &script::probe(&dest, self.src.size, self.src.codec()))
             .await?;
         let dest_err = |reason: &str| TransportError::Dest {
             host: self.name(host),
@@ -34,6 +34,13 @@ impl Hosts {
                 return Err(dest_err(
                     "exists and is neither a regular file nor a symlink; refusing to replace it",
                 ))
+            }
+            Some(script::TOOL_MISSING_STATUS) => {
+                let tool = self.src.codec().map_or("?", |c| c.tool());
+                return Err(self.remote_err(
+                    host,
+                    format!("'{tool}' is not installed there (--compress {tool} needs it on every host)"),
+                ));
             }
             code => return Err(self.remote_err(host, failure_text(&out.stderr, code))),
         }

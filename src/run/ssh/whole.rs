@@ -37,27 +37,28 @@ impl WholeFileHops {
         let key = self.new_key();
         let to = self.target(t.to).clone();
         let tmp = script::temp_path(&to.dest, &self.run_id, &format!("-t{}", t.id.0));
+        let dec = script::decoded_path(&tmp);
+        let decode = self.decode_into(&dec);
         self.add_temp(t.to, &tmp);
+        if decode.is_some() {
+            self.add_temp(t.to, &dec);
+        }
+        let size = self.src.send_size();
+        let receive = script::stream_receive(&to.dest, &tmp, self.hasher(t.to), decode);
         self.counters.set(t.to, 0);
         let res = async {
             let end = if t.from == HostId::SOURCE {
                 // The controller counts what it sends; the receiver's reports only end it.
                 let mut feed = feed::Feed::start(
-                    &self.src.path,
+                    self.src.send_path(),
                     0,
-                    self.src.size,
+                    size,
                     Some((Arc::clone(&self.counters), t.to)),
                     self.pacer.clone(),
                 )
                 .map_err(|e| self.remote_err(t.to, format!("cannot make a pipe: {e}")))?;
                 let reader = feed.reader.take().expect("taken once");
-                let mut child = self
-                    .spawn_fed(
-                        t.to,
-                        &script::stream_receive(&to.dest, &tmp, self.hasher(t.to)),
-                        reader,
-                    )
-                    .await?;
+                let mut child = self.spawn_fed(t.to, &receive, reader).await?;
                 let stderr = collect(child.stderr().take());
                 let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
                 let pid = read_pid(&mut stdout).await;
@@ -103,16 +104,12 @@ impl WholeFileHops {
                 }
                 end
             } else {
-                let from = self.target(t.from);
-                let script = script::send_whole(
-                    &self.hop_ssh,
-                    &from.dest,
-                    &to.spec,
-                    &to.dest,
-                    &tmp,
-                    self.hasher(t.to),
-                    self.src.size,
-                );
+                let (from, compressing) = self.send_from(t.from);
+                let from = match compressing {
+                    Some(codec) => script::SendFrom::Compressing(&from, codec),
+                    None => script::SendFrom::File(&from),
+                };
+                let script = script::send_whole(&self.hop_ssh, from, &to.spec, &receive, size);
                 let mut child = self.spawn(t.from, &script).await?;
                 // Held open until the hop ends: its closing tells the watcher on X to stop.
                 let keep_open = child.stdin().take();
@@ -144,11 +141,11 @@ impl WholeFileHops {
                         })
                     }
                 }
-                self.counters.set(t.to, self.src.size);
+                self.counters.set(t.to, size);
                 end
             };
             let digest = self.src_digest().await?;
-            if end == Some((self.src.size, digest)) {
+            if end == Some((size, digest)) {
                 // Hashed as it was written: only the rename is left.
                 self.install_tmp(t.to, &tmp).await
             } else {
@@ -157,7 +154,11 @@ impl WholeFileHops {
         }
         .await;
         if res.is_err() {
-            self.kill(key, &[(t.to, tmp.clone())]).await;
+            let mut files = vec![(t.to, tmp.clone())];
+            if decode.is_some() {
+                files.push((t.to, dec.clone()));
+            }
+            self.kill(key, &files).await;
             self.counters.set(t.to, 0);
         } else {
             self.registry.lock().unwrap().procs.remove(&key);
