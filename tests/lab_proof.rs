@@ -191,7 +191,12 @@ fn lab_faults_stop_sshd_take_links_down_and_fill_disks() {
         "h2 answers with its link down"
     );
     lab.link_up(2);
-    assert!(quick(&lab, "h2").status.success(), "h2 does not come back");
+    // The first SYN after the link comes back can still be lost (neighbour discovery
+    // restarts): a host that comes back answers one of three tries.
+    assert!(
+        (0..3).any(|_| quick(&lab, "h2").status.success()),
+        "h2 does not come back"
+    );
 
     let src = lab.scratch().join("src.bin");
     random_file(&src, 2 * MIB, 2);

@@ -683,12 +683,25 @@ impl Lab {
         ));
     }
 
-    /// Brings host `i`'s link back up.
+    /// Brings host `i`'s link back up, and waits (up to 10 s) until the kernel says it is:
+    /// right after `ip link set up` a veth can still be without carrier, and a connection
+    /// tried then is lost.
     pub fn link_up(&self, i: usize) {
-        sh(&mut cmd(
-            "ip",
-            &["-n", &self.netns(i), "link", "set", "eth0", "up"],
-        ));
+        let ns = self.netns(i);
+        sh(&mut cmd("ip", &["-n", &ns, "link", "set", "eth0", "up"]));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let show = sh(&mut cmd("ip", &["-n", &ns, "link", "show", "eth0"]));
+            if show.contains("state UP") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "eth0 of {} is not up 10 s after `ip link set up`: {show}",
+                self.host(i)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Caps host `i`'s link at `rate` both ways from now on (`tc qdisc replace`, the same
