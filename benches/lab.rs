@@ -45,6 +45,9 @@
 //! A fifth part (`fleet`, `benches/lab_parts/fleet.rs`) puts two hosts at a fifth of the rate,
 //! describes the lab in a fleet file, and prints `bounce-run --dry-run`'s prediction of each
 //! strategy next to its measured makespan (issue 12).
+//!
+//! A sixth part (`shared`, `benches/lab_parts/shared.rs`) measures `--limit-rate` and
+//! `--compress` against their uncapped and uncompressed baselines (issue 11).
 
 #[path = "lab_parts/faults.rs"]
 mod faults;
@@ -52,6 +55,8 @@ mod faults;
 mod fleet;
 #[path = "../tests/lab/mod.rs"]
 mod lab;
+#[path = "lab_parts/shared.rs"]
+mod shared;
 
 use std::collections::HashMap;
 use std::fs;
@@ -353,9 +358,12 @@ fn main() {
     if wanted("fleet") {
         fleet::fleet_part();
     }
+    if wanted("shared") {
+        shared::shared_part();
+    }
     let only_parts = std::env::var("BOUNCE_BENCH_ONLY").is_ok_and(|o| {
         o.split(',')
-            .all(|w| matches!(w.trim(), "cpu" | "stock" | "faults" | "fleet"))
+            .all(|w| matches!(w.trim(), "cpu" | "stock" | "faults" | "fleet" | "shared"))
     });
     if only_parts {
         return;

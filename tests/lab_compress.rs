@@ -9,10 +9,8 @@ mod lab;
 use std::path::Path;
 use std::process::Command;
 
-use lab::support::{assert_same, bounce_run, read_report, run_logged};
+use lab::support::{assert_same, bounce_run, mostly_zeros, read_report, run_logged};
 use lab::{Lab, LabConfig};
-
-use rand::{RngCore as _, SeedableRng as _};
 
 const MIB: usize = 1 << 20;
 
@@ -32,19 +30,6 @@ fn tools_present(test: &str) -> bool {
     );
     eprintln!("SKIPPED {test}: {missing:?} not installed on this machine");
     false
-}
-
-/// A raw VM image as it often is: `size` bytes, mostly zeros, with `data` MiB of random
-/// bytes in 1 MiB blocks spread through it.
-fn mostly_zeros(path: &Path, size: usize, data: usize, seed: u64) {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut bytes = vec![0u8; size];
-    let stride = size / data;
-    for k in 0..data {
-        let at = k * stride;
-        rng.fill_bytes(&mut bytes[at..at + MIB]);
-    }
-    std::fs::write(path, &bytes).unwrap();
 }
 
 /// What `tool` makes of `src` with bounce-run's own arguments: the bytes every link carries.

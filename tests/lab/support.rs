@@ -21,6 +21,19 @@ pub fn random_file(path: &Path, size: usize, seed: u64) {
     fs::write(path, &data).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
+/// Writes a raw VM image as it often is to `path`: `size` bytes, mostly zeros, with `data`
+/// blocks of 1 MiB of seeded random bytes spread evenly through it.
+pub fn mostly_zeros(path: &Path, size: usize, data: usize, seed: u64) {
+    const MIB: usize = 1 << 20;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut bytes = vec![0u8; size];
+    let stride = size / data;
+    for k in 0..data {
+        rng.fill_bytes(&mut bytes[k * stride..k * stride + MIB]);
+    }
+    fs::write(path, &bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
 /// The SHA-256 of a file, in hex.
 pub fn sha256_file(path: &Path) -> String {
     let data = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
@@ -277,4 +290,135 @@ pub fn row<'a>(rows: &'a [ReportRow], host: &str) -> &'a ReportRow {
     rows.iter()
         .find(|r| r.host == host || r.host.ends_with(&format!("@{host}")))
         .unwrap_or_else(|| panic!("no report row for {host} in {rows:#?}"))
+}
+
+/// One host's link as sampled: its transmit rate over each second of the run, in Mbit/s.
+pub struct Samples {
+    /// The host, or "the controller".
+    pub name: String,
+    /// Mbit/s transmitted in each second of the run.
+    pub mbit: Vec<f64>,
+}
+
+impl Samples {
+    /// The samples from the first to the last second the link carried a tenth of `cap` or
+    /// more: the seconds this host was uploading.
+    pub fn active(&self, cap: f64) -> &[f64] {
+        let busy = |r: &f64| *r >= cap / 10.0;
+        match (
+            self.mbit.iter().position(busy),
+            self.mbit.iter().rposition(busy),
+        ) {
+            (Some(a), Some(b)) => &self.mbit[a..=b],
+            _ => &[],
+        }
+    }
+
+    /// The mean rate over the seconds it was uploading (see [`Samples::active`]), less the
+    /// first and the last, each only partly busy; NaN for fewer than three such seconds.
+    pub fn busy_mean(&self, cap: f64) -> f64 {
+        let active = self.active(cap);
+        if active.len() < 3 {
+            return f64::NAN;
+        }
+        let inner = &active[1..active.len() - 1];
+        inner.iter().sum::<f64>() / inner.len() as f64
+    }
+
+    /// The highest mean rate over any 5 s of the seconds it was uploading.
+    pub fn worst_5s(&self, cap: f64) -> f64 {
+        self.active(cap)
+            .windows(5)
+            .map(|w| w.iter().sum::<f64>() / 5.0)
+            .fold(f64::NAN, f64::max)
+    }
+
+    /// Checks the cap: over the seconds it was uploading, less the first and the last (each
+    /// only partly busy), the link averaged `cap` within 10%; and no 5 s averaged above
+    /// 110% of it.
+    pub fn assert_capped(&self, cap: f64, what: &str) {
+        let active = self.active(cap);
+        eprintln!(
+            "{what}: {} transmitted Mbit/s each second: {active:.1?}",
+            self.name
+        );
+        assert!(
+            active.len() >= 5,
+            "{what}: {} uploaded for only {} s: {:.1?}",
+            self.name,
+            active.len(),
+            self.mbit
+        );
+        let mean = self.busy_mean(cap);
+        eprintln!(
+            "{what}: {} averaged {mean:.1} Mbit/s under a cap of {cap} Mbit/s",
+            self.name
+        );
+        assert!(
+            (0.9 * cap..=1.1 * cap).contains(&mean),
+            "{what}: {} averaged {mean:.1} Mbit/s, not {cap} ± 10%: {active:.1?}",
+            self.name
+        );
+        for w in active.windows(5) {
+            let m = w.iter().sum::<f64>() / 5.0;
+            assert!(
+                m <= 1.1 * cap,
+                "{what}: {} sent {m:.1} Mbit/s over 5 s, above {cap} + 10%: {active:.1?}",
+                self.name
+            );
+        }
+    }
+}
+
+/// Runs `cmd` to its end, sampling the transmit counters of namespaces `watch` (0 is the
+/// controller) once a second. Returns its exit status and the samples.
+pub fn run_sampled(
+    lab: &Lab,
+    cmd: &mut std::process::Command,
+    watch: &[usize],
+) -> (std::process::ExitStatus, Vec<Samples>) {
+    let log = lab.scratch().join("run.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = cmd
+        .stdout(Stdio::from(out.try_clone().unwrap()))
+        .stderr(Stdio::from(out))
+        .spawn()
+        .unwrap();
+    let read = |i: usize| lab.tx_bytes(i);
+    let mut last: Vec<(u64, Instant)> = watch.iter().map(|&i| (read(i), Instant::now())).collect();
+    let mut samples: Vec<Samples> = watch
+        .iter()
+        .map(|&i| Samples {
+            name: if i == 0 {
+                "the controller".into()
+            } else {
+                lab.host(i)
+            },
+            mbit: Vec::new(),
+        })
+        .collect();
+    let started = Instant::now();
+    let status = loop {
+        std::thread::sleep(Duration::from_secs(1));
+        for (k, &i) in watch.iter().enumerate() {
+            let (now_bytes, now) = (read(i), Instant::now());
+            let (b, t) = last[k];
+            samples[k]
+                .mbit
+                .push((now_bytes - b) as f64 * 8.0 / (now - t).as_secs_f64() / 1e6);
+            last[k] = (now_bytes, now);
+        }
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("bounce-run did not end within 120 s");
+        }
+    };
+    eprintln!(
+        "--- {cmd:?} -> {status}\n{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    (status, samples)
 }
