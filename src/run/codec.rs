@@ -156,6 +156,22 @@ pub fn compress(codec: Codec, src: &Path, dir: &Path) -> Result<Wire, CodecError
     })
 }
 
+/// For tests that need `codec`'s tool: true when it is installed. CI installs all three
+/// (`.ci/run`) and must not skip, so there a missing tool fails the test; elsewhere the
+/// test says it skips.
+#[cfg(test)]
+pub(crate) fn installed_for_test(codec: Codec, test: &str) -> bool {
+    if Command::new(codec.tool()).arg("--version").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: {codec} is not installed"
+    );
+    eprintln!("SKIPPED {test}: {codec} is not installed on this machine");
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,14 +184,7 @@ mod tests {
         data[1000..2000].fill(7);
         std::fs::write(&src, &data).unwrap();
         for codec in Codec::ALL {
-            if Command::new(codec.tool())
-                .arg("--version")
-                .output()
-                .is_err()
-            {
-                // CI installs all three (`.ci/run`), and must not skip.
-                assert!(std::env::var_os("CI").is_none(), "{codec} is not installed");
-                eprintln!("SKIPPED {codec}: not installed on this machine");
+            if !installed_for_test(codec, "round trip") {
                 continue;
             }
             let wire = compress(codec, &src, dir.path()).unwrap();

@@ -399,7 +399,8 @@ const PACE_WAIT: &str = "d=$((t - $(date +%s%6N))); if [ $d -gt 0 ]; then sleep 
 /// second at most, for `--limit-rate` on a host: every [`PACE_PERIOD_MS`] one `dd` moves a
 /// period's worth, then the loop sleeps until that period's deadline. Over any stretch
 /// longer than a period the rate stays under the cap; within one, the bytes go at the
-/// link's rate. It costs three process starts a period, whatever the rate.
+/// link's rate. It costs four process starts a period (`dd`, `date`, `sleep` and the
+/// subshell that formats the sleep), whatever the rate.
 pub fn pace(rate: u64, total: u64) -> String {
     let rate = rate.max(1);
     let per = (rate * PACE_PERIOD_MS / 1000).max(1);
@@ -1362,13 +1363,7 @@ mod tests {
 
     #[test]
     fn an_up_to_date_host_compresses_its_dest_on_the_way_for_a_relay_and_a_paced_whole_hop() {
-        if std::process::Command::new("zstd")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            assert!(std::env::var_os("CI").is_none(), "zstd is not installed");
-            eprintln!("SKIPPED: zstd is not installed on this machine");
+        if !crate::run::codec::installed_for_test(Codec::Zstd, "compressed shell snippets") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -1582,13 +1577,7 @@ mod tests {
 
     #[test]
     fn compressed_copies_are_received_resumed_and_finalized_by_their_decompressed_digest() {
-        if std::process::Command::new("zstd")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            assert!(std::env::var_os("CI").is_none(), "zstd is not installed");
-            eprintln!("SKIPPED: zstd is not installed on this machine");
+        if !crate::run::codec::installed_for_test(Codec::Zstd, "compressed shell snippets") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
