@@ -13,7 +13,9 @@ use bounce::run::codec::{self, Codec, CodecError};
 use bounce::run::plan::{HostSource, Plan};
 use bounce::run::predict::Assumptions;
 use bounce::run::progress::Progress;
-use bounce::run::ssh::{SourceFile, SshOptions, SshTransport, Target};
+use bounce::run::ssh::{DestState, Pack, SourceFile, SshOptions, SshTransport, Target};
+use bounce::run::transport::{Transport, TransportError};
+use bounce::run::tree;
 use bounce::run::{drive, report, ByteCounters, DriveConfig};
 use bounce::units;
 
@@ -128,6 +130,13 @@ struct Cli {
     /// tool; the default sends SRC as it is.
     #[arg(long, value_name = "TOOL", value_enum, default_value_t = Compress::None)]
     compress: Compress,
+    /// Send SRC, a single file, without its holes: they are neither sent nor written, so a
+    /// raw image of 100 GB holding 10 GB of data costs 10 GB on every link and every disk.
+    /// SRC goes through a GNU tar archive (which every host then needs), and each host checks
+    /// the file it unpacks against SRC's digest (of its content, holes read as zeros). A
+    /// directory SRC always keeps its files' holes.
+    #[arg(long)]
+    sparse: bool,
     /// ssh ConnectTimeout, for the controller and for hops between hosts.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     connect_timeout: Duration,
@@ -148,10 +157,13 @@ struct Cli {
     /// for bounce-run, generated from these options, and exit.
     #[arg(long, value_name = "WHAT", exclusive = true)]
     generate: Option<bounce::cli_docs::Generate>,
-    /// The file to send, on this machine.
+    /// The file to send, on this machine, or a directory: its tree (regular files,
+    /// directories, symlinks that stay inside it) is sent whole and appears at DEST at once,
+    /// complete and verified; a rerun sends only the files some host lacks.
     #[arg(value_name = "SRC")]
     src: PathBuf,
-    /// Absolute path of the copy on every host (a hosts file may override it per host).
+    /// Absolute path of the copy on every host (a hosts file may override it per host); for
+    /// a directory SRC, the directory it becomes.
     #[arg(value_name = "DEST")]
     dest: String,
 }
@@ -312,20 +324,54 @@ fn main() -> ExitCode {
         };
         return ExitCode::SUCCESS;
     }
+    let manifest = if plan.is_dir || cli.sparse {
+        match scan(&plan, cli.keep_setid || cli.preserve) {
+            Ok(m) => Some(Arc::new(m)),
+            Err(code) => return code,
+        }
+    } else {
+        None
+    };
+    // A tree's archive is compressed once it is made, after the hosts are surveyed.
     let wire = match cli.compress.codec() {
-        None => None,
-        Some(codec) => match compress(codec, &mut plan, cli.chunk) {
+        Some(codec) if manifest.is_none() => match compress(codec, &mut plan, cli.chunk) {
             Ok(w) => Some(w),
             Err(code) => return code,
         },
+        _ => None,
     };
-    match run(cli, plan, wire) {
+    match run(cli, plan, wire, manifest) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("bounce-run: {e:#}");
             ExitCode::from(1)
         }
     }
+}
+
+/// Walks and hashes a directory SRC, or a `--sparse` file, saying on stderr what it found.
+fn scan(plan: &Plan, keep_setid: bool) -> Result<tree::Manifest, ExitCode> {
+    let started = std::time::Instant::now();
+    // Nothing is written anywhere yet: an interrupt may simply end the process.
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let m = if plan.is_dir {
+        tree::Manifest::scan_tree(&plan.src, keep_setid, &never)
+    } else {
+        tree::Manifest::scan_single(&plan.src, plan.mode, &never)
+    }
+    .map_err(|e| {
+        eprintln!("bounce-run: {e}");
+        ExitCode::from(2)
+    })?;
+    let (files, bytes) = m.files();
+    eprintln!(
+        "bounce-run: SRC holds {} entries, {files} regular files, {} ({} of data, holes excluded), hashed in {:.2}s",
+        m.entries.len(),
+        units::format_size(bytes),
+        units::format_size(m.data_bytes),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(m)
 }
 
 /// Compresses SRC for `--compress` and cuts the compressed bytes for the strategy, saying
@@ -386,13 +432,18 @@ fn dry_run(
     bounce::run::predict::write_prediction(out, plan, assumptions, prediction)
 }
 
-fn run(cli: Cli, plan: Plan, wire: Option<codec::Wire>) -> anyhow::Result<ExitCode> {
+fn run(
+    cli: Cli,
+    plan: Plan,
+    wire: Option<codec::Wire>,
+    manifest: Option<Arc<tree::Manifest>>,
+) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run_async(cli, plan, wire))
+    rt.block_on(run_async(cli, plan, wire, manifest))
 }
 
 /// Counts SIGINT and SIGTERM: the first stops the run, a second one during cleanup exits.
@@ -425,26 +476,35 @@ fn random_run_id() -> String {
     format!("{:016x}", rand::rngs::OsRng.next_u64())
 }
 
-async fn run_async(cli: Cli, plan: Plan, wire: Option<codec::Wire>) -> anyhow::Result<ExitCode> {
+async fn run_async(
+    cli: Cli,
+    mut plan: Plan,
+    mut wire: Option<codec::Wire>,
+    manifest: Option<Arc<tree::Manifest>>,
+) -> anyhow::Result<ExitCode> {
     // Installed first, so an interrupt during hashing is not lost (or ignored, for a
     // background job whose shell set SIGINT to SIG_IGN).
     let sigs = watch_signals()?;
     // SRC is hashed while the hosts are connected and the first bytes sent; whatever ends
     // the run stops the hashing too.
     let stop_hashing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let digest = bounce::run::digest::PendingDigest::start(
-        plan.src.clone(),
-        plan.size,
-        Arc::clone(&stop_hashing),
-    )
-    .context("starting to hash SRC")?;
+    // A tree's archive is hashed once it exists, after the survey.
+    let digest = match manifest {
+        Some(_) => bounce::run::digest::PendingDigest::ready(String::new()),
+        None => bounce::run::digest::PendingDigest::start(
+            plan.src.clone(),
+            plan.size,
+            Arc::clone(&stop_hashing),
+        )
+        .context("starting to hash SRC")?,
+    };
     struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
     impl Drop for StopOnDrop {
         fn drop(&mut self) {
             self.0.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
-    let _stop_hashing = StopOnDrop(stop_hashing);
+    let _stop_hashing = StopOnDrop(Arc::clone(&stop_hashing));
     let receivers = plan.hosts.len() as u32;
     let counters = Arc::new(ByteCounters::new(plan.hosts.len() + 1));
     let targets = plan
@@ -456,33 +516,132 @@ async fn run_async(cli: Cli, plan: Plan, wire: Option<codec::Wire>) -> anyhow::R
             dest: plan.dest_of(i).to_string(),
         })
         .collect();
-    let transport = Arc::new(
-        SshTransport::new(
-            targets,
-            SshOptions {
-                config_file: cli.ssh_config.clone(),
-                accept_new_host_keys: cli.accept_new_host_keys,
-                connect_timeout: cli.connect_timeout,
-                fsync: !cli.no_fsync,
-                limit_rate: cli.limit_rate,
-            },
+    let meta = bounce::run::script::Meta {
+        mode: plan.mode,
+        preserve: plan.preserve,
+    };
+    let mut transport = SshTransport::new(
+        targets,
+        SshOptions {
+            config_file: cli.ssh_config.clone(),
+            accept_new_host_keys: cli.accept_new_host_keys,
+            connect_timeout: cli.connect_timeout,
+            fsync: !cli.no_fsync,
+            limit_rate: cli.limit_rate,
+        },
+        SourceFile {
+            path: plan.src.clone(),
+            size: plan.size,
+            meta,
+            digest,
+            wire: wire.clone(),
+            pack: manifest.clone().map(|manifest| Pack {
+                manifest,
+                current: false,
+            }),
+        },
+        plan.layout,
+        plan.kind.uses_chunks(),
+        random_run_id(),
+        Arc::clone(&counters),
+    )
+    .context("writing the controller's ssh_config")?;
+    // Kept until the run ends: the hops read it.
+    let mut _archive = None;
+    if let Some(manifest) = &manifest {
+        let survey = transport.survey().await;
+        let mut bad = false;
+        for e in survey.iter().filter_map(|r| r.as_ref().err()) {
+            if matches!(
+                e,
+                TransportError::Dest { .. } | TransportError::ToolMissing { .. }
+            ) {
+                eprintln!("bounce-run: {e}");
+                bad = true;
+            }
+        }
+        if bad {
+            for c in transport.shutdown().await {
+                eprintln!("bounce-run: {c}");
+            }
+            return Ok(ExitCode::from(2));
+        }
+        let (send, current) = what_to_send(manifest, &survey);
+        let started = std::time::Instant::now();
+        let dir = std::env::temp_dir();
+        let archive = {
+            let (m, keep) = (Arc::clone(manifest), cli.keep_setid || cli.preserve);
+            tokio::task::spawn_blocking(move || tree::archive(&m, &send, keep, &dir)).await?
+        };
+        let archive = match archive {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("bounce-run: {e}");
+                transport.shutdown().await;
+                return Ok(ExitCode::from(1));
+            }
+        };
+        let (all_files, all_bytes) = manifest.files();
+        eprintln!(
+            "bounce-run: {}: {} of {all_files} files ({} of {}) in an archive of {}, made in {:.2}s",
+            if current { "every host is up to date" } else { "sending" },
+            archive.files.0,
+            units::format_size(archive.files.1),
+            units::format_size(all_bytes),
+            units::format_size(archive.size),
+            started.elapsed().as_secs_f64()
+        );
+        if let Some(codec) = cli.compress.codec() {
+            let started = std::time::Instant::now();
+            match codec::compress(codec, &archive.path, &std::env::temp_dir()) {
+                Ok(w) => {
+                    eprintln!(
+                        "bounce-run: --compress {codec}: {} to {} in {:.2}s",
+                        units::format_size(archive.size),
+                        units::format_size(w.size),
+                        started.elapsed().as_secs_f64()
+                    );
+                    wire = Some(w);
+                }
+                Err(e) => {
+                    eprintln!("bounce-run: {e}");
+                    transport.shutdown().await;
+                    return Ok(ExitCode::from(match e {
+                        CodecError::Missing(_) => 2,
+                        CodecError::Failed { .. } => 1,
+                    }));
+                }
+            }
+        }
+        let carried = wire.as_ref().map_or(archive.size, |w| w.size);
+        if let Err(e) = plan.cut_for(carried, cli.chunk) {
+            eprintln!("bounce-run: {e}");
+            transport.shutdown().await;
+            return Ok(ExitCode::from(2));
+        }
+        let digest = bounce::run::digest::PendingDigest::start(
+            archive.path.clone(),
+            archive.size,
+            Arc::clone(&stop_hashing),
+        )
+        .context("starting to hash the archive")?;
+        transport.set_source(
             SourceFile {
-                path: plan.src.clone(),
-                size: plan.size,
-                meta: bounce::run::script::Meta {
-                    mode: plan.mode,
-                    preserve: plan.preserve,
-                },
+                path: archive.path.clone(),
+                size: archive.size,
+                meta,
                 digest,
                 wire: wire.clone(),
+                pack: Some(Pack {
+                    manifest: Arc::clone(manifest),
+                    current,
+                }),
             },
             plan.layout,
-            plan.kind.uses_chunks(),
-            random_run_id(),
-            Arc::clone(&counters),
-        )
-        .context("writing the controller's ssh_config")?,
-    );
+        );
+        _archive = Some(archive);
+    }
+    let transport = Arc::new(transport);
     // A second interrupt while the first one's cleanup runs: leave at once, and say what
     // may be left where.
     let leftovers = Arc::clone(&transport);
@@ -503,7 +662,11 @@ async fn run_async(cli: Cli, plan: Plan, wire: Option<codec::Wire>) -> anyhow::R
     let names: Vec<String> = plan.hosts.iter().map(ToString::to_string).collect();
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // The counters count what the hops carry.
-    let carried = wire.as_ref().map_or(plan.size, |w| w.size);
+    let carried = match (&wire, &_archive) {
+        (Some(w), _) => w.size,
+        (None, Some(a)) => a.size,
+        (None, None) => plan.size,
+    };
     let mut progress = Progress::new(names, counters, carried, tty);
     let cfg = DriveConfig {
         kind: plan.kind,
@@ -562,7 +725,7 @@ async fn run_async(cli: Cli, plan: Plan, wire: Option<codec::Wire>) -> anyhow::R
             _ => {}
         }
     }
-    if let Some(change) = src_changed(&plan) {
+    if let Some(change) = src_changed(&plan, manifest.as_deref()) {
         eprintln!(
             "bounce-run: SRC {} changed during the run ({change}); the copies hold the {} \
              bytes hashed at the start, which may mix old and new content: rerun once SRC \
@@ -589,8 +752,46 @@ async fn run_async(cli: Cli, plan: Plan, wire: Option<codec::Wire>) -> anyhow::R
     })
 }
 
-/// How SRC differs now from when the plan checked it, if it does.
-fn src_changed(plan: &Plan) -> Option<String> {
+/// Which of the manifest's regular files the archive must hold, from every host's survey,
+/// and whether every host is already up to date. A host that lacks its DEST, or that the
+/// survey could not reach, needs them all.
+fn what_to_send(
+    m: &tree::Manifest,
+    survey: &[Result<DestState, TransportError>],
+) -> (std::collections::BTreeSet<usize>, bool) {
+    let all = || {
+        m.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| matches!(e.kind, tree::EntryKind::File { .. }))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let mut send = std::collections::BTreeSet::new();
+    let mut current = true;
+    for r in survey {
+        match r {
+            Ok(DestState::Holds(listed)) => {
+                let d = tree::compare(m, listed, true);
+                current &= d.is_clean();
+                send.extend(d.files);
+            }
+            _ => return (all(), false),
+        }
+    }
+    (send, current)
+}
+
+/// How SRC differs now from when the plan checked it (or, for a tree or a `--sparse`
+/// file, from when it was hashed), if it does.
+fn src_changed(plan: &Plan, manifest: Option<&tree::Manifest>) -> Option<String> {
+    if let Some(m) = manifest {
+        return match tree::fingerprint(&plan.src) {
+            Err(e) => Some(format!("it can no longer be read: {e}")),
+            Ok(f) if f != m.fingerprint => Some("some of its entries were modified".into()),
+            Ok(_) => None,
+        };
+    }
     let meta = match std::fs::metadata(&plan.src) {
         Ok(m) => m,
         Err(e) => return Some(format!("it can no longer be read: {e}")),

@@ -9,6 +9,9 @@
 //! - [`script`]: the POSIX shell snippets run on the hosts;
 //! - [`ssh`]: the OpenSSH transport;
 //! - [`codec`]: `--compress`, SRC compressed once for every hop;
+//! - [`tree`]: a directory SRC (or a `--sparse` file): its manifest, its archive, the
+//!   comparison with what a host holds;
+//! - [`tree_script`]: the snippets that unpack and place a tree on a host;
 //! - [`digest`]: the SHA-256 of the source;
 //! - [`pace`]: `--limit-rate` on the controller;
 //! - [`report`]: the final table and the per-host CSV;
@@ -26,6 +29,8 @@ pub mod report;
 pub mod script;
 pub mod ssh;
 pub mod transport;
+pub mod tree;
+pub mod tree_script;
 
 pub use crate::fleet::{HostList, HostSpec, HostsError};
 pub use driver::{

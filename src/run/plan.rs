@@ -54,9 +54,11 @@ pub enum HostSource {
 pub struct Plan {
     /// The strategy.
     pub kind: StrategyKind,
-    /// The source file.
+    /// The source file, or directory.
     pub src: PathBuf,
-    /// Its size in bytes.
+    /// True when SRC is a directory, sent as a tree (see [`super::tree`]).
+    pub is_dir: bool,
+    /// Its size in bytes; for a tree, the data its files hold, holes excluded.
     pub size: u64,
     /// The permission bits applied to every copy: SRC's, less setuid and setgid unless
     /// asked for (`--keep-setid`, `--preserve`).
@@ -111,10 +113,18 @@ impl Plan {
         };
         let f = std::fs::File::open(src).map_err(|e| bad_src(e.to_string()))?;
         let meta = f.metadata().map_err(|e| bad_src(e.to_string()))?;
-        if !meta.is_file() {
-            return Err(bad_src("not a regular file".into()));
-        }
-        if meta.len() == 0 {
+        let is_dir = meta.is_dir();
+        let size = if is_dir {
+            // A tree of empty files still sends an archive of headers.
+            super::tree::data_estimate(src)
+                .map_err(|e| bad_src(e.to_string()))?
+                .max(1)
+        } else if meta.is_file() {
+            meta.len()
+        } else {
+            return Err(bad_src("neither a regular file nor a directory".into()));
+        };
+        if size == 0 {
             return Err(bad_src("is empty; there is nothing to send".into()));
         }
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -136,11 +146,12 @@ impl Plan {
                 reason: "must be greater than 0".into(),
             });
         }
-        let layout = layout(kind, meta.len(), chunk)?;
+        let layout = layout(kind, size, chunk)?;
         Ok(Plan {
             kind,
             src: src.to_path_buf(),
-            size: meta.len(),
+            is_dir,
+            size,
             mode,
             preserve,
             modified: meta.modified().ok(),

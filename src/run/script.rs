@@ -110,6 +110,23 @@ pub fn temp_path(dest: &str, run_id: &str, tag: &str) -> String {
     format!("{dir}{sep}.{}.bounce-{run_id}{tag}.tmp", temp_stem(dest))
 }
 
+/// The staging directory beside `dest` that a tree is unpacked into for run `run_id`.
+pub fn stage_path(dest: &str, run_id: &str) -> String {
+    temp_path(dest, run_id, STAGE_TAG)
+}
+
+/// Where a rerun's old tree is renamed to for an instant, while the new one takes its place.
+pub fn old_tree_path(dest: &str, run_id: &str) -> String {
+    temp_path(dest, run_id, "-old")
+}
+
+const STAGE_TAG: &str = "-stage";
+
+/// True for a path made by [`stage_path`].
+fn is_stage(path: &str) -> bool {
+    path.ends_with(&format!("{STAGE_TAG}.tmp"))
+}
+
 /// With `--compress`, the temporary file beside `tmp` that its decompressed bytes go to
 /// (`tmp` itself keeps the compressed bytes, which the host's relays and hops read).
 pub fn decoded_path(tmp: &str) -> String {
@@ -164,7 +181,23 @@ pub fn probe(dest: &str, size: u64, tool: Option<Codec>) -> String {
         )
     });
     format!(
-        "{tool}d={d}\n\
+        "{tool}{prelude}\n\
+         if [ -L \"$d\" ]; then echo link\n\
+         elif [ -d \"$d\" ]; then exit {DEST_IS_DIRECTORY_STATUS}\n\
+         elif [ ! -e \"$d\" ]; then echo missing\n\
+         elif [ ! -f \"$d\" ]; then exit {DEST_NOT_A_FILE_STATUS}\n\
+         elif [ \"$(stat -c %s -- \"$d\")\" != {size} ]; then echo size\n\
+         else h=$($H < \"$d\") || exit 1; echo \"file ${{h%% *}}\"; fi",
+        prelude = probe_prelude(dest),
+    )
+}
+
+/// The start of every probe: sets `d` to DEST and `H` to the hasher's command (printing
+/// `hasher NAME`), then sweeps the stale temporary files beside DEST (printing `swept PATH`
+/// for each), as [`probe`] describes.
+pub fn probe_prelude(dest: &str) -> String {
+    format!(
+        "d={d}\n\
          if x=$({openssl} < /dev/null 2>/dev/null) && [ \"${{x%% *}}\" = {EMPTY_SHA256} ]; \
          then H='{openssl}'; echo 'hasher openssl'; else H=sha256sum; echo 'hasher sha256sum'; fi\n\
          s=$(find {dir} -mindepth 1 -maxdepth 1 -name {glob} -type f -user \"$(id -u)\" \
@@ -173,13 +206,7 @@ pub fn probe(dest: &str, size: u64, tool: Option<Codec>) -> String {
          set -- /proc/[0-9]*/fd; \
          b=$(timeout -s KILL 10 find -L \"$@\" -mindepth 1 -maxdepth 1 -samefile \"$f\" \
          -print -quit 2>/dev/null; echo \":$?\"); \
-         case $b in :137) ;; :*) rm -f -- \"$f\" && echo \"swept $f\";; esac; done\n\
-         if [ -L \"$d\" ]; then echo link\n\
-         elif [ -d \"$d\" ]; then exit {DEST_IS_DIRECTORY_STATUS}\n\
-         elif [ ! -e \"$d\" ]; then echo missing\n\
-         elif [ ! -f \"$d\" ]; then exit {DEST_NOT_A_FILE_STATUS}\n\
-         elif [ \"$(stat -c %s -- \"$d\")\" != {size} ]; then echo size\n\
-         else h=$($H < \"$d\") || exit 1; echo \"file ${{h%% *}}\"; fi",
+         case $b in :137) ;; :*) rm -f -- \"$f\" && echo \"swept $f\";; esac; done",
         openssl = Hasher::Openssl.command(),
         d = shell_quote(dest),
         dir = shell_quote(parent(dest)),
@@ -707,12 +734,19 @@ pub fn finalize(
     fsync: bool,
     hasher: Hasher,
 ) -> String {
+    format!(
+        "{}; {}",
+        verify(tmp, digest, hasher),
+        install(tmp, dest, meta, fsync)
+    )
+}
+
+/// The check of [`finalize`], alone: `tmp` against `digest`.
+pub fn verify(tmp: &str, digest: &str, hasher: Hasher) -> String {
     let t = shell_quote(tmp);
     format!(
         "h=$({hash} < {t}) || exit 1; h=${{h%% *}}; \
-         if [ \"$h\" != {digest} ]; then rm -f -- {t}; echo \"$h\"; exit {DIGEST_MISMATCH_STATUS}; fi; \
-         {}",
-        install(tmp, dest, meta, fsync),
+         if [ \"$h\" != {digest} ]; then rm -f -- {t}; echo \"$h\"; exit {DIGEST_MISMATCH_STATUS}; fi",
         digest = shell_quote(digest),
         hash = hasher.command(),
     )
@@ -732,6 +766,15 @@ pub fn finalize_decoded(
     fsync: bool,
     hasher: Hasher,
 ) -> String {
+    format!(
+        "{}; {}",
+        verify_decoded(tmp, decode, digest, hasher),
+        install(decode.into, dest, meta, fsync)
+    )
+}
+
+/// The decompression and check of [`finalize_decoded`], alone.
+pub fn verify_decoded(tmp: &str, decode: Decode, digest: &str, hasher: Hasher) -> String {
     let (t, f) = (shell_quote(tmp), shell_quote(decode.into));
     format!(
         "if [ -L {f} ] || {{ [ -e {f} ] && [ ! -f {f} ]; }}; then \
@@ -739,9 +782,7 @@ pub fn finalize_decoded(
          elif [ -e {f} ]; then umask 077 && exec 6> {f} || exit 1; else {create}; fi; \
          h=$({dec} < {t} | {{ tee --output-error=exit -- /dev/fd/6 || kill -TERM $$; }} | {hash}) || exit 1; \
          h=${{h%% *}}; exec 6>&-; \
-         if [ \"$h\" != {digest} ]; then rm -f -- {t} {f}; echo \"$h\"; exit {DIGEST_MISMATCH_STATUS}; fi; \
-         {}",
-        install(decode.into, dest, meta, fsync),
+         if [ \"$h\" != {digest} ]; then rm -f -- {t} {f}; echo \"$h\"; exit {DIGEST_MISMATCH_STATUS}; fi",
         create = create_exclusive_on(tmp, decode.into, 6),
         dec = decode.codec.decompress_sh(),
         digest = shell_quote(digest),
@@ -807,7 +848,9 @@ pub fn cleanup(pids: &[u32], files: &[String]) -> String {
         s.push_str(&format!("kill -TERM -{p} 2>/dev/null; "));
     }
     for f in files {
-        s.push_str(&format!("rm -f -- {} || e=1; ", shell_quote(f)));
+        // A tree's staging directory (see `tree_script::unpack`) goes with what it holds.
+        let flags = if is_stage(f) { "-rf" } else { "-f" };
+        s.push_str(&format!("rm {flags} -- {} || e=1; ", shell_quote(f)));
     }
     s.push_str("exit $e");
     s

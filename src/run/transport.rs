@@ -71,6 +71,14 @@ pub enum TransportError {
         /// What is wrong, such as "is a directory".
         reason: String,
     },
+    /// A command the run needs (GNU tar, the `--compress` tool) is not installed on a host.
+    #[error("{host}: '{tool}' is not installed there, and this run needs it on every host")]
+    ToolMissing {
+        /// The host.
+        host: String,
+        /// The command.
+        tool: String,
+    },
 }
 
 impl TransportError {

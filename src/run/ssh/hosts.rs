@@ -42,6 +42,9 @@ pub(super) struct Hosts {
     pub(super) pacer: Option<Arc<Pacer>>,
     /// The remote processes and temporary files to clean up.
     pub(super) registry: Mutex<Registry>,
+    /// For a tree, the stale files each host's survey swept, until its `prepare` reports
+    /// them; `None` for a host not surveyed.
+    pub(super) surveyed: Vec<Mutex<Option<Vec<String>>>>,
 }
 
 impl Hosts {
@@ -72,6 +75,7 @@ impl Hosts {
         Ok(Hosts {
             pacer,
             wire_copies: targets.iter().map(|_| Mutex::new(None)).collect(),
+            surveyed: targets.iter().map(|_| Mutex::new(None)).collect(),
             sessions: targets.iter().map(|_| Mutex::new(None)).collect(),
             hashers: targets
                 .iter()
@@ -141,6 +145,9 @@ impl Hosts {
     pub(super) fn send_from(&self, h: HostId) -> (String, Option<script::Codec>) {
         let dest = self.target(h).dest.clone();
         match self.src.codec() {
+            // An archive is only ever sent from the host's copy of it, which every host
+            // that can send holds (none is up to date while anything is sent).
+            None if self.src.pack.is_some() => (self.wire_copy(h).unwrap_or(dest), None),
             None => (dest, None),
             Some(codec) => match self.wire_copy(h) {
                 Some(copy) => (copy, None),

@@ -17,6 +17,14 @@ impl Hosts {
     pub(super) async fn install_tmp(&self, h: HostId, tmp: &str) -> Result<(), TransportError> {
         let t = self.target(h);
         let dec = script::decoded_path(tmp);
+        if self.src.pack.is_some() {
+            let archive = if self.src.codec().is_some() {
+                dec.as_str()
+            } else {
+                tmp
+            };
+            return self.install_verified_pack(h, tmp, archive).await;
+        }
         let file = match self.src.codec() {
             Some(_) => dec.as_str(),
             None => tmp,
@@ -41,6 +49,9 @@ impl Hosts {
     /// by request, or in streams that broke), then renames it into place; with `--compress`,
     /// decompresses it first, as [`Hosts::install_tmp`] says.
     pub(super) async fn finalize_tmp(&self, h: HostId, tmp: &str) -> Result<(), TransportError> {
+        if self.src.pack.is_some() {
+            return self.finalize_pack(h, tmp).await;
+        }
         let t = self.target(h);
         let digest = self.src_digest().await?;
         let dec = script::decoded_path(tmp);
@@ -101,6 +112,9 @@ impl Hosts {
     /// Hashes `h`'s DEST again: `Ok` if it still holds SRC,
     /// [`TransportError::DigestMismatch`] if not.
     pub(super) async fn check_dest(&self, h: HostId) -> Result<(), TransportError> {
+        if self.src.pack.is_some() {
+            return self.check_pack(h).await;
+        }
         let digest = self.src_digest().await?;
         let dest = &self.target(h).dest;
         let out = self
@@ -114,7 +128,12 @@ impl Hosts {
 
     /// Why a check of `path` on `h` that exited non-zero failed: a digest mismatch (the
     /// digest found on stdout) or the command's own error.
-    fn check_failure(&self, h: HostId, path: &str, out: &std::process::Output) -> TransportError {
+    pub(super) fn check_failure(
+        &self,
+        h: HostId,
+        path: &str,
+        out: &std::process::Output,
+    ) -> TransportError {
         if out.status.code() == Some(script::DIGEST_MISMATCH_STATUS) {
             TransportError::DigestMismatch {
                 host: self.name(h),

@@ -196,6 +196,12 @@ struct Pipeline {
 
 impl ChainLinks {
     /// The chain's transport over `hosts`, for a file cut as `layout`.
+    /// Replaces what is sent and how it is cut (see `SshTransport::set_source`).
+    pub(super) fn set_source(&mut self, src: super::SourceFile, layout: Layout) {
+        self.hosts.src = src;
+        self.layout = layout;
+    }
+
     pub(super) fn new(hosts: Hosts, layout: Layout) -> Self {
         ChainLinks {
             placed: (0..=hosts.targets.len())
@@ -368,9 +374,9 @@ impl ChainLinks {
             let from_tmp = self.chain_tmp(from);
             // Compressed, the chunks are the compressed copy's, which only the temporary
             // file holds (a host that was up to date has none, and the hop fails).
-            let from_dest = match self.src.codec() {
-                Some(_) => from_tmp.clone(),
-                None => self.target(from).dest.clone(),
+            let from_dest = match self.src.sends_copy() {
+                true => from_tmp.clone(),
+                false => self.target(from).dest.clone(),
             };
             script::send_chunks(
                 &self.hop_ssh,
@@ -438,7 +444,9 @@ impl ChainLinks {
             Some(installed) => {
                 let from_dest = &self.target(from).dest;
                 let relay_from = match (self.src.codec(), **installed) {
-                    (None, true) => script::RelayFrom::Installed(from_dest),
+                    (None, true) if !self.src.sends_copy() => {
+                        script::RelayFrom::Installed(from_dest)
+                    }
                     // Compressed, a copy in place keeps its compressed bytes in its
                     // temporary file; one that was up to date has none, and compresses its
                     // DEST on the way.
@@ -970,7 +978,11 @@ impl Transport for ChainLinks {
         if *placed {
             // A relay set up from now on waits for its new copy, not this one.
             *placed = false;
-            files.push((host, self.target(host).dest.clone()));
+            // A tree in place was checked file by file against the manifest, whatever its
+            // archive copy holds: it stays.
+            if self.src.pack.is_none() {
+                files.push((host, self.target(host).dest.clone()));
+            }
         }
         self.kill(self.new_key(), &files).await;
     }

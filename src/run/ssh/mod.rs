@@ -5,6 +5,7 @@
 //! - `ssh/probe.rs`: connecting and probing DEST before anything is sent;
 //! - `ssh/registry.rs`: what may be left on the hosts, and cleaning it up;
 //! - `ssh/install.rs`: verifying a copy and renaming it into place;
+//! - `ssh/pack.rs`: a tree (or a `--sparse` file): surveying DEST, unpacking, placing;
 //! - `ssh/feed.rs`: feeding SRC from the controller;
 //! - `ssh/reports.rs`: reading what the snippets print;
 //! - `ssh/config.rs`: the controller's ssh_config;
@@ -30,10 +31,13 @@ mod feed;
 mod hosts;
 mod install;
 mod link;
+mod pack;
 mod probe;
 mod registry;
 mod reports;
 mod whole;
+
+pub use pack::DestState;
 
 use link::ChainLinks;
 use whole::WholeFileHops;
@@ -67,6 +71,20 @@ pub struct SourceFile {
     pub digest: super::digest::PendingDigest,
     /// With `--compress`, SRC compressed: what the hops carry instead of SRC.
     pub wire: Option<super::codec::Wire>,
+    /// For a directory SRC, or `--sparse`: `path` is then the archive made of it, and this
+    /// is what the archive must unpack to.
+    pub pack: Option<Pack>,
+}
+
+/// What an archive sent in place of a tree or a `--sparse` file must unpack to on every
+/// host.
+#[derive(Clone, Debug)]
+pub struct Pack {
+    /// SRC's entries and digests.
+    pub manifest: Arc<super::tree::Manifest>,
+    /// Every host already holds SRC's tree: nothing is sent (a host that lacks anything
+    /// takes the whole archive, made of what any host lacks).
+    pub current: bool,
 }
 
 impl SourceFile {
@@ -78,6 +96,12 @@ impl SourceFile {
     /// The size of what the hops carry.
     pub fn send_size(&self) -> u64 {
         self.wire.as_ref().map_or(self.size, |w| w.size)
+    }
+
+    /// True when a host's copy to send from is its temporary file, not its DEST: the hops
+    /// carry compressed bytes, or an archive.
+    pub fn sends_copy(&self) -> bool {
+        self.wire.is_some() || self.pack.is_some()
     }
 
     /// How the hops' bytes are compressed, if they are.
@@ -129,6 +153,30 @@ impl SshTransport {
         } else {
             Job::WholeFile(WholeFileHops { hosts })
         }))
+    }
+
+    /// For a tree or a `--sparse` file, before the archive exists: connects to every host
+    /// and lists what its DEST holds (see [`DestState`]), each host's answer in `targets`'
+    /// order. The connections stay for the run; [`Transport::prepare`] then reuses what
+    /// was found.
+    pub async fn survey(&self) -> Vec<Result<DestState, TransportError>> {
+        let hosts = self.hosts();
+        let all = (1..=hosts.targets.len()).map(|i| async move {
+            let h = HostId(i as u32);
+            let (state, swept) = hosts.survey_host(h).await?;
+            *hosts.surveyed[i - 1].lock().unwrap() = Some(swept);
+            Ok(state)
+        });
+        futures_util::future::join_all(all).await
+    }
+
+    /// Replaces what is sent, once the survey has shown what the archive must hold; the
+    /// chain cuts it as `layout`.
+    pub fn set_source(&mut self, src: SourceFile, layout: Layout) {
+        match &mut self.0 {
+            Job::WholeFile(w) => w.hosts.src = src,
+            Job::Chain(c) => c.set_source(src, layout),
+        }
     }
 
     fn hosts(&self) -> &hosts::Hosts {

@@ -13,6 +13,9 @@ impl Hosts {
     /// Connects to `host` and probes its DEST (see [`script::probe`]): what it holds, which
     /// hasher it has, which stale temporary files were swept.
     pub(super) async fn prepare(&self, host: HostId) -> Result<Prepared, TransportError> {
+        if self.src.pack.is_some() {
+            return self.prepare_pack(host).await;
+        }
         let s = self.connect(host).await?;
         *self.sessions[host.index() - 1].lock().unwrap() = Some(Arc::new(s));
         let dest = self.target(host).dest.clone();

@@ -16,7 +16,7 @@ use super::reports::{collect, error_chain, failure_text, join, read_pid};
 
 /// How long cleanup commands may take on a host before they are abandoned (they are kept for
 /// shutdown to try again).
-const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown may take over all hosts together.
 pub(super) const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
 /// How long shutdown waits before its second pass over temporary files (see

@@ -1,0 +1,340 @@
+//! A tree, or a `--sparse` file, on the hosts (see [`super::super::tree`]): surveying what
+//! each DEST holds before the archive is made, probing for the run, and unpacking a
+//! verified archive into place, checked file by file against the manifest.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::core::HostId;
+
+use super::super::script::{self, Hasher};
+use super::super::transport::{Prepared, Probe, TransportError};
+use super::super::tree::{self, Listed, Shape};
+use super::super::tree_script::{self, LISTING_MARK};
+use super::hosts::Hosts;
+use super::reports::failure_text;
+use super::Pack;
+
+/// What a host's DEST holds, as its survey found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DestState {
+    /// Nothing (or, for a single file, a symlink, which the copy replaces).
+    Missing,
+    /// A tree, or a file: its listing, keyed as [`tree::parse_listing`] keys it.
+    Holds(BTreeMap<Vec<u8>, Listed>),
+}
+
+impl Pack {
+    fn shape(&self) -> tree_script::Shape<'_> {
+        match &self.manifest.shape {
+            Shape::Tree => tree_script::Shape::Tree,
+            Shape::Single { name } => tree_script::Shape::Single { name },
+        }
+    }
+
+    fn single(&self) -> bool {
+        matches!(self.manifest.shape, Shape::Single { .. })
+    }
+}
+
+/// Splits a probe's or an unpack's output into its text lines and the listing after
+/// [`LISTING_MARK`], if there is one.
+fn split_listing(out: &[u8]) -> (String, Option<&[u8]>) {
+    let mark = format!("{LISTING_MARK}\n");
+    let at = out.windows(mark.len()).position(|w| w == mark.as_bytes());
+    // The mark starts a line.
+    let at = at.filter(|&i| i == 0 || out[i - 1] == b'\n');
+    match at {
+        Some(i) => (
+            String::from_utf8_lossy(&out[..i]).into_owned(),
+            Some(&out[i + mark.len()..]),
+        ),
+        None => (String::from_utf8_lossy(out).into_owned(), None),
+    }
+}
+
+impl Hosts {
+    fn pack(&self) -> &Pack {
+        self.src.pack.as_ref().expect("a tree or --sparse run")
+    }
+
+    /// Connects to `h` if it is not yet, and runs the tree probe (see
+    /// [`tree_script::probe`]): records the host's hasher, and returns what its DEST holds
+    /// and the stale temporary files swept.
+    pub(super) async fn survey_host(
+        &self,
+        h: HostId,
+    ) -> Result<(DestState, Vec<String>), TransportError> {
+        if self.session(h).is_err() {
+            let s = self.connect(h).await?;
+            *self.sessions[h.index() - 1].lock().unwrap() = Some(Arc::new(s));
+        }
+        let pack = self.pack();
+        let dest = self.target(h).dest.clone();
+        let out = self
+            .run_registered(
+                h,
+                &tree_script::probe(&dest, pack.shape(), self.src.codec()),
+            )
+            .await?;
+        let dest_err = |reason: &str| TransportError::Dest {
+            host: self.name(h),
+            path: dest.clone(),
+            reason: reason.into(),
+        };
+        let (text, listing) = split_listing(&out.stdout);
+        match out.status.code() {
+            Some(0) => {}
+            Some(tree_script::DEST_NOT_A_DIRECTORY_STATUS) => {
+                return Err(dest_err(
+                    "exists and is not a directory; refusing to replace it with SRC's tree",
+                ))
+            }
+            Some(script::DEST_IS_DIRECTORY_STATUS) => {
+                return Err(dest_err("is a directory; refusing to replace it"))
+            }
+            Some(script::DEST_NOT_A_FILE_STATUS) => {
+                return Err(dest_err(
+                    "exists and is neither a regular file nor a symlink; refusing to replace it",
+                ))
+            }
+            Some(script::TOOL_MISSING_STATUS) => {
+                let tool = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("needs "))
+                    .unwrap_or("a tool");
+                return Err(TransportError::ToolMissing {
+                    host: self.name(h),
+                    tool: tool.to_string(),
+                });
+            }
+            code => return Err(self.remote_err(h, failure_text(&out.stderr, code))),
+        }
+        let mut swept = Vec::new();
+        let mut missing = false;
+        for line in text.lines() {
+            if let Some(name) = line.strip_prefix("hasher ") {
+                if let Some(x) = Hasher::from_name(name) {
+                    *self.hashers[h.index() - 1].lock().unwrap() = x;
+                }
+            } else if let Some(path) = line.strip_prefix("swept ") {
+                swept.push(path.to_string());
+            } else if line == "missing" {
+                missing = true;
+            }
+        }
+        let state = match (missing, listing) {
+            (true, _) => DestState::Missing,
+            (false, Some(l)) => DestState::Holds(
+                tree::parse_listing(l, pack.single()).map_err(|e| self.remote_err(h, e))?,
+            ),
+            (false, None) => {
+                return Err(self.remote_err(h, format!("unexpected probe answer {:?}", text.trim())))
+            }
+        };
+        Ok((state, swept))
+    }
+
+    /// [`Hosts::prepare`] for a tree: what the survey found, or, for a host the survey could
+    /// not reach, a survey now. The host is up to date only when every host was.
+    pub(super) async fn prepare_pack(&self, h: HostId) -> Result<Prepared, TransportError> {
+        // Taken in a statement of its own: the lock is not held across the survey below.
+        let swept = self.surveyed[h.index() - 1].lock().unwrap().take();
+        let swept = match swept {
+            Some(s) => s,
+            None => self.survey_host(h).await?.1,
+        };
+        Ok(Prepared {
+            probe: if self.pack().current {
+                Probe::UpToDate
+            } else {
+                Probe::Needed
+            },
+            swept,
+            hasher: Some(self.hasher(h).name().to_string()),
+        })
+    }
+
+    /// Unpacks `archive`, a verified copy of the archive on `h`, into a staging directory
+    /// beside DEST, compares what it wrote with the manifest (every file hashed as it is
+    /// read back), removes what SRC does not have, and renames it into place. A file that
+    /// does not match fails the host with [`TransportError::DigestMismatch`] naming it; the
+    /// staging directory is removed on any failure, and DEST is left as it was.
+    pub(super) async fn install_pack(
+        &self,
+        h: HostId,
+        archive: &str,
+    ) -> Result<(), TransportError> {
+        let pack = self.pack();
+        let dest = self.target(h).dest.clone();
+        let stage = script::stage_path(&dest, &self.run_id);
+        self.add_temp(h, &stage);
+        let res = async {
+            let out = self
+                .run_registered(
+                    h,
+                    &tree_script::unpack(
+                        archive,
+                        &stage,
+                        &dest,
+                        pack.shape(),
+                        self.src.meta.preserve.is_some(),
+                        self.hasher(h),
+                    ),
+                )
+                .await?;
+            if !out.status.success() {
+                return Err(self.remote_err(h, failure_text(&out.stderr, out.status.code())));
+            }
+            let listing = split_listing(&out.stdout)
+                .1
+                .ok_or_else(|| self.remote_err(h, "the unpacked tree was not listed"))?;
+            let listed =
+                tree::parse_listing(listing, pack.single()).map_err(|e| self.remote_err(h, e))?;
+            let diff = tree::compare(&pack.manifest, &listed, false);
+            if let Some(bad) = diff
+                .files
+                .iter()
+                .map(|&i| &pack.manifest.entries[i])
+                .chain(
+                    pack.manifest
+                        .entries
+                        .iter()
+                        .filter(|e| !matches!(e.kind, tree::EntryKind::File { .. }))
+                        .filter(|e| listed.get(&e.path).is_none_or(|g| !same_other(e, g))),
+                )
+                .next()
+            {
+                let got = listed.get(&bad.path).map_or("missing".to_string(), |g| {
+                    g.digest
+                        .clone()
+                        .unwrap_or_else(|| format!("type {} mode {:o}", g.kind as char, g.mode))
+                });
+                return Err(TransportError::DigestMismatch {
+                    host: self.name(h),
+                    path: format!("{stage}/{}", tree::show(&bad.path)),
+                    got,
+                });
+            }
+            for cmd in tree_script::remove(&stage, &diff.extras) {
+                let out = self.run_registered(h, &cmd).await?;
+                if !out.status.success() {
+                    return Err(self.remote_err(h, failure_text(&out.stderr, out.status.code())));
+                }
+            }
+            let old = script::old_tree_path(&dest, &self.run_id);
+            let out = self
+                .run_registered(
+                    h,
+                    &tree_script::swap(&stage, &old, &dest, pack.shape(), self.opts.fsync),
+                )
+                .await?;
+            if !out.status.success() {
+                return Err(self.remote_err(h, failure_text(&out.stderr, out.status.code())));
+            }
+            Ok(())
+        }
+        .await;
+        match &res {
+            Ok(()) => self.forget_temp(h, &stage),
+            Err(_) => {
+                // The staging directory goes at once: it may hold a whole tree.
+                let _ = self
+                    .clean(
+                        h,
+                        &[],
+                        std::slice::from_ref(&stage),
+                        super::registry::CLEANUP_TIMEOUT,
+                    )
+                    .await
+                    .map(|()| self.forget_temp(h, &stage));
+            }
+        }
+        res
+    }
+
+    /// Verifies `tmp`, a copy of the archive whose digest could not be checked as it was
+    /// written (decompressing it first with `--compress`), then installs it as
+    /// [`Hosts::install_pack`] does. The archive stays, for the host's relays and hops.
+    pub(super) async fn finalize_pack(&self, h: HostId, tmp: &str) -> Result<(), TransportError> {
+        let digest = self.src_digest().await?;
+        let dec = script::decoded_path(tmp);
+        let (check, archive) = match self.src.codec() {
+            Some(codec) => {
+                self.add_temp(h, &dec);
+                (
+                    script::verify_decoded(
+                        tmp,
+                        script::Decode { codec, into: &dec },
+                        &digest,
+                        self.hasher(h),
+                    ),
+                    dec.as_str(),
+                )
+            }
+            None => (script::verify(tmp, &digest, self.hasher(h)), tmp),
+        };
+        let out = self.run_registered(h, &check).await?;
+        if !out.status.success() {
+            if out.status.code() == Some(script::DIGEST_MISMATCH_STATUS) {
+                self.forget_temp(h, tmp);
+                self.forget_temp(h, &dec);
+            }
+            return Err(self.check_failure(h, tmp, &out));
+        }
+        self.install_verified_pack(h, tmp, archive).await
+    }
+
+    /// Installs the verified archive `archive` (`tmp` itself, or its decompressed twin) and
+    /// keeps `tmp` as the host's copy to send from until the run ends.
+    pub(super) async fn install_verified_pack(
+        &self,
+        h: HostId,
+        tmp: &str,
+        archive: &str,
+    ) -> Result<(), TransportError> {
+        let res = self.install_pack(h, archive).await;
+        if archive != tmp {
+            // The decompressed archive has served its purpose.
+            let _ = self
+                .clean(
+                    h,
+                    &[],
+                    &[archive.to_string()],
+                    super::registry::CLEANUP_TIMEOUT,
+                )
+                .await
+                .map(|()| self.forget_temp(h, archive));
+        }
+        if res.is_ok() {
+            self.set_wire_copy(h, Some(tmp));
+        }
+        res
+    }
+
+    /// Lists `h`'s DEST again and compares it with the manifest: `Ok` if it still holds
+    /// SRC's tree (or file), [`TransportError::DigestMismatch`] if not.
+    pub(super) async fn check_pack(&self, h: HostId) -> Result<(), TransportError> {
+        match self.survey_host(h).await?.0 {
+            DestState::Holds(listed)
+                if tree::compare(&self.pack().manifest, &listed, true).is_clean() =>
+            {
+                Ok(())
+            }
+            _ => Err(TransportError::DigestMismatch {
+                host: self.name(h),
+                path: self.target(h).dest.clone(),
+                got: "a tree that differs from SRC's".into(),
+            }),
+        }
+    }
+}
+
+/// True when a directory or symlink entry is as the manifest says.
+fn same_other(e: &tree::Entry, g: &Listed) -> bool {
+    match &e.kind {
+        tree::EntryKind::Dir => g.kind == b'd' && g.mode == e.mode,
+        tree::EntryKind::Symlink { target } => g.kind == b'l' && &g.target == target,
+        tree::EntryKind::File { .. } => true,
+    }
+}

@@ -1,0 +1,409 @@
+//! The shell snippets that put a tree, or a file sent with `--sparse`, in place on a host
+//! (see [`super::tree`] for the format): probing DEST and listing what it holds, unpacking a
+//! verified archive into a staging directory beside DEST, removing what SRC does not have,
+//! and the rename that makes the whole tree visible at once.
+//!
+//! They need GNU tar and GNU find on the host, and `sha256sum -z` (coreutils 8.31 or later).
+
+use super::codec::Codec;
+use super::quote::shell_quote;
+use super::script::{self, DEST_IS_DIRECTORY_STATUS, DEST_NOT_A_FILE_STATUS, TOOL_MISSING_STATUS};
+
+/// The exit status of a tree's probe when DEST exists and is not a directory.
+pub const DEST_NOT_A_DIRECTORY_STATUS: i32 = 7;
+
+/// The line that precedes a listing in a probe's or an unpack's output.
+pub const LISTING_MARK: &str = "listing";
+
+/// Files above this size are hashed one by one with the host's fastest hasher; smaller ones
+/// many to a process with `sha256sum -z`, whose speed then matters less than process starts.
+const LARGE_FILE: u64 = 1 << 20;
+
+/// Lists `start` (`.` for a tree, `./NAME` for a single file), relative to the current
+/// directory, as NUL-separated fields that [`super::tree::parse_listing`] reads: for every
+/// entry `E`, its `find -printf %y` type, octal mode, size, path and link target; then, if
+/// `hashed`, for every regular file `DIGEST  PATH`, hashed as it is read. `$H` is the
+/// hasher.
+pub fn listing(start: &str, hashed: bool) -> String {
+    let s = shell_quote(start);
+    let entries = format!("find {s} -printf 'E\\0%y\\0%m\\0%s\\0%p\\0%l\\0' || exit 1");
+    if !hashed {
+        return entries;
+    }
+    format!(
+        "{entries}; \
+         find {s} -type f -size -{small}c -print0 | xargs -0 -r sha256sum -z || exit 1; \
+         export H; find {s} -type f -size +{LARGE_FILE}c -exec sh -c \
+         'for f; do h=$($H < \"$f\") || exit 1; printf \"%s  %s\\0\" \"${{h%% *}}\" \"$f\"; done' \
+         sh {{}} + || exit 1",
+        small = LARGE_FILE + 1,
+    )
+}
+
+/// What is sent, as the host snippets need it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape<'a> {
+    /// A tree: DEST is a directory.
+    Tree,
+    /// One file, stored in the archive under `name`.
+    Single {
+        /// Its name in the archive.
+        name: &'a [u8],
+    },
+}
+
+/// `./NAME` for a single file's name, quoted for the shell. File names in a tree never reach
+/// a shell: tar and find read them.
+fn single_start(name: &[u8]) -> String {
+    format!("./{}", String::from_utf8_lossy(name))
+}
+
+/// Probes DEST for a tree or a `--sparse` file: checks the tools (GNU tar, and `tool` for
+/// `--compress`: a missing one prints `needs TOOL` and exits [`TOOL_MISSING_STATUS`]), picks
+/// the hasher and sweeps stale temporary files as [`script::probe_prelude`] does, then
+/// prints `missing`, or [`LISTING_MARK`] followed by the listing of DEST.
+///
+/// For a tree, a DEST that exists and is not a directory (a symlink included) exits
+/// [`DEST_NOT_A_DIRECTORY_STATUS`]. For a single file, DEST is what [`script::probe`]
+/// accepts: a directory exits [`DEST_IS_DIRECTORY_STATUS`], anything else that is not a
+/// regular file or a symlink (which is replaced) [`DEST_NOT_A_FILE_STATUS`].
+pub fn probe(dest: &str, shape: Shape, tool: Option<Codec>) -> String {
+    let mut s = String::from(
+        "tar --version 2>/dev/null | head -n 1 | grep -q 'GNU tar' \
+         || { echo 'needs GNU tar'; exit 6; }\n",
+    );
+    if let Some(t) = tool {
+        s.push_str(&format!(
+            "command -v {t} > /dev/null 2>&1 || {{ echo 'needs {t}'; exit {TOOL_MISSING_STATUS}; }}\n",
+            t = t.tool()
+        ));
+    }
+    s.push_str(&script::probe_prelude(dest));
+    s.push('\n');
+    match shape {
+        Shape::Tree => s.push_str(&format!(
+            "if [ -L \"$d\" ] || {{ [ -e \"$d\" ] && [ ! -d \"$d\" ]; }}; then exit {DEST_NOT_A_DIRECTORY_STATUS}\n\
+             elif [ ! -e \"$d\" ]; then echo missing\n\
+             else cd -- \"$d\" || exit 1; echo {LISTING_MARK}; {}; fi",
+            listing(".", true)
+        )),
+        Shape::Single { .. } => s.push_str(&format!(
+            "if [ -L \"$d\" ]; then echo missing\n\
+             elif [ -d \"$d\" ]; then exit {DEST_IS_DIRECTORY_STATUS}\n\
+             elif [ ! -e \"$d\" ]; then echo missing\n\
+             elif [ ! -f \"$d\" ]; then exit {DEST_NOT_A_FILE_STATUS}\n\
+             else cd -- {dir} || exit 1; echo {LISTING_MARK}; {}; fi",
+            listing(&format!("./{}", file_name(dest)), true),
+            dir = shell_quote(script::parent(dest)),
+        )),
+    }
+    s
+}
+
+/// DEST's last component.
+fn file_name(dest: &str) -> &str {
+    dest.rsplit('/').next().unwrap_or(dest)
+}
+
+/// Unpacks the verified archive `archive` into `stage`, a new directory beside DEST (created
+/// exclusively, mode 0700 until the archive's root entry sets its mode), then prints
+/// [`LISTING_MARK`] and the listing of what it wrote, not hashed: the archive's digest
+/// covered every file's bytes (see [`super::tree::verify_archive`]). `hasher` is for a
+/// caller that lists it again hashed.
+///
+/// For a tree whose DEST is already a directory (a rerun), `stage` starts as DEST's tree
+/// hard-linked (`cp -al`: no data is copied), and tar replaces what the archive holds by
+/// unlinking it first (GNU tar's default), so DEST's own files are never written to. Without `preserve`, tar
+/// keeps the archive's modes but not its owners or times; with it, times, and owners where
+/// the host runs as root.
+pub fn unpack(
+    archive: &str,
+    stage: &str,
+    dest: &str,
+    shape: Shape,
+    preserve: bool,
+    hasher: script::Hasher,
+) -> String {
+    let keep = if preserve {
+        "--same-permissions $(if [ \"$(id -u)\" = 0 ]; then echo --same-owner; else echo --no-same-owner; fi)"
+    } else {
+        "--same-permissions --no-same-owner --touch"
+    };
+    let (link_old, start) = match shape {
+        Shape::Tree => (
+            format!(
+                "if [ -d {d} ] && [ ! -L {d} ]; then cp -al -- {d}/. {s}/ || exit 1; fi; ",
+                d = shell_quote(dest),
+                s = shell_quote(stage),
+            ),
+            ".".to_string(),
+        ),
+        Shape::Single { name } => (String::new(), single_start(name)),
+    };
+    format!(
+        "H='{h}'; mkdir -m 700 -- {s} || exit 1; {link_old}\
+         tar -x -f {a} -C {s} {keep} || exit 1; \
+         cd -- {s} || exit 1; echo {LISTING_MARK}; {list}",
+        h = hasher.command(),
+        s = shell_quote(stage),
+        a = shell_quote(archive),
+        list = listing(&start, false),
+    )
+}
+
+/// Removes `paths` (relative to `stage`, as a listing gave them) from `stage`: what DEST
+/// held that SRC does not. The paths are written as octal escapes for `printf`, so any byte
+/// in a name (a newline, a byte that is not UTF-8) arrives unchanged. Several commands when
+/// the list is long, each under 64 KiB.
+pub fn remove(stage: &str, paths: &[Vec<u8>]) -> Vec<String> {
+    let head = format!("cd -- {} || exit 1; ", shell_quote(stage));
+    let mut out = Vec::new();
+    let mut cur = head.clone();
+    for p in paths {
+        let mut octal = String::with_capacity(p.len() * 4);
+        for b in p {
+            octal.push_str(&format!("\\{b:03o}"));
+        }
+        let cmd = format!("f=$(printf '{octal}x'); rm -rf -- \"${{f%x}}\" || exit 1; ");
+        if cur.len() + cmd.len() > 64 << 10 && cur.len() > head.len() {
+            out.push(std::mem::replace(&mut cur, head.clone()));
+        }
+        cur.push_str(&cmd);
+    }
+    if cur.len() > head.len() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Makes the staged copy DEST. A tree appears at once: `stage` is renamed to DEST, and a
+/// DEST that was already a directory is first renamed aside to `old` and removed after, so
+/// that DEST is at every moment the old tree, absent for an instant, or the new tree, never
+/// a mix (put back if the second rename fails). A single file is renamed from `stage` onto
+/// DEST, replacing it atomically. With `fsync`, the staged files reach the disk first
+/// (`sync -f`, the whole file system, which a tree of thousands of files needs anyway).
+pub fn swap(stage: &str, old: &str, dest: &str, shape: Shape, fsync: bool) -> String {
+    let s = shell_quote(stage);
+    let d = shell_quote(dest);
+    let o = shell_quote(old);
+    let sync = if fsync {
+        format!("sync -f -- {s} || exit 1; ")
+    } else {
+        String::new()
+    };
+    match shape {
+        Shape::Tree => format!(
+            "{sync}if [ -d {d} ] && [ ! -L {d} ]; then \
+             mv -T -- {d} {o} || exit 1; \
+             mv -T -- {s} {d} || {{ mv -T -- {o} {d}; exit 1; }}; rm -rf -- {o}; \
+             elif [ -e {d} ] || [ -L {d} ]; then echo \"DEST \"{d}\" is no longer a directory\" >&2; exit 1; \
+             else mv -T -- {s} {d} || exit 1; fi"
+        ),
+        Shape::Single { name } => format!(
+            "{sync}if [ -d {d} ] && [ ! -L {d} ]; then echo \"DEST \"{d}\" is a directory\" >&2; exit 1; fi; \
+             mv -T -- {s}/{n} {d} && rmdir -- {s}",
+            n = shell_quote(&String::from_utf8_lossy(name)),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::tree::{self, Manifest};
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+    use std::sync::atomic::AtomicBool;
+
+    fn sh(script: &str) -> std::process::Output {
+        Command::new("sh").arg("-c").arg(script).output().unwrap()
+    }
+
+    fn after_mark(out: &[u8]) -> &[u8] {
+        let mark = format!("{LISTING_MARK}\n");
+        let at = out
+            .windows(mark.len())
+            .position(|w| w == mark.as_bytes())
+            .expect("a listing");
+        &out[at + mark.len()..]
+    }
+
+    /// A small tree with every kind of entry, names that a shell would mangle, a sparse
+    /// file and a file above the large-file threshold.
+    fn sample(root: &std::path::Path) {
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::create_dir(root.join("empty")).unwrap();
+        std::fs::write(root.join("a/one"), b"one").unwrap();
+        std::fs::write(root.join("a/b/-n 'x'\n$(y)"), b"odd name").unwrap();
+        std::fs::write(root.join("big"), vec![7u8; 3 << 20]).unwrap();
+        std::fs::write(root.join("zero"), b"").unwrap();
+        let f = std::fs::File::create(root.join("sparse")).unwrap();
+        f.set_len(64 << 20).unwrap();
+        std::fs::set_permissions(root.join("a/one"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        std::fs::set_permissions(root.join("big"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink("a/one", root.join("link")).unwrap();
+        std::os::unix::fs::symlink("../one", root.join("a/b/up")).unwrap();
+    }
+
+    #[test]
+    fn unpack_and_list_reproduce_the_manifest_and_a_rerun_replaces_only_what_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        sample(&src);
+        let stop = AtomicBool::new(false);
+        let m = Manifest::scan_tree(&src, false, &stop).unwrap();
+        let all = (0..m.entries.len()).collect();
+        let a = tree::archive(&m, &all, false, dir.path()).unwrap();
+        assert!(a.size < 8 << 20, "the holes were archived: {}", a.size);
+        let dest = dir.path().join("out/dest").display().to_string();
+        std::fs::create_dir(dir.path().join("out")).unwrap();
+        let stage = dir.path().join("out/.dest.stage").display().to_string();
+        let old = dir.path().join("out/.dest.old").display().to_string();
+        let hasher = script::Hasher::Sha256sum;
+        let out = sh(&unpack(
+            &a.path.display().to_string(),
+            &stage,
+            &dest,
+            Shape::Tree,
+            false,
+            hasher,
+        ));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let listed = tree::parse_listing(after_mark(&out.stdout), false).unwrap();
+        let diff = tree::compare(&m, &listed, false);
+        assert!(diff.is_clean(), "{diff:?}");
+        let out = sh(&swap(&stage, &old, &dest, Shape::Tree, true));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        use std::os::unix::fs::MetadataExt;
+        let sparse = std::fs::metadata(format!("{dest}/sparse")).unwrap();
+        assert_eq!(sparse.len(), 64 << 20);
+        assert!(sparse.blocks() * 512 < 1 << 20, "holes were written");
+
+        // The probe sees the same tree.
+        let out = sh(&probe(&dest, Shape::Tree, None));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let listed = tree::parse_listing(after_mark(&out.stdout), false).unwrap();
+        assert!(tree::compare(&m, &listed, true).is_clean());
+
+        // Change one file and add a stray one: only the changed file differs.
+        std::fs::write(src.join("a/one"), b"two").unwrap();
+        std::fs::write(format!("{dest}/stray\nname"), b"x").unwrap();
+        let m2 = Manifest::scan_tree(&src, false, &stop).unwrap();
+        let diff = tree::compare(&m2, &listed_of(&dest), true);
+        assert_eq!(diff.files.len(), 1);
+        assert_eq!(diff.extras, vec![b"stray\nname".to_vec()]);
+        let a2 = tree::archive(&m2, &diff.files, false, dir.path()).unwrap();
+        assert_eq!(a2.files, (1, 3));
+        let kept = std::fs::metadata(format!("{dest}/big")).unwrap().ino();
+        let out = sh(&unpack(
+            &a2.path.display().to_string(),
+            &stage,
+            &dest,
+            Shape::Tree,
+            false,
+            hasher,
+        ));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let listed = tree::parse_listing(after_mark(&out.stdout), false).unwrap();
+        let diff = tree::compare(&m2, &listed, false);
+        assert!(diff.files.is_empty() && diff.others == 0, "{diff:?}");
+        assert_eq!(
+            std::fs::read(format!("{dest}/a/one")).unwrap(),
+            b"one",
+            "DEST's own file was written through the hard link"
+        );
+        for cmd in remove(&stage, &diff.extras) {
+            assert!(sh(&cmd).status.success());
+        }
+        assert!(sh(&swap(&stage, &old, &dest, Shape::Tree, false))
+            .status
+            .success());
+        assert!(tree::compare(&m2, &listed_of(&dest), true).is_clean());
+        assert_eq!(
+            std::fs::metadata(format!("{dest}/big")).unwrap().ino(),
+            kept,
+            "an unchanged file was copied instead of linked"
+        );
+        assert!(!std::path::Path::new(&old).exists());
+        assert!(!std::path::Path::new(&stage).exists());
+    }
+
+    fn listed_of(dest: &str) -> std::collections::BTreeMap<Vec<u8>, crate::run::tree::Listed> {
+        let out = sh(&probe(dest, Shape::Tree, None));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tree::parse_listing(after_mark(&out.stdout), false).unwrap()
+    }
+
+    #[test]
+    fn a_single_sparse_file_keeps_its_holes_and_replaces_dest() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("disk.img");
+        let f = std::fs::File::create(&src).unwrap();
+        f.set_len(256 << 20).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&[9u8; 4096], 100 << 20).unwrap();
+        let stop = AtomicBool::new(false);
+        let m = Manifest::scan_single(&src, 0o640, &stop).unwrap();
+        let a = tree::archive(&m, &Default::default(), false, dir.path()).unwrap();
+        assert!(a.size < 1 << 20, "{}", a.size);
+        let dest = dir.path().join("copy.img").display().to_string();
+        std::fs::write(&dest, b"old").unwrap();
+        let stage = dir.path().join(".stage").display().to_string();
+        let shape = Shape::Single { name: b"disk.img" };
+        let out = sh(&probe(&dest, shape, None));
+        let listed = tree::parse_listing(after_mark(&out.stdout), true).unwrap();
+        assert_eq!(tree::compare(&m, &listed, true).files.len(), 1);
+        let out = sh(&unpack(
+            &a.path.display().to_string(),
+            &stage,
+            &dest,
+            shape,
+            false,
+            script::Hasher::Openssl,
+        ));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let listed = tree::parse_listing(after_mark(&out.stdout), true).unwrap();
+        assert!(tree::compare(&m, &listed, false).is_clean(), "{listed:?}");
+        assert!(sh(&swap(&stage, "", &dest, shape, false)).status.success());
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&dest).unwrap();
+        assert_eq!(meta.len(), 256 << 20);
+        assert!(meta.blocks() * 512 < 1 << 20);
+        assert_eq!(meta.mode() & 0o7777, 0o640);
+        assert!(!std::path::Path::new(&stage).exists());
+    }
+
+    #[test]
+    fn a_tree_refuses_a_dest_that_is_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        std::fs::write(&dest, b"x").unwrap();
+        let out = sh(&probe(&dest.display().to_string(), Shape::Tree, None));
+        assert_eq!(out.status.code(), Some(DEST_NOT_A_DIRECTORY_STATUS));
+    }
+}

@@ -1,0 +1,340 @@
+//! Directories and sparse files against real sshd hosts in the lab (issue 11): a tree of
+//! about 2,000 files sent with the chain and with bounce arrives identical on every host
+//! (paths, types, sizes, modes, link targets, contents), holes stay holes on the wire and
+//! on disk, a rerun sends only the file that changed, and bad input is refused before
+//! anything is written.
+//!
+//! These need root; see `tests/lab/mod.rs` for when they skip (loudly) and when they fail.
+
+mod lab;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use lab::support::{bounce_run, random_file, read_report, run_logged, sha256_file};
+use lab::{Lab, LabConfig};
+
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+
+/// What a tree holds, entry by entry: type, mode, size, link target and content digest.
+fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let mut items: Vec<_> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .collect();
+        items.sort();
+        for p in items {
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let mode = m.permissions().mode() & 0o7777;
+            let what = if m.file_type().is_symlink() {
+                format!("link -> {}", std::fs::read_link(&p).unwrap().display())
+            } else if m.is_dir() {
+                format!("dir {mode:o}")
+            } else {
+                format!("file {mode:o} {} {}", m.len(), sha256_file(&p))
+            };
+            out.insert(rel, what);
+            if m.is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    let m = std::fs::metadata(root).unwrap();
+    out.insert(
+        ".".into(),
+        format!("dir {:o}", m.permissions().mode() & 0o7777),
+    );
+    walk(root, root, &mut out);
+    out
+}
+
+/// The issue's tree under `root`: 2,000 small files of 1–64 KiB in 40 directories, three
+/// of 50 MiB, a sparse file of 1 GiB holding 16 MiB of data, a symlink, an empty directory,
+/// and modes 0600, 0644 and 0755. Returns the bytes of data, holes excluded.
+fn make_tree(root: &Path) -> u64 {
+    let mut data = 0u64;
+    for d in 0..40 {
+        let dir = root.join(format!("layer{d:02}/sub"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..50 {
+            let k = d * 50 + f;
+            let size = KIB + (k * 7919) % (63 * KIB);
+            let p = dir.join(format!("f{k:04}.bin"));
+            random_file(&p, size, 1000 + k as u64);
+            let mode = [0o600, 0o644, 0o755][k % 3];
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            data += size as u64;
+        }
+    }
+    std::fs::create_dir_all(root.join("weights")).unwrap();
+    for s in 0..3 {
+        random_file(
+            &root.join(format!("weights/shard-{s}.safetensors")),
+            50 * MIB,
+            77 + s,
+        );
+        data += 50 * MIB as u64;
+    }
+    let disk = std::fs::File::create(root.join("disk.raw")).unwrap();
+    disk.set_len(1 << 30).unwrap();
+    let mut rng_block = vec![0u8; MIB];
+    for k in 0..16u64 {
+        use rand::{RngCore as _, SeedableRng as _};
+        rand_chacha::ChaCha8Rng::seed_from_u64(500 + k).fill_bytes(&mut rng_block);
+        std::os::unix::fs::FileExt::write_all_at(&disk, &rng_block, k * (64 << 20)).unwrap();
+    }
+    data += 16 * MIB as u64;
+    std::fs::create_dir(root.join("empty")).unwrap();
+    std::os::unix::fs::symlink("weights/shard-0.safetensors", root.join("latest")).unwrap();
+    std::fs::write(root.join("config.json"), b"{\"layers\": 40}\n").unwrap();
+    data + 15
+}
+
+fn tx_since(lab: &Lab, before: u64) -> u64 {
+    lab.controller_tx_bytes() - before
+}
+
+#[test]
+fn a_tree_reaches_eight_hosts_identical_with_chain_and_bounce_and_a_rerun_sends_only_the_change() {
+    let Some(lab) = Lab::start(
+        "a_tree_reaches_eight_hosts_identical_with_chain_and_bounce_and_a_rerun_sends_only_the_change",
+        LabConfig::hosts(8).rate("200mbit"),
+    ) else {
+        return;
+    };
+    let src = lab.scratch().join("model");
+    let data = make_tree(&src);
+    let want = snapshot(&src);
+    eprintln!("the tree: {} entries, {data} bytes of data", want.len());
+    let hosts = lab.host_names(8);
+    let dest = lab.dest("model");
+    for strategy in ["chain", "bounce"] {
+        lab.clear_data();
+        let report = lab.scratch().join(format!("{strategy}.csv"));
+        let tx0 = lab.controller_tx_bytes();
+        let started = std::time::Instant::now();
+        let out = run_logged(&mut bounce_run(
+            &lab, strategy, &hosts, &report, &src, &dest,
+        ));
+        assert_eq!(out.status.code(), Some(0), "{strategy}");
+        let sent = tx_since(&lab, tx0);
+        eprintln!(
+            "{strategy}: {:.2}s; the source sent {sent} bytes for {data} bytes of data ({:.3}×)",
+            started.elapsed().as_secs_f64(),
+            sent as f64 / data as f64
+        );
+        if strategy == "chain" {
+            assert!(
+                (sent as f64) < 1.1 * data as f64,
+                "chain: the source sent {sent} bytes for {data} bytes of data"
+            );
+        }
+        for r in read_report(&report) {
+            assert_eq!(r.status, "verified", "{strategy}: {}", r.host);
+        }
+        for i in 1..=8 {
+            let got = lab.host_file(i, "model");
+            assert_eq!(snapshot(&got), want, "{strategy}: h{i}'s tree differs");
+            let disk = std::fs::metadata(got.join("disk.raw")).unwrap();
+            assert!(
+                disk.blocks() * 512 < 20 * MIB as u64,
+                "{strategy}: h{i} wrote the holes: {} bytes on disk",
+                disk.blocks() * 512
+            );
+            // Only the tree: no archive, no staging directory left beside it.
+            assert_eq!(lab.data_tree(i).first().map(String::as_str), Some("model"));
+            assert!(
+                lab.data_tree(i).iter().all(|p| p.starts_with("model")),
+                "{strategy}: h{i} holds {:?}",
+                lab.data_tree(i)
+                    .iter()
+                    .filter(|p| !p.starts_with("model"))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+
+    // Every host up to date: nothing is sent.
+    let report = lab.scratch().join("again.csv");
+    let tx0 = lab.controller_tx_bytes();
+    let out = run_logged(&mut bounce_run(&lab, "chain", &hosts, &report, &src, &dest));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(read_report(&report)
+        .iter()
+        .all(|r| r.status == "up-to-date"));
+    let idle = tx_since(&lab, tx0);
+    assert!(idle < MIB as u64, "an up-to-date rerun sent {idle} bytes");
+
+    // One file changes, one host gains a stray file and loses another: the rerun sends
+    // that file alone (plus what the missing one holds), and every tree is SRC's again.
+    let changed = src.join("layer07/sub/f0351.bin");
+    random_file(&changed, 40 * KIB, 9999);
+    std::fs::write(lab.host_file(3, "model/stray.txt"), b"not in SRC").unwrap();
+    let lost = "layer01/sub/f0060.bin";
+    std::fs::remove_file(lab.host_file(5, &format!("model/{lost}"))).unwrap();
+    let lost_size = std::fs::metadata(src.join(lost)).unwrap().len();
+    let want = snapshot(&src);
+    let tx0 = lab.controller_tx_bytes();
+    let out = run_logged(&mut bounce_run(&lab, "chain", &hosts, &report, &src, &dest));
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sending: 2 of 2005 files"), "{stderr}");
+    let sent = tx_since(&lab, tx0);
+    eprintln!("rerun: the source sent {sent} bytes for one changed file of 40 KiB and one lost file of {lost_size}");
+    assert!(
+        sent < (40 * KIB) as u64 + lost_size + MIB as u64,
+        "the rerun sent {sent} bytes"
+    );
+    for i in 1..=8 {
+        assert_eq!(
+            snapshot(&lab.host_file(i, "model")),
+            want,
+            "rerun: h{i}'s tree differs"
+        );
+    }
+}
+
+#[test]
+fn sparse_sends_a_raw_image_for_the_cost_of_its_data() {
+    let Some(lab) = Lab::start(
+        "sparse_sends_a_raw_image_for_the_cost_of_its_data",
+        LabConfig::hosts(3),
+    ) else {
+        return;
+    };
+    let src = lab.scratch().join("vm.raw");
+    let disk = std::fs::File::create(&src).unwrap();
+    disk.set_len(1 << 30).unwrap();
+    let mut block = vec![0u8; MIB];
+    for k in 0..16u64 {
+        use rand::{RngCore as _, SeedableRng as _};
+        rand_chacha::ChaCha8Rng::seed_from_u64(k).fill_bytes(&mut block);
+        std::os::unix::fs::FileExt::write_all_at(&disk, &block, k * (64 << 20) + 4096).unwrap();
+    }
+    drop(disk);
+    let digest = sha256_file(&src);
+    for strategy in ["chain", "bounce"] {
+        lab.clear_data();
+        let report = lab.scratch().join("sparse.csv");
+        let rx0: Vec<u64> = (1..=3).map(|i| lab.rx_bytes(i)).collect();
+        let mut cmd = bounce_run(
+            &lab,
+            strategy,
+            &lab.host_names(3),
+            &report,
+            &src,
+            &lab.dest("vm.raw"),
+        );
+        cmd.arg("--sparse");
+        assert_eq!(run_logged(&mut cmd).status.code(), Some(0), "{strategy}");
+        for i in 1..=3 {
+            let copy = lab.host_file(i, "vm.raw");
+            let m = std::fs::metadata(&copy).unwrap();
+            assert_eq!(m.len(), 1 << 30);
+            assert!(
+                m.blocks() * 512 < 20 * MIB as u64,
+                "{strategy}: h{i} wrote the holes"
+            );
+            assert_eq!(sha256_file(&copy), digest, "{strategy}: h{i}");
+            let rx = lab.rx_bytes(i) - rx0[i - 1];
+            assert!(
+                rx < 18 * MIB as u64,
+                "{strategy}: h{i} received {rx} bytes for 16 MiB of data"
+            );
+            assert_eq!(lab.data_tree(i), ["vm.raw"], "{strategy}: h{i}");
+        }
+    }
+}
+
+#[test]
+fn a_tree_is_refused_before_anything_is_written_and_a_full_disk_leaves_no_partial_tree() {
+    let Some(lab) = Lab::start(
+        "a_tree_is_refused_before_anything_is_written_and_a_full_disk_leaves_no_partial_tree",
+        LabConfig::hosts(3).tmpfs(3, "8m"),
+    ) else {
+        return;
+    };
+    let src = lab.scratch().join("tree");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    for k in 0..20 {
+        random_file(&src.join(format!("d/f{k}")), MIB, 40 + k);
+    }
+    let hosts = lab.host_names(3);
+    let report = lab.scratch().join("r.csv");
+
+    // DEST is a regular file on host 2: exit 2, one line, nothing written anywhere.
+    std::fs::write(lab.host_file(2, "tree"), b"a file").unwrap();
+    let out = run_logged(&mut bounce_run(
+        &lab,
+        "chain",
+        &hosts,
+        &report,
+        &src,
+        &lab.dest("tree"),
+    ));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("DEST")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("is not a directory"), "{stderr}");
+    assert_eq!(std::fs::read(lab.host_file(2, "tree")).unwrap(), b"a file");
+    for i in [1, 3] {
+        assert!(lab.data_tree(i).is_empty(), "h{i}: {:?}", lab.data_tree(i));
+    }
+    std::fs::remove_file(lab.host_file(2, "tree")).unwrap();
+
+    // A symlink out of the tree: refused, never followed.
+    std::os::unix::fs::symlink("../../etc", src.join("d/out")).unwrap();
+    let out = run_logged(&mut bounce_run(
+        &lab,
+        "chain",
+        &hosts,
+        &report,
+        &src,
+        &lab.dest("tree"),
+    ));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("points outside the tree"), "{stderr}");
+    std::fs::remove_file(src.join("d/out")).unwrap();
+    for i in 1..=3 {
+        assert!(lab.data_tree(i).is_empty(), "h{i}: {:?}", lab.data_tree(i));
+    }
+
+    // Host 3's disk holds 8 MiB of a 20 MiB tree: it fails, named, and keeps nothing; the
+    // others are verified.
+    for strategy in ["chain", "bounce"] {
+        lab.clear_data();
+        let out = run_logged(&mut bounce_run(
+            &lab,
+            strategy,
+            &hosts,
+            &report,
+            &src,
+            &lab.dest("tree"),
+        ));
+        assert_eq!(out.status.code(), Some(1), "{strategy}");
+        let rows = read_report(&report);
+        assert_eq!(rows[0].status, "verified", "{strategy}");
+        assert_eq!(rows[1].status, "verified", "{strategy}");
+        assert_eq!(rows[2].status, "failed", "{strategy}");
+        for i in 1..=2 {
+            assert_eq!(
+                snapshot(&lab.host_file(i, "tree")),
+                snapshot(&src),
+                "{strategy}"
+            );
+        }
+        assert!(
+            lab.data_tree(3).is_empty(),
+            "{strategy}: the full host keeps {:?}",
+            lab.data_tree(3)
+        );
+    }
+}
