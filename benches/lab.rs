@@ -48,6 +48,10 @@
 //!
 //! A sixth part (`shared`, `benches/lab_parts/shared.rs`) measures `--limit-rate` and
 //! `--compress` against their uncapped and uncompressed baselines (issue 11).
+//!
+//! A seventh part (`trees`, `benches/lab_parts/trees.rs`) sends a directory of about 2,000
+//! files against one file of the same data, a rerun after one file changed, and a sparse
+//! image with `--sparse` against the same image sent whole (issue 11).
 
 #[path = "lab_parts/faults.rs"]
 mod faults;
@@ -57,6 +61,8 @@ mod fleet;
 mod lab;
 #[path = "lab_parts/shared.rs"]
 mod shared;
+#[path = "lab_parts/trees.rs"]
+mod trees;
 
 use std::collections::HashMap;
 use std::fs;
@@ -361,9 +367,16 @@ fn main() {
     if wanted("shared") {
         shared::shared_part();
     }
+    if wanted("trees") {
+        trees::trees_part();
+    }
     let only_parts = std::env::var("BOUNCE_BENCH_ONLY").is_ok_and(|o| {
-        o.split(',')
-            .all(|w| matches!(w.trim(), "cpu" | "stock" | "faults" | "fleet" | "shared"))
+        o.split(',').all(|w| {
+            matches!(
+                w.trim(),
+                "cpu" | "stock" | "faults" | "fleet" | "shared" | "trees"
+            )
+        })
     });
     if only_parts {
         return;

@@ -8,92 +8,15 @@
 
 mod lab;
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
 
-use lab::support::{bounce_run, random_file, read_report, run_logged, sha256_file};
+use lab::support::{
+    bounce_run, make_tree, random_file, read_report, run_logged, sha256_file, snapshot,
+};
 use lab::{Lab, LabConfig};
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
-
-/// What a tree holds, entry by entry: type, mode, size, link target and content digest.
-fn snapshot(root: &Path) -> BTreeMap<String, String> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let mut items: Vec<_> = std::fs::read_dir(dir)
-            .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-            .map(|e| e.unwrap().path())
-            .collect();
-        items.sort();
-        for p in items {
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            let mode = m.permissions().mode() & 0o7777;
-            let what = if m.file_type().is_symlink() {
-                format!("link -> {}", std::fs::read_link(&p).unwrap().display())
-            } else if m.is_dir() {
-                format!("dir {mode:o}")
-            } else {
-                format!("file {mode:o} {} {}", m.len(), sha256_file(&p))
-            };
-            out.insert(rel, what);
-            if m.is_dir() {
-                walk(root, &p, out);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    let m = std::fs::metadata(root).unwrap();
-    out.insert(
-        ".".into(),
-        format!("dir {:o}", m.permissions().mode() & 0o7777),
-    );
-    walk(root, root, &mut out);
-    out
-}
-
-/// The tree under `root`: 2,000 small files of 1–64 KiB in 40 directories, three
-/// of 50 MiB, a sparse file of 1 GiB holding 16 MiB of data, a symlink, an empty directory,
-/// and modes 0600, 0644 and 0755. Returns the bytes of data, holes excluded.
-fn make_tree(root: &Path) -> u64 {
-    let mut data = 0u64;
-    for d in 0..40 {
-        let dir = root.join(format!("layer{d:02}/sub"));
-        std::fs::create_dir_all(&dir).unwrap();
-        for f in 0..50 {
-            let k = d * 50 + f;
-            let size = KIB + (k * 7919) % (63 * KIB);
-            let p = dir.join(format!("f{k:04}.bin"));
-            random_file(&p, size, 1000 + k as u64);
-            let mode = [0o600, 0o644, 0o755][k % 3];
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-            data += size as u64;
-        }
-    }
-    std::fs::create_dir_all(root.join("weights")).unwrap();
-    for s in 0..3 {
-        random_file(
-            &root.join(format!("weights/shard-{s}.safetensors")),
-            50 * MIB,
-            77 + s,
-        );
-        data += 50 * MIB as u64;
-    }
-    let disk = std::fs::File::create(root.join("disk.raw")).unwrap();
-    disk.set_len(1 << 30).unwrap();
-    let mut rng_block = vec![0u8; MIB];
-    for k in 0..16u64 {
-        use rand::{RngCore as _, SeedableRng as _};
-        rand_chacha::ChaCha8Rng::seed_from_u64(500 + k).fill_bytes(&mut rng_block);
-        std::os::unix::fs::FileExt::write_all_at(&disk, &rng_block, k * (64 << 20)).unwrap();
-    }
-    data += 16 * MIB as u64;
-    std::fs::create_dir(root.join("empty")).unwrap();
-    std::os::unix::fs::symlink("weights/shard-0.safetensors", root.join("latest")).unwrap();
-    std::fs::write(root.join("config.json"), b"{\"layers\": 40}\n").unwrap();
-    data + 15
-}
 
 fn tx_since(lab: &Lab, before: u64) -> u64 {
     lab.controller_tx_bytes() - before
@@ -335,6 +258,42 @@ fn a_tree_is_refused_before_anything_is_written_and_a_full_disk_leaves_no_partia
             lab.data_tree(3).is_empty(),
             "{strategy}: the full host keeps {:?}",
             lab.data_tree(3)
+        );
+    }
+
+    // The archive compressed: hosts 1 and 2 hold the tree already, and the rerun's
+    // archive holds only the two files host 1 lacks, compressed.
+    if std::process::Command::new("zstd")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(std::env::var_os("CI").is_none(), "zstd is not installed");
+        eprintln!("SKIPPED the --compress part: zstd is not installed on this machine");
+        return;
+    }
+    for k in [3, 4] {
+        std::fs::remove_file(lab.host_file(1, &format!("tree/d/f{k}"))).unwrap();
+    }
+    let hosts = lab.host_names(2);
+    let mut cmd = bounce_run(&lab, "chain", &hosts, &report, &src, &lab.dest("tree"));
+    cmd.args(["--compress", "zstd"]);
+    let out = run_logged(&mut cmd);
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sending: 2 of 20 files"), "{stderr}");
+    for i in 1..=2 {
+        assert_eq!(
+            snapshot(&lab.host_file(i, "tree")),
+            snapshot(&src),
+            "zstd: h{i}"
+        );
+        assert_eq!(
+            lab.data_tree(i)
+                .iter()
+                .filter(|p| !p.starts_with("tree"))
+                .count(),
+            0
         );
     }
 }

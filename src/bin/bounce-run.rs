@@ -28,8 +28,10 @@ Exit status:
        --then failed on some host, named with its exit status
   2    bad invocation or input (missing or unreadable SRC, empty or malformed host list,
        a DEST that is not an absolute path to a file, duplicate host, bad flag value, an
-       unwritable --report, a --compress tool missing here), detected before anything is
-       written
+       unwritable --report, a --compress tool missing here; for a directory SRC or
+       --sparse: a symlink leading out of the tree, a FIFO, socket or device in it, a DEST
+       that is not a directory for a tree, GNU tar or the --compress tool missing on a
+       host), detected before anything is written
   130  interrupted (SIGINT or SIGTERM): remote processes stopped, temporary files removed
        (what could not be is named, as for 1), nothing unverified left at DEST. A second
        interrupt during that cleanup exits at once, naming what may be left on which host.
@@ -619,10 +621,12 @@ async fn run_async(
             transport.shutdown().await;
             return Ok(ExitCode::from(2));
         }
-        let digest = bounce::run::digest::PendingDigest::start(
+        let (path, m) = (archive.path.clone(), Arc::clone(manifest));
+        let digest = bounce::run::digest::PendingDigest::start_checked(
             archive.path.clone(),
             archive.size,
             Arc::clone(&stop_hashing),
+            move || tree::verify_archive(&path, &m).map_err(|e| e.to_string()),
         )
         .context("starting to hash the archive")?;
         transport.set_source(

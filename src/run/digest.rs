@@ -81,6 +81,30 @@ impl PendingDigest {
         Ok(PendingDigest(rx))
     }
 
+    /// [`PendingDigest::start`], then `check` on the same thread: the digest is known only
+    /// once `check` has passed too, and is its error otherwise. For a tree's archive, whose
+    /// check against the manifest (see [`super::tree::verify_archive`]) then costs the run
+    /// nothing before its first byte.
+    pub fn start_checked(
+        path: PathBuf,
+        size: u64,
+        stop: Arc<AtomicBool>,
+        check: impl FnOnce() -> Result<(), String> + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        std::thread::Builder::new()
+            .name("bounce-hash".into())
+            .spawn(move || {
+                let r = match sha256_file_until(&path, Some(size), &stop) {
+                    Ok(Some(d)) => check().map(|()| d),
+                    Ok(None) => Err("hashing was stopped".to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = tx.send(Some(r));
+            })?;
+        Ok(PendingDigest(rx))
+    }
+
     /// The digest, once it is known; the error says why reading SRC failed.
     pub async fn get(&self) -> Result<String, String> {
         let mut rx = self.0.clone();

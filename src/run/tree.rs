@@ -331,7 +331,8 @@ pub struct Archive {
 }
 
 /// Archives every directory and symlink of `m`, and the regular files in `send` (indices
-/// into `m.entries`), into a temporary file in `dir`. With `preserve`, owners, modes and
+/// into `m.entries`), into a temporary file in `dir`. What it holds is checked against the
+/// manifest by [`verify_archive`], which the caller runs before any host installs it. With `preserve`, owners, modes and
 /// times are stored as they are; otherwise setuid and setgid are dropped (the hosts take the
 /// manifest's modes, and their own time and owner).
 pub fn archive(
@@ -419,10 +420,6 @@ pub fn archive(
         .metadata()
         .map_err(|e| failed(e.to_string()))?
         .len();
-    verify_archive(tmp.path(), m).map_err(|e| match e {
-        TreeError::Io { reason, .. } => failed(format!("reading it back: {reason}")),
-        e => e,
-    })?;
     let path = tmp.into_temp_path();
     Ok(Archive {
         path: path.to_path_buf(),
@@ -813,16 +810,19 @@ mod tests {
         let a = archive(&m, &all, false, dir.path()).unwrap();
         assert_eq!(a.files, (2, 5 + (40 << 20)));
         assert!(a.size < 1 << 20);
+        verify_archive(&a.path, &m).unwrap();
         // A file that changes between the hashing and the archive is caught.
         std::fs::write(src.join("d/a"), b"omega").unwrap();
-        let e = archive(&m, &all, false, dir.path()).unwrap_err();
+        let a = archive(&m, &all, false, dir.path()).unwrap();
+        let e = verify_archive(&a.path, &m).unwrap_err();
         assert!(
             matches!(e, TreeError::Changed { ref path } if path == "d/a"),
             "{e}"
         );
         std::fs::write(src.join("d/a"), b"alpha").unwrap();
         std::os::unix::fs::FileExt::write_all_at(&f, b"X", 30 << 20).unwrap();
-        let e = archive(&m, &all, false, dir.path()).unwrap_err();
+        let a = archive(&m, &all, false, dir.path()).unwrap();
+        let e = verify_archive(&a.path, &m).unwrap_err();
         assert!(
             matches!(e, TreeError::Changed { ref path } if path == "holes"),
             "{e}"

@@ -1,8 +1,10 @@
 //! Test inputs and outputs around the lab: source files, digests, `bounce-run` invocations
 //! and its `--report` CSV.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read as _;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -421,4 +423,81 @@ pub fn run_sampled(
         std::fs::read_to_string(&log).unwrap()
     );
     (status, samples)
+}
+
+/// What a tree holds, entry by entry: type, mode, size, link target and content digest.
+pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let mut items: Vec<_> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .collect();
+        items.sort();
+        for p in items {
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let mode = m.permissions().mode() & 0o7777;
+            let what = if m.file_type().is_symlink() {
+                format!("link -> {}", std::fs::read_link(&p).unwrap().display())
+            } else if m.is_dir() {
+                format!("dir {mode:o}")
+            } else {
+                format!("file {mode:o} {} {}", m.len(), sha256_file(&p))
+            };
+            out.insert(rel, what);
+            if m.is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    let m = std::fs::metadata(root).unwrap();
+    out.insert(
+        ".".into(),
+        format!("dir {:o}", m.permissions().mode() & 0o7777),
+    );
+    walk(root, root, &mut out);
+    out
+}
+
+/// The tree under `root`: 2,000 small files of 1–64 KiB in 40 directories, three
+/// of 50 MiB, a sparse file of 1 GiB holding 16 MiB of data, a symlink, an empty directory,
+/// and modes 0600, 0644 and 0755. Returns the bytes of data, holes excluded.
+pub fn make_tree(root: &Path) -> u64 {
+    let mut data = 0u64;
+    for d in 0..40 {
+        let dir = root.join(format!("layer{d:02}/sub"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..50 {
+            let k = d * 50 + f;
+            let size = 1024 + (k * 7919) % (63 * 1024);
+            let p = dir.join(format!("f{k:04}.bin"));
+            random_file(&p, size, 1000 + k as u64);
+            let mode = [0o600, 0o644, 0o755][k % 3];
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            data += size as u64;
+        }
+    }
+    std::fs::create_dir_all(root.join("weights")).unwrap();
+    for s in 0..3 {
+        random_file(
+            &root.join(format!("weights/shard-{s}.safetensors")),
+            50 * (1 << 20),
+            77 + s,
+        );
+        data += 50 * (1 << 20) as u64;
+    }
+    let disk = std::fs::File::create(root.join("disk.raw")).unwrap();
+    disk.set_len(1 << 30).unwrap();
+    let mut rng_block = vec![0u8; 1 << 20];
+    for k in 0..16u64 {
+        use rand::{RngCore as _, SeedableRng as _};
+        rand_chacha::ChaCha8Rng::seed_from_u64(500 + k).fill_bytes(&mut rng_block);
+        std::os::unix::fs::FileExt::write_all_at(&disk, &rng_block, k * (64 << 20)).unwrap();
+    }
+    data += 16 << 20;
+    std::fs::create_dir(root.join("empty")).unwrap();
+    std::os::unix::fs::symlink("weights/shard-0.safetensors", root.join("latest")).unwrap();
+    std::fs::write(root.join("config.json"), b"{\"layers\": 40}\n").unwrap();
+    data + 15
 }
