@@ -188,3 +188,61 @@ fn compress_lz4_and_gzip_deliver_exact_copies_through_a_chain() {
         }
     }
 }
+
+#[test]
+fn a_compress_tool_missing_on_one_host_is_refused_before_anything_is_written() {
+    if !tools_present("a_compress_tool_missing_on_one_host_is_refused_before_anything_is_written") {
+        return;
+    }
+    let Some(lab) = Lab::start(
+        "a_compress_tool_missing_on_one_host_is_refused_before_anything_is_written",
+        LabConfig::hosts(3),
+    ) else {
+        return;
+    };
+    // Host 2 runs in a mount namespace of its own: lz4 is hidden there alone.
+    let lz4 = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v lz4"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let pid = lab.sshd_pid(2).expect("h2's sshd").to_string();
+    let hide = Command::new("nsenter")
+        .args(["-t", &pid, "-m", "mount", "--bind", "/dev/null", lz4.trim()])
+        .status()
+        .unwrap();
+    assert!(hide.success());
+    let src = lab.scratch().join("image.raw");
+    mostly_zeros(&src, 8 * MIB, 2, 13);
+    for strategy in ["chain", "bounce"] {
+        let report = lab.scratch().join("r.csv");
+        let mut cmd = bounce_run(
+            &lab,
+            strategy,
+            &lab.host_names(3),
+            &report,
+            &src,
+            &lab.dest("i.raw"),
+        );
+        cmd.args(["--compress", "lz4"]);
+        let out = run_logged(&mut cmd);
+        assert_eq!(out.status.code(), Some(2), "{strategy}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim().lines().count(), 2, "{stderr}");
+        let last = stderr.trim().lines().last().unwrap();
+        assert!(
+            last.contains("h2") && last.contains("'lz4' is not installed there"),
+            "{stderr}"
+        );
+        for i in 1..=3 {
+            assert!(
+                lab.data_tree(i).is_empty(),
+                "{strategy}: h{i} holds {:?}",
+                lab.data_tree(i)
+            );
+        }
+    }
+}

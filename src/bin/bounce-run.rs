@@ -28,10 +28,10 @@ Exit status:
        --then failed on some host, named with its exit status
   2    bad invocation or input (missing or unreadable SRC, empty or malformed host list,
        a DEST that is not an absolute path to a file, duplicate host, bad flag value, an
-       unwritable --report, a --compress tool missing here; for a directory SRC or
+       unwritable --report, a --compress tool missing here or on a host; for a directory SRC or
        --sparse: a symlink leading out of the tree, a FIFO, socket or device in it, a DEST
-       that is not a directory for a tree, GNU tar or the --compress tool missing on a
-       host), detected before anything is written
+       that is not a directory for a tree, GNU tar missing on a host), detected before
+       anything is written
   130  interrupted (SIGINT or SIGTERM): remote processes stopped, temporary files removed
        (what could not be is named, as for 1), nothing unverified left at DEST. A second
        interrupt during that cleanup exits at once, naming what may be left on which host.
@@ -127,7 +127,8 @@ struct Cli {
     /// Compress SRC once on this machine (into a temporary file under $TMPDIR) with zstd,
     /// lz4 or gzip, send the compressed bytes through every hop, and decompress them on
     /// each host, which checks what comes out against SRC's digest. The tool must be
-    /// installed here and on every host (a host without it fails, named). Pays on
+    /// installed here and on every host (checked on all of them before anything is sent:
+    /// exit 2, naming the hosts without it). Pays on
     /// compressible files (sparse or mostly empty images) over links slower than the
     /// tool; the default sends SRC as it is.
     #[arg(long, value_name = "TOOL", value_enum, default_value_t = Compress::None)]
@@ -548,6 +549,26 @@ async fn run_async(
         Arc::clone(&counters),
     )
     .context("writing the controller's ssh_config")?;
+    // A --compress tool missing on a host is bad input, found before anything is written (a
+    // tree's survey checks it with the rest).
+    if let (Some(codec), None) = (cli.compress.codec(), &manifest) {
+        let lacking = transport.lacking(codec.tool()).await;
+        if !lacking.is_empty() {
+            for host in &lacking {
+                eprintln!(
+                    "bounce-run: {}",
+                    TransportError::ToolMissing {
+                        host: host.clone(),
+                        tool: codec.tool().to_string(),
+                    }
+                );
+            }
+            for c in transport.shutdown().await {
+                eprintln!("bounce-run: {c}");
+            }
+            return Ok(ExitCode::from(2));
+        }
+    }
     // Kept until the run ends: the hops read it.
     let mut _archive = None;
     if let Some(manifest) = &manifest {

@@ -170,6 +170,23 @@ impl SshTransport {
         futures_util::future::join_all(all).await
     }
 
+    /// Connects to every host and returns the names of those that lack the command `tool`
+    /// (`--compress`'s), before anything is written: a run that needs it everywhere can
+    /// then stop as bad input. A host that cannot be reached is not named here; the run
+    /// fails it as it would. The connections stay for the run.
+    pub async fn lacking(&self, tool: &str) -> Vec<String> {
+        let hosts = self.hosts();
+        let all = (1..=hosts.targets.len()).map(|i| async move {
+            let h = HostId(i as u32);
+            matches!(hosts.lacks(h, tool).await, Ok(true)).then(|| hosts.name(h))
+        });
+        futures_util::future::join_all(all)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     /// Replaces what is sent, once the survey has shown what the archive must hold; the
     /// chain cuts it as `layout`.
     pub fn set_source(&mut self, src: SourceFile, layout: Layout) {

@@ -3,7 +3,6 @@
 //! verified archive into place, checked file by file against the manifest.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use crate::core::HostId;
 
@@ -65,10 +64,7 @@ impl Hosts {
         &self,
         h: HostId,
     ) -> Result<(DestState, Vec<String>), TransportError> {
-        if self.session(h).is_err() {
-            let s = self.connect(h).await?;
-            *self.sessions[h.index() - 1].lock().unwrap() = Some(Arc::new(s));
-        }
+        self.connect_once(h).await?;
         let pack = self.pack();
         let dest = self.target(h).dest.clone();
         let out = self

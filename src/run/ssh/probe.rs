@@ -10,14 +10,38 @@ use super::hosts::Hosts;
 use super::reports::failure_text;
 
 impl Hosts {
+    /// Connects to `host` unless a check before the run (see `SshTransport::lacking`) has
+    /// already: the connection is kept for the run.
+    pub(super) async fn connect_once(&self, host: HostId) -> Result<(), TransportError> {
+        if self.session(host).is_err() {
+            let s = self.connect(host).await?;
+            *self.sessions[host.index() - 1].lock().unwrap() = Some(Arc::new(s));
+        }
+        Ok(())
+    }
+
+    /// True when `host` lacks the command `tool`.
+    pub(super) async fn lacks(&self, host: HostId, tool: &str) -> Result<bool, TransportError> {
+        self.connect_once(host).await?;
+        let out = self
+            .run(
+                host,
+                &format!(
+                    "command -v {} > /dev/null 2>&1 || echo missing",
+                    super::super::quote::shell_quote(tool)
+                ),
+            )
+            .await?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim() == "missing")
+    }
+
     /// Connects to `host` and probes its DEST (see [`script::probe`]): what it holds, which
     /// hasher it has, which stale temporary files were swept.
     pub(super) async fn prepare(&self, host: HostId) -> Result<Prepared, TransportError> {
         if self.src.pack.is_some() {
             return self.prepare_pack(host).await;
         }
-        let s = self.connect(host).await?;
-        *self.sessions[host.index() - 1].lock().unwrap() = Some(Arc::new(s));
+        self.connect_once(host).await?;
         let dest = self.target(host).dest.clone();
         // Registered like a hop, so that an interrupt while it hashes stops it.
         let out = self
