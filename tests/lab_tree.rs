@@ -107,6 +107,8 @@ fn a_tree_reaches_eight_hosts_identical_with_chain_and_bounce_and_a_rerun_sends_
     assert_eq!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("sending: 2 of 2005 files"), "{stderr}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("files sent: 2 of 2005 files"), "{table}");
     let sent = tx_since(&lab, tx0);
     eprintln!("rerun: the source sent {sent} bytes for one changed file of 40 KiB and one lost file of {lost_size}");
     assert!(

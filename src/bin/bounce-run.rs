@@ -571,6 +571,7 @@ async fn run_async(
     }
     // Kept until the run ends: the hops read it.
     let mut _archive = None;
+    let mut files = None;
     if let Some(manifest) = &manifest {
         let survey = transport.survey().await;
         let mut bad = false;
@@ -606,11 +607,18 @@ async fn run_async(
         };
         let (all_files, all_bytes) = manifest.files();
         eprintln!(
-            "bounce-run: {}: {} of {all_files} files ({} of {}) in an archive of {}, made in {:.2}s",
-            if current { "every host is up to date" } else { "sending" },
-            archive.files.0,
-            units::format_size(archive.files.1),
-            units::format_size(all_bytes),
+            "bounce-run: {}: {} in an archive of {}, made in {:.2}s",
+            if current {
+                "every host is up to date"
+            } else {
+                "sending"
+            },
+            report::FilesSent {
+                sent: archive.files.0,
+                sent_bytes: archive.files.1,
+                total: all_files,
+                total_bytes: all_bytes,
+            },
             units::format_size(archive.size),
             started.elapsed().as_secs_f64()
         );
@@ -664,6 +672,12 @@ async fn run_async(
             },
             plan.layout,
         );
+        files = Some(report::FilesSent {
+            sent: archive.files.0,
+            sent_bytes: archive.files.1,
+            total: all_files,
+            total_bytes: all_bytes,
+        });
         _archive = Some(archive);
     }
     let transport = Arc::new(transport);
@@ -725,9 +739,13 @@ async fn run_async(
     {
         use std::io::Write as _;
         let text = if cli.json {
-            report::json(&plan, &outcome)
+            report::json(&plan, &outcome, files)
         } else {
-            report::table(&plan.hosts, &outcome)
+            let mut t = report::table(&plan.hosts, &outcome);
+            if let Some(f) = files {
+                t.push_str(&format!("files sent: {f}\n"));
+            }
+            t
         };
         // A reader that went away is no failure of the run's.
         let _ = write!(std::io::stdout().lock(), "{text}");

@@ -169,6 +169,36 @@ pub struct SummaryJson {
     pub interrupted: bool,
     /// What cleanup could not remove, one line each.
     pub cleanup: Vec<String>,
+    /// For a directory SRC or `--sparse`: the files the archive held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<FilesSent>,
+}
+
+/// For a directory SRC or `--sparse`: how many of SRC's regular files the run sent (a rerun
+/// sends only those some host lacked), and their bytes, holes included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct FilesSent {
+    /// Files in the archive.
+    pub sent: usize,
+    /// Their bytes.
+    pub sent_bytes: u64,
+    /// SRC's regular files.
+    pub total: usize,
+    /// Their bytes.
+    pub total_bytes: u64,
+}
+
+impl std::fmt::Display for FilesSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} files ({} of {})",
+            self.sent,
+            self.total,
+            crate::units::format_size(self.sent_bytes),
+            crate::units::format_size(self.total_bytes)
+        )
+    }
 }
 
 /// The document `--json` prints.
@@ -181,8 +211,8 @@ pub struct RunJson {
 }
 
 impl RunJson {
-    /// The document for `outcome`, a run of `plan`.
-    pub fn new(plan: &Plan, outcome: &RunOutcome) -> Self {
+    /// The document for `outcome`, a run of `plan` that sent `files` of a tree.
+    pub fn new(plan: &Plan, outcome: &RunOutcome, files: Option<FilesSent>) -> Self {
         let hosts = &plan.hosts;
         let host = |(spec, r): (&HostSpec, &HostRecord)| HostJson {
             host: spec.to_string(),
@@ -220,15 +250,17 @@ impl RunJson {
                 elapsed_s: outcome.elapsed.as_secs_f64(),
                 interrupted: outcome.interrupted,
                 cleanup: outcome.cleanup.iter().map(ToString::to_string).collect(),
+                files,
             },
             hosts: hosts.iter().zip(&outcome.hosts).map(host).collect(),
         }
     }
 }
 
-/// `--json`'s document for `outcome`, a run of `plan`, with a final newline.
-pub fn json(plan: &Plan, outcome: &RunOutcome) -> String {
-    let mut s = serde_json::to_string_pretty(&RunJson::new(plan, outcome))
+/// `--json`'s document for `outcome`, a run of `plan` that sent `files` of a tree, with a
+/// final newline.
+pub fn json(plan: &Plan, outcome: &RunOutcome, files: Option<FilesSent>) -> String {
+    let mut s = serde_json::to_string_pretty(&RunJson::new(plan, outcome, files))
         .expect("the report holds only strings and numbers");
     s.push('\n');
     s

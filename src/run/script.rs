@@ -293,6 +293,23 @@ pub fn receive_chunks(dest: &str, tmp: &str) -> String {
 /// `decode.into`, created exclusively too, their decompression; the digest is of the
 /// decompressed bytes, and `at` and `end` still count what `tmp` holds.
 pub fn stream_receive(dest: &str, tmp: &str, hasher: Hasher, decode: Option<Decode>) -> String {
+    stream_receive_unpacking(dest, tmp, hasher, decode, None)
+}
+
+/// [`stream_receive`], for a tree's archive: with `unpack`, the bytes that are hashed
+/// (decompressed, with `decode`) are also unpacked as they arrive (see
+/// [`super::tree_script::Behind`]), and `end` is printed once that is over too.
+pub fn stream_receive_unpacking(
+    dest: &str,
+    tmp: &str,
+    hasher: Hasher,
+    decode: Option<Decode>,
+    unpack: Option<&super::tree_script::Behind>,
+) -> String {
+    let (start, tap, join) = match unpack {
+        None => (String::new(), String::new(), ""),
+        Some(b) => (b.start(), b.tap(), "wait \"$x\"; "),
+    };
     let (create_dec, dec) = match decode {
         None => (String::new(), String::new()),
         Some(d) => (
@@ -301,10 +318,10 @@ pub fn stream_receive(dest: &str, tmp: &str, hasher: Hasher, decode: Option<Deco
         ),
     };
     format!(
-        "{create}; {create_dec}echo $$; \
+        "{create}; {create_dec}{start}echo $$; \
          ( while sleep 0.5 > /dev/null 2>&1; do echo \"at $(stat -c %s -- {tmp})\"; done ) & p=$!; \
-         h=$({{ tee --output-error=exit -- /dev/fd/3 || kill -TERM 0; }} | {dec}{hash}); \
-         kill \"$p\" 2>/dev/null; \
+         h=$({{ tee --output-error=exit -- /dev/fd/3 || kill -TERM 0; }} | {dec}{tap}{hash}); \
+         kill \"$p\" 2>/dev/null; {join}\
          echo \"end $(stat -c %s -- {tmp}) ${{h%% *}}\"",
         create = create_exclusive(dest, tmp),
         tmp = shell_quote(tmp),

@@ -100,53 +100,131 @@ pub fn probe(dest: &str, shape: Shape, tool: Option<Codec>) -> String {
     s
 }
 
+/// A tree unpacked while its archive arrives, beside the stream that writes the host's copy
+/// (see [`script::stream_receive_unpacking`]): the bytes that are hashed go through a FIFO
+/// into `tar -x` as well, so the unpacking costs no time after the last byte and tar reads
+/// exactly the bytes the digest covers, not a copy read back from disk.
+///
+/// The staging directory is made afresh (a failed earlier attempt's is removed first) and,
+/// for a rerun, starts as DEST's tree hard-linked, as [`unpack`] does. When tar has read a
+/// whole archive, the marker `mark` is created; [`unpack`] then lists the staging directory
+/// instead of unpacking again, but only for a copy whose digest was checked as it was
+/// written: anything else may have changed the copy since. A tar that fails (a full disk)
+/// leaves no marker, and stops reading: the stream goes on into the copy, and [`unpack`]
+/// tries again from it.
+#[derive(Clone, Copy, Debug)]
+pub struct Behind<'a> {
+    /// The staging directory.
+    pub stage: &'a str,
+    /// The marker of a complete unpacking.
+    pub mark: &'a str,
+    /// The FIFO between the stream and tar.
+    pub fifo: &'a str,
+    /// DEST.
+    pub dest: &'a str,
+    /// Tree or single file.
+    pub shape: Shape<'a>,
+    /// `--preserve`.
+    pub preserve: bool,
+}
+
+impl Behind<'_> {
+    /// Starts tar in the background on the FIFO, its job in `$x`. If the staging directory
+    /// cannot be made, the FIFO is drained instead, so the stream never waits on it.
+    pub fn start(&self) -> String {
+        let (s, m, f) = (
+            shell_quote(self.stage),
+            shell_quote(self.mark),
+            shell_quote(self.fifo),
+        );
+        format!(
+            "rm -rf -- {s} {m} {f}; mkfifo -m 600 -- {f} || exit 1; \
+             ( if mkdir -m 700 -- {s} && {link}; then \
+             tar -x -f {f} -C {s} {keep} && : > {m}; else cat {f} > /dev/null; fi ) \
+             > /dev/null 2>&1 & x=$!; ",
+            link = link_old(self.dest, self.stage, self.shape),
+            keep = keep_flags(self.preserve),
+        )
+    }
+
+    /// The pipeline stage that copies the stream into the FIFO. A tar that stopped reading
+    /// is no error of the stream's: tee goes on to its other output.
+    pub fn tap(&self) -> String {
+        format!(
+            "tee --output-error=exit-nopipe -- {} | ",
+            shell_quote(self.fifo)
+        )
+    }
+}
+
+/// tar's flags for what it restores (see [`unpack`]).
+fn keep_flags(preserve: bool) -> &'static str {
+    if preserve {
+        "--same-permissions $(if [ \"$(id -u)\" = 0 ]; then echo --same-owner; else echo --no-same-owner; fi)"
+    } else {
+        "--same-permissions --no-same-owner --touch"
+    }
+}
+
+/// A command that fills a new staging directory with DEST's tree hard-linked when DEST is
+/// a directory already (a rerun); `true` otherwise.
+fn link_old(dest: &str, stage: &str, shape: Shape) -> String {
+    match shape {
+        Shape::Tree => format!(
+            "{{ [ ! -d {d} ] || [ -L {d} ] || cp -al -- {d}/. {s}/; }}",
+            d = shell_quote(dest),
+            s = shell_quote(stage),
+        ),
+        Shape::Single { .. } => "true".into(),
+    }
+}
+
 /// DEST's last component.
 fn file_name(dest: &str) -> &str {
     dest.rsplit('/').next().unwrap_or(dest)
 }
 
-/// Unpacks the verified archive `archive` into `stage`, a new directory beside DEST (created
-/// exclusively, mode 0700 until the archive's root entry sets its mode), then prints
-/// [`LISTING_MARK`] and the listing of what it wrote, not hashed: the archive's digest
-/// covered every file's bytes (see [`super::tree::verify_archive`]). `hasher` is for a
-/// caller that lists it again hashed.
+/// Unpacks the verified archive `archive` into `stage`, a new directory beside DEST (mode
+/// 0700 until the archive's root entry sets its mode; whatever an earlier attempt left
+/// there is removed first), then prints [`LISTING_MARK`] and the listing of what it wrote,
+/// not hashed: the archive's digest covered every file's bytes (see
+/// [`super::tree::verify_archive`]). With `unpacked`, the marker of a [`Behind`] that
+/// already unpacked this very copy as it arrived, and that marker present, only lists.
 ///
 /// For a tree whose DEST is already a directory (a rerun), `stage` starts as DEST's tree
 /// hard-linked (`cp -al`: no data is copied), and tar replaces what the archive holds by
-/// unlinking it first (GNU tar's default), so DEST's own files are never written to. Without `preserve`, tar
-/// keeps the archive's modes but not its owners or times; with it, times, and owners where
-/// the host runs as root.
+/// unlinking it first (GNU tar's default), so DEST's own files are never written to.
+/// Without `preserve`, tar keeps the archive's modes but not its owners or times; with it,
+/// times, and owners where the host runs as root.
 pub fn unpack(
     archive: &str,
     stage: &str,
     dest: &str,
     shape: Shape,
     preserve: bool,
-    hasher: script::Hasher,
+    unpacked: Option<&str>,
 ) -> String {
-    let keep = if preserve {
-        "--same-permissions $(if [ \"$(id -u)\" = 0 ]; then echo --same-owner; else echo --no-same-owner; fi)"
-    } else {
-        "--same-permissions --no-same-owner --touch"
+    let start = match shape {
+        Shape::Tree => ".".to_string(),
+        Shape::Single { name } => single_start(name),
     };
-    let (link_old, start) = match shape {
-        Shape::Tree => (
-            format!(
-                "if [ -d {d} ] && [ ! -L {d} ]; then cp -al -- {d}/. {s}/ || exit 1; fi; ",
-                d = shell_quote(dest),
-                s = shell_quote(stage),
-            ),
-            ".".to_string(),
+    let s = shell_quote(stage);
+    let fresh = format!(
+        "rm -rf -- {s}; mkdir -m 700 -- {s} && {link} || exit 1; \
+         tar -x -f {a} -C {s} {keep} || exit 1; ",
+        a = shell_quote(archive),
+        link = link_old(dest, stage, shape),
+        keep = keep_flags(preserve),
+    );
+    let fill = match unpacked {
+        Some(m) => format!(
+            "if [ -f {m} ]; then rm -f -- {m}; else {fresh}fi; ",
+            m = shell_quote(m)
         ),
-        Shape::Single { name } => (String::new(), single_start(name)),
+        None => fresh,
     };
     format!(
-        "H='{h}'; mkdir -m 700 -- {s} || exit 1; {link_old}\
-         tar -x -f {a} -C {s} {keep} || exit 1; \
-         cd -- {s} || exit 1; echo {LISTING_MARK}; {list}",
-        h = hasher.command(),
-        s = shell_quote(stage),
-        a = shell_quote(archive),
+        "{fill}cd -- {s} || exit 1; echo {LISTING_MARK}; {list}",
         list = listing(&start, false),
     )
 }
@@ -260,14 +338,13 @@ mod tests {
         std::fs::create_dir(dir.path().join("out")).unwrap();
         let stage = dir.path().join("out/.dest.stage").display().to_string();
         let old = dir.path().join("out/.dest.old").display().to_string();
-        let hasher = script::Hasher::Sha256sum;
         let out = sh(&unpack(
             &a.path.display().to_string(),
             &stage,
             &dest,
             Shape::Tree,
             false,
-            hasher,
+            None,
         ));
         assert!(
             out.status.success(),
@@ -314,7 +391,7 @@ mod tests {
             &dest,
             Shape::Tree,
             false,
-            hasher,
+            None,
         ));
         assert!(
             out.status.success(),
@@ -380,7 +457,7 @@ mod tests {
             &dest,
             shape,
             false,
-            script::Hasher::Openssl,
+            None,
         ));
         assert!(
             out.status.success(),
@@ -405,5 +482,102 @@ mod tests {
         std::fs::write(&dest, b"x").unwrap();
         let out = sh(&probe(&dest.display().to_string(), Shape::Tree, None));
         assert_eq!(out.status.code(), Some(DEST_NOT_A_DIRECTORY_STATUS));
+    }
+
+    #[test]
+    fn a_tree_unpacked_as_it_arrives_is_listed_without_unpacking_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        sample(&src);
+        let stop = AtomicBool::new(false);
+        let m = Manifest::scan_tree(&src, false, &stop).unwrap();
+        let all = (0..m.entries.len()).collect();
+        let a = tree::archive(&m, &all, false, dir.path()).unwrap();
+        let at = |n: &str| dir.path().join(n).display().to_string();
+        let (dest, tmp, stage, mark, fifo) = (
+            at("d"),
+            at(".d.tmp"),
+            at(".d.stage"),
+            at(".d.ok"),
+            at(".d.fifo"),
+        );
+        let behind = Behind {
+            stage: &stage,
+            mark: &mark,
+            fifo: &fifo,
+            dest: &dest,
+            shape: Shape::Tree,
+            preserve: false,
+        };
+        let receive = |input: &std::path::Path| {
+            let _ = std::fs::remove_file(&tmp);
+            Command::new("sh")
+                .arg("-c")
+                .arg(script::stream_receive_unpacking(
+                    &dest,
+                    &tmp,
+                    script::Hasher::Sha256sum,
+                    None,
+                    Some(&behind),
+                ))
+                .stdin(std::fs::File::open(input).unwrap())
+                .output()
+                .unwrap()
+        };
+        let out = receive(&a.path);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let digest = crate::run::digest::sha256_file(&a.path).unwrap();
+        assert!(text.contains(&format!("end {} {digest}", a.size)), "{text}");
+        assert!(
+            std::path::Path::new(&mark).is_file(),
+            "no marker after a whole archive"
+        );
+        // The archive file is moved away: a listing that needed it would fail.
+        std::fs::rename(&tmp, at("moved")).unwrap();
+        let out = sh(&unpack(
+            &tmp,
+            &stage,
+            &dest,
+            Shape::Tree,
+            false,
+            Some(&mark),
+        ));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let listed = tree::parse_listing(after_mark(&out.stdout), false).unwrap();
+        assert!(tree::compare(&m, &listed, false).is_clean());
+        assert!(
+            !std::path::Path::new(&mark).exists(),
+            "the marker is used once"
+        );
+
+        // Half an archive: no marker, and the unpacking from the copy reports tar's error.
+        let half = dir.path().join("half");
+        let bytes = std::fs::read(&a.path).unwrap();
+        std::fs::write(&half, &bytes[..bytes.len() / 2]).unwrap();
+        let out = receive(&half);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!std::path::Path::new(&mark).exists());
+        let out = sh(&unpack(
+            &tmp,
+            &stage,
+            &dest,
+            Shape::Tree,
+            false,
+            Some(&mark),
+        ));
+        assert!(!out.status.success());
     }
 }

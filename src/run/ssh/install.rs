@@ -23,7 +23,7 @@ impl Hosts {
             } else {
                 tmp
             };
-            return self.install_verified_pack(h, tmp, archive).await;
+            return self.install_verified_pack(h, tmp, archive, true).await;
         }
         let file = match self.src.codec() {
             Some(_) => dec.as_str(),

@@ -435,9 +435,23 @@ impl ChainLinks {
         if decode.is_some() {
             self.add_temp(to, &dec);
         }
-        let receive = match resume {
-            Some(n) => script::stream_resume(&to_tmp, n, size, self.hasher(to), decode),
-            None => script::stream_receive(&t.dest, &to_tmp, self.hasher(to), decode),
+        let behind = self.unpack_behind(to);
+        let receive = match (resume, &behind) {
+            // What an earlier stream into this copy unpacked no longer covers it: the copy
+            // is unpacked from scratch once it is whole.
+            (Some(n), Some([_, mark, _])) => format!(
+                "rm -f -- {}; {}",
+                crate::run::shell_quote(mark),
+                script::stream_resume(&to_tmp, n, size, self.hasher(to), decode)
+            ),
+            (Some(n), None) => script::stream_resume(&to_tmp, n, size, self.hasher(to), decode),
+            (None, _) => script::stream_receive_unpacking(
+                &t.dest,
+                &to_tmp,
+                self.hasher(to),
+                decode,
+                behind.as_ref().map(|p| self.behind(to, p)).as_ref(),
+            ),
         };
         let script = match &placed {
             None => receive,

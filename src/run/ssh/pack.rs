@@ -73,27 +73,9 @@ impl Hosts {
                 &tree_script::probe(&dest, pack.shape(), self.src.codec()),
             )
             .await?;
-        let dest_err = |reason: &str| TransportError::Dest {
-            host: self.name(h),
-            path: dest.clone(),
-            reason: reason.into(),
-        };
         let (text, listing) = split_listing(&out.stdout);
         match out.status.code() {
             Some(0) => {}
-            Some(tree_script::DEST_NOT_A_DIRECTORY_STATUS) => {
-                return Err(dest_err(
-                    "exists and is not a directory; refusing to replace it with SRC's tree",
-                ))
-            }
-            Some(script::DEST_IS_DIRECTORY_STATUS) => {
-                return Err(dest_err("is a directory; refusing to replace it"))
-            }
-            Some(script::DEST_NOT_A_FILE_STATUS) => {
-                return Err(dest_err(
-                    "exists and is neither a regular file nor a symlink; refusing to replace it",
-                ))
-            }
             Some(script::TOOL_MISSING_STATUS) => {
                 let tool = text
                     .lines()
@@ -104,7 +86,11 @@ impl Hosts {
                     tool: tool.to_string(),
                 });
             }
-            code => return Err(self.remote_err(h, failure_text(&out.stderr, code))),
+            code => {
+                return Err(self
+                    .dest_refusal(h, &dest, code)
+                    .unwrap_or_else(|| self.remote_err(h, failure_text(&out.stderr, code))))
+            }
         }
         let mut swept = Vec::new();
         let mut missing = false;
@@ -151,19 +137,60 @@ impl Hosts {
         })
     }
 
+    /// The staging directory, the marker and the FIFO of `h` for this run, in that order
+    /// (see [`tree_script::Behind`]).
+    fn behind_paths(&self, h: HostId) -> [String; 3] {
+        let dest = &self.target(h).dest;
+        [
+            script::stage_path(dest, &self.run_id),
+            script::temp_path(dest, &self.run_id, "-unpacked"),
+            script::temp_path(dest, &self.run_id, "-fifo"),
+        ]
+    }
+
+    /// For a tree, the paths a stream into `h` unpacks through as it arrives (see
+    /// [`tree_script::Behind`]), registered for cleanup; `None` for a single file sent as
+    /// it is.
+    pub(super) fn unpack_behind(&self, h: HostId) -> Option<[String; 3]> {
+        self.src.pack.as_ref()?;
+        let paths = self.behind_paths(h);
+        for p in &paths {
+            self.add_temp(h, p);
+        }
+        Some(paths)
+    }
+
+    /// The [`tree_script::Behind`] of `h` over `paths` (from [`Hosts::unpack_behind`]).
+    pub(super) fn behind<'a>(
+        &'a self,
+        h: HostId,
+        paths: &'a [String; 3],
+    ) -> tree_script::Behind<'a> {
+        tree_script::Behind {
+            stage: &paths[0],
+            mark: &paths[1],
+            fifo: &paths[2],
+            dest: &self.target(h).dest,
+            shape: self.pack().shape(),
+            preserve: self.src.meta.preserve.is_some(),
+        }
+    }
+
     /// Unpacks `archive`, a verified copy of the archive on `h`, into a staging directory
-    /// beside DEST, compares what it wrote with the manifest (every file hashed as it is
-    /// read back), removes what SRC does not have, and renames it into place. A file that
-    /// does not match fails the host with [`TransportError::DigestMismatch`] naming it; the
-    /// staging directory is removed on any failure, and DEST is left as it was.
+    /// beside DEST (or, when `streamed`, takes what the stream that wrote and checked that
+    /// copy unpacked as it arrived), compares what is there with the manifest, removes what
+    /// SRC does not have, and renames it into place. An entry that does not match fails the
+    /// host with [`TransportError::DigestMismatch`] naming it; the staging directory is
+    /// removed on any failure, and DEST is left as it was.
     pub(super) async fn install_pack(
         &self,
         h: HostId,
         archive: &str,
+        streamed: bool,
     ) -> Result<(), TransportError> {
         let pack = self.pack();
         let dest = self.target(h).dest.clone();
-        let stage = script::stage_path(&dest, &self.run_id);
+        let [stage, mark, _] = self.behind_paths(h);
         self.add_temp(h, &stage);
         let res = async {
             let out = self
@@ -175,7 +202,7 @@ impl Hosts {
                         &dest,
                         pack.shape(),
                         self.src.meta.preserve.is_some(),
-                        self.hasher(h),
+                        streamed.then_some(mark.as_str()),
                     ),
                 )
                 .await?;
@@ -231,6 +258,8 @@ impl Hosts {
             Ok(())
         }
         .await;
+        // The unpack script used the marker up, or it was never made.
+        self.forget_temp(h, &mark);
         match &res {
             Ok(()) => self.forget_temp(h, &stage),
             Err(_) => {
@@ -278,18 +307,20 @@ impl Hosts {
             }
             return Err(self.check_failure(h, tmp, &out));
         }
-        self.install_verified_pack(h, tmp, archive).await
+        self.install_verified_pack(h, tmp, archive, false).await
     }
 
     /// Installs the verified archive `archive` (`tmp` itself, or its decompressed twin) and
-    /// keeps `tmp` as the host's copy to send from until the run ends.
+    /// keeps `tmp` as the host's copy to send from until the run ends; `streamed` as
+    /// [`Hosts::install_pack`] says.
     pub(super) async fn install_verified_pack(
         &self,
         h: HostId,
         tmp: &str,
         archive: &str,
+        streamed: bool,
     ) -> Result<(), TransportError> {
-        let res = self.install_pack(h, archive).await;
+        let res = self.install_pack(h, archive, streamed).await;
         if archive != tmp {
             // The decompressed archive has served its purpose.
             let _ = self

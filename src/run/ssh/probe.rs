@@ -20,6 +20,32 @@ impl Hosts {
         Ok(())
     }
 
+    /// The refusal that a probe's exit status `code` stands for, if it is one: DEST is
+    /// something the copy must not replace (see [`script::probe`] and
+    /// [`super::super::tree_script::probe`]).
+    pub(super) fn dest_refusal(
+        &self,
+        host: HostId,
+        dest: &str,
+        code: Option<i32>,
+    ) -> Option<TransportError> {
+        let reason = match code? {
+            script::DEST_IS_DIRECTORY_STATUS => "is a directory; refusing to replace it",
+            script::DEST_NOT_A_FILE_STATUS => {
+                "exists and is neither a regular file nor a symlink; refusing to replace it"
+            }
+            super::super::tree_script::DEST_NOT_A_DIRECTORY_STATUS => {
+                "exists and is not a directory; refusing to replace it with SRC's tree"
+            }
+            _ => return None,
+        };
+        Some(TransportError::Dest {
+            host: self.name(host),
+            path: dest.to_string(),
+            reason: reason.into(),
+        })
+    }
+
     /// True when `host` lacks the command `tool`.
     pub(super) async fn lacks(&self, host: HostId, tool: &str) -> Result<bool, TransportError> {
         self.connect_once(host).await?;
@@ -47,29 +73,20 @@ impl Hosts {
         let out = self
             .run_registered(host, &script::probe(&dest, self.src.size, self.src.codec()))
             .await?;
-        let dest_err = |reason: &str| TransportError::Dest {
-            host: self.name(host),
-            path: dest.clone(),
-            reason: reason.into(),
-        };
         match out.status.code() {
             Some(0) => {}
-            Some(script::DEST_IS_DIRECTORY_STATUS) => {
-                return Err(dest_err("is a directory; refusing to replace it"))
-            }
-            Some(script::DEST_NOT_A_FILE_STATUS) => {
-                return Err(dest_err(
-                    "exists and is neither a regular file nor a symlink; refusing to replace it",
-                ))
-            }
             Some(script::TOOL_MISSING_STATUS) => {
                 let tool = self.src.codec().map_or("?", |c| c.tool());
-                return Err(self.remote_err(
-                    host,
-                    format!("'{tool}' is not installed there (--compress {tool} needs it on every host)"),
-                ));
+                return Err(TransportError::ToolMissing {
+                    host: self.name(host),
+                    tool: tool.to_string(),
+                });
             }
-            code => return Err(self.remote_err(host, failure_text(&out.stderr, code))),
+            code => {
+                return Err(self
+                    .dest_refusal(host, &dest, code)
+                    .unwrap_or_else(|| self.remote_err(host, failure_text(&out.stderr, code))))
+            }
         }
         let text = String::from_utf8_lossy(&out.stdout);
         let mut swept = Vec::new();

@@ -44,7 +44,14 @@ impl WholeFileHops {
             self.add_temp(t.to, &dec);
         }
         let size = self.src.send_size();
-        let receive = script::stream_receive(&to.dest, &tmp, self.hasher(t.to), decode);
+        let behind = self.unpack_behind(t.to);
+        let receive = script::stream_receive_unpacking(
+            &to.dest,
+            &tmp,
+            self.hasher(t.to),
+            decode,
+            behind.as_ref().map(|p| self.behind(t.to, p)).as_ref(),
+        );
         self.counters.set(t.to, 0);
         let res = async {
             let end = if t.from == HostId::SOURCE {
