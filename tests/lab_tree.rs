@@ -11,7 +11,8 @@ mod lab;
 use std::os::unix::fs::MetadataExt;
 
 use lab::support::{
-    bounce_run, make_tree, random_file, read_report, run_logged, sha256_file, snapshot,
+    bounce_run, bounce_run_with, config_delaying, make_tree, random_file, read_report, run_logged,
+    sha256_file, sigint, snapshot, spawn_piped, wait_within,
 };
 use lab::{Lab, LabConfig};
 
@@ -297,5 +298,41 @@ fn a_tree_is_refused_before_anything_is_written_and_a_full_disk_leaves_no_partia
                 .count(),
             0
         );
+    }
+
+    // An interrupt while the hosts are surveyed (host 3 takes 20 s to connect) ends the
+    // run at once, with 130, and nothing written.
+    let config = config_delaying(&lab, &[(3, 20.0)]);
+    let hosts = lab.host_names(3);
+    let mut cmd = bounce_run_with(
+        &lab,
+        &config,
+        "chain",
+        &hosts,
+        &report,
+        &src,
+        &lab.dest("tree2"),
+    );
+    let child = spawn_piped(&mut cmd);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    sigint(child.id());
+    let out = wait_within(
+        child,
+        std::time::Duration::from_secs(10),
+        "an interrupted survey",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted while the hosts' trees were listed"),
+        "{stderr}"
+    );
+    for i in 1..=3 {
+        let stray: Vec<String> = lab
+            .data_tree(i)
+            .into_iter()
+            .filter(|p| !p.starts_with("tree/") && p != "tree")
+            .collect();
+        assert!(stray.is_empty(), "h{i} holds {stray:?}");
     }
 }

@@ -573,7 +573,17 @@ async fn run_async(
     let mut _archive = None;
     let mut files = None;
     if let Some(manifest) = &manifest {
-        let survey = transport.survey().await;
+        // Rehashing every host's tree can take minutes: an interrupt stops it.
+        let survey = tokio::select! {
+            s = transport.survey() => s,
+            () = signals(sigs.clone(), 1) => {
+                eprintln!("bounce-run: interrupted while the hosts' trees were listed");
+                for c in transport.shutdown().await {
+                    eprintln!("bounce-run: {c}");
+                }
+                return Ok(ExitCode::from(130));
+            }
+        };
         let mut bad = false;
         for e in survey.iter().filter_map(|r| r.as_ref().err()) {
             if matches!(
