@@ -10,9 +10,11 @@
 //! compressed copy: it has a size and a SHA-256, so every strategy moves it as it moves a
 //! single file (the chain's streams, resumes and repairs included), every host checks the
 //! archive's digest as it receives it, and its relays forward it as it arrives. The
-//! manifest of digests stays on the controller: after a host unpacks the archive it lists
-//! what it wrote, hashing every file again as it reads it back, and the controller compares
-//! that listing with the manifest before the tree is renamed into place.
+//! manifest of digests stays on the controller, which checks that every file in the archive
+//! has the manifest's digest ([`verify_archive`]): a host whose archive passed its digest
+//! therefore wrote every file's bytes as SRC's digest says, checked as they were written.
+//! What tar made of them is then listed by the host (types, modes, sizes, link targets)
+//! and compared with the manifest before the tree is renamed into place.
 //!
 //! Why tar and not a framing of our own: every host already has GNU tar, it writes holes as
 //! holes (pax sparse maps, so a file's holes cost nothing on the wire or on the host's disk),
