@@ -67,13 +67,17 @@ pub struct Entry {
     pub kind: EntryKind,
 }
 
+/// The name a single file is stored under in its archive, whatever its own: the hosts'
+/// snippets then never name it, and no byte of SRC's name reaches a remote shell.
+pub const SINGLE_MEMBER: &str = "data";
+
 /// What is sent: a tree, or one file with `--sparse`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Shape {
     /// SRC is a directory; DEST becomes one.
     Tree,
     /// SRC is one file, sent through the archive so that its holes stay holes; `name` is
-    /// its file name, which the archive stores it under.
+    /// its file name, which tar reads it by (it is stored as [`SINGLE_MEMBER`]).
     Single {
         /// SRC's file name.
         name: Vec<u8>,
@@ -155,7 +159,8 @@ impl Manifest {
             data_bytes: 0,
             fingerprint: fingerprint(root)?,
         };
-        let meta = std::fs::symlink_metadata(root).map_err(|e| io_err(root, e))?;
+        // SRC itself may be a symlink to the directory, as the command line names it.
+        let meta = std::fs::metadata(root).map_err(|e| io_err(root, e))?;
         m.entries.push(Entry {
             path: b".".to_vec(),
             mode: mode_of(&meta, keep_setid),
@@ -386,9 +391,12 @@ pub fn archive(
         "--pax-option=delete=atime,delete=ctime",
     ]);
     match (&m.shape, m.entries.first()) {
-        // One file takes the mode the plan gave it, as an uncompressed copy would.
+        // One file takes the mode the plan gave it, as an uncompressed copy would, and the
+        // fixed name (in the C locale, `.*` matches any byte of its own name).
         (Shape::Single { .. }, Some(e)) => {
-            cmd.arg(format!("--mode={:o}", e.mode));
+            cmd.arg(format!("--mode={:o}", e.mode))
+                .arg(format!("--transform=s|.*|{SINGLE_MEMBER}|"))
+                .env("LC_ALL", "C");
         }
         _ if !keep_setid => {
             cmd.arg("--mode=ug-s");
@@ -450,7 +458,11 @@ pub fn verify_archive(path: &Path, m: &Manifest) -> Result<(), TreeError> {
     };
     let want: BTreeMap<&[u8], &Entry> = match &m.shape {
         Shape::Tree => m.entries.iter().map(|e| (e.path.as_slice(), e)).collect(),
-        Shape::Single { name } => m.entries.iter().map(|e| (name.as_slice(), e)).collect(),
+        Shape::Single { .. } => m
+            .entries
+            .iter()
+            .map(|e| (SINGLE_MEMBER.as_bytes(), e))
+            .collect(),
     };
     let mut r = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).map_err(io)?);
     let mut block = [0u8; 512];

@@ -42,20 +42,17 @@ pub fn listing(start: &str, hashed: bool) -> String {
 
 /// What is sent, as the host snippets need it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Shape<'a> {
+pub enum Shape {
     /// A tree: DEST is a directory.
     Tree,
-    /// One file, stored in the archive under `name`.
-    Single {
-        /// Its name in the archive.
-        name: &'a [u8],
-    },
+    /// One file, stored in the archive as [`super::tree::SINGLE_MEMBER`].
+    Single,
 }
 
-/// `./NAME` for a single file's name, quoted for the shell. File names in a tree never reach
-/// a shell: tar and find read them.
-fn single_start(name: &[u8]) -> String {
-    format!("./{}", String::from_utf8_lossy(name))
+/// Where a single file is in its staging directory. File names in a tree never reach a
+/// shell: tar and find read them.
+fn single_start() -> String {
+    format!("./{}", super::tree::SINGLE_MEMBER)
 }
 
 /// Probes DEST for a tree or a `--sparse` file: checks the tools (GNU tar, and `tool` for
@@ -87,7 +84,7 @@ pub fn probe(dest: &str, shape: Shape, tool: Option<Codec>) -> String {
              else cd -- \"$d\" || exit 1; echo {LISTING_MARK}; {}; fi",
             listing(".", true)
         )),
-        Shape::Single { .. } => s.push_str(&format!(
+        Shape::Single => s.push_str(&format!(
             "if [ -L \"$d\" ]; then echo missing\n\
              elif [ -d \"$d\" ]; then exit {DEST_IS_DIRECTORY_STATUS}\n\
              elif [ ! -e \"$d\" ]; then echo missing\n\
@@ -123,7 +120,7 @@ pub struct Behind<'a> {
     /// DEST.
     pub dest: &'a str,
     /// Tree or single file.
-    pub shape: Shape<'a>,
+    pub shape: Shape,
     /// `--preserve`.
     pub preserve: bool,
 }
@@ -175,7 +172,7 @@ fn link_old(dest: &str, stage: &str, shape: Shape) -> String {
             d = shell_quote(dest),
             s = shell_quote(stage),
         ),
-        Shape::Single { .. } => "true".into(),
+        Shape::Single => "true".into(),
     }
 }
 
@@ -206,7 +203,7 @@ pub fn unpack(
 ) -> String {
     let start = match shape {
         Shape::Tree => ".".to_string(),
-        Shape::Single { name } => single_start(name),
+        Shape::Single => single_start(),
     };
     let s = shell_quote(stage);
     let fresh = format!(
@@ -277,10 +274,10 @@ pub fn swap(stage: &str, old: &str, dest: &str, shape: Shape, fsync: bool) -> St
              elif [ -e {d} ] || [ -L {d} ]; then echo \"DEST \"{d}\" is no longer a directory\" >&2; exit 1; \
              else mv -T -- {s} {d} || exit 1; fi"
         ),
-        Shape::Single { name } => format!(
+        Shape::Single => format!(
             "{sync}if [ -d {d} ] && [ ! -L {d} ]; then echo \"DEST \"{d}\" is a directory\" >&2; exit 1; fi; \
              mv -T -- {s}/{n} {d} && rmdir -- {s}",
-            n = shell_quote(&String::from_utf8_lossy(name)),
+            n = super::tree::SINGLE_MEMBER,
         ),
     }
 }
@@ -435,7 +432,11 @@ mod tests {
     #[test]
     fn a_single_sparse_file_keeps_its_holes_and_replaces_dest() {
         let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("disk.img");
+        // A name no shell or locale may mangle: it never reaches one.
+        use std::os::unix::ffi::OsStrExt;
+        let src = dir
+            .path()
+            .join(std::ffi::OsStr::from_bytes(b"-disk\xff '$(x)'\n.img"));
         let f = std::fs::File::create(&src).unwrap();
         f.set_len(256 << 20).unwrap();
         use std::os::unix::fs::FileExt;
@@ -447,7 +448,7 @@ mod tests {
         let dest = dir.path().join("copy.img").display().to_string();
         std::fs::write(&dest, b"old").unwrap();
         let stage = dir.path().join(".stage").display().to_string();
-        let shape = Shape::Single { name: b"disk.img" };
+        let shape = Shape::Single;
         let out = sh(&probe(&dest, shape, None));
         let listed = tree::parse_listing(after_mark(&out.stdout), true).unwrap();
         assert_eq!(tree::compare(&m, &listed, true).files.len(), 1);

@@ -24,10 +24,10 @@ pub enum DestState {
 }
 
 impl Pack {
-    fn shape(&self) -> tree_script::Shape<'_> {
+    fn shape(&self) -> tree_script::Shape {
         match &self.manifest.shape {
             Shape::Tree => tree_script::Shape::Tree,
-            Shape::Single { name } => tree_script::Shape::Single { name },
+            Shape::Single { .. } => tree_script::Shape::Single,
         }
     }
 
