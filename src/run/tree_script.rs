@@ -3,7 +3,7 @@
 //! verified archive into a staging directory beside DEST, removing what SRC does not have,
 //! and the rename that makes the whole tree visible at once.
 //!
-//! They need GNU tar and GNU find on the host, and `sha256sum -z` (coreutils 8.31 or later).
+//! They need GNU tar and GNU find on the host, `mkfifo`, and a GNU `sha256sum` that has `-z`.
 
 use super::codec::Codec;
 use super::quote::shell_quote;
