@@ -692,8 +692,8 @@ pub struct Diff {
     /// Regular files (indices into the manifest's entries) the host lacks, or holds with
     /// other content, size or mode.
     pub files: BTreeSet<usize>,
-    /// Directories and symlinks missing or wrong.
-    pub others: usize,
+    /// Directories and symlinks (indices into the manifest's entries) missing or wrong.
+    pub others: Vec<usize>,
     /// Paths the host holds that SRC does not have.
     pub extras: Vec<Vec<u8>>,
 }
@@ -701,7 +701,7 @@ pub struct Diff {
 impl Diff {
     /// True when the host's tree is exactly the manifest's.
     pub fn is_clean(&self) -> bool {
-        self.files.is_empty() && self.others == 0 && self.extras.is_empty()
+        self.files.is_empty() && self.others.is_empty() && self.extras.is_empty()
     }
 }
 
@@ -726,7 +726,7 @@ pub fn compare(m: &Manifest, listed: &BTreeMap<Vec<u8>, Listed>, hashed: bool) -
                 EntryKind::File { .. } => {
                     d.files.insert(i);
                 }
-                _ => d.others += 1,
+                _ => d.others.push(i),
             }
         }
     }
@@ -787,11 +787,6 @@ pub fn data_estimate(root: &Path) -> Result<u64, TreeError> {
 /// A human name for an entry's path, for messages.
 pub fn show(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
-}
-
-/// Whether `p` names a directory (following symlinks, as SRC is named on the command line).
-pub fn is_dir(p: &Path) -> bool {
-    std::fs::metadata(p).is_ok_and(|m| m.is_dir())
 }
 
 #[cfg(test)]

@@ -65,9 +65,9 @@ fn single_start() -> String {
 /// accepts: a directory exits [`DEST_IS_DIRECTORY_STATUS`], anything else that is not a
 /// regular file or a symlink (which is replaced) [`DEST_NOT_A_FILE_STATUS`].
 pub fn probe(dest: &str, shape: Shape, tool: Option<Codec>) -> String {
-    let mut s = String::from(
+    let mut s = format!(
         "tar --version 2>/dev/null | head -n 1 | grep -q 'GNU tar' \
-         || { echo 'needs GNU tar'; exit 6; }\n",
+         || {{ echo 'needs GNU tar'; exit {TOOL_MISSING_STATUS}; }}\n"
     );
     if let Some(t) = tool {
         s.push_str(&format!(
@@ -397,7 +397,7 @@ mod tests {
         );
         let listed = tree::parse_listing(after_mark(&out.stdout), false).unwrap();
         let diff = tree::compare(&m2, &listed, false);
-        assert!(diff.files.is_empty() && diff.others == 0, "{diff:?}");
+        assert!(diff.files.is_empty() && diff.others.is_empty(), "{diff:?}");
         assert_eq!(
             std::fs::read(format!("{dest}/a/one")).unwrap(),
             b"one",
