@@ -170,16 +170,19 @@ fn run_with(
     case: &Case,
     params: &StrategyParams,
 ) -> Result<Vec<Transfer>, TestCaseError> {
-    run_corrupting(kind, case, params, 0.0)
+    run_corrupting(kind, case, params, 0.0, 0.0)
 }
 
 /// [`run_with`], where now and then (probability `corrupt` per step) a random host's copy is
-/// found corrupt.
+/// found corrupt, and (probability `progress` per step) the receiver of the transfer about to
+/// end reports that its copy has grown part of the way into its next chunk, as the runner's
+/// chain streams do (`Scheduler::handle_progress`).
 fn run_corrupting(
     kind: StrategyKind,
     case: &Case,
     params: &StrategyParams,
     corrupt: f64,
+    progress: f64,
 ) -> Result<Vec<Transfer>, TestCaseError> {
     let mut rng = ChaCha8Rng::seed_from_u64(case.seed);
     let layout = if kind.uses_chunks() {
@@ -249,6 +252,14 @@ fn run_corrupting(
             d.drain()?;
         }
         let t = d.pool.swap_remove(rng.gen_range(0..d.pool.len()));
+        if progress > 0.0 && rng.gen_bool(progress) {
+            let held = (0..d.s.layout().count())
+                .take_while(|&c| d.s.holdings().has(t.to, c))
+                .count() as u64;
+            let bytes = (held * 1000 + rng.gen_range(1..1000)).min(d.s.layout().size());
+            d.s.handle_progress(Duration::from_millis(d.now), t.to, bytes);
+            d.drain()?;
+        }
         let fails = down.contains(&t.from)
             || down.contains(&t.to)
             || (case.hop_failure > 0.0 && rng.gen_bool(case.hop_failure));
@@ -315,10 +326,14 @@ proptest! {
         // invariants and the end must survive it.
         let params = StrategyParams {
             chain_window: window,
-            chain_straggler: Some(Straggler { ratio, window: Duration::from_millis(3) }),
+            chain_straggler: Some(Straggler {
+                ratio,
+                window: Duration::from_millis(3),
+                stall: Duration::from_millis(6),
+            }),
             ..params(&case)
         };
-        let started = run_with(StrategyKind::Chain, &case, &params)?;
+        let started = run_corrupting(StrategyKind::Chain, &case, &params, 0.0, 0.5)?;
         nothing_sent_twice_without_failures(&case, &started)?;
     }
 
@@ -334,7 +349,7 @@ proptest! {
             chain_straggler: Some(Straggler::default()),
             ..params(&case)
         };
-        run_corrupting(StrategyKind::Chain, &case, &params, 0.02)?;
+        run_corrupting(StrategyKind::Chain, &case, &params, 0.02, 0.0)?;
     }
 
     #[test]

@@ -14,7 +14,11 @@
 //!   bound (6 s) plus 1.2× what the remaining 60% needs at B.
 //!
 //! Every row also checks every surviving host's copy and prints the most bytes any of them
-//! received on its link (the file once, plus ssh's framing: at most S + 2 MiB).
+//! received on its link (the file once, plus ssh's framing: at most S + 2 MiB), and how many
+//! hosts the straggler rule cut out (the most in any of its runs: none without a fault).
+//!
+//! `BOUNCE_BENCH_FAULTS=straggler,crash,down` runs only the fault rows named (all by
+//! default); the fault-free chain and t1 are always measured, as every row's baseline.
 
 use std::fs;
 use std::path::Path;
@@ -41,6 +45,8 @@ struct ChainRun {
     fault_at: f64,
     victim_end: Option<f64>,
     max_rx: u64,
+    /// Hosts the straggler rule cut out (the most in any run of a median).
+    cuts: usize,
 }
 
 /// The length of host `i`'s temporary copy of f.bin, if any.
@@ -98,6 +104,10 @@ fn run_chain(
     if std::env::var_os("BOUNCE_BENCH_TRACE").is_some() {
         print!("{}", String::from_utf8_lossy(&out.stderr));
     }
+    let cuts = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains("cut out of the chain"))
+        .count();
     let rows = read_report(&report);
     let mut others_end: f64 = 0.0;
     let mut max_rx = 0;
@@ -121,6 +131,7 @@ fn run_chain(
         fault_at,
         victim_end: rows[VICTIM - 1].end_s,
         max_rx,
+        cuts,
     })
 }
 
@@ -138,6 +149,7 @@ fn median_runs(
         fault_at: of(|r| r.fault_at),
         victim_end: (!victim.is_empty()).then(|| median(victim)),
         max_rx: runs.iter().map(|r| r.max_rx).max().unwrap_or(0),
+        cuts: runs.iter().map(|r| r.cuts).max().unwrap_or(0),
     })
 }
 
@@ -153,12 +165,18 @@ fn row(
         Ok(run) => {
             let (measured, base, ratio) = measure(run);
             println!(
-                "{name:<46} {measured:>9.2} {base:>9.2} {ratio:>8.2} {target:>16} {:>11.2}",
-                run.max_rx as f64 / 1048576.0
+                "{name:<46} {measured:>9.2} {base:>9.2} {ratio:>8.2} {target:>16} {:>11.2} {:>5}",
+                run.max_rx as f64 / 1048576.0,
+                run.cuts
             );
         }
         Err(e) => println!("{name:<46} failed: {e}"),
     }
+}
+
+/// True when the fault row `name` is to be run (`BOUNCE_BENCH_FAULTS`, all by default).
+fn fault_wanted(name: &str) -> bool {
+    std::env::var("BOUNCE_BENCH_FAULTS").map_or(true, |v| v.split(',').any(|f| f.trim() == name))
 }
 
 /// The `faults` part (see the module docs).
@@ -193,8 +211,8 @@ pub fn faults_part() {
     );
     println!();
     println!(
-        "{:<46} {:>9} {:>9} {:>8} {:>16} {:>11}",
-        "workload", "measured", "base", "ratio", "target", "max rx MiB"
+        "{:<46} {:>9} {:>9} {:>8} {:>16} {:>11} {:>5}",
+        "workload", "measured", "base", "ratio", "target", "max rx MiB", "cuts"
     );
 
     let none = |_: &mut Lab| {};
@@ -209,13 +227,75 @@ pub fn faults_part() {
         "",
     );
 
-    // Straggler: the victim at a tenth of the rate for the whole run.
-    lab.set_rate(VICTIM, &slow);
-    let t_slow = single_hop(&lab, VICTIM, &src, &dest, reps.min(2), "slow hop");
+    if fault_wanted("straggler") {
+        straggler_rows(&mut lab, &config, &src, &digest, &rate, &slow, reps, t1);
+    }
+    let at = Some(size * 2 / 5);
+    if fault_wanted("crash") {
+        // Crash at 40%: every process of the victim killed; restarted for the next run.
+        let crash = median_runs(reps, || {
+            let r = run_chain(&mut lab, &config, &src, &digest, at, &|lab: &mut Lab| {
+                lab.stop_sshd(VICTIM)
+            });
+            lab.start_sshd(VICTIM);
+            r
+        });
+        row(
+            &format!("h{VICTIM} crashes at 40%: others vs no fault"),
+            &crash,
+            |r| (r.others_end, tf, (r.others_end - 1.0) / tf),
+            "(x−1 s)/base ≤ 1.15",
+        );
+    }
+    if fault_wanted("down") {
+        let down = median_runs(reps, || {
+            let r = run_chain(&mut lab, &config, &src, &digest, at, &|lab: &mut Lab| {
+                lab.link_down(VICTIM)
+            });
+            lab.link_up(VICTIM);
+            r
+        });
+        let bound = 6.0 + 1.2 * 0.6 * size as f64 / b;
+        row(
+            &format!("h{VICTIM}'s link down at 40%: others after it"),
+            &down,
+            |r| {
+                (
+                    r.others_end - r.fault_at,
+                    bound,
+                    (r.others_end - r.fault_at) / bound,
+                )
+            },
+            "≤ 1.00",
+        );
+        println!();
+        println!(
+            "link row: from the moment the link went down; bound = 6 s of keep-alives + 1.2 × \
+             the 60% of the file left, at B"
+        );
+    }
+}
+
+/// The straggler rows: the victim at `slow` for the whole run, against t1 for the healthy
+/// hosts and against its own single hop at `slow` for itself.
+#[allow(clippy::too_many_arguments)]
+fn straggler_rows(
+    lab: &mut Lab,
+    config: &Path,
+    src: &Path,
+    digest: &str,
+    rate: &str,
+    slow: &str,
+    reps: usize,
+    t1: f64,
+) {
+    let dest = lab.dest("f.bin");
+    lab.set_rate(VICTIM, slow);
+    let t_slow = single_hop(lab, VICTIM, src, &dest, reps.min(2), "slow hop");
     let straggler = median_runs(reps, || {
-        run_chain(&mut lab, &config, &src, &digest, None, &none)
+        run_chain(lab, config, src, digest, None, &|_: &mut Lab| {})
     });
-    lab.set_rate(VICTIM, &rate);
+    lab.set_rate(VICTIM, rate);
     row(
         &format!("h{VICTIM} at {slow}: healthy hosts vs t1"),
         &straggler,
@@ -230,48 +310,5 @@ pub fn faults_part() {
             (v, t_slow, v / t_slow)
         },
         "≤ 1.20",
-    );
-
-    // Crash at 40%: every process of the victim killed; restarted for the next run.
-    let at = Some(size * 2 / 5);
-    let crash = median_runs(reps, || {
-        let r = run_chain(&mut lab, &config, &src, &digest, at, &|lab: &mut Lab| {
-            lab.stop_sshd(VICTIM)
-        });
-        lab.start_sshd(VICTIM);
-        r
-    });
-    row(
-        &format!("h{VICTIM} crashes at 40%: others vs no fault"),
-        &crash,
-        |r| (r.others_end, tf, (r.others_end - 1.0) / tf),
-        "(x−1 s)/base ≤ 1.15",
-    );
-
-    // Link down at 40%.
-    let down = median_runs(reps, || {
-        let r = run_chain(&mut lab, &config, &src, &digest, at, &|lab: &mut Lab| {
-            lab.link_down(VICTIM)
-        });
-        lab.link_up(VICTIM);
-        r
-    });
-    let bound = 6.0 + 1.2 * 0.6 * size as f64 / b;
-    row(
-        &format!("h{VICTIM}'s link down at 40%: others after it"),
-        &down,
-        |r| {
-            (
-                r.others_end - r.fault_at,
-                bound,
-                (r.others_end - r.fault_at) / bound,
-            )
-        },
-        "≤ 1.00",
-    );
-    println!();
-    println!(
-        "link row: from the moment the link went down; bound = 6 s of keep-alives + 1.2 × the \
-         60% of the file left, at B"
     );
 }

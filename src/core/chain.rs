@@ -42,8 +42,9 @@ pub struct Chain {
     ready: Vec<HostId>,
     /// When a slow host is cut out; `None` never.
     straggler: Option<Straggler>,
-    /// The rule's window in nanoseconds.
+    /// The rule's window and stall span in nanoseconds.
     window_ns: u64,
+    stall_ns: u64,
     /// Hosts cut out for being slow, each feeding nobody, listed by the host that feeds them
     /// (its `prev`, a host of the chain): empty until the first one, then one list per host,
     /// so that a host's next chunk looks only at its own leaves.
@@ -60,8 +61,11 @@ pub struct Chain {
 /// When a chain cuts a slow host out of its pipeline, so that it cannot hold back the hosts
 /// behind it.
 ///
-/// Every host's rate is measured over its current feed: from the first chunk that arrives
-/// after it was last (re)linked, to now. Once that span is at least `window` long, a host
+/// Every host's rate is measured in bytes over its current feed: from the first arrival
+/// after it was last (re)linked, to now. An arrival is a chunk's end, or, from a driver that
+/// reports it ([`crate::core::Scheduler::handle_progress`]), any growth of the host's copy in
+/// between, so that a host whose chunks each take longer than the window is still measured
+/// within the window. Once that span is at least `window` long, a host
 /// that is not the chain's last and receives at less than `ratio` times its feeder's rate
 /// (the best rate measured anywhere, for a host fed by the source) is cut out: its
 /// successor is fed by its feeder from the first chunk it lacks, and the slow host hangs off
@@ -69,13 +73,16 @@ pub struct Chain {
 /// is otherwise idle), or stays with its feeder when the last host is slow or already feeds
 /// one. Only the first slow host of a run of them is cut: the hosts behind it are measured
 /// against it, and measured afresh once it is gone. A host that has received nothing for
-/// two windows while its feeder received more than a link's window and four chunks has
+/// `stall` while its feeder received more than a link's window and four chunks has
 /// stalled (a dead link, before the keep-alives notice), and is cut out the same way.
 ///
-/// The defaults (a quarter, over one second) leave alone any host at three quarters of its
-/// feeder's rate or more, even with the runner's progress arriving every half second,
-/// which can make a rate measured over one second look half what it is (its feeder's,
-/// taken between two reports, is not skewed that way).
+/// Measured from chunk ends alone, a host is credited with the chunk on its way as if it
+/// had just arrived (the most it can be receiving at). Measured from a driver's progress,
+/// only what arrived counts, and progress that arrives late (the runner's comes every half
+/// second, through ssh) can make a rate look slower than it is, by the delay over the span.
+/// The defaults (a quarter, over half a second) leave alone any host at three quarters of
+/// its feeder's rate or more unless its progress is more than a second late, and cut a host
+/// ten times slower than its feeder about half a second after its first bytes.
 ///
 /// A host fed by the source is measured against the best rate seen, so a slow first host is
 /// cut only once some other host has shown a faster rate. The rule sees only download
@@ -87,39 +94,43 @@ pub struct Straggler {
     pub ratio: f64,
     /// Shortest span a rate is measured over.
     pub window: Duration,
+    /// How long a host may receive nothing at all while its feeder goes on before it counts
+    /// as stalled.
+    pub stall: Duration,
 }
 
 impl Default for Straggler {
     fn default() -> Self {
         Straggler {
             ratio: 0.25,
-            window: Duration::from_secs(1),
+            window: Duration::from_millis(500),
+            stall: Duration::from_secs(2),
         }
     }
 }
 
-/// A rate as chunks over nanoseconds, compared by cross-multiplying: the simulator measures
+/// A rate as bytes over nanoseconds, compared by cross-multiplying: the simulator measures
 /// one at every chunk, and a division costs more than the rest of the check.
 #[derive(Clone, Copy, Debug)]
 struct Rate {
-    chunks: f64,
+    bytes: f64,
     nanos: f64,
 }
 
 impl Rate {
     /// True when this rate is below `ratio` times `other`.
     fn below(self, ratio: f64, other: Rate) -> bool {
-        self.chunks * other.nanos < ratio * other.chunks * self.nanos
+        self.bytes * other.nanos < ratio * other.bytes * self.nanos
     }
 
     /// True when this rate is above `other`.
     fn above(self, other: Rate) -> bool {
-        self.chunks * other.nanos > other.chunks * self.nanos
+        self.bytes * other.nanos > other.bytes * self.nanos
     }
 
-    /// In chunks per second.
+    /// In bytes per second.
     fn per_sec(self) -> f64 {
-        self.chunks / self.nanos * 1e9
+        self.bytes / self.nanos * 1e9
     }
 }
 
@@ -140,10 +151,15 @@ struct Place {
     /// It was cut out for being slow: fed by `prev`, forwarding to nobody.
     leaf: bool,
     /// Its rate's span over its current feed: the first arrival (nanoseconds into the run,
-    /// chunks held then), if any chunk arrived since it was last (re)linked.
-    since: Option<(u64, u32)>,
-    /// When its latest chunk arrived, in nanoseconds into the run.
+    /// bytes held then), if anything arrived since it was last (re)linked.
+    since: Option<(u64, u64)>,
+    /// When its latest arrival was, in nanoseconds into the run.
     last: u64,
+    /// The longest its copy was reported to be (see [`Strategy::progress`]); 0 from a
+    /// driver that does not report progress.
+    reported: u64,
+    /// Its current feed's rate is measured from progress: no chunk on its way is credited.
+    by_progress: bool,
     /// The chunks its feeder held then: a feeder that gets many more while it gets none
     /// means it has stalled.
     feeder_then: u32,
@@ -165,6 +181,8 @@ impl Chain {
                     leaf: false,
                     since: None,
                     last: 0,
+                    reported: 0,
+                    by_progress: false,
                     feeder_then: 0,
                 })
                 .collect(),
@@ -172,6 +190,7 @@ impl Chain {
             ready: vec![HostId::SOURCE],
             straggler: None,
             window_ns: 0,
+            stall_ns: 0,
             leaves_of: Vec::new(),
             leaf_count: 0,
             best: None,
@@ -183,6 +202,7 @@ impl Chain {
     pub fn with_straggler(mut self, rule: Option<Straggler>) -> Self {
         self.straggler = rule;
         self.window_ns = rule.map_or(0, |r| r.window.as_nanos() as u64);
+        self.stall_ns = rule.map_or(0, |r| r.stall.as_nanos() as u64);
         self
     }
 
@@ -271,15 +291,30 @@ impl Chain {
         }
     }
 
+    /// The bytes `h` is known to hold: what its chunks that ended add up to, or its latest
+    /// progress if that is further.
+    fn held(&self, view: &View<'_>, h: HostId) -> u64 {
+        let chunks = u64::from(view.holdings.count(h)) * view.layout.chunk_size();
+        chunks
+            .min(view.layout.size())
+            .max(self.places[h.index()].reported)
+    }
+
     /// `h`'s rate over its current feed up to `now`, once that span is at least the rule's
-    /// window, counting the chunk on its way as if it had just arrived: the most it can be
-    /// receiving at, so that a chunk that takes longer than the window is not mistaken for
-    /// a stall.
+    /// window: the most it can be receiving at. Measured from chunk ends, the chunk on its
+    /// way counts as if it had just arrived, so that a chunk that takes longer than the
+    /// window is not mistaken for a slow host. Measured from progress, which a driver sends
+    /// now and then, the span ends at its latest progress: what came since is not known
+    /// yet (a host that sends none at all is found by the stall rule).
     fn rate_at_best(&self, view: &View<'_>, h: HostId, now: u64) -> Option<Rate> {
-        let (t0, c0) = self.places[h.index()].since?;
+        let p = &self.places[h.index()];
+        if p.by_progress {
+            return self.shown_rate(view, h);
+        }
+        let (t0, b0) = p.since?;
         let span = now.saturating_sub(t0);
         (span >= self.window_ns && span > 0).then(|| Rate {
-            chunks: f64::from(view.holdings.count(h) - c0 + 1),
+            bytes: (self.held(view, h) - b0 + view.layout.chunk_size()) as f64,
             nanos: span as f64,
         })
     }
@@ -316,6 +351,7 @@ impl Chain {
         while let Some(x) = h {
             let p = &mut self.places[x.index()];
             p.since = None;
+            p.by_progress = false;
             h = p.next;
         }
     }
@@ -324,12 +360,35 @@ impl Chain {
     /// span is at least the rule's window: what it has shown it can receive.
     fn shown_rate(&self, view: &View<'_>, h: HostId) -> Option<Rate> {
         let p = &self.places[h.index()];
-        let (t0, c0) = p.since?;
+        let (t0, b0) = p.since?;
         let span = p.last.saturating_sub(t0);
         (span >= self.window_ns && span > 0).then(|| Rate {
-            chunks: f64::from(view.holdings.count(h) - c0),
+            bytes: (self.held(view, h) - b0) as f64,
             nanos: span as f64,
         })
+    }
+
+    /// Records that `h`'s copy grew just now, then measures it, and its successor if that
+    /// has received nothing for a window (it may have stalled).
+    fn arrived(&mut self, view: &View<'_>, h: HostId, rule: Straggler) {
+        let now = view.now.as_nanos() as u64;
+        let held = self.held(view, h);
+        let feeder_then = self.places[h.index()]
+            .prev
+            .map_or(0, |p| view.holdings.count(p));
+        let p = &mut self.places[h.index()];
+        if p.since.is_none() {
+            p.since = Some((now, held));
+        }
+        p.last = now;
+        p.feeder_then = feeder_then;
+        let next = p.next;
+        self.check_straggler(view, h, now, rule);
+        if let Some(n) = next {
+            if now.saturating_sub(self.places[n.index()].last) >= self.window_ns {
+                self.check_straggler(view, n, now, rule);
+            }
+        }
     }
 
     /// Cuts `h` out of the chain if it is a straggler by `rule` (see [`Straggler`]); `now`
@@ -352,10 +411,10 @@ impl Chain {
         };
         // A host that stopped receiving altogether (a dead link, a hung disk) while its
         // feeder went on is cut out at once, without waiting for its average to sink: more
-        // chunks than a link holds in flight reached the feeder, over two windows, and not
-        // one reached it.
+        // chunks than a link holds in flight reached the feeder, over the stall span, and
+        // not one reached it.
         let stalled = feeder != HostId::SOURCE
-            && now.saturating_sub(place.last) >= 2 * self.window_ns
+            && now.saturating_sub(place.last) >= self.stall_ns
             && view.holdings.count(feeder) > place.feeder_then + self.window + 4;
         if !rate.below(rule.ratio, reference) && !stalled {
             return;
@@ -380,13 +439,12 @@ impl Chain {
         self.rehang_leaves_of(h, new_feeder);
         self.add_leaf(new_feeder, h);
         self.ready.push(feeder);
-        let bytes = view.layout.chunk_size() as f64;
         self.spliced.push(Spliced {
             host: h,
             feeder: new_feeder,
             successor,
-            rate: rate.per_sec() * bytes,
-            reference: reference.per_sec() * bytes,
+            rate: rate.per_sec(),
+            reference: reference.per_sec(),
         });
     }
 }
@@ -472,14 +530,6 @@ impl Strategy for Chain {
             place.draining = false;
         }
         let prev = place.prev;
-        let now = view.now.as_nanos() as u64;
-        if ok && self.straggler.is_some() {
-            if place.since.is_none() {
-                place.since = Some((now, view.holdings.count(to)));
-            }
-            place.last = now;
-            place.feeder_then = prev.map_or(0, |p| view.holdings.count(p));
-        }
         // `to` may forward what it got, and its predecessor may send more. That is `from`,
         // unless `from` was cut out meanwhile: then only this end tells the new one.
         self.ready.push(to);
@@ -487,16 +537,21 @@ impl Strategy for Chain {
             self.ready.push(p);
         }
         if let (true, Some(rule)) = (ok, self.straggler) {
-            // Measured at each arrival: its own, and its feeder's for a successor that has
-            // received nothing for a window (it may have stalled).
-            let next = self.places[to.index()].next;
-            self.check_straggler(view, to, now, rule);
-            if let Some(n) = next {
-                if now.saturating_sub(self.places[n.index()].last) >= self.window_ns {
-                    self.check_straggler(view, n, now, rule);
-                }
-            }
+            self.arrived(view, to, rule);
         }
+    }
+
+    fn progress(&mut self, view: &View<'_>, host: HostId, bytes: u64) {
+        let Some(rule) = self.straggler else {
+            return;
+        };
+        if bytes <= self.held(view, host) {
+            return;
+        }
+        let p = &mut self.places[host.index()];
+        p.reported = bytes;
+        p.by_progress = true;
+        self.arrived(view, host, rule);
     }
 
     fn host_lost(&mut self, view: &View<'_>, host: HostId) {
@@ -542,6 +597,8 @@ impl Strategy for Chain {
         let place = &mut self.places[host.index()];
         place.cursor = 0;
         place.since = None;
+        place.reported = 0;
+        place.by_progress = false;
         // What is still on its way to it brings it nothing now; it is fed again once that
         // has ended.
         place.draining = place.inbound > 0;

@@ -21,7 +21,8 @@
 //!    [`Scheduler::poll_transfer`] until it returns `None` and start every transfer it
 //!    returned, then call [`Scheduler::poll_event`] until it returns `None`. Inputs are the
 //!    construction itself, [`Scheduler::handle_done`], [`Scheduler::handle_host_down`],
-//!    [`Scheduler::handle_host_joined`] and [`Scheduler::handle_corrupt`].
+//!    [`Scheduler::handle_host_joined`], [`Scheduler::handle_corrupt`] and
+//!    [`Scheduler::handle_progress`].
 //! 3. Report the end of every started transfer exactly once with
 //!    [`Scheduler::handle_done`], `Ok(())` only if its bytes arrived at the receiver. A
 //!    failure puts the receiver back among the waiting hosts; after
@@ -63,10 +64,15 @@
 //!    other senders ([`Scheduler::links_version`] changes). A driver may end the links they
 //!    were fed over; the transfers in flight on those links that then fail are not counted
 //!    against either host.
+//! 10. A driver that knows how far a receiver's stream has got before the transfers that
+//!     carry those bytes end may report it with [`Scheduler::handle_progress`] (an input
+//!     like the others). It changes no holdings; a strategy that measures rates (the
+//!     chain's straggler rule) measures them from it. Reporting it is optional: without it,
+//!     rates are measured from `handle_done` alone, at whole chunks.
 //!
 //! `now` arguments are the time since the start of the run, on whatever clock the driver
-//! keeps (virtual for the simulator, monotonic for the runner). The core only stamps events
-//! with it.
+//! keeps (virtual for the simulator, monotonic for the runner). The core stamps events with
+//! it, and the chain's straggler rule measures rates with it; it never reads a clock.
 
 mod binomial;
 mod bounce;

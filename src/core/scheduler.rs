@@ -317,20 +317,7 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
         }
         let view = view!(self);
         self.strategy.finished(&view, t.from, t.to, t.chunks, ok);
-        while let Some(sp) = self.strategy.poll_spliced() {
-            // Their transfers in flight now come from a feeder they no longer have: when those
-            // fail, neither is to blame.
-            self.failed_at[sp.host.index()] = self.started;
-            self.failed_at[sp.successor.index()] = self.started;
-            self.links_version += 1;
-            self.events.push_back(Event::Straggler {
-                host: sp.host,
-                feeder: sp.feeder,
-                rate: sp.rate,
-                reference: sp.reference,
-                at: now,
-            });
-        }
+        self.take_spliced(now);
         if let Err(e) = result {
             // A failed duplicate to a host that is complete by now costs it nothing, and
             // neither does a transfer that was already in flight when the host last failed,
@@ -346,6 +333,46 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
                     self.give_up(now, t.to, e.reason);
                 }
             }
+        }
+    }
+
+    /// Reports that the stream feeding `host` has brought its copy to `bytes` bytes, before
+    /// the transfers that carry them end: a driver that streams a link's chunks and learns
+    /// how far each receiver has got (the runner's chain, from each receiver's progress
+    /// lines) reports it, so that a rate is measured in bytes rather than in whole chunks,
+    /// and a slow host is found within a fraction of a chunk's time. It changes no holdings:
+    /// the chunks still count only once their transfers are reported done. Optional; a
+    /// host given up or complete, or the source, is ignored.
+    pub fn handle_progress(&mut self, now: Duration, host: HostId, bytes: u64) {
+        let i = host.index();
+        if host == HostId::SOURCE
+            || i >= self.failed.len()
+            || self.failed[i]
+            || self.holdings.is_complete(host)
+        {
+            return;
+        }
+        self.now = now;
+        let view = view!(self);
+        self.strategy.progress(&view, host, bytes);
+        self.take_spliced(now);
+    }
+
+    /// Turns the strategy's cut-out stragglers into events.
+    fn take_spliced(&mut self, now: Duration) {
+        while let Some(sp) = self.strategy.poll_spliced() {
+            // Their transfers in flight now come from a feeder they no longer have: when those
+            // fail, neither is to blame.
+            self.failed_at[sp.host.index()] = self.started;
+            self.failed_at[sp.successor.index()] = self.started;
+            self.links_version += 1;
+            self.events.push_back(Event::Straggler {
+                host: sp.host,
+                feeder: sp.feeder,
+                rate: sp.rate,
+                reference: sp.reference,
+                at: now,
+            });
         }
     }
 

@@ -86,6 +86,11 @@ pub trait Strategy: Send {
     /// `host` was given up: never plan a hop to or from it again.
     fn host_lost(&mut self, view: &View<'_>, host: HostId);
 
+    /// The stream feeding `host` has brought its copy to `bytes` bytes, between the ends of
+    /// the transfers that carry them (see [`crate::core::Scheduler::handle_progress`]). Only
+    /// a strategy that measures rates uses it; the default ignores it.
+    fn progress(&mut self, _view: &View<'_>, _host: HostId, _bytes: u64) {}
+
     /// True if this strategy can start before every receiver is ready: receivers still
     /// joining are left out of its plan (see [`View::is_joining`]) until
     /// [`Strategy::host_joined`] brings them in. The default is false, and a scheduler for

@@ -476,6 +476,15 @@ impl<T: Transport> Run<'_, T> {
         self.sched = Some(sched);
     }
 
+    /// Rule 10 of the driver contract: a stream into `h` has brought its copy to `bytes`.
+    fn on_progress(&mut self, h: HostId, bytes: u64) {
+        let now = self.now();
+        if let Some(sched) = self.sched.as_mut() {
+            sched.handle_progress(now, h, bytes);
+            self.drain();
+        }
+    }
+
     fn on_task(&mut self, task: Task) {
         let now = self.now();
         match task {
@@ -757,8 +766,15 @@ async fn run_to_end<T: Transport>(
     }
     run.drain();
 
+    let mut progress = run.transport.take_progress();
     while !run.is_over() {
         tokio::select! {
+            Some((h, bytes)) = async {
+                match progress.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => run.on_progress(h, bytes),
             r = run.tasks.join_next() => match r {
                 Some(Ok(task)) => run.on_task(task),
                 Some(Err(e)) => return Err(task_failure("a transport", e)),

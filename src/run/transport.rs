@@ -184,6 +184,14 @@ pub trait Transport: Send + Sync + 'static {
     /// the order recorded here. The default does nothing.
     fn starting(&self, _t: &Transfer) {}
 
+    /// Where the transport reports how far each stream into a receiver has got, as
+    /// `(receiver, bytes its copy holds)`, while the bytes arrive and ahead of the hops that
+    /// carry them (rule 10 of the driver contract), so that the core measures rates in bytes.
+    /// The driver takes it once, before the first transfer; the default reports nothing.
+    fn take_progress(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<(HostId, u64)>> {
+        None
+    }
+
     /// Carries out one planned transfer. `Ok` means the receiver holds the chunks intact; for
     /// whole-file hops that includes the digest check and the rename into place. On failure
     /// the transport has already stopped the hop's remote processes, and the error says

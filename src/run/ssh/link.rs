@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use openssh::Session;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::core::{HostId, Layout, Transfer, TransferId};
@@ -55,6 +55,10 @@ pub(super) struct ChainLinks {
     queues: Mutex<HashMap<(HostId, HostId), VecDeque<TransferId>>>,
     /// Woken whenever a transfer leaves its queue.
     turn: tokio::sync::Notify,
+    /// Where each stream's progress goes (see [`Transport::take_progress`]), and the end the
+    /// driver takes.
+    progress: mpsc::UnboundedSender<(HostId, u64)>,
+    progress_rx: Mutex<Option<mpsc::UnboundedReceiver<(HostId, u64)>>>,
 }
 
 /// A transfer's place in its edge's queue; leaving it (or dropping it, when the hop ends
@@ -203,7 +207,10 @@ impl ChainLinks {
     }
 
     pub(super) fn new(hosts: Hosts, layout: Layout) -> Self {
+        let (progress, progress_rx) = mpsc::unbounded_channel();
         ChainLinks {
+            progress,
+            progress_rx: Mutex::new(Some(progress_rx)),
             placed: (0..=hosts.targets.len())
                 .map(|_| tokio::sync::Mutex::new(false))
                 .collect(),
@@ -505,6 +512,7 @@ impl ChainLinks {
             size,
             Arc::clone(&self.counters),
             Arc::clone(&self.streamed),
+            self.progress.clone(),
         ))];
         let feed_error = Arc::new(Mutex::new(None));
         if let Some(mut feed) = feed {
@@ -900,8 +908,8 @@ impl ChainLinks {
     }
 }
 
-/// Reads a stream receiver's reports (see [`script::stream_receive`]) into `tx` and the byte
-/// counters, and records the digest of a copy that arrived whole.
+/// Reads a stream receiver's reports (see [`script::stream_receive`]) into `tx`, the byte
+/// counters and the driver's `progress`, and records the digest of a copy that arrived whole.
 async fn read_reports(
     mut stdout: BufReader<openssh::ChildStdout>,
     tx: watch::Sender<StreamProgress>,
@@ -909,6 +917,7 @@ async fn read_reports(
     size: u64,
     counters: Arc<ByteCounters>,
     streamed: Streamed,
+    progress: mpsc::UnboundedSender<(HostId, u64)>,
 ) {
     let mut line = String::new();
     let mut ended = false;
@@ -934,12 +943,19 @@ async fn read_reports(
         };
         let n = n.min(size);
         counters.set(to, n);
+        // Before the hops that wait on `tx` end, so that the core measures the rate in bytes
+        // first; a driver that is gone is no reason to stop.
+        let _ = progress.send((to, n));
         tx.send_modify(|s| s.bytes = s.bytes.max(n));
     }
     tx.send_modify(|s| s.ended = true);
 }
 
 impl Transport for ChainLinks {
+    fn take_progress(&self) -> Option<mpsc::UnboundedReceiver<(HostId, u64)>> {
+        self.progress_rx.lock().unwrap().take()
+    }
+
     async fn prepare(&self, host: HostId) -> Result<Prepared, TransportError> {
         let prepared = self.hosts.prepare(host).await?;
         if prepared.probe == Probe::UpToDate {

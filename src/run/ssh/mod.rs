@@ -227,6 +227,13 @@ impl Transport for SshTransport {
         }
     }
 
+    fn take_progress(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<(HostId, u64)>> {
+        match &self.0 {
+            Job::WholeFile(_) => None,
+            Job::Chain(c) => c.take_progress(),
+        }
+    }
+
     async fn hop(&self, t: Transfer) -> Result<(), TransportError> {
         match &self.0 {
             Job::WholeFile(w) => w.hop(t).await,

@@ -1,0 +1,189 @@
+//! The chain's straggler rule measured from progress (`Scheduler::handle_progress`), as the
+//! runner reports it: a host's copy length every half second, arriving late by a jitter.
+//!
+//! A small stream model drives the core on a 10 ms step: each receiver's copy grows at its
+//! link's rate, never past what its sender holds, through the chunks in flight to it in
+//! file order; a chunk is reported done when the copy covers it, and progress is reported
+//! as the runner's receivers do.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bounce::core::{
+    Event, HostId, Scheduler, SchedulerConfig, StrategyKind, StrategyParams, Transfer,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const MIB: u64 = 1 << 20;
+const STEP_MS: u64 = 10;
+/// How often a receiver reports its copy's length, as the runner's stream receivers do.
+const REPORT_MS: u64 = 500;
+
+/// What one run of the model showed.
+struct Outcome {
+    /// Each cut-out host, with when it was cut, in seconds.
+    cut: Vec<(u32, f64)>,
+    /// When each receiver's first bytes arrived, in seconds.
+    first_byte: HashMap<u32, f64>,
+    /// When each receiver completed, in seconds.
+    done: HashMap<u32, f64>,
+}
+
+/// Runs a chain of `rates.len()` receivers (rates in bytes per second, by host from 1) over a
+/// `size`-byte file in 1 MiB chunks. With `progress`, every receiver reports its copy every
+/// half second, each report delayed by up to `jitter_ms`; without, the core sees only chunk
+/// ends.
+fn run(rates: &[f64], size: u64, progress: bool, jitter_ms: u64, seed: u64) -> Outcome {
+    let receivers = rates.len() as u32;
+    let kind = StrategyKind::Chain;
+    let params = StrategyParams {
+        chain_window: 4,
+        chain_straggler: Some(bounce::core::Straggler::default()),
+        ..StrategyParams::new(receivers)
+    };
+    let layout = kind.layout(size, MIB).unwrap();
+    let mut s = Scheduler::new(kind.build(&params), layout, SchedulerConfig::new(receivers));
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n = receivers as usize + 1;
+    // Bytes each host holds (a prefix), as fractions accumulate.
+    let mut held: Vec<f64> = vec![0.0; n];
+    held[0] = size as f64;
+    let mut flying: Vec<Transfer> = Vec::new();
+    // Reports on their way: (arrival ms, host, bytes).
+    let mut reports: Vec<(u64, u32, u64)> = Vec::new();
+    let mut out = Outcome {
+        cut: Vec::new(),
+        first_byte: HashMap::new(),
+        done: HashMap::new(),
+    };
+    let phase: Vec<u64> = (0..n).map(|_| rng.gen_range(0..REPORT_MS)).collect();
+    let mut now_ms = 0u64;
+    let drain = |s: &mut Scheduler, flying: &mut Vec<Transfer>, out: &mut Outcome, now: u64| {
+        let at = Duration::from_millis(now);
+        while let Some(t) = s.poll_transfer(at) {
+            flying.push(t);
+        }
+        while let Some(e) = s.poll_event() {
+            match e {
+                Event::Straggler { host, .. } => out.cut.push((host.0, now as f64 / 1e3)),
+                Event::HostComplete { host, .. } => {
+                    out.done.insert(host.0, now as f64 / 1e3);
+                }
+                Event::HostFailed { host, reason, .. } => panic!("{host} failed: {reason}"),
+            }
+        }
+        s.check_invariants().unwrap();
+    };
+    drain(&mut s, &mut flying, &mut out, now_ms);
+    while !s.is_finished() {
+        now_ms += STEP_MS;
+        assert!(now_ms < 600_000, "the model did not end in ten minutes");
+        let dt = STEP_MS as f64 / 1e3;
+        // Each receiver's copy grows through its lowest chunk in flight.
+        let snapshot = held.clone();
+        let mut ended = Vec::new();
+        for to in 1..n {
+            let Some(t) = flying
+                .iter()
+                .filter(|t| t.to.index() == to)
+                .min_by_key(|t| t.chunks.start)
+            else {
+                continue;
+            };
+            let end = layout.offset(t.chunks.end - 1) + layout.len(t.chunks.end - 1);
+            let cap = snapshot[t.from.index()].min(end as f64);
+            let before = held[to];
+            held[to] = (held[to] + rates[to - 1] * dt).min(cap).max(held[to]);
+            if before == 0.0 && held[to] > 0.0 {
+                out.first_byte.insert(to as u32, now_ms as f64 / 1e3);
+            }
+            if held[to] >= end as f64 {
+                ended.push(t.id);
+            }
+        }
+        for id in ended {
+            flying.retain(|t| t.id != id);
+            s.handle_done(Duration::from_millis(now_ms), id, Ok(()));
+            drain(&mut s, &mut flying, &mut out, now_ms);
+        }
+        if progress {
+            for (h, &ph) in phase.iter().enumerate().skip(1) {
+                if now_ms % REPORT_MS == ph / STEP_MS * STEP_MS {
+                    let delay = rng.gen_range(0..=jitter_ms);
+                    reports.push((now_ms + delay, h as u32, held[h] as u64));
+                }
+            }
+            reports.sort_by_key(|r| r.0);
+            while reports.first().is_some_and(|r| r.0 <= now_ms) {
+                let (_, h, bytes) = reports.remove(0);
+                s.handle_progress(Duration::from_millis(now_ms), HostId(h), bytes);
+                drain(&mut s, &mut flying, &mut out, now_ms);
+            }
+        }
+    }
+    out
+}
+
+/// 100 Mbit/s, in bytes per second.
+const FAST: f64 = 100e6 / 8.0;
+
+#[test]
+fn a_host_ten_times_slower_is_cut_out_within_a_second_of_its_first_bytes() {
+    let mut rates = vec![FAST; 7];
+    rates[2] = FAST / 10.0;
+    let out = run(&rates, 64 * MIB, true, 100, 1);
+    assert_eq!(out.cut.len(), 1, "cut: {:?}", out.cut);
+    let (host, at) = out.cut[0];
+    assert_eq!(host, 3);
+    let first = out.first_byte[&3];
+    // One window (0.5 s) past its first report, which comes within a report interval and
+    // its delay of its first bytes.
+    assert!(
+        at - first <= 0.5 + 0.5 + 0.1 + 0.05,
+        "cut at {at:.2}s, its first bytes at {first:.2}s"
+    );
+    // The hosts behind it then end close to where a healthy chain would.
+    let healthy = run(&[FAST; 7], 64 * MIB, true, 100, 1);
+    let last = |o: &Outcome| {
+        (1..=7)
+            .filter(|&h| h != 3)
+            .map(|h| o.done[&h])
+            .fold(0.0, f64::max)
+    };
+    assert!(
+        last(&out) <= last(&healthy) + 1.5,
+        "healthy hosts ended at {:.2}s, {:.2}s without the slow host",
+        last(&out),
+        last(&healthy)
+    );
+}
+
+#[test]
+fn measured_from_chunk_ends_alone_the_same_host_is_cut_a_chunk_later() {
+    let mut rates = vec![FAST; 7];
+    rates[2] = FAST / 10.0;
+    let with = run(&rates, 64 * MIB, true, 100, 2);
+    let without = run(&rates, 64 * MIB, false, 0, 2);
+    assert_eq!(without.cut.len(), 1, "cut: {:?}", without.cut);
+    let chunk_time = MIB as f64 / (FAST / 10.0);
+    assert!(
+        without.cut[0].1 - with.cut[0].1 >= chunk_time * 0.5,
+        "from progress at {:.2}s, from chunk ends at {:.2}s",
+        with.cut[0].1,
+        without.cut[0].1
+    );
+}
+
+#[test]
+fn hosts_at_three_quarters_of_the_rate_with_late_progress_are_never_cut() {
+    for seed in 0..20 {
+        let rates: Vec<f64> = (0..7)
+            .map(|i| if i % 2 == 0 { FAST } else { FAST * 0.75 })
+            .collect();
+        // Each report up to 0.8 s late: more than a whole report interval.
+        let out = run(&rates, 32 * MIB, true, 800, seed);
+        assert!(out.cut.is_empty(), "seed {seed}: cut {:?}", out.cut);
+        assert_eq!(out.done.len(), 7);
+    }
+}
