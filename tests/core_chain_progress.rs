@@ -30,11 +30,31 @@ struct Outcome {
     done: HashMap<u32, f64>,
 }
 
-/// Runs a chain of `rates.len()` receivers (rates in bytes per second, by host from 1) over a
-/// `size`-byte file in 1 MiB chunks. With `progress`, every receiver reports its copy every
-/// half second, each report delayed by up to `jitter_ms`; without, the core sees only chunk
-/// ends.
-fn run(rates: &[f64], size: u64, progress: bool, jitter_ms: u64, seed: u64) -> Outcome {
+/// How a run of the model goes.
+struct Model<'a> {
+    /// Each receiver's link rate in bytes per second, by host from 1.
+    rates: &'a [f64],
+    size: u64,
+    /// Every receiver reports its copy every half second; without, the core sees only chunk
+    /// ends.
+    progress: bool,
+    /// Each report arrives up to this late.
+    jitter_ms: u64,
+    /// Receivers whose link stops, this long after their first bytes, for this long (ms).
+    pauses: &'a [(u32, u64, u64)],
+    seed: u64,
+}
+
+/// Runs a chain of `m.rates.len()` receivers over a `m.size`-byte file in 1 MiB chunks.
+fn run(m: &Model<'_>) -> Outcome {
+    let Model {
+        rates,
+        size,
+        progress,
+        jitter_ms,
+        pauses,
+        seed,
+    } = *m;
     let receivers = rates.len() as u32;
     let kind = StrategyKind::Chain;
     let params = StrategyParams {
@@ -94,7 +114,14 @@ fn run(rates: &[f64], size: u64, progress: bool, jitter_ms: u64, seed: u64) -> O
             let end = layout.offset(t.chunks.end - 1) + layout.len(t.chunks.end - 1);
             let cap = snapshot[t.from.index()].min(end as f64);
             let before = held[to];
-            held[to] = (held[to] + rates[to - 1] * dt).min(cap).max(held[to]);
+            let paused = out.first_byte.get(&(to as u32)).is_some_and(|&f| {
+                let since = now_ms - (f * 1e3).round() as u64;
+                pauses
+                    .iter()
+                    .any(|&(h, from, len)| h == to as u32 && since >= from && since < from + len)
+            });
+            let rate = if paused { 0.0 } else { rates[to - 1] };
+            held[to] = (held[to] + rate * dt).min(cap).max(held[to]);
             if before == 0.0 && held[to] > 0.0 {
                 out.first_byte.insert(to as u32, now_ms as f64 / 1e3);
             }
@@ -132,19 +159,33 @@ const FAST: f64 = 100e6 / 8.0;
 fn a_host_ten_times_slower_is_cut_out_within_a_second_of_its_first_bytes() {
     let mut rates = vec![FAST; 7];
     rates[2] = FAST / 10.0;
-    let out = run(&rates, 64 * MIB, true, 100, 1);
+    let out = run(&Model {
+        rates: &rates,
+        size: 64 * MIB,
+        progress: true,
+        jitter_ms: 100,
+        pauses: &[],
+        seed: 1,
+    });
     assert_eq!(out.cut.len(), 1, "cut: {:?}", out.cut);
     let (host, at) = out.cut[0];
     assert_eq!(host, 3);
     let first = out.first_byte[&3];
-    // One window (0.5 s) past its first report, which comes within a report interval and
-    // its delay of its first bytes.
+    // One window (1 s) past its first report, which comes within a report interval and its
+    // delay of its first bytes.
     assert!(
-        at - first <= 0.5 + 0.5 + 0.1 + 0.05,
+        at - first <= 1.0 + 0.5 + 0.1 + 0.05,
         "cut at {at:.2}s, its first bytes at {first:.2}s"
     );
     // The hosts behind it then end close to where a healthy chain would.
-    let healthy = run(&[FAST; 7], 64 * MIB, true, 100, 1);
+    let healthy = run(&Model {
+        rates: &[FAST; 7],
+        size: 64 * MIB,
+        progress: true,
+        jitter_ms: 100,
+        pauses: &[],
+        seed: 1,
+    });
     let last = |o: &Outcome| {
         (1..=7)
             .filter(|&h| h != 3)
@@ -163,8 +204,16 @@ fn a_host_ten_times_slower_is_cut_out_within_a_second_of_its_first_bytes() {
 fn measured_from_chunk_ends_alone_the_same_host_is_cut_a_chunk_later() {
     let mut rates = vec![FAST; 7];
     rates[2] = FAST / 10.0;
-    let with = run(&rates, 64 * MIB, true, 100, 2);
-    let without = run(&rates, 64 * MIB, false, 0, 2);
+    let model = |progress| Model {
+        rates: &rates,
+        size: 64 * MIB,
+        progress,
+        jitter_ms: 100,
+        pauses: &[],
+        seed: 2,
+    };
+    let with = run(&model(true));
+    let without = run(&model(false));
     assert_eq!(without.cut.len(), 1, "cut: {:?}", without.cut);
     let chunk_time = MIB as f64 / (FAST / 10.0);
     assert!(
@@ -181,8 +230,33 @@ fn hosts_at_three_quarters_of_the_rate_with_late_progress_are_never_cut() {
         let rates: Vec<f64> = (0..7)
             .map(|i| if i % 2 == 0 { FAST } else { FAST * 0.75 })
             .collect();
-        // Each report up to 0.8 s late: more than a whole report interval.
-        let out = run(&rates, 32 * MIB, true, 800, seed);
+        // Each report up to 1.5 s late: three report intervals.
+        let out = run(&Model {
+            rates: &rates,
+            size: 32 * MIB,
+            progress: true,
+            jitter_ms: 1500,
+            pauses: &[],
+            seed,
+        });
+        assert!(out.cut.is_empty(), "seed {seed}: cut {:?}", out.cut);
+        assert_eq!(out.done.len(), 7);
+    }
+}
+
+#[test]
+fn a_link_that_pauses_for_most_of_a_second_as_it_starts_is_not_cut() {
+    for seed in 0..20 {
+        // Host 3's link carries its first bytes, then nothing for 0.7 s (its relay
+        // set up while the CPUs were busy with other handshakes), then goes at full rate.
+        let out = run(&Model {
+            rates: &[FAST; 7],
+            size: 32 * MIB,
+            progress: true,
+            jitter_ms: 100,
+            pauses: &[(3, 20, 700)],
+            seed,
+        });
         assert!(out.cut.is_empty(), "seed {seed}: cut {:?}", out.cut);
         assert_eq!(out.done.len(), 7);
     }

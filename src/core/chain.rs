@@ -80,9 +80,11 @@ pub struct Chain {
 /// had just arrived (the most it can be receiving at). Measured from a driver's progress,
 /// only what arrived counts, and progress that arrives late (the runner's comes every half
 /// second, through ssh) can make a rate look slower than it is, by the delay over the span.
-/// The defaults (a quarter, over half a second) leave alone any host at three quarters of
-/// its feeder's rate or more unless its progress is more than a second late, and cut a host
-/// ten times slower than its feeder about half a second after its first bytes.
+/// The defaults (a quarter, over one second) leave alone any host at three quarters of its
+/// feeder's rate or more unless its progress arrives more than 1.5 s late, and a link that
+/// pauses for 0.7 s as it starts (as one set up while its hosts' CPUs are busy setting up
+/// others can: a span of half a second was seen to cut such links), and cut a host ten times
+/// slower than its feeder about a second after its first bytes.
 ///
 /// A host fed by the source is measured against the best rate seen, so a slow first host is
 /// cut only once some other host has shown a faster rate. The rule sees only download
@@ -103,7 +105,7 @@ impl Default for Straggler {
     fn default() -> Self {
         Straggler {
             ratio: 0.25,
-            window: Duration::from_millis(500),
+            window: Duration::from_secs(1),
             stall: Duration::from_secs(2),
         }
     }
@@ -368,8 +370,9 @@ impl Chain {
         })
     }
 
-    /// Records that `h`'s copy grew just now, then measures it, and its successor if that
-    /// has received nothing for a window (it may have stalled).
+    /// Records that `h`'s copy grew just now, then measures it, and its successor if that is
+    /// measured from progress (its feeder's rate, which it is measured against, may just
+    /// have become known) or has received nothing for a window (it may have stalled).
     fn arrived(&mut self, view: &View<'_>, h: HostId, rule: Straggler) {
         let now = view.now.as_nanos() as u64;
         let held = self.held(view, h);
@@ -385,7 +388,8 @@ impl Chain {
         let next = p.next;
         self.check_straggler(view, h, now, rule);
         if let Some(n) = next {
-            if now.saturating_sub(self.places[n.index()].last) >= self.window_ns {
+            let p = &self.places[n.index()];
+            if p.by_progress || now.saturating_sub(p.last) >= self.window_ns {
                 self.check_straggler(view, n, now, rule);
             }
         }

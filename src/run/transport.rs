@@ -71,6 +71,16 @@ pub enum TransportError {
         /// What is wrong, such as "is a directory".
         reason: String,
     },
+    /// A hop's link was ended on purpose because its receiver is fed another way from now on
+    /// (its sender was cut out of a chain or lost, or its copy is fed again from the start):
+    /// neither host is at fault, and nothing needs to be asked of them to say so.
+    #[error("{link}: {reason}")]
+    Rerouted {
+        /// `X -> Y`.
+        link: String,
+        /// What the hop was doing when its link was ended.
+        reason: String,
+    },
     /// A command the run needs (GNU tar, the `--compress` tool) is not installed on a host.
     #[error("{host}: '{tool}' is not installed there, and this run needs it on every host")]
     ToolMissing {

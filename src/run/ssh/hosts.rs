@@ -246,9 +246,14 @@ impl Hosts {
     /// the receiver's connection is what failed. Runs in the hop's own task, so the driver's
     /// loop never waits for it.
     pub(super) async fn classify(&self, t: &Transfer, e: TransportError) -> TransportError {
+        // A link ended on purpose says nothing about its hosts; asking a host that died
+        // whether it is there would hold the hop's end for the keep-alives, and with it the
+        // new feed of its receiver, which waits for the chunks in flight to end.
         if matches!(
             e,
-            TransportError::DigestMismatch { .. } | TransportError::Local { .. }
+            TransportError::DigestMismatch { .. }
+                | TransportError::Local { .. }
+                | TransportError::Rerouted { .. }
         ) {
             return e;
         }

@@ -127,6 +127,9 @@ pub(super) struct Link {
     /// What the link printed on stderr when it was closed: the cause every chunk that was in
     /// flight on it failed for.
     reason: Mutex<Option<String>>,
+    /// It was ended on purpose, its receiver being fed another way (see
+    /// [`TransportError::Rerouted`]).
+    cut: std::sync::atomic::AtomicBool,
 }
 
 impl Link {
@@ -413,6 +416,7 @@ impl ChainLinks {
             child: tokio::sync::Mutex::new(Some(p.child)),
             stderr: Mutex::new(Some(p.stderr)),
             reason: Mutex::new(None),
+            cut: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -541,6 +545,7 @@ impl ChainLinks {
             child: tokio::sync::Mutex::new(Some(p.child)),
             stderr: Mutex::new(Some(p.stderr)),
             reason: Mutex::new(None),
+            cut: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -607,6 +612,7 @@ impl ChainLinks {
             }
             link.close_input().await;
             *link.reason.lock().unwrap() = Some(format!("{} is fed another way", self.name(to)));
+            link.cut.store(true, std::sync::atomic::Ordering::Relaxed);
             drop(child.take());
         }
     }
@@ -762,6 +768,18 @@ impl ChainLinks {
                     }
                 };
                 self.counters.set(t.to, self.layout.offset(t.chunks.start));
+                if link.cut.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err(TransportError::Rerouted {
+                        link: format!("{} -> {}", self.name(t.from), self.name(t.to)),
+                        reason: join(
+                            &match e {
+                                TransportError::Remote { reason, .. } => reason,
+                                e => e.to_string(),
+                            },
+                            reason.as_deref().unwrap_or("its link was ended"),
+                        ),
+                    });
+                }
                 Err(match (e, reason) {
                     (TransportError::Remote { host, reason }, Some(why)) => {
                         TransportError::Remote {
