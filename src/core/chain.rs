@@ -316,7 +316,7 @@ impl Chain {
         let (t0, b0) = p.since?;
         let span = now.saturating_sub(t0);
         (span >= self.window_ns && span > 0).then(|| Rate {
-            bytes: (self.held(view, h) - b0 + view.layout.chunk_size()) as f64,
+            bytes: (self.held(view, h).saturating_sub(b0) + view.layout.chunk_size()) as f64,
             nanos: span as f64,
         })
     }
@@ -365,7 +365,7 @@ impl Chain {
         let (t0, b0) = p.since?;
         let span = p.last.saturating_sub(t0);
         (span >= self.window_ns && span > 0).then(|| Rate {
-            bytes: (self.held(view, h) - b0) as f64,
+            bytes: self.held(view, h).saturating_sub(b0) as f64,
             nanos: span as f64,
         })
     }
