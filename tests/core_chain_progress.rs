@@ -22,8 +22,8 @@ const REPORT_MS: u64 = 500;
 
 /// What one run of the model showed.
 struct Outcome {
-    /// Each cut-out host, with when it was cut, in seconds.
-    cut: Vec<(u32, f64)>,
+    /// Each cut-out host, with when it was cut, in seconds, and whether for a stall.
+    cut: Vec<(u32, f64, bool)>,
     /// When each receiver's first bytes arrived, in seconds.
     first_byte: HashMap<u32, f64>,
     /// When each receiver completed, in seconds.
@@ -86,7 +86,9 @@ fn run(m: &Model<'_>) -> Outcome {
         }
         while let Some(e) = s.poll_event() {
             match e {
-                Event::Straggler { host, .. } => out.cut.push((host.0, now as f64 / 1e3)),
+                Event::Straggler { host, stalled, .. } => {
+                    out.cut.push((host.0, now as f64 / 1e3, stalled))
+                }
                 Event::HostComplete { host, .. } => {
                     out.done.insert(host.0, now as f64 / 1e3);
                 }
@@ -168,8 +170,8 @@ fn a_host_ten_times_slower_is_cut_out_within_a_second_of_its_first_bytes() {
         seed: 1,
     });
     assert_eq!(out.cut.len(), 1, "cut: {:?}", out.cut);
-    let (host, at) = out.cut[0];
-    assert_eq!(host, 3);
+    let (host, at, stalled) = out.cut[0];
+    assert_eq!((host, stalled), (3, false));
     let first = out.first_byte[&3];
     // One window (1 s) past its first report, which comes within a report interval and its
     // delay of its first bytes.
@@ -259,5 +261,37 @@ fn a_link_that_pauses_for_most_of_a_second_as_it_starts_is_not_cut() {
         });
         assert!(out.cut.is_empty(), "seed {seed}: cut {:?}", out.cut);
         assert_eq!(out.done.len(), 7);
+    }
+}
+
+#[test]
+fn a_host_whose_link_dies_before_a_window_is_measured_is_cut_out_as_stalled() {
+    // Host 3's link stops for good 0.3 s after its first bytes (it comes back after a
+    // minute, so that the model ends), long before its rate is measured over a window.
+    let out = run(&Model {
+        rates: &[FAST; 7],
+        size: 64 * MIB,
+        progress: true,
+        jitter_ms: 100,
+        pauses: &[(3, 300, 60_000)],
+        seed: 3,
+    });
+    assert_eq!(out.cut.len(), 1, "cut: {:?}", out.cut);
+    let (host, at, stalled) = out.cut[0];
+    assert_eq!((host, stalled), (3, true));
+    let first = out.first_byte[&3];
+    // The stall span (2 s) after its last progress, which comes within a report interval
+    // and its delay of when the link stopped.
+    assert!(
+        at - first <= 0.3 + 2.0 + 0.5 + 0.1 + 0.05,
+        "cut at {at:.2}s, its first bytes at {first:.2}s"
+    );
+    // The hosts behind it are fed past it and do not wait the minute.
+    for h in [4, 5, 6, 7] {
+        assert!(
+            out.done[&h] < first + 20.0,
+            "h{h} ended at {:.2}s",
+            out.done[&h]
+        );
     }
 }

@@ -402,27 +402,36 @@ impl Chain {
         let (Some(feeder), Some(successor)) = (place.prev, place.next) else {
             return;
         };
-        let Some(rate) = self.rate_at_best(view, h, now) else {
+        if place.since.is_none() {
+            // Nothing arrived on its current feed yet: nothing to measure.
             return;
-        };
+        }
         if let Some(shown) = self.shown_rate(view, h) {
             if self.best.is_none_or(|b| shown.above(b)) {
                 self.best = Some(shown);
             }
         }
-        let Some(reference) = self.reference(view, h) else {
-            return;
-        };
         // A host that stopped receiving altogether (a dead link, a hung disk) while its
-        // feeder went on is cut out at once, without waiting for its average to sink: more
+        // feeder went on is cut out at once, without waiting for its average to sink, nor
+        // for a rate at all (its link may die before a window of it is measured): more
         // chunks than a link holds in flight reached the feeder, over the stall span, and
         // not one reached it.
         let stalled = feeder != HostId::SOURCE
             && now.saturating_sub(place.last) >= self.stall_ns
             && view.holdings.count(feeder) > place.feeder_then + self.window + 4;
-        if !rate.below(rule.ratio, reference) && !stalled {
+        let measured = self.rate_at_best(view, h, now).zip(self.reference(view, h));
+        let slow = measured.is_some_and(|(rate, reference)| rate.below(rule.ratio, reference));
+        if !slow && !stalled {
             return;
         }
+        let nothing = Rate {
+            bytes: 0.0,
+            nanos: 1.0,
+        };
+        let (rate, reference) = measured.unwrap_or((
+            self.shown_rate(view, h).unwrap_or(nothing),
+            self.reference(view, h).unwrap_or(nothing),
+        ));
         // Past it: its successor is fed by its feeder, from the first chunk it lacks once the
         // chunks on their way from `h` have ended (they may fail: the driver replaces the
         // link).
@@ -449,6 +458,7 @@ impl Chain {
             successor,
             rate: rate.per_sec(),
             reference: reference.per_sec(),
+            stalled: !slow,
         });
     }
 }

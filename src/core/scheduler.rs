@@ -371,6 +371,7 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
                 feeder: sp.feeder,
                 rate: sp.rate,
                 reference: sp.reference,
+                stalled: sp.stalled,
                 at: now,
             });
         }

@@ -59,6 +59,9 @@ pub struct Spliced {
     pub rate: f64,
     /// Its old feeder's rate, in bytes per second.
     pub reference: f64,
+    /// It was cut out for receiving nothing at all while its feeder went on (see
+    /// [`crate::core::Straggler::stall`]), rather than for its rate.
+    pub stalled: bool,
 }
 
 /// A distribution strategy: decides which hop to start next.

@@ -125,6 +125,9 @@ pub enum Event {
         rate: f64,
         /// The rate it was measured against (its old feeder's), in bytes per second.
         reference: f64,
+        /// It had received nothing at all for the rule's stall span, whatever its rate
+        /// before.
+        stalled: bool,
         /// When it was cut out.
         at: Duration,
     },

@@ -143,6 +143,9 @@ pub enum RunEvent {
         rate: f64,
         /// Its old feeder's rate, bytes per second.
         reference: f64,
+        /// It had received nothing for a while as its feeder went on (a dead link, a hung
+        /// disk), rather than receiving slowly.
+        stalled: bool,
     },
     /// A receiver's copy did not match SRC although every byte arrived (or a verified copy
     /// changed on disk): it is fed again from the start, from a good copy, unless it has
@@ -361,12 +364,14 @@ impl<T: Transport> Run<'_, T> {
                     feeder,
                     rate,
                     reference,
+                    stalled,
                     ..
                 } => self.observer.on_event(&RunEvent::Straggler {
                     host,
                     feeder,
                     rate,
                     reference,
+                    stalled,
                 }),
                 Event::HostFailed { host, reason, .. } => {
                     self.finish_host(host, HostStatus::Failed, Some(reason));

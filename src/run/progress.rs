@@ -141,13 +141,26 @@ impl Observer for Progress {
                 feeder,
                 rate,
                 reference,
-            } => self.line(format!(
-                "{}: receives at {} against its feeder's {}: cut out of the chain, fed by {} at its own pace",
-                self.name(*host),
-                crate::units::format_rate(*rate),
-                crate::units::format_rate(*reference),
-                self.name(*feeder)
-            )),
+                stalled,
+            } => {
+                let why = if *stalled {
+                    format!(
+                        "has received nothing for {} s while its feeder went on",
+                        crate::core::Straggler::default().stall.as_secs()
+                    )
+                } else {
+                    format!(
+                        "receives at {} against its feeder's {}",
+                        crate::units::format_rate(*rate),
+                        crate::units::format_rate(*reference)
+                    )
+                };
+                self.line(format!(
+                    "{}: {why}: cut out of the chain, fed by {} at its own pace",
+                    self.name(*host),
+                    self.name(*feeder)
+                ))
+            }
             RunEvent::Corrupt { host, reason } => {
                 self.feeders[host.index() - 1] = None;
                 if std::mem::take(&mut self.counted[host.index() - 1]) {
