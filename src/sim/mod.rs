@@ -6,8 +6,8 @@
 //! - `engine`: the event loop that runs one strategy once ([`simulate`]);
 //! - `scenario`: settings from the command line and `sims/*.toml`, checked;
 //! - [`cli`]: `bounce-sim`'s flags and what it does with them;
-//! - [`plan`]: the search behind `bounce-sim plan` and `--strategy auto`;
-//! - [`sweep`]: many runs over host counts, strategies and seeds, on all cores, in a
+//! - [`plan`](fn@plan): the search behind `bounce-sim plan` and `--strategy auto`;
+//! - [`sweep`](fn@sweep): many runs over host counts, strategies and seeds, on all cores, in a
 //!   deterministic order.
 //!
 //! Time is virtual and kept as `f64` seconds. Every operation on it is IEEE-754 arithmetic in

@@ -121,7 +121,7 @@ impl Hosts {
 
     /// Kills the process groups registered under `key` and removes `files` on their hosts.
     /// What could not be cleaned up on a host stays registered (the pids under `key`, the
-    /// files among its temporary files), for [`Transport::shutdown`] to try again.
+    /// files among its temporary files), for [`Transport::shutdown`](super::super::transport::Transport::shutdown) to try again.
     pub(super) async fn kill(&self, key: u64, files: &[(HostId, String)]) {
         // Left registered until their cleanup succeeds: an interrupt may abort this
         // cleanup, and shutdown must still find them.
@@ -206,7 +206,7 @@ impl Hosts {
         }
     }
 
-    /// Cleans up everything still registered on `h` (see [`Transport::shutdown`]).
+    /// Cleans up everything still registered on `h` (see [`Transport::shutdown`](super::super::transport::Transport::shutdown)).
     pub(super) async fn shutdown_host(
         &self,
         h: HostId,

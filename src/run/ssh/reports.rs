@@ -8,7 +8,7 @@ use crate::core::HostId;
 
 use super::super::transport::ByteCounters;
 
-/// One line of a receiver's reports (see [`script::stream_receive`]).
+/// One line of a receiver's reports (see [`script::stream_receive`](super::super::script::stream_receive)).
 #[derive(Debug, PartialEq)]
 pub(super) enum Report {
     /// `at N`: N bytes written so far.
@@ -29,7 +29,7 @@ impl Report {
     }
 }
 
-/// Reads a whole-file receiver's reports to their end (see [`script::stream_receive`]),
+/// Reads a whole-file receiver's reports to their end (see [`script::stream_receive`](super::super::script::stream_receive)),
 /// passing its byte counts to `counters` if given, and returns its `end` report: the bytes
 /// written and their digest.
 pub(super) async fn read_end_report(
