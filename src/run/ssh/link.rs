@@ -829,7 +829,17 @@ impl ChainLinks {
             _ => false,
         };
         link.close_input().await;
-        if let LinkKind::Stream { tasks, .. } = &link.kind {
+        if let LinkKind::Stream {
+            tasks, progress, ..
+        } = &link.kind
+        {
+            if exited {
+                // The receiver's last lines (its `end`, with the digest that spares a read
+                // back) may still be unread when its exit is: reading ends at their end.
+                let mut rx = progress.clone();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|s| s.ended)).await;
+            }
             for t in tasks {
                 t.abort();
             }

@@ -254,8 +254,13 @@ impl Hosts {
             Ok(())
         }
         .await;
-        // The unpack script used the marker up, or it was never made.
-        self.forget_temp(h, &mark);
+        if streamed {
+            // The unpack script used the marker up, or it was never made.
+            self.forget_temp(h, &mark);
+        }
+        // Otherwise a stream that unpacked as it arrived may have made it although its
+        // digest never reached us (the copy was then checked by reading it back): it stays
+        // registered, and the cleanup at the end of the run removes it.
         match &res {
             Ok(()) => self.forget_temp(h, &stage),
             Err(_) => {
