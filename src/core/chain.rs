@@ -101,13 +101,19 @@ pub struct Straggler {
     pub stall: Duration,
 }
 
+impl Straggler {
+    /// A quarter of the feeder's rate, over one second; a stall of two seconds. What the
+    /// runner and the simulator use.
+    pub const DEFAULT: Straggler = Straggler {
+        ratio: 0.25,
+        window: Duration::from_secs(1),
+        stall: Duration::from_secs(2),
+    };
+}
+
 impl Default for Straggler {
     fn default() -> Self {
-        Straggler {
-            ratio: 0.25,
-            window: Duration::from_secs(1),
-            stall: Duration::from_secs(2),
-        }
+        Self::DEFAULT
     }
 }
 

@@ -24,6 +24,9 @@ use super::transport::{CleanupFailure, Prepared, Probe, ThenOutcome, Transport, 
 /// window only bounds how many of its chunks the core tracks at once.)
 pub const CHAIN_WINDOW: u32 = 4;
 
+/// The chain's straggler rule in a run.
+const STRAGGLER: crate::core::Straggler = crate::core::Straggler::DEFAULT;
+
 /// How a receiver ended up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostStatus {
@@ -143,9 +146,9 @@ pub enum RunEvent {
         rate: f64,
         /// Its old feeder's rate, bytes per second.
         reference: f64,
-        /// It had received nothing for a while as its feeder went on (a dead link, a hung
-        /// disk), rather than receiving slowly.
-        stalled: bool,
+        /// How long it had received nothing while its feeder went on (a dead link, a hung
+        /// disk), when that, rather than a slow rate, is why it was cut out.
+        stalled_for: Option<Duration>,
     },
     /// A receiver's copy did not match SRC although every byte arrived (or a verified copy
     /// changed on disk): it is fed again from the start, from a good copy, unless it has
@@ -371,7 +374,7 @@ impl<T: Transport> Run<'_, T> {
                     feeder,
                     rate,
                     reference,
-                    stalled,
+                    stalled_for: stalled.then_some(STRAGGLER.stall),
                 }),
                 Event::HostFailed { host, reason, .. } => {
                     self.finish_host(host, HostStatus::Failed, Some(reason));
@@ -742,7 +745,7 @@ async fn run_to_end<T: Transport>(
 
     let strategy = cfg.kind.build(&crate::core::StrategyParams {
         chain_window: CHAIN_WINDOW,
-        chain_straggler: Some(crate::core::Straggler::default()),
+        chain_straggler: Some(STRAGGLER),
         ..crate::core::StrategyParams::new(cfg.receivers)
     });
     if strategy.joins_late() {

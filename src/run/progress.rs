@@ -141,19 +141,18 @@ impl Observer for Progress {
                 feeder,
                 rate,
                 reference,
-                stalled,
+                stalled_for,
             } => {
-                let why = if *stalled {
-                    format!(
-                        "has received nothing for {} s while its feeder went on",
-                        crate::core::Straggler::default().stall.as_secs()
-                    )
-                } else {
-                    format!(
+                let why = match stalled_for {
+                    Some(d) => format!(
+                        "has received nothing for {:.1} s while its feeder went on",
+                        d.as_secs_f64()
+                    ),
+                    None => format!(
                         "receives at {} against its feeder's {}",
                         crate::units::format_rate(*rate),
                         crate::units::format_rate(*reference)
-                    )
+                    ),
                 };
                 self.line(format!(
                     "{}: {why}: cut out of the chain, fed by {} at its own pace",

@@ -74,24 +74,12 @@ impl Hosts {
             )
             .await?;
         let (text, listing) = split_listing(&out.stdout);
-        match out.status.code() {
-            Some(0) => {}
-            Some(script::TOOL_MISSING_STATUS) => {
-                let tool = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("needs "))
-                    .unwrap_or("a tool");
-                return Err(TransportError::ToolMissing {
-                    host: self.name(h),
-                    tool: tool.to_string(),
-                });
-            }
-            code => {
-                return Err(self
-                    .dest_refusal(h, &dest, code)
-                    .unwrap_or_else(|| self.remote_err(h, failure_text(&out.stderr, code))))
-            }
-        }
+        self.probe_status(h, &dest, out.status.code(), &out.stderr, || {
+            text.lines()
+                .find_map(|l| l.strip_prefix("needs "))
+                .unwrap_or("a tool")
+                .to_string()
+        })?;
         let mut swept = Vec::new();
         let mut missing = false;
         for line in text.lines() {

@@ -20,26 +20,36 @@ impl Hosts {
         Ok(())
     }
 
-    /// The refusal that a probe's exit status `code` stands for, if it is one: DEST is
-    /// something the copy must not replace (see [`script::probe`] and
-    /// [`super::super::tree_script::probe`]).
-    pub(super) fn dest_refusal(
+    /// What a probe's exit status `code` says (see [`script::probe`] and
+    /// [`super::super::tree_script::probe`]): nothing wrong; a tool the run needs is
+    /// missing (`tool` names it); DEST is something the copy must not replace; or the probe
+    /// failed, as its `stderr` says.
+    pub(super) fn probe_status(
         &self,
         host: HostId,
         dest: &str,
         code: Option<i32>,
-    ) -> Option<TransportError> {
-        let reason = match code? {
-            script::DEST_IS_DIRECTORY_STATUS => "is a directory; refusing to replace it",
-            script::DEST_NOT_A_FILE_STATUS => {
+        stderr: &[u8],
+        tool: impl FnOnce() -> String,
+    ) -> Result<(), TransportError> {
+        let reason = match code {
+            Some(0) => return Ok(()),
+            Some(script::TOOL_MISSING_STATUS) => {
+                return Err(TransportError::ToolMissing {
+                    host: self.name(host),
+                    tool: tool(),
+                })
+            }
+            Some(script::DEST_IS_DIRECTORY_STATUS) => "is a directory; refusing to replace it",
+            Some(script::DEST_NOT_A_FILE_STATUS) => {
                 "exists and is neither a regular file nor a symlink; refusing to replace it"
             }
-            super::super::tree_script::DEST_NOT_A_DIRECTORY_STATUS => {
+            Some(super::super::tree_script::DEST_NOT_A_DIRECTORY_STATUS) => {
                 "exists and is not a directory; refusing to replace it with SRC's tree"
             }
-            _ => return None,
+            _ => return Err(self.remote_err(host, failure_text(stderr, code))),
         };
-        Some(TransportError::Dest {
+        Err(TransportError::Dest {
             host: self.name(host),
             path: dest.to_string(),
             reason: reason.into(),
@@ -73,21 +83,9 @@ impl Hosts {
         let out = self
             .run_registered(host, &script::probe(&dest, self.src.size, self.src.codec()))
             .await?;
-        match out.status.code() {
-            Some(0) => {}
-            Some(script::TOOL_MISSING_STATUS) => {
-                let tool = self.src.codec().map_or("?", |c| c.tool());
-                return Err(TransportError::ToolMissing {
-                    host: self.name(host),
-                    tool: tool.to_string(),
-                });
-            }
-            code => {
-                return Err(self
-                    .dest_refusal(host, &dest, code)
-                    .unwrap_or_else(|| self.remote_err(host, failure_text(&out.stderr, code))))
-            }
-        }
+        self.probe_status(host, &dest, out.status.code(), &out.stderr, || {
+            self.src.codec().map_or("?", |c| c.tool()).to_string()
+        })?;
         let text = String::from_utf8_lossy(&out.stdout);
         let mut swept = Vec::new();
         let mut probe = None;
