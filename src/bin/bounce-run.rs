@@ -60,10 +60,10 @@ struct Cli {
     /// pace), or auto (the one the simulator predicts fastest for these hosts, with the rates
     /// the fleet file gives, or --bandwidth; it says what it picked and why before it starts).
     /// chain is the default: on 8 equal hosts it is about 3 times faster than bounce, its
-    /// lead grows with the number of hosts, and a slow, dead or corrupt host costs the
-    /// others a second or two, not its own pace. bounce stays for the post's plan: every hop
-    /// is a whole-file copy from a host whose copy was verified first, so no host ever
-    /// passes on bytes that nobody has checked yet.
+    /// lead grows with the number of hosts, a slow or dead host costs the others a second or
+    /// two, not its own pace, and the hosts that took a corrupt host's bytes are fed again.
+    /// bounce stays for the post's plan: every hop is a whole-file copy from a host whose
+    /// copy was verified first, so no host ever passes on bytes that nobody has checked yet.
     #[arg(long, default_value = "chain", value_parser = parse_choice)]
     strategy: Choice,
     /// Read receivers from FILE (repeatable; order is kept).
