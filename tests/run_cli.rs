@@ -126,6 +126,31 @@ fn no_hosts_at_all_exits_2() {
 }
 
 #[test]
+fn streams_need_whole_file_hops_and_a_count_in_range() {
+    let f = Fixture::new();
+    let src = f.path("src.bin");
+    // The default strategy is the chain, whose links are single streams.
+    let o = bounce_run(&["--streams", "4", "-H", "127.0.0.1:9", &src, &f.dest()]);
+    assert_bad_input(&o, &["--streams 4", "chain", "bounce or linear"]);
+    f.nothing_written();
+    for bad in ["0", "17", "two"] {
+        let o = bounce_run(&[
+            "--strategy",
+            "bounce",
+            "--streams",
+            bad,
+            "-H",
+            "127.0.0.1:9",
+            &src,
+            &f.dest(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "--streams {bad}: {}", stderr(&o));
+        assert!(stderr(&o).contains("--streams"), "{}", stderr(&o));
+        f.nothing_written();
+    }
+}
+
+#[test]
 fn unknown_strategy_exits_2() {
     let f = Fixture::new();
     let o = bounce_run(&[

@@ -143,6 +143,17 @@ struct Cli {
     /// directory SRC always keeps its files' holes.
     #[arg(long)]
     sparse: bool,
+    /// Cut each whole-file hop (linear, bounce) into N ssh streams, each over its own
+    /// connection and its own part of the file, as mscp does for one copy: one ssh stream is
+    /// one cipher on one core at each end, so on a link faster than a core can encrypt,
+    /// hosts with cores to spare move a hop N times as fast. Each part is hashed as it is
+    /// written and checked against the same part of SRC. 1 by default: measured on 2-core
+    /// hosts, where one stream's cipher already has a core to itself, more streams only add
+    /// handshakes and processes (see the README's figures). The chain takes no --streams:
+    /// its links are single streams that its repairs resume at a byte offset.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=bounce::run::split::MAX_STREAMS as i64))]
+    streams: u32,
     /// ssh ConnectTimeout, for the controller and for hops between hosts.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     connect_timeout: Duration,
@@ -318,6 +329,19 @@ fn main() -> ExitCode {
             pick.result.makespan,
             p.why()
         );
+    }
+    if cli.streams > 1 && plan.kind.uses_chunks() {
+        let picked = match cli.strategy {
+            Choice::Auto => " (--strategy auto picked it)",
+            Choice::Kind(_) => "",
+        };
+        eprintln!(
+            "bounce-run: --streams {} needs whole-file hops (--strategy bounce or linear): \
+             the {} strategy{picked} sends each link as one stream, which its repairs resume \
+             at a byte offset",
+            cli.streams, plan.kind
+        );
+        return ExitCode::from(2);
     }
     if cli.dry_run {
         let prediction = predicted.as_ref().expect("a dry run predicts");
@@ -500,6 +524,12 @@ async fn run_async(
         None => bounce::run::digest::PendingDigest::start(
             plan.src.clone(),
             plan.size,
+            // A compressed SRC's hops carry other bytes, checked once decompressed.
+            if cli.streams > 1 && wire.is_none() {
+                bounce::run::split::parts(plan.size, cli.streams)
+            } else {
+                Vec::new()
+            },
             Arc::clone(&stop_hashing),
         )
         .context("starting to hash SRC")?,
@@ -534,6 +564,7 @@ async fn run_async(
             connect_timeout: cli.connect_timeout,
             fsync: !cli.no_fsync,
             limit_rate: cli.limit_rate,
+            streams: cli.streams,
         },
         SourceFile {
             path: plan.src.clone(),

@@ -26,9 +26,32 @@ pub fn sha256_file_until(
     size: Option<u64>,
     stop: &AtomicBool,
 ) -> std::io::Result<Option<String>> {
+    Ok(sha256_parts_until(path, size, &[], stop)?.map(|d| d.whole))
+}
+
+/// A file's SHA-256, and that of each of its parts (see [`super::split`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Digests {
+    /// Lowercase hex SHA-256 of the whole file.
+    pub whole: String,
+    /// Lowercase hex SHA-256 of each part asked for, in order.
+    pub parts: Vec<String>,
+}
+
+/// [`sha256_file_until`], also hashing each of `parts` (contiguous ranges from 0, as
+/// [`super::split::parts`] cuts them) in the same pass, so that the parts' digests are of
+/// the very bytes the whole digest is of.
+pub fn sha256_parts_until(
+    path: &Path,
+    size: Option<u64>,
+    parts: &[std::ops::Range<u64>],
+    stop: &AtomicBool,
+) -> std::io::Result<Option<Digests>> {
     let f = std::fs::File::open(path)?;
     let mut f = f.take(size.unwrap_or(u64::MAX));
     let mut h = Sha256::new();
+    let mut done = Vec::with_capacity(parts.len());
+    let mut part = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut read = 0u64;
     loop {
@@ -40,6 +63,21 @@ pub fn sha256_file_until(
             break;
         }
         h.update(&buf[..n]);
+        // A block may end one part and start the next.
+        let mut at = 0;
+        while at < n {
+            let Some(p) = parts.get(done.len()) else {
+                break;
+            };
+            let take = (p.end.saturating_sub(read + at as u64)).min((n - at) as u64) as usize;
+            part.update(&buf[at..at + take]);
+            at += take;
+            if read + at as u64 == p.end {
+                done.push(hex(&std::mem::take(&mut part).finalize()));
+            } else {
+                break;
+            }
+        }
         read += n as u64;
     }
     if let Some(size) = size.filter(|&s| s != read) {
@@ -48,7 +86,17 @@ pub fn sha256_file_until(
             format!("it shrank from {size} to {read} bytes while it was hashed"),
         ));
     }
-    Ok(Some(hex(&h.finalize())))
+    // Empty parts (an empty file's one part) end where nothing was read.
+    while let Some(p) = parts.get(done.len()) {
+        if p.end > read {
+            break;
+        }
+        done.push(hex(&std::mem::take(&mut part).finalize()));
+    }
+    Ok(Some(Digests {
+        whole: hex(&h.finalize()),
+        parts: done,
+    }))
 }
 
 /// SRC's digest, computed on a thread of its own while the hosts are connected, probed and
@@ -56,22 +104,34 @@ pub fn sha256_file_until(
 /// checking a copy). Hashing 1 GiB takes about half a second that the run no longer waits
 /// for up front.
 #[derive(Clone, Debug)]
-pub struct PendingDigest(tokio::sync::watch::Receiver<Option<Result<String, String>>>);
+pub struct PendingDigest(tokio::sync::watch::Receiver<Option<Result<Digests, String>>>);
 
 impl PendingDigest {
-    /// A digest already known.
+    /// A digest already known (of a file cut into no parts).
     pub fn ready(digest: String) -> Self {
-        PendingDigest(tokio::sync::watch::channel(Some(Ok(digest))).1)
+        PendingDigest(
+            tokio::sync::watch::channel(Some(Ok(Digests {
+                whole: digest,
+                parts: Vec::new(),
+            })))
+            .1,
+        )
     }
 
     /// Starts hashing the first `size` bytes of `path`, exactly what is sent even if the
-    /// file grows meanwhile; setting `stop` abandons it.
-    pub fn start(path: PathBuf, size: u64, stop: Arc<AtomicBool>) -> std::io::Result<Self> {
+    /// file grows meanwhile, and each of `parts` (for `--streams`; none otherwise) in the
+    /// same pass; setting `stop` abandons it.
+    pub fn start(
+        path: PathBuf,
+        size: u64,
+        parts: Vec<std::ops::Range<u64>>,
+        stop: Arc<AtomicBool>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = tokio::sync::watch::channel(None);
         std::thread::Builder::new()
             .name("bounce-hash".into())
             .spawn(move || {
-                let r = match sha256_file_until(&path, Some(size), &stop) {
+                let r = match sha256_parts_until(&path, Some(size), &parts, &stop) {
                     Ok(Some(d)) => Ok(d),
                     Ok(None) => Err("hashing was stopped".to_string()),
                     Err(e) => Err(e.to_string()),
@@ -95,7 +155,7 @@ impl PendingDigest {
         std::thread::Builder::new()
             .name("bounce-hash".into())
             .spawn(move || {
-                let r = match sha256_file_until(&path, Some(size), &stop) {
+                let r = match sha256_parts_until(&path, Some(size), &[], &stop) {
                     Ok(Some(d)) => check().map(|()| d),
                     Ok(None) => Err("hashing was stopped".to_string()),
                     Err(e) => Err(e.to_string()),
@@ -107,6 +167,11 @@ impl PendingDigest {
 
     /// The digest, once it is known; the error says why reading SRC failed.
     pub async fn get(&self) -> Result<String, String> {
+        self.all().await.map(|d| d.whole)
+    }
+
+    /// The digest and those of the parts asked for, once they are known.
+    pub async fn all(&self) -> Result<Digests, String> {
         let mut rx = self.0.clone();
         let r = rx.wait_for(Option::is_some).await;
         match r {
@@ -130,21 +195,51 @@ mod tests {
         let p = dir.path().join("f");
         std::fs::write(&p, b"abc").unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let d = PendingDigest::start(p.clone(), 3, Arc::clone(&stop)).unwrap();
+        let d = PendingDigest::start(p.clone(), 3, vec![], Arc::clone(&stop)).unwrap();
         assert_eq!(d.get().await.unwrap(), sha256_bytes(b"abc"));
         assert_eq!(d.get().await.unwrap(), sha256_bytes(b"abc"), "asked twice");
         // Only the bytes that will be sent: a file that grew is hashed to the planned size.
-        let first = PendingDigest::start(p.clone(), 2, Arc::clone(&stop)).unwrap();
+        let first = PendingDigest::start(p.clone(), 2, vec![], Arc::clone(&stop)).unwrap();
         assert_eq!(first.get().await.unwrap(), sha256_bytes(b"ab"));
-        let short = PendingDigest::start(p.clone(), 4, Arc::clone(&stop)).unwrap();
+        let short = PendingDigest::start(p.clone(), 4, vec![], Arc::clone(&stop)).unwrap();
         assert!(short
             .get()
             .await
             .unwrap_err()
             .contains("shrank from 4 to 3"));
-        let missing = PendingDigest::start(dir.path().join("nope"), 3, stop).unwrap();
+        let missing = PendingDigest::start(dir.path().join("nope"), 3, vec![], stop).unwrap();
         assert!(missing.get().await.unwrap_err().contains("No such file"));
         assert_eq!(PendingDigest::ready("x".into()).get().await.unwrap(), "x");
+    }
+
+    #[test]
+    fn each_part_is_hashed_in_the_same_pass_as_the_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        // Parts that end inside a read block, on its edge, and past several blocks.
+        let data: Vec<u8> = (0..(5 << 20) + 12_345u32)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        std::fs::write(&p, &data).unwrap();
+        let never = AtomicBool::new(false);
+        for streams in [1, 2, 3, 4, 7] {
+            let parts = crate::run::split::parts(data.len() as u64, streams);
+            let d = sha256_parts_until(&p, Some(data.len() as u64), &parts, &never)
+                .unwrap()
+                .unwrap();
+            assert_eq!(d.whole, sha256_bytes(&data));
+            let want: Vec<String> = parts
+                .iter()
+                .map(|r| sha256_bytes(&data[r.start as usize..r.end as usize]))
+                .collect();
+            assert_eq!(d.parts, want, "{streams} streams");
+        }
+        let empty = dir.path().join("e");
+        std::fs::write(&empty, b"").unwrap();
+        let d = sha256_parts_until(&empty, Some(0), &crate::run::split::parts(0, 4), &never)
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.parts, vec![sha256_bytes(b"")]);
     }
 
     #[test]

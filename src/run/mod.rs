@@ -14,6 +14,7 @@
 //! - [`tree_script`]: the snippets that unpack and place a tree on a host;
 //! - [`digest`]: the SHA-256 of the source;
 //! - [`pace`]: `--limit-rate` on the controller;
+//! - [`split`]: `--streams`, where the parts of a hop over several streams fall;
 //! - [`report`]: the final table and the per-host CSV;
 //! - [`progress`]: progress bars on a terminal, plain lines otherwise.
 
@@ -27,6 +28,7 @@ pub mod progress;
 pub mod quote;
 pub mod report;
 pub mod script;
+pub mod split;
 pub mod ssh;
 pub mod transport;
 pub mod tree;

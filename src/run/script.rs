@@ -499,6 +499,96 @@ pub fn send_whole(
     )
 }
 
+/// Receives part `index`, bytes `part`, of a hop cut into several streams (`--streams`, see
+/// [`crate::run::split`]) on stdin, writing it in place into `tmp`, and hashing it on the
+/// way. Part 0's receiver creates `tmp` exclusively (see `create_exclusive`); the others wait
+/// for that file (at most [`RELAY_WAIT_S`] seconds) and open it, never through a symlink.
+/// Prints `$$` once `tmp` is open, then, once its input ends, `part INDEX DIGEST`: the
+/// SHA-256 of exactly what it wrote. A short or altered part has another digest, so no
+/// byte count is needed. With `report`, it also prints `at N` twice a second, N being the
+/// bytes the copy holds on disk so far over all parts (its allocated blocks: the parts
+/// write at different offsets, so the file's size says nothing). A failed write kills its
+/// process group at once, with the cause on stderr.
+pub fn part_receive(
+    dest: &str,
+    tmp: &str,
+    index: usize,
+    part: std::ops::Range<u64>,
+    hasher: Hasher,
+    report: bool,
+) -> String {
+    let t = shell_quote(tmp);
+    let open = if index == 0 {
+        create_exclusive(dest, tmp)
+    } else {
+        format!(
+            "i=0; until [ -f {t} ] && [ ! -L {t} ]; do i=$((i + 1)); \
+             [ $i -le {tries} ] || {{ echo \"no file \"{t}\" to write part {index} into\" >&2; exit 1; }}; \
+             sleep 0.05; done; exec 3<> {t} && [ -f /dev/fd/3 ] || exit 1",
+            tries = RELAY_WAIT_S * 20,
+        )
+    };
+    let (start, stop) = if report {
+        (
+            format!(
+                "( while sleep 0.5 > /dev/null 2>&1; do \
+                 echo \"at $(($(stat -c '%b * %B' -- {t})))\"; done ) & p=$!; "
+            ),
+            "kill \"$p\" 2>/dev/null; ",
+        )
+    } else {
+        (String::new(), "")
+    };
+    // tee hands each block to the hasher and, through fd 7, to the dd that writes it at the
+    // part's offset (tee itself cannot seek); the digest comes back on fd 8.
+    format!(
+        "{open}; echo $$; {start}\
+         h=$( {{ {{ {{ tee --output-error=exit -- /dev/fd/7 || kill -TERM 0; }} | {hash} >&8 7>&-; }} 7>&1 | \
+         {{ dd of=/dev/fd/3 bs=1M seek={offset} oflag=seek_bytes conv=notrunc status=none 8>&- \
+         || kill -TERM 0; }}; }} 8>&1 ); \
+         {stop}echo \"part {index} ${{h%% *}}\"",
+        hash = hasher.command(),
+        offset = part.start,
+    )
+}
+
+/// Run on X: sends `parts` of X's verified copy `from`, each over its own `ssh` to `to`
+/// (one connection each, so each has its own cipher on its own core at both ends), into
+/// `receives[i]` (see [`part_receive`]). Prints `$$` first; what the receivers print comes
+/// back interleaved by lines. A part whose ssh fails kills the whole group at once; the
+/// same watcher on stdin as [`send_whole`]'s stops it all when the controller goes away.
+/// With the ssh's upload limit, each part is paced at an even share of it.
+pub fn send_parts(
+    ssh: &HopSsh,
+    from: &str,
+    parts: &[std::ops::Range<u64>],
+    to: &HostSpec,
+    receives: &[String],
+) -> String {
+    let share = ssh
+        .upload_limit
+        .map(|r| (r / parts.len().max(1) as u64).max(1));
+    let sends: String = parts
+        .iter()
+        .zip(receives)
+        .map(|(p, receive)| {
+            let len = p.end - p.start;
+            let pace = share.map_or(String::new(), |r| format!("{{ {}; }} | ", pace(r, len)));
+            format!(
+                "{{ dd if={f} bs=1M skip={skip} count={len} iflag=skip_bytes,count_bytes \
+                 status=none 4<&- | {pace}{ssh} 4<&- || kill -TERM 0; }} & w=\"$w $!\"; ",
+                f = shell_quote(from),
+                skip = p.start,
+                ssh = ssh.command(to, receive),
+            )
+        })
+        .collect();
+    format!(
+        "echo $$; exec 4<&0; {{ cat > /dev/null; kill -TERM 0; }} <&4 > /dev/null 2>&1 & \
+         w=; {sends}wait $w"
+    )
+}
+
 /// Run on X: a chain link to `to`. Reads `OFFSET LENGTH` requests on stdin and sends each
 /// chunk from X's copy (its temporary file while it is still receiving, DEST once renamed) to
 /// the receive loop on `to`, whose acknowledgements come back on stdout.
@@ -1513,6 +1603,91 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_hop_over_several_streams_writes_each_part_in_place_and_hashes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let b_dest = format!("{}/b dir/it's $(x) `y`.bin", dir.path().display());
+        let b_tmp = temp_path(&b_dest, "r", "-t1");
+        let data: Vec<u8> = (0..(5 << 20) + 4321)
+            .map(|i| (i * 37 % 251) as u8)
+            .collect();
+        let from = dir.path().join("-from x");
+        std::fs::write(&from, &data).unwrap();
+        let fake = fake_ssh_dir();
+        let path = format!(
+            "{}:{}",
+            fake.path().display(),
+            std::env::var("PATH").unwrap()
+        );
+        let to = HostSpec::parse("h2", "test").unwrap();
+        let parts = crate::run::split::parts(data.len() as u64, 3);
+        assert_eq!(parts.len(), 3);
+        for limit in [None, Some(64 << 20)] {
+            let _ = std::fs::remove_file(&b_tmp);
+            let hop = HopSsh {
+                accept_new_host_keys: false,
+                connect_timeout_s: 1,
+                upload_limit: limit,
+            };
+            let receives: Vec<String> = parts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| part_receive(&b_dest, &b_tmp, i, p.clone(), Hasher::Openssl, i == 0))
+                .collect();
+            let script = send_parts(&hop, &from.display().to_string(), &parts, &to, &receives);
+            let mut child = std::process::Command::new("setsid")
+                .args(["-w", "sh", "-c", &script])
+                .env("PATH", &path)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stdin = child.stdin.take().unwrap();
+            let mut out = String::new();
+            std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+            let status = child.wait().unwrap();
+            drop(stdin);
+            assert!(status.success(), "{status:?}: {out}");
+            let lines: Vec<&str> = out.lines().collect();
+            // The sender's pid, then each receiver's pid, progress and its part's digest, in
+            // any order.
+            assert!(lines[0].parse::<u32>().is_ok(), "{out}");
+            let pids = lines.iter().filter(|l| l.parse::<u32>().is_ok()).count();
+            assert_eq!(pids, 4, "{out}");
+            for (i, p) in parts.iter().enumerate() {
+                let want = format!(
+                    "part {i} {}",
+                    crate::run::digest::sha256_bytes(&data[p.start as usize..p.end as usize])
+                );
+                assert!(lines.contains(&want.as_str()), "{want} not in {out}");
+            }
+            assert!(lines.iter().all(|l| l.parse::<u32>().is_ok()
+                || l.starts_with("at ")
+                || l.starts_with("part ")));
+            assert!(std::fs::read(&b_tmp).unwrap() == data, "limit {limit:?}");
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&b_tmp).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        assert!(!dir.path().join("x").exists() && !std::path::Path::new("x").exists());
+        // Part 0 creates the copy exclusively: a file already there is never written to.
+        std::fs::write(&b_tmp, b"theirs").unwrap();
+        let out = sh(&format!(
+            "printf abc | sh -c {}",
+            shell_quote(&part_receive(
+                &b_dest,
+                &b_tmp,
+                0,
+                0..3,
+                Hasher::Sha256sum,
+                false
+            ))
+        ));
+        assert!(!out.status.success());
+        assert_eq!(std::fs::read(&b_tmp).unwrap(), b"theirs");
     }
 
     #[test]

@@ -26,6 +26,10 @@ const ALIVE_TIMEOUT: Duration = Duration::from_secs(8);
 pub(super) struct Hosts {
     pub(super) targets: Vec<Target>,
     pub(super) sessions: Vec<Mutex<Option<Arc<Session>>>>,
+    /// For `--streams`: each receiver's further connections, one per extra stream the
+    /// controller feeds it over (a multiplexed connection is one cipher on one core, so the
+    /// streams of one hop cannot share it). Made when first needed, closed with the rest.
+    pub(super) stream_sessions: Vec<Mutex<Vec<Arc<Session>>>>,
     /// The SHA-256 tool of each receiver, from its probe.
     pub(super) hashers: Vec<Mutex<Hasher>>,
     /// The controller's generated ssh_config, when it prefers AES-GCM.
@@ -77,6 +81,7 @@ impl Hosts {
             wire_copies: targets.iter().map(|_| Mutex::new(None)).collect(),
             surveyed: targets.iter().map(|_| Mutex::new(None)).collect(),
             sessions: targets.iter().map(|_| Mutex::new(None)).collect(),
+            stream_sessions: targets.iter().map(|_| Mutex::new(Vec::new())).collect(),
             hashers: targets
                 .iter()
                 .map(|_| Mutex::new(Hasher::Sha256sum))
@@ -112,7 +117,17 @@ impl Hosts {
         script: &str,
         stdin: std::os::fd::OwnedFd,
     ) -> Result<openssh::Child<Arc<Session>>, TransportError> {
-        let s = self.session(h)?;
+        self.spawn_fed_on(h, self.session(h)?, script, stdin).await
+    }
+
+    /// [`Self::spawn_fed`] over `s`, one of `h`'s connections.
+    pub(super) async fn spawn_fed_on(
+        &self,
+        h: HostId,
+        s: Arc<Session>,
+        script: &str,
+        stdin: std::os::fd::OwnedFd,
+    ) -> Result<openssh::Child<Arc<Session>>, TransportError> {
         Session::to_raw_command(s, script::sh_c(script))
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::piped())
@@ -182,6 +197,33 @@ impl Hosts {
                 host: self.name(h),
                 reason: "not connected".into(),
             })
+    }
+
+    /// Connection `i` of `h` for a hop over several streams: its own (`i` = 0), or the
+    /// `i`-th of its stream connections, made now if it does not exist yet.
+    pub(super) async fn stream_session(
+        &self,
+        h: HostId,
+        i: usize,
+    ) -> Result<Arc<Session>, TransportError> {
+        if i == 0 {
+            return self.session(h);
+        }
+        if let Some(s) = self.stream_sessions[h.index() - 1]
+            .lock()
+            .unwrap()
+            .get(i - 1)
+        {
+            return Ok(Arc::clone(s));
+        }
+        // The streams of a hop ask at once, so connections may be made in any order; each
+        // stream still gets one of its own.
+        let s = Arc::new(self.connect(h).await?);
+        self.stream_sessions[h.index() - 1]
+            .lock()
+            .unwrap()
+            .push(Arc::clone(&s));
+        Ok(s)
     }
 
     pub(super) fn remote_err(&self, h: HostId, reason: impl Into<String>) -> TransportError {
@@ -275,7 +317,7 @@ impl Hosts {
     /// told; once they are gone, sshd ends every session of the run, and the watchers in the
     /// hop snippets stop their pipelines. Temporary files stay (see [`Self::leftovers`]).
     pub fn drop_connections_now(&self) {
-        let sockets: Vec<PathBuf> = self
+        let mut sockets: Vec<PathBuf> = self
             .sessions
             .iter()
             .filter_map(|s| {
@@ -283,6 +325,11 @@ impl Hosts {
                 s.as_ref().map(|s| s.control_socket().to_path_buf())
             })
             .collect();
+        for extra in &self.stream_sessions {
+            if let Ok(v) = extra.lock() {
+                sockets.extend(v.iter().map(|s| s.control_socket().to_path_buf()));
+            }
+        }
         let mut children: Vec<_> = sockets
             .iter()
             .filter_map(|ctl| {

@@ -967,7 +967,7 @@ async fn read_reports(
                 }
                 n
             }
-            None => continue,
+            Some(Report::Part(..)) | None => continue,
         };
         let n = n.min(size);
         counters.set(to, n);

@@ -10,6 +10,7 @@
 //! - `ssh/reports.rs`: reading what the snippets print;
 //! - `ssh/config.rs`: the controller's ssh_config;
 //! - `WholeFileHops` (`ssh/whole.rs`): the transport of linear and bounce;
+//! - `ssh/parts.rs`: a whole-file hop cut into several streams (`--streams`);
 //! - `ChainLinks` (`ssh/link.rs`): the transport of the chain, whose streams can change
 //!   without touching whole-file hops.
 //!
@@ -32,6 +33,7 @@ mod hosts;
 mod install;
 mod link;
 mod pack;
+mod parts;
 mod probe;
 mod registry;
 mod reports;
@@ -56,6 +58,9 @@ pub struct SshOptions {
     pub fsync: bool,
     /// `--limit-rate`: the most each host, the controller included, uploads per second.
     pub limit_rate: Option<u64>,
+    /// `--streams`: the ssh streams each whole-file hop is cut into (see
+    /// [`super::split`]); 1 sends each hop as one stream.
+    pub streams: u32,
 }
 
 /// The file being sent, as read once on the controller.

@@ -311,10 +311,14 @@ impl Hosts {
                 .into_iter()
                 .flatten()
                 .collect();
-        let closing = self.sessions.iter().enumerate().filter_map(|(i, s)| {
-            let taken = s.lock().unwrap().take()?;
+        let mut taken: Vec<(HostId, Arc<openssh::Session>)> = Vec::new();
+        for (i, (s, extra)) in self.sessions.iter().zip(&self.stream_sessions).enumerate() {
             let h = HostId(i as u32 + 1);
-            Some(async move {
+            taken.extend(s.lock().unwrap().take().map(|s| (h, s)));
+            taken.extend(extra.lock().unwrap().drain(..).map(|s| (h, s)));
+        }
+        let closing = taken.into_iter().map(|(h, taken)| {
+            async move {
                 match Arc::try_unwrap(taken) {
                     Ok(s) => {
                         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -338,7 +342,7 @@ impl Hosts {
                         left: vec!["the controller's ssh master process".into()],
                     }),
                 }
-            })
+            }
         });
         failures.extend(join_all(closing).await.into_iter().flatten());
         failures

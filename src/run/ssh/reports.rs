@@ -15,6 +15,9 @@ pub(super) enum Report {
     At(u64),
     /// `end N DIGEST`: the input ended after N bytes, whose SHA-256 is DIGEST.
     End(u64, String),
+    /// `part I DIGEST`: part I of a hop over several streams ended, and the SHA-256 of what
+    /// was written of it is DIGEST (see `script::part_receive`).
+    Part(u64, String),
 }
 
 impl Report {
@@ -24,34 +27,54 @@ impl Report {
         match kind {
             "at" => Some(Report::At(n)),
             "end" => Some(Report::End(n, words.next()?.to_string())),
+            "part" => Some(Report::Part(n, words.next()?.to_string())),
             _ => None,
         }
     }
 }
 
-/// Reads a whole-file receiver's reports to their end (see [`script::stream_receive`](super::super::script::stream_receive)),
-/// passing its byte counts to `counters` if given, and returns its `end` report: the bytes
-/// written and their digest.
-pub(super) async fn read_end_report(
-    mut stdout: BufReader<openssh::ChildStdout>,
-    counters: Option<(&ByteCounters, HostId)>,
-) -> Option<(u64, String)> {
+/// What a whole-file hop's receivers reported at their end.
+#[derive(Debug, Default)]
+pub(super) struct Ends {
+    /// The `end` report: the bytes written and their digest.
+    pub end: Option<(u64, String)>,
+    /// The `part` reports of a hop over several streams, by part.
+    pub parts: Vec<(u64, String)>,
+}
+
+/// Where a receiver's `at` reports go: the host's byte counter, never above `cap`.
+pub(super) type Progress<'a> = (&'a ByteCounters, HostId, u64);
+
+/// Reads a whole-file hop's reports to their end (see
+/// [`script::stream_receive`](super::super::script::stream_receive) and
+/// [`script::part_receive`](super::super::script::part_receive)), passing byte counts to
+/// `progress` if given and the receivers' pid lines to `on_pid`.
+pub(super) async fn read_reports<R: AsyncRead + Unpin>(
+    mut stdout: BufReader<R>,
+    progress: Option<Progress<'_>>,
+    on_pid: &(dyn Fn(u32) + Sync),
+) -> Ends {
     let mut line = String::new();
-    let mut end = None;
+    let mut ends = Ends::default();
     loop {
         line.clear();
         match stdout.read_line(&mut line).await {
-            Ok(0) | Err(_) => return end,
+            Ok(0) | Err(_) => return ends,
             Ok(_) => {}
         }
         match Report::parse(&line) {
             Some(Report::At(n)) => {
-                if let Some((c, to)) = counters {
-                    c.set(to, n);
+                if let Some((c, to, cap)) = progress {
+                    c.set(to, n.min(cap));
                 }
             }
-            Some(Report::End(n, digest)) => end = Some((n, digest)),
-            None => {}
+            Some(Report::End(n, digest)) => ends.end = Some((n, digest)),
+            Some(Report::Part(i, digest)) => ends.parts.push((i, digest)),
+            None => {
+                if let Ok(pid) = line.trim().parse() {
+                    on_pid(pid);
+                }
+            }
         }
     }
 }
@@ -177,7 +200,11 @@ mod tests {
             Report::parse("end 13 0c7b\n"),
             Some(Report::End(13, "0c7b".into()))
         );
-        for bad in ["", "at", "at x", "end 13", "ok 0", "12345"] {
+        assert_eq!(
+            Report::parse("part 2 0c7b\n"),
+            Some(Report::Part(2, "0c7b".into()))
+        );
+        for bad in ["", "at", "at x", "end 13", "part 1", "ok 0", "12345"] {
             assert_eq!(Report::parse(bad), None, "{bad:?}");
         }
     }

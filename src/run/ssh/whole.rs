@@ -13,11 +13,12 @@ use tokio::io::BufReader;
 use crate::core::{HostId, Transfer};
 
 use super::super::script;
+use super::super::split;
 use super::super::transport::{CleanupFailure, Prepared, ThenOutcome, Transport, TransportError};
 use super::feed;
 use super::hosts::Hosts;
 use super::reports::{
-    collect, error_chain, failure_text, join, last_lines, read_end_report, read_pid,
+    collect, error_chain, failure_text, join, last_lines, read_pid, read_reports, Ends,
 };
 
 /// The transport of the whole-file strategies.
@@ -34,6 +35,12 @@ impl std::ops::Deref for WholeFileHops {
 
 impl WholeFileHops {
     pub(super) async fn hop_whole(&self, t: Transfer) -> Result<(), TransportError> {
+        let size = self.src.send_size();
+        let parts = split::parts(size, self.opts.streams);
+        // A host that compresses its DEST on the way has no compressed copy to cut.
+        if parts.len() > 1 && (t.from == HostId::SOURCE || self.send_from(t.from).1.is_none()) {
+            return self.hop_parts(t, &parts).await;
+        }
         let key = self.new_key();
         let to = self.target(t.to).clone();
         let tmp = script::temp_path(&to.dest, &self.run_id, &format!("-t{}", t.id.0));
@@ -43,7 +50,6 @@ impl WholeFileHops {
         if decode.is_some() {
             self.add_temp(t.to, &dec);
         }
-        let size = self.src.send_size();
         let behind = self.unpack_behind(t.to);
         let receive = script::stream_receive_unpacking(
             &to.dest,
@@ -55,61 +61,8 @@ impl WholeFileHops {
         self.counters.set(t.to, 0);
         let res = async {
             let end = if t.from == HostId::SOURCE {
-                // The controller counts what it sends; the receiver's reports only end it.
-                let mut feed = feed::Feed::start(
-                    self.src.send_path(),
-                    0,
-                    size,
-                    Some((Arc::clone(&self.counters), t.to)),
-                    self.pacer.clone(),
-                )
-                .map_err(|e| self.remote_err(t.to, format!("cannot make a pipe: {e}")))?;
-                let reader = feed.reader.take().expect("taken once");
-                let mut child = self.spawn_fed(t.to, &receive, reader).await?;
-                let stderr = collect(child.stderr().take());
-                let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
-                let pid = read_pid(&mut stdout).await;
-                let pid = match pid {
-                    Some(p) => p,
-                    None => {
-                        let err = last_lines(&stderr.await.unwrap_or_default());
-                        let why = if err.is_empty() {
-                            "the receiver did not start: its session closed".to_string()
-                        } else {
-                            err
-                        };
-                        return Err(self.remote_err(t.to, why));
-                    }
-                };
-                self.register_proc(key, t.to, pid);
-                let (sent, end) = tokio::join!(feed.finished(), read_end_report(stdout, None));
-                let sent = sent.map_err(|e| match e {
-                    feed::FeedError::Read(reason) => TransportError::Local {
-                        path: self.src.path.display().to_string(),
-                        reason,
-                    },
-                    feed::FeedError::Send(e) => {
-                        self.remote_err(t.to, format!("connection closed while sending: {e}"))
-                    }
-                });
-                let status = child.wait().await;
-                let err = stderr.await.unwrap_or_default();
-                // When the receiver fails (a full disk, say) our writes fail with a broken
-                // pipe; the receiver's own message is the one that names the cause.
-                if let Ok(st) = &status {
-                    if !st.success() && !last_lines(&err).is_empty() {
-                        return Err(self.remote_err(t.to, failure_text(err.as_bytes(), st.code())));
-                    }
-                }
-                sent?;
-                match status {
-                    Ok(s) if s.success() => {}
-                    Ok(s) => {
-                        return Err(self.remote_err(t.to, failure_text(err.as_bytes(), s.code())))
-                    }
-                    Err(e) => return Err(self.remote_err(t.to, join(&err, &error_chain(&e)))),
-                }
-                end
+                let session = self.session(t.to)?;
+                self.fed(key, t.to, session, &receive, 0..size).await?.end
             } else {
                 let (from, compressing) = self.send_from(t.from);
                 let from = match compressing {
@@ -128,7 +81,9 @@ impl WholeFileHops {
                 if let Some(p) = read_pid(&mut stdout).await {
                     self.register_proc(key, t.to, p);
                 }
-                let end = read_end_report(stdout, Some((&self.counters, t.to))).await;
+                let end = read_reports(stdout, Some((&self.counters, t.to, size)), &|_| {})
+                    .await
+                    .end;
                 let status = child.wait().await;
                 drop(keep_open);
                 let err = stderr.await.unwrap_or_default();
@@ -171,6 +126,72 @@ impl WholeFileHops {
             self.registry.lock().unwrap().procs.remove(&key);
         }
         res
+    }
+}
+
+impl WholeFileHops {
+    /// Feeds bytes `range` of what the hops carry from the controller into `receive`, run on
+    /// `to` over `session` (its connection, or one of its extra ones for `--streams`), and
+    /// returns what the receiver reported at its end. The controller counts what it sends;
+    /// the receiver's reports only end it.
+    pub(super) async fn fed(
+        &self,
+        key: u64,
+        to: HostId,
+        session: Arc<openssh::Session>,
+        receive: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Ends, TransportError> {
+        let mut feed = feed::Feed::start(
+            self.src.send_path(),
+            range.start,
+            range.end - range.start,
+            Some((Arc::clone(&self.counters), to)),
+            self.pacer.clone(),
+        )
+        .map_err(|e| self.remote_err(to, format!("cannot make a pipe: {e}")))?;
+        let reader = feed.reader.take().expect("taken once");
+        let mut child = self.spawn_fed_on(to, session, receive, reader).await?;
+        let stderr = collect(child.stderr().take());
+        let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
+        let pid = match read_pid(&mut stdout).await {
+            Some(p) => p,
+            None => {
+                let err = last_lines(&stderr.await.unwrap_or_default());
+                let why = if err.is_empty() {
+                    "the receiver did not start: its session closed".to_string()
+                } else {
+                    err
+                };
+                return Err(self.remote_err(to, why));
+            }
+        };
+        self.register_proc(key, to, pid);
+        let (sent, ends) = tokio::join!(feed.finished(), read_reports(stdout, None, &|_| {}));
+        let sent = sent.map_err(|e| match e {
+            feed::FeedError::Read(reason) => TransportError::Local {
+                path: self.src.path.display().to_string(),
+                reason,
+            },
+            feed::FeedError::Send(e) => {
+                self.remote_err(to, format!("connection closed while sending: {e}"))
+            }
+        });
+        let status = child.wait().await;
+        let err = stderr.await.unwrap_or_default();
+        // When the receiver fails (a full disk, say) our writes fail with a broken pipe; the
+        // receiver's own message is the one that names the cause.
+        if let Ok(st) = &status {
+            if !st.success() && !last_lines(&err).is_empty() {
+                return Err(self.remote_err(to, failure_text(err.as_bytes(), st.code())));
+            }
+        }
+        sent?;
+        match status {
+            Ok(s) if s.success() => Ok(ends),
+            Ok(s) => Err(self.remote_err(to, failure_text(err.as_bytes(), s.code()))),
+            Err(e) => Err(self.remote_err(to, join(&err, &error_chain(&e)))),
+        }
     }
 }
 

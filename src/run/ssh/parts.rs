@@ -1,0 +1,143 @@
+//! A whole-file hop cut into several ssh streams (`--streams`, see [`crate::run::split`]):
+//! each part of the file goes over its own connection into the receiver's copy at its
+//! offset, hashed on the way, and the copy is installed once every part's digest is the
+//! one the controller computed for it from SRC.
+//!
+//! - controller → Y: one feed per part, each over another of Y's connections (one
+//!   multiplexed connection would put every stream through one cipher on one core);
+//! - X → Y: a pipeline on X runs one `ssh Y` per part ([`script::send_parts`]).
+//!
+//! A copy that arrives compressed, or an archive, still has to be decompressed or unpacked
+//! in order: once its parts are in, it is finished by reading it back, as a copy written by
+//! request is ([`super::hosts::Hosts::finalize_tmp`]).
+
+use std::ops::Range;
+
+use futures_util::future::try_join_all;
+use tokio::io::BufReader;
+
+use crate::core::{HostId, Transfer};
+
+use super::super::script;
+use super::super::transport::TransportError;
+use super::reports::{collect, error_chain, failure_text, join, read_pid, read_reports};
+use super::whole::WholeFileHops;
+
+impl WholeFileHops {
+    /// Sends `t` over one stream per part of `parts`, then verifies and installs the copy.
+    pub(super) async fn hop_parts(
+        &self,
+        t: Transfer,
+        parts: &[Range<u64>],
+    ) -> Result<(), TransportError> {
+        let key = self.new_key();
+        let to = self.target(t.to).clone();
+        let tmp = script::temp_path(&to.dest, &self.run_id, &format!("-t{}", t.id.0));
+        self.add_temp(t.to, &tmp);
+        let size = self.src.send_size();
+        let hasher = self.hasher(t.to);
+        let receives: Vec<String> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| script::part_receive(&to.dest, &tmp, i, p.clone(), hasher, i == 0))
+            .collect();
+        self.counters.set(t.to, 0);
+        let res = async {
+            let mut got: Vec<(u64, String)> = if t.from == HostId::SOURCE {
+                let feeds = parts
+                    .iter()
+                    .zip(&receives)
+                    .enumerate()
+                    .map(|(i, (p, r))| async move {
+                        let session = self.stream_session(t.to, i).await?;
+                        Ok::<_, TransportError>(
+                            self.fed(key, t.to, session, r, p.clone()).await?.parts,
+                        )
+                    });
+                try_join_all(feeds).await?.into_iter().flatten().collect()
+            } else {
+                self.sent_by_host(key, t, parts, &receives, size).await?
+            };
+            got.sort();
+            let want = self
+                .src
+                .digest
+                .all()
+                .await
+                .map_err(|reason| TransportError::Local {
+                    path: self.src.path.display().to_string(),
+                    reason,
+                })?;
+            let whole = got.len() == parts.len()
+                && got
+                    .iter()
+                    .enumerate()
+                    .all(|(i, (j, d))| *j == i as u64 && want.parts.get(i) == Some(d));
+            if whole && !self.src.sends_copy() {
+                // Every part hashed as it was written: only the rename is left.
+                self.install_tmp(t.to, &tmp).await
+            } else {
+                // A copy to decompress or unpack in order, or a part that was not what SRC
+                // holds there: reading it back says which, and names a mismatch.
+                self.finalize_tmp(t.to, &tmp).await
+            }
+        }
+        .await;
+        if res.is_err() {
+            let mut files = vec![(t.to, tmp.clone())];
+            if self.src.codec().is_some() {
+                files.push((t.to, script::decoded_path(&tmp)));
+            }
+            self.kill(key, &files).await;
+            self.counters.set(t.to, 0);
+        } else {
+            self.registry.lock().unwrap().procs.remove(&key);
+        }
+        res
+    }
+
+    /// The X → Y half of [`Self::hop_parts`]: runs [`script::send_parts`] on X and returns
+    /// the parts' digests its receivers reported.
+    async fn sent_by_host(
+        &self,
+        key: u64,
+        t: Transfer,
+        parts: &[Range<u64>],
+        receives: &[String],
+        size: u64,
+    ) -> Result<Vec<(u64, String)>, TransportError> {
+        let (from, _) = self.send_from(t.from);
+        let to = self.target(t.to);
+        let script = script::send_parts(&self.hop_ssh, &from, parts, &to.spec, receives);
+        let mut child = self.spawn(t.from, &script).await?;
+        // Held open until the hop ends: its closing tells the watcher on X to stop.
+        let keep_open = child.stdin().take();
+        let stderr = collect(child.stderr().take());
+        let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
+        if let Some(p) = read_pid(&mut stdout).await {
+            self.register_proc(key, t.from, p);
+        }
+        let ends = read_reports(stdout, Some((&self.counters, t.to, size)), &|pid| {
+            self.register_proc(key, t.to, pid)
+        })
+        .await;
+        let status = child.wait().await;
+        drop(keep_open);
+        let err = stderr.await.unwrap_or_default();
+        let hop = format!("{} -> {}", self.name(t.from), self.name(t.to));
+        match status {
+            Ok(s) if s.success() => {
+                self.counters.set(t.to, size);
+                Ok(ends.parts)
+            }
+            Ok(s) => Err(TransportError::Remote {
+                host: hop,
+                reason: failure_text(err.as_bytes(), s.code()),
+            }),
+            Err(e) => Err(TransportError::Remote {
+                host: hop,
+                reason: join(&err, &error_chain(&e)),
+            }),
+        }
+    }
+}
