@@ -29,7 +29,8 @@
 //! and two hosts, `bounce-run` next to plain ssh pushes and tee chains timed in the same
 //! run, with the whole machine's CPU seconds (from `/proc/stat`; the lab's processes are not
 //! children of the benchmark) and the CPU of each kind of process (ssh client, sshd,
-//! digest, copies and relays, the controller), sampled from `/proc/PID/stat`.
+//! digest, copies and relays, the controller), sampled from `/proc/PID/stat`; and `--streams`
+//! 2 and 4 next to the same strategy over one stream.
 //!
 //! A third part (`stock`) runs the chain where users run it: Debian's stock ssh and sshd
 //! configurations, hosts addressed by IP (`LabConfig::stock`), 8 hosts at 100 Mbit/s with
@@ -308,17 +309,49 @@ fn connect_all(lab: &Lab, addrs: &[String], hop: bool) -> Result<f64, String> {
 /// The simulator's model of bounce-run's streamed chain ([`bounce::sim::streamed_chain`], the
 /// one `bounce-run --dry-run` and `bounce-sim plan` use): hosts join one after another over
 /// `setup` seconds (`--join-interval setup/C`), each link is set up once both its ends have
-/// joined, and each hop holds the stream back by [`bounce::run::STREAM_HOP_DELAY`].
-fn streamed_chain(cal: &Calibration, setup: f64) -> Result<f64, String> {
+/// joined, and each hop holds the stream back by [`bounce::run::STREAM_HOP_DELAY`] plus
+/// `queue` seconds, what a busy link's queue holds (see [`queue_delay`]).
+fn streamed_chain(cal: &Calibration, setup: f64, queue: f64) -> Result<f64, String> {
     let base = SimConfig {
         latency: Duration::from_secs_f64(cal.latency),
         join_interval: Duration::from_secs_f64(setup / cal.hosts as f64),
         ..SimConfig::new(cal.hosts as u32, cal.size as u64, cal.bandwidth)
     };
-    let cfg = bounce::sim::streamed_chain(&base, bounce::run::STREAM_HOP_DELAY, u64::MAX);
+    let hop_delay = bounce::run::STREAM_HOP_DELAY + Duration::from_secs_f64(queue);
+    let cfg = bounce::sim::streamed_chain(&base, hop_delay, u64::MAX);
     simulate(StrategyKind::Chain, &cfg)
         .map(|r| r.makespan)
         .map_err(|e| format!("bounce-sim: {e}"))
+}
+
+/// How long a byte waits in a busy link's queue: the round trip the kernel measures on a
+/// bulk push's TCP connection halfway through (`ss -ti`'s `rtt`), less the least it ever
+/// measured on it (`minrtt`, the empty path). TCP fills whatever queue a link has (here the
+/// lab's `tbf`), and in a chain every hop's link is busy, so the last byte waits in each of
+/// them: the model adds it to every hop's delay.
+fn queue_delay(lab: &Lab, mut push: Command, t1: f64, addr: &str) -> Result<f64, String> {
+    let mut child = push
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_secs_f64(t1 / 2.0));
+    let out = lab
+        .controller("ss")
+        .args(["-tin", "dst", addr, "dport", "=", "22"])
+        .output()
+        .map_err(|e| format!("ss: {e}"))?;
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> Option<f64> {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.split('/').next()?.parse().ok())
+    };
+    match (field("rtt:"), field("minrtt:")) {
+        (Some(rtt), Some(min)) => Ok((rtt - min).max(0.0) / 1000.0),
+        _ => Err(format!("no rtt in ss's answer: {text}")),
+    }
 }
 
 /// The closed forms of DESIGN.md §2 with one setup latency per hop on the critical path:
@@ -811,6 +844,10 @@ fn cpu_part() {
         ),
     )
     .unwrap();
+    let streams = |mut c: Command, n: &str| {
+        c.args(["--streams", n]);
+        c
+    };
     type Make<'a> = Box<dyn Fn() -> Command + 'a>;
     let plain = format!("cat > '{dest}'");
     let rows: Vec<(String, Option<usize>, &'static str, usize, Make)> = vec![
@@ -920,6 +957,42 @@ fn cpu_part() {
             2,
             Box::new(|| bounce("chain", "h1,h2")),
         ),
+        // --streams: each row against the same strategy over one stream (rows 10 and 13).
+        (
+            "bounce-run linear -H h1".into(),
+            Some(0),
+            "",
+            1,
+            Box::new(|| bounce("linear", "h1")),
+        ),
+        (
+            "bounce-run linear -H h1 --streams 2".into(),
+            Some(10),
+            "",
+            1,
+            Box::new(|| streams(bounce("linear", "h1"), "2")),
+        ),
+        (
+            "bounce-run linear -H h1 --streams 4".into(),
+            Some(10),
+            "",
+            1,
+            Box::new(|| streams(bounce("linear", "h1"), "4")),
+        ),
+        (
+            "bounce-run bounce -H h1,h2".into(),
+            None,
+            "",
+            2,
+            Box::new(|| bounce("bounce", "h1,h2")),
+        ),
+        (
+            "bounce-run bounce -H h1,h2 --streams 2".into(),
+            Some(13),
+            "",
+            2,
+            Box::new(|| streams(bounce("bounce", "h1,h2"), "2")),
+        ),
     ];
     let mut table: Vec<CpuRow> = Vec::new();
     for (name, baseline, target, hosts, make) in &rows {
@@ -1010,7 +1083,7 @@ fn cpu_part() {
     }
     println!(
         "\nratio: wall time over the row's baseline in the same run (plain ssh for one host, \
-         the tee chain for two). CPU s: the whole machine's busy CPU during the command. The \
+         the tee chain for two, the same strategy over one stream for --streams). CPU s: the whole machine's busy CPU during the command. The \
          last columns split it by process kind, per GiB delivered (GiB × hosts): ssh client, \
          sshd, digest (openssl or sha256sum), copy (tee, tail, head, cat, dd), controller \
          (bounce-run), other (shells, stat, sleep; short-lived processes are partly missed).\n"
@@ -1027,7 +1100,7 @@ fn stock_part() {
     println!("bounce lab benchmark, stock part: Debian's ssh and sshd configs, hosts by IP, median of {reps}");
     println!();
     println!(
-        "{:<28} {:>7} {:>8} {:>9} {:>7} {:>7} {:>8} {:>8} {:>7} {:>8} {:>8}",
+        "{:<28} {:>7} {:>8} {:>9} {:>7} {:>7} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8}",
         "workload",
         "t1 s",
         "chain s",
@@ -1038,7 +1111,8 @@ fn stock_part() {
         "error %",
         "lat ms",
         "conn s",
-        "hops s"
+        "hops s",
+        "queue ms"
     );
     for part in spec.split(',') {
         let fields: Vec<&str> = part.trim().split(':').collect();
@@ -1142,7 +1216,11 @@ fn stock_part() {
             bounce::units::format_size(size)
         );
         let cal = Calibration::new(size, t1, latency, chunk as u64, hosts);
-        let sim = streamed_chain(&cal, hop_all_s);
+        let queue = queue_delay(&lab, push(&src), t1, &addrs[0]).unwrap_or_else(|e| {
+            eprintln!("queue delay not measured ({e}); the model assumes none");
+            0.0
+        });
+        let sim = streamed_chain(&cal, hop_all_s, queue);
         match failure {
             Some(e) => println!("{name:<28} {t1:>7.2} failed: {e}"),
             None => {
@@ -1156,9 +1234,10 @@ fn stock_part() {
                     Err(e) => (e, "-".into()),
                 };
                 println!(
-                    "{name:<28} {t1:>7.2} {wall:>8.2} {:>9.2} {target:>7} {setup:>7.2} {sim_s:>8} {err:>8} {:>7.0} {connect_all_s:>8.2} {hop_all_s:>8.2}",
+                    "{name:<28} {t1:>7.2} {wall:>8.2} {:>9.2} {target:>7} {setup:>7.2} {sim_s:>8} {err:>8} {:>7.0} {connect_all_s:>8.2} {hop_all_s:>8.2} {:>8.0}",
                     wall / t1,
-                    latency * 1000.0
+                    latency * 1000.0,
+                    queue * 1000.0
                 );
             }
         }
@@ -1170,8 +1249,9 @@ fn stock_part() {
          the same with each host then connecting to the next (`ssh IP 'ssh NEXT true'`), a \
          chain's setup per host when all share the lab's cores; sim: bounce::sim's model of \
          the streamed chain, with B and the per-connection latency calibrated from t1 and a \
-         one-byte hop, hosts joining evenly over hops (--join-interval hops/C), and half a \
-         relay poll (25 ms) held back per hop.\n"
+         one-byte hop, hosts joining evenly over hops (--join-interval hops/C), and held back \
+         per hop by half a relay poll (25 ms) and by queue: what a busy link's queue delays a \
+         byte, measured as a push's TCP round trip halfway through less its least (ss -ti).\n"
     );
 }
 
