@@ -499,35 +499,35 @@ pub fn send_whole(
     )
 }
 
+/// Creates `tmp`, the copy a hop over several streams (`--streams`) writes its parts into,
+/// exclusively (see `create_exclusive`), and prints its identity, `DEVICE:INODE`: each
+/// part's receiver ([`part_receive`]) writes only into that very file.
+pub fn create_for_parts(dest: &str, tmp: &str) -> String {
+    format!(
+        "{}; stat -L -c %d:%i /dev/fd/3",
+        create_exclusive(dest, tmp)
+    )
+}
+
 /// Receives part `index`, bytes `part`, of a hop cut into several streams (`--streams`, see
 /// [`crate::run::split`]) on stdin, writing it in place into `tmp`, and hashing it on the
-/// way. Part 0's receiver creates `tmp` exclusively (see `create_exclusive`); the others wait
-/// for that file (at most [`RELAY_WAIT_S`] seconds) and open it, never through a symlink.
-/// Prints `$$` once `tmp` is open, then, once its input ends, `part INDEX DIGEST`: the
-/// SHA-256 of exactly what it wrote. A short or altered part has another digest, so no
-/// byte count is needed. With `report`, it also prints `at N` twice a second, N being the
-/// bytes the copy holds on disk so far over all parts (its allocated blocks: the parts
-/// write at different offsets, so the file's size says nothing). A failed write kills its
-/// process group at once, with the cause on stderr.
+/// way. `tmp` was made by [`create_for_parts`], which printed `file`: the part is written
+/// only if what it opens is that file, a regular file of this login's, not a symlink (the
+/// open never creates a file). Prints `$$` once `tmp` is open, then, once its input ends,
+/// `part INDEX DIGEST`: the SHA-256 of exactly what it wrote. A short or altered part has
+/// another digest, so no byte count is needed. With `report`, it also prints `at N` twice a
+/// second, N being the bytes the copy holds on disk so far over all parts (its allocated
+/// blocks: the parts write at different offsets, so the file's size says nothing). A failed
+/// write kills its process group at once, with the cause on stderr.
 pub fn part_receive(
-    dest: &str,
     tmp: &str,
+    file: &str,
     index: usize,
     part: std::ops::Range<u64>,
     hasher: Hasher,
     report: bool,
 ) -> String {
     let t = shell_quote(tmp);
-    let open = if index == 0 {
-        create_exclusive(dest, tmp)
-    } else {
-        format!(
-            "i=0; until [ -f {t} ] && [ ! -L {t} ]; do i=$((i + 1)); \
-             [ $i -le {tries} ] || {{ echo \"no file \"{t}\" to write part {index} into\" >&2; exit 1; }}; \
-             sleep 0.05; done; exec 3<> {t} && [ -f /dev/fd/3 ] || exit 1",
-            tries = RELAY_WAIT_S * 20,
-        )
-    };
     let (start, stop) = if report {
         (
             format!(
@@ -539,14 +539,21 @@ pub fn part_receive(
     } else {
         (String::new(), "")
     };
-    // tee hands each block to the hasher and, through fd 7, to the dd that writes it at the
-    // part's offset (tee itself cannot seek); the digest comes back on fd 8.
+    // Opened for reading, which creates nothing; dd opens it again through /dev/fd/3 to
+    // write, which reaches the same file whatever is at the name by then. tee hands each
+    // block to the hasher and, through fd 7, to that dd, which writes it at the part's
+    // offset (tee itself cannot seek); the digest comes back on fd 8.
     format!(
-        "{open}; echo $$; {start}\
+        "if [ -L {t} ] || [ ! -f {t} ]; then echo \"no copy at \"{t}\" to write part {index} into\" >&2; exit 1; fi; \
+         exec 3< {t} || exit 1; \
+         if [ \"$(stat -L -c %d:%i /dev/fd/3)\" != {file} ] || [ ! -O /dev/fd/3 ]; then \
+         echo \"refusing to write part {index} into \"{t}\": not the copy this run made\" >&2; exit 1; fi; \
+         echo $$; {start}\
          h=$( {{ {{ {{ tee --output-error=exit -- /dev/fd/7 || kill -TERM 0; }} | {hash} >&8 7>&-; }} 7>&1 | \
          {{ dd of=/dev/fd/3 bs=1M seek={offset} oflag=seek_bytes conv=notrunc status=none 8>&- \
          || kill -TERM 0; }}; }} 8>&1 ); \
          {stop}echo \"part {index} ${{h%% *}}\"",
+        file = shell_quote(file),
         hash = hasher.command(),
         offset = part.start,
     )
@@ -575,8 +582,9 @@ pub fn send_parts(
             let len = p.end - p.start;
             let pace = share.map_or(String::new(), |r| format!("{{ {}; }} | ", pace(r, len)));
             format!(
-                "{{ dd if={f} bs=1M skip={skip} count={len} iflag=skip_bytes,count_bytes \
-                 status=none 4<&- | {pace}{ssh} 4<&- || kill -TERM 0; }} & w=\"$w $!\"; ",
+                "{{ {{ dd if={f} bs=1M skip={skip} count={len} iflag=skip_bytes,count_bytes \
+                 status=none 4<&- || kill -TERM 0; }} | {pace}{ssh} 4<&- || kill -TERM 0; }} & \
+                 w=\"$w $!\"; ",
                 f = shell_quote(from),
                 skip = p.start,
                 ssh = ssh.command(to, receive),
@@ -1626,6 +1634,9 @@ mod tests {
         assert_eq!(parts.len(), 3);
         for limit in [None, Some(64 << 20)] {
             let _ = std::fs::remove_file(&b_tmp);
+            let made = sh(&create_for_parts(&b_dest, &b_tmp));
+            assert!(made.status.success(), "{made:?}");
+            let file = String::from_utf8(made.stdout).unwrap().trim().to_string();
             let hop = HopSsh {
                 accept_new_host_keys: false,
                 connect_timeout_s: 1,
@@ -1634,7 +1645,7 @@ mod tests {
             let receives: Vec<String> = parts
                 .iter()
                 .enumerate()
-                .map(|(i, p)| part_receive(&b_dest, &b_tmp, i, p.clone(), Hasher::Openssl, i == 0))
+                .map(|(i, p)| part_receive(&b_tmp, &file, i, p.clone(), Hasher::Openssl, i == 0))
                 .collect();
             let script = send_parts(&hop, &from.display().to_string(), &parts, &to, &receives);
             let mut child = std::process::Command::new("setsid")
@@ -1673,21 +1684,51 @@ mod tests {
             assert_eq!(mode, 0o600);
         }
         assert!(!dir.path().join("x").exists() && !std::path::Path::new("x").exists());
-        // Part 0 creates the copy exclusively: a file already there is never written to.
+        // The copy is made exclusively: a file already there is never written to.
+        let theirs = dir.path().join("theirs");
         std::fs::write(&b_tmp, b"theirs").unwrap();
-        let out = sh(&format!(
-            "printf abc | sh -c {}",
-            shell_quote(&part_receive(
-                &b_dest,
-                &b_tmp,
-                0,
-                0..3,
-                Hasher::Sha256sum,
-                false
-            ))
-        ));
-        assert!(!out.status.success());
+        assert!(!sh(&create_for_parts(&b_dest, &b_tmp)).status.success());
         assert_eq!(std::fs::read(&b_tmp).unwrap(), b"theirs");
+        // A part writes only into the file the run made: not another file put in its place,
+        // not through a symlink, and it creates nothing where the copy went missing.
+        let receive = |file: &str| {
+            sh(&format!(
+                "printf abc | sh -c {}",
+                shell_quote(&part_receive(
+                    &b_tmp,
+                    file,
+                    1,
+                    0..3,
+                    Hasher::Sha256sum,
+                    false
+                ))
+            ))
+        };
+        let other = receive("1:1");
+        assert!(!other.status.success());
+        assert!(String::from_utf8_lossy(&other.stderr).contains("not the copy this run made"));
+        assert_eq!(std::fs::read(&b_tmp).unwrap(), b"theirs");
+        std::fs::rename(&b_tmp, &theirs).unwrap();
+        std::os::unix::fs::symlink(&theirs, &b_tmp).unwrap();
+        let id = String::from_utf8(
+            sh(&format!(
+                "stat -L -c %d:%i {}",
+                shell_quote(&theirs.display().to_string())
+            ))
+            .stdout,
+        )
+        .unwrap();
+        assert!(
+            !receive(id.trim()).status.success(),
+            "written through a symlink"
+        );
+        assert_eq!(std::fs::read(&theirs).unwrap(), b"theirs");
+        std::fs::remove_file(&b_tmp).unwrap();
+        assert!(!receive(id.trim()).status.success());
+        assert!(
+            !std::path::Path::new(&b_tmp).exists(),
+            "a part created the copy"
+        );
     }
 
     #[test]

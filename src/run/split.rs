@@ -14,9 +14,10 @@ use std::ops::Range;
 /// blocks.
 pub const ALIGN: u64 = 1 << 20;
 
-/// The most streams a hop may use: beyond this, more ssh handshakes per hop cost more
-/// than any host has cores to use.
-pub const MAX_STREAMS: u32 = 16;
+/// The most streams a hop may use. All of a hop's streams connect to its receiver at once,
+/// and sshd's default `MaxStartups 10:30:100` starts refusing logins beyond 10 unfinished
+/// at a time: 8 leaves room for the controller's own and another hop's.
+pub const MAX_STREAMS: u32 = 8;
 
 /// The parts of a file of `size` bytes for `streams` streams: at most `streams`
 /// contiguous ranges covering `0..size` exactly once, every one but the last a whole

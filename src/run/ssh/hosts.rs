@@ -29,7 +29,7 @@ pub(super) struct Hosts {
     /// For `--streams`: each receiver's further connections, one per extra stream the
     /// controller feeds it over (a multiplexed connection is one cipher on one core, so the
     /// streams of one hop cannot share it). Made when first needed, closed with the rest.
-    pub(super) stream_sessions: Vec<Mutex<Vec<Arc<Session>>>>,
+    pub(super) stream_sessions: Vec<Mutex<StreamSessions>>,
     /// The SHA-256 tool of each receiver, from its probe.
     pub(super) hashers: Vec<Mutex<Hasher>>,
     /// The controller's generated ssh_config, when it prefers AES-GCM.
@@ -49,6 +49,15 @@ pub(super) struct Hosts {
     /// For a tree, the stale files each host's survey swept, until its `prepare` reports
     /// them; `None` for a host not surveyed.
     pub(super) surveyed: Vec<Mutex<Option<Vec<String>>>>,
+}
+
+/// A receiver's connections for `--streams` beyond its own.
+#[derive(Default)]
+pub(super) struct StreamSessions {
+    /// The connection each extra stream (1, 2, …) is fed over.
+    pub(super) by_stream: std::collections::HashMap<usize, Arc<Session>>,
+    /// Connections found dead and replaced, still to be closed at shutdown.
+    pub(super) retired: Vec<Arc<Session>>,
 }
 
 impl Hosts {
@@ -81,7 +90,10 @@ impl Hosts {
             wire_copies: targets.iter().map(|_| Mutex::new(None)).collect(),
             surveyed: targets.iter().map(|_| Mutex::new(None)).collect(),
             sessions: targets.iter().map(|_| Mutex::new(None)).collect(),
-            stream_sessions: targets.iter().map(|_| Mutex::new(Vec::new())).collect(),
+            stream_sessions: targets
+                .iter()
+                .map(|_| Mutex::new(StreamSessions::default()))
+                .collect(),
             hashers: targets
                 .iter()
                 .map(|_| Mutex::new(Hasher::Sha256sum))
@@ -200,7 +212,8 @@ impl Hosts {
     }
 
     /// Connection `i` of `h` for a hop over several streams: its own (`i` = 0), or the
-    /// `i`-th of its stream connections, made now if it does not exist yet.
+    /// `i`-th of its stream connections, made now if it does not exist yet or has died (the
+    /// dead one is kept for shutdown to close).
     pub(super) async fn stream_session(
         &self,
         h: HostId,
@@ -209,20 +222,25 @@ impl Hosts {
         if i == 0 {
             return self.session(h);
         }
-        if let Some(s) = self.stream_sessions[h.index() - 1]
+        let known = self.stream_sessions[h.index() - 1]
             .lock()
             .unwrap()
-            .get(i - 1)
-        {
-            return Ok(Arc::clone(s));
+            .by_stream
+            .get(&i)
+            .cloned();
+        if let Some(s) = known {
+            if matches!(
+                tokio::time::timeout(ALIVE_TIMEOUT, s.check()).await,
+                Ok(Ok(()))
+            ) {
+                return Ok(s);
+            }
         }
-        // The streams of a hop ask at once, so connections may be made in any order; each
-        // stream still gets one of its own.
         let s = Arc::new(self.connect(h).await?);
-        self.stream_sessions[h.index() - 1]
-            .lock()
-            .unwrap()
-            .push(Arc::clone(&s));
+        let mut all = self.stream_sessions[h.index() - 1].lock().unwrap();
+        if let Some(old) = all.by_stream.insert(i, Arc::clone(&s)) {
+            all.retired.push(old);
+        }
         Ok(s)
     }
 
@@ -327,7 +345,12 @@ impl Hosts {
             .collect();
         for extra in &self.stream_sessions {
             if let Ok(v) = extra.lock() {
-                sockets.extend(v.iter().map(|s| s.control_socket().to_path_buf()));
+                sockets.extend(
+                    v.by_stream
+                        .values()
+                        .chain(&v.retired)
+                        .map(|s| s.control_socket().to_path_buf()),
+                );
             }
         }
         let mut children: Vec<_> = sockets

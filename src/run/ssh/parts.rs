@@ -13,7 +13,6 @@
 
 use std::ops::Range;
 
-use futures_util::future::try_join_all;
 use tokio::io::BufReader;
 
 use crate::core::{HostId, Transfer};
@@ -36,25 +35,24 @@ impl WholeFileHops {
         self.add_temp(t.to, &tmp);
         let size = self.src.send_size();
         let hasher = self.hasher(t.to);
-        let receives: Vec<String> = parts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| script::part_receive(&to.dest, &tmp, i, p.clone(), hasher, i == 0))
-            .collect();
         self.counters.set(t.to, 0);
         let res = async {
+            // One round trip over Y's connection: the parts' receivers start at once, so none
+            // of them can be the one that creates the copy.
+            let made = self
+                .run_registered(t.to, &script::create_for_parts(&to.dest, &tmp))
+                .await?;
+            if !made.status.success() {
+                return Err(self.remote_err(t.to, failure_text(&made.stderr, made.status.code())));
+            }
+            let file = String::from_utf8_lossy(&made.stdout).trim().to_string();
+            let receives: Vec<String> = parts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| script::part_receive(&tmp, &file, i, p.clone(), hasher, i == 0))
+                .collect();
             let mut got: Vec<(u64, String)> = if t.from == HostId::SOURCE {
-                let feeds = parts
-                    .iter()
-                    .zip(&receives)
-                    .enumerate()
-                    .map(|(i, (p, r))| async move {
-                        let session = self.stream_session(t.to, i).await?;
-                        Ok::<_, TransportError>(
-                            self.fed(key, t.to, session, r, p.clone()).await?.parts,
-                        )
-                    });
-                try_join_all(feeds).await?.into_iter().flatten().collect()
+                self.fed_parts(key, t.to, parts, &receives).await?
             } else {
                 self.sent_by_host(key, t, parts, &receives, size).await?
             };
@@ -94,6 +92,42 @@ impl WholeFileHops {
             self.registry.lock().unwrap().procs.remove(&key);
         }
         res
+    }
+
+    /// The controller → Y half of [`Self::hop_parts`]: feeds each part over another of Y's
+    /// connections and returns the parts' digests its receivers reported. Every part runs
+    /// to its end, so that no receiver is left unregistered; once one fails, the others'
+    /// receivers are stopped, so that they fail too instead of running to their end.
+    async fn fed_parts(
+        &self,
+        key: u64,
+        to: HostId,
+        parts: &[Range<u64>],
+        receives: &[String],
+    ) -> Result<Vec<(u64, String)>, TransportError> {
+        use futures_util::stream::{FuturesUnordered, StreamExt as _};
+        let mut feeds: FuturesUnordered<_> = parts
+            .iter()
+            .zip(receives)
+            .enumerate()
+            .map(|(i, (p, r))| async move {
+                let session = self.stream_session(to, i).await?;
+                Ok::<_, TransportError>(self.fed(key, to, session, r, p.clone()).await?.parts)
+            })
+            .collect();
+        let mut got = Vec::new();
+        let mut failed = None;
+        while let Some(r) = feeds.next().await {
+            match r {
+                Ok(p) => got.extend(p),
+                Err(e) if failed.is_none() => {
+                    self.kill(key, &[]).await;
+                    failed = Some(e);
+                }
+                Err(_) => {}
+            }
+        }
+        failed.map_or(Ok(got), Err)
     }
 
     /// The X → Y half of [`Self::hop_parts`]: runs [`script::send_parts`] on X and returns

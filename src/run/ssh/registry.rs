@@ -315,7 +315,15 @@ impl Hosts {
         for (i, (s, extra)) in self.sessions.iter().zip(&self.stream_sessions).enumerate() {
             let h = HostId(i as u32 + 1);
             taken.extend(s.lock().unwrap().take().map(|s| (h, s)));
-            taken.extend(extra.lock().unwrap().drain(..).map(|s| (h, s)));
+            let mut extra = extra.lock().unwrap();
+            let extra = std::mem::take(&mut *extra);
+            taken.extend(
+                extra
+                    .by_stream
+                    .into_values()
+                    .chain(extra.retired)
+                    .map(|s| (h, s)),
+            );
         }
         let closing = taken.into_iter().map(|(h, taken)| {
             async move {
