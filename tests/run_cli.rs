@@ -133,6 +133,26 @@ fn streams_need_whole_file_hops_and_a_count_in_range() {
     let o = bounce_run(&["--streams", "4", "-H", "127.0.0.1:9", &src, &f.dest()]);
     assert_bad_input(&o, &["--streams 4", "chain", "bounce or linear"]);
     f.nothing_written();
+    // auto picks among the strategies that cut whole-file hops.
+    let o = bounce_run(&[
+        "--strategy",
+        "auto",
+        "--streams",
+        "2",
+        "--dry-run",
+        "-H",
+        "a,b,c,d",
+        &src,
+        &f.dest(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("--strategy auto picked bounce") || e.contains("--strategy auto picked linear"),
+        "{e}"
+    );
+    assert!(e.contains("whole-file hops, which --streams 2 cuts"), "{e}");
+    f.nothing_written();
     for bad in ["0", "9", "two"] {
         let o = bounce_run(&[
             "--strategy",

@@ -150,7 +150,8 @@ struct Cli {
     /// written and checked against the same part of SRC. 1 by default: measured on 2-core
     /// hosts, where one stream's cipher already has a core to itself, more streams only add
     /// handshakes and processes (see the README's figures). The chain takes no --streams:
-    /// its links are single streams that its repairs resume at a byte offset.
+    /// its links are single streams that its repairs resume at a byte offset (--strategy
+    /// auto then picks among bounce and linear).
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=bounce::run::split::MAX_STREAMS as i64))]
     streams: u32,
@@ -318,27 +319,35 @@ fn main() -> ExitCode {
     };
     if let (Choice::Auto, Some(prediction)) = (cli.strategy, &predicted) {
         let p = &prediction.plan;
-        let pick = p.recommended();
+        // --streams cuts whole-file hops: the fastest strategy that makes them.
+        let whole = p
+            .candidates
+            .iter()
+            .find(|c| c.runnable && !c.strategy.uses_chunks());
+        let (pick, why) = match whole {
+            Some(c) if cli.streams > 1 => (
+                c,
+                format!(
+                    "the fastest with whole-file hops, which --streams {} cuts",
+                    cli.streams
+                ),
+            ),
+            _ => (p.recommended(), p.why()),
+        };
         if let Err(e) = plan.set_kind(pick.strategy, cli.chunk) {
             eprintln!("bounce-run: {e}");
             return ExitCode::from(2);
         }
         eprintln!(
-            "bounce-run: --strategy auto picked {}: predicted {:.2}s, {}",
-            pick.strategy,
-            pick.result.makespan,
-            p.why()
+            "bounce-run: --strategy auto picked {}: predicted {:.2}s, {why}",
+            pick.strategy, pick.result.makespan,
         );
     }
     if cli.streams > 1 && plan.kind.uses_chunks() {
-        let picked = match cli.strategy {
-            Choice::Auto => " (--strategy auto picked it)",
-            Choice::Kind(_) => "",
-        };
         eprintln!(
             "bounce-run: --streams {} needs whole-file hops (--strategy bounce or linear): \
-             the {} strategy{picked} sends each link as one stream, which its repairs resume \
-             at a byte offset",
+             the {} strategy sends each link as one stream, which its repairs resume at a \
+             byte offset",
             cli.streams, plan.kind
         );
         return ExitCode::from(2);
