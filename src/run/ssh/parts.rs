@@ -71,27 +71,13 @@ impl WholeFileHops {
                     .iter()
                     .enumerate()
                     .all(|(i, (j, d))| *j == i as u64 && want.parts.get(i) == Some(d));
-            if whole && !self.src.sends_copy() {
-                // Every part hashed as it was written: only the rename is left.
-                self.install_tmp(t.to, &tmp).await
-            } else {
-                // A copy to decompress or unpack in order, or a part that was not what SRC
-                // holds there: reading it back says which, and names a mismatch.
-                self.finalize_tmp(t.to, &tmp).await
-            }
+            // A copy to decompress or unpack in order, or a part that was not what SRC holds
+            // there, is read back: that says which, and names a mismatch.
+            self.place(t.to, &tmp, whole && !self.src.sends_copy())
+                .await
         }
         .await;
-        if res.is_err() {
-            let mut files = vec![(t.to, tmp.clone())];
-            if self.src.codec().is_some() {
-                files.push((t.to, script::decoded_path(&tmp)));
-            }
-            self.kill(key, &files).await;
-            self.counters.set(t.to, 0);
-        } else {
-            self.registry.lock().unwrap().procs.remove(&key);
-        }
-        res
+        self.settle(key, t.to, &tmp, res).await
     }
 
     /// The controller → Y half of [`Self::hop_parts`]: feeds each part over another of Y's

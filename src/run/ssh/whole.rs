@@ -107,21 +107,43 @@ impl WholeFileHops {
                 end
             };
             let digest = self.src_digest().await?;
-            if end == Some((size, digest)) {
-                // Hashed as it was written: only the rename is left.
-                self.install_tmp(t.to, &tmp).await
-            } else {
-                self.finalize_tmp(t.to, &tmp).await
-            }
+            self.place(t.to, &tmp, end == Some((size, digest))).await
         }
         .await;
+        self.settle(key, t.to, &tmp, res).await
+    }
+
+    /// Renames a hop's copy `tmp` on `to` into place: at once if it was `verified` as it
+    /// was written, after reading it back otherwise.
+    pub(super) async fn place(
+        &self,
+        to: HostId,
+        tmp: &str,
+        verified: bool,
+    ) -> Result<(), TransportError> {
+        if verified {
+            self.install_tmp(to, tmp).await
+        } else {
+            self.finalize_tmp(to, tmp).await
+        }
+    }
+
+    /// Ends a hop (its processes registered under `key`) into `tmp` on `to`, whose outcome
+    /// is `res`: a failed one is stopped, and its copy (and a decompressed twin) removed.
+    pub(super) async fn settle(
+        &self,
+        key: u64,
+        to: HostId,
+        tmp: &str,
+        res: Result<(), TransportError>,
+    ) -> Result<(), TransportError> {
         if res.is_err() {
-            let mut files = vec![(t.to, tmp.clone())];
-            if decode.is_some() {
-                files.push((t.to, dec.clone()));
+            let mut files = vec![(to, tmp.to_string())];
+            if self.src.codec().is_some() {
+                files.push((to, script::decoded_path(tmp)));
             }
             self.kill(key, &files).await;
-            self.counters.set(t.to, 0);
+            self.counters.set(to, 0);
         } else {
             self.registry.lock().unwrap().procs.remove(&key);
         }
