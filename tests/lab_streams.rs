@@ -169,6 +169,45 @@ fn streams_with_compression_and_a_full_disk_keep_nothing_wrong() {
             assert_eq!(lab.data_tree(i), ["f.bin"], "{strategy}: h{i}");
         }
     }
+    // A directory's archive is cut the same way, then unpacked in order and checked entry by
+    // entry (small enough for h2's 8 MiB: the archive and the tree).
+    let tree = lab.scratch().join("tree");
+    std::fs::create_dir_all(tree.join("sub/deeper")).unwrap();
+    for (k, rel) in ["a.bin", "sub/b.bin", "sub/deeper/c.bin"]
+        .iter()
+        .enumerate()
+    {
+        random_file(&tree.join(rel), MIB + 1000 * k, 30 + k as u64);
+    }
+    lab.clear_data();
+    let report = lab.scratch().join("tree.csv");
+    let mut cmd = bounce_run(&lab, "bounce", &hosts, &report, &tree, &lab.dest("tree"));
+    cmd.args(["--streams", "2"]);
+    let (stop, watch) = watch_commands(&["echo \"part 1 "]);
+    let out = run_logged(&mut cmd);
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        watch.join().unwrap()[0].len() >= 3,
+        "the archive did not go over two streams to every host"
+    );
+    let want = lab::support::snapshot(&tree);
+    for (k, r) in read_report(&report).iter().enumerate() {
+        assert_eq!(r.status, "verified", "{}", r.host);
+        assert_eq!(
+            lab::support::snapshot(&lab.host_file(k + 1, "tree")),
+            want,
+            "h{}'s tree differs",
+            k + 1
+        );
+        // Nothing is left beside DEST_DIR: no archive, no staging directory.
+        let left = lab.data_tree(k + 1);
+        assert!(
+            left.iter().all(|p| p == "tree" || p.starts_with("tree/")),
+            "h{}: {left:?}",
+            k + 1
+        );
+    }
     // Compressed hops are cut on the compressed bytes, then decompressed in order and
     // checked against SRC's digest.
     if std::process::Command::new("zstd")
