@@ -146,8 +146,10 @@ struct Cli {
     /// Cut each whole-file hop (linear, bounce) into N ssh streams, each over its own
     /// connection and its own part of the file, as mscp does for one copy: one ssh stream is
     /// one cipher on one core at each end, so on a link faster than a core can encrypt,
-    /// hosts with cores to spare move a hop N times as fast. Each part is hashed as it is
-    /// written and checked against the same part of SRC. 1 by default: measured on 2-core
+    /// hosts with cores to spare move a hop up to N times as fast. Each part is hashed as it
+    /// is written and checked against the same part of SRC. N is at most 8: a hop's streams
+    /// log in at once, and sshd refuses logins beyond 10 at once by default. 1 by default:
+    /// measured on 2-core
     /// hosts, where one stream's cipher already has a core to itself, more streams only add
     /// handshakes and processes (see the README's figures). The chain takes no --streams:
     /// its links are single streams that its repairs resume at a byte offset (--strategy
