@@ -144,6 +144,11 @@ pub struct Decode<'a> {
 
 /// A `find -name` pattern matching the temporary names of every run beside `dest`.
 fn temp_glob(dest: &str) -> String {
+    temp_glob_ending(dest, ".tmp")
+}
+
+/// [`temp_glob`] for the names that end in `end`.
+fn temp_glob_ending(dest: &str, end: &str) -> String {
     let mut s = String::from(".");
     for c in temp_stem(dest).chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -151,7 +156,8 @@ fn temp_glob(dest: &str) -> String {
         }
         s.push(c);
     }
-    s.push_str(".bounce-*.tmp");
+    s.push_str(".bounce-*");
+    s.push_str(end);
     s
 }
 
@@ -160,7 +166,7 @@ fn temp_glob(dest: &str) -> String {
 /// The transport runs it registered (its pid printed before it), so that an interrupt while
 /// it still hashes stops it. Prints `hasher NAME`, the [`Hasher`] this host will use
 /// (`openssl` if it computes SHA-256 right, `sha256sum` otherwise), then one `swept PATH`
-/// line per stale temporary file removed, then one of: `missing`; `link` (a symlink, which the copy will replace); `size` (a regular file of
+/// line per stale temporary file or staging directory removed, then one of: `missing`; `link` (a symlink, which the copy will replace); `size` (a regular file of
 /// another size than `size`, not hashed); `file DIGEST` (a regular file of that size). A
 /// directory exits [`DEST_IS_DIRECTORY_STATUS`]; anything else that is not a regular file
 /// exits [`DEST_NOT_A_FILE_STATUS`]. With `tool` (`--compress`), a host without that
@@ -173,6 +179,12 @@ fn temp_glob(dest: &str) -> String {
 /// The processes' list is taken before `find` starts: `find` holds the file it compares
 /// with open itself, and must not see its own descriptor. Stat'ing every open file can
 /// hang on a dead network mount: after 10 s the check is abandoned and the file kept.
+///
+/// A tree's staging directory ([`stage_path`]) left by a run that was killed is swept the
+/// same way, whole: when it is ours, its own entries untouched for more than
+/// [`STALE_TEMP_MINUTES`] minutes, and no process has a file in it open or works in it
+/// (a live run's `tar` does both). A rerun's previous tree set aside ([`old_tree_path`])
+/// is never swept: if its run died between its two renames, it is the only copy.
 pub fn probe(dest: &str, size: u64, tool: Option<Codec>) -> String {
     let tool = tool.map_or(String::new(), |t| {
         format!(
@@ -206,11 +218,21 @@ pub fn probe_prelude(dest: &str) -> String {
          set -- /proc/[0-9]*/fd; \
          b=$(timeout -s KILL 10 find -L \"$@\" -mindepth 1 -maxdepth 1 -samefile \"$f\" \
          -print -quit 2>/dev/null; echo \":$?\"); \
-         case $b in :137) ;; :*) rm -f -- \"$f\" && echo \"swept $f\";; esac; done",
+         case $b in :137) ;; :*) rm -f -- \"$f\" && echo \"swept $f\";; esac; done\n\
+         s=$(find {dir} -mindepth 1 -maxdepth 1 -name {stages} -type d -user \"$(id -u)\" \
+         -mmin +{STALE_TEMP_MINUTES} 2>/dev/null)\n\
+         [ -z \"$s\" ] || printf '%s\\n' \"$s\" | while IFS= read -r f; do \
+         r=$(readlink -f -- \"$f\") || continue; \
+         p=$(printf '%s' \"$r\" | sed 's/[][*?\\\\]/\\\\&/g'); \
+         set -- /proc/[0-9]*/fd /proc/[0-9]*/cwd; \
+         b=$(timeout -s KILL 10 find \"$@\" -maxdepth 1 \\( -lname \"$p\" -o -lname \"$p/*\" \\) \
+         -print -quit 2>/dev/null; echo \":$?\"); \
+         case $b in :137) ;; :*) rm -rf -- \"$f\" && echo \"swept $f\";; esac; done",
         openssl = Hasher::Openssl.command(),
         d = shell_quote(dest),
         dir = shell_quote(parent(dest)),
         glob = shell_quote(&temp_glob(dest)),
+        stages = shell_quote(&temp_glob_ending(dest, &format!("{STAGE_TAG}.tmp"))),
     )
 }
 
@@ -1158,6 +1180,61 @@ mod tests {
             assert!(std::path::Path::new(f).exists(), "{f} was removed");
         }
         assert_eq!(text.lines().last(), Some("missing"));
+    }
+
+    #[test]
+    fn probe_sweeps_stale_staging_directories_that_no_process_uses() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = format!("{}/it's [a] *", dir.path().display());
+        let stale = stage_path(&dest, "deadbeef");
+        let worked_in = stage_path(&dest, "cafe");
+        let held = stage_path(&dest, "beef");
+        let fresh = stage_path(&dest, "f00d");
+        // A rerun's previous tree, renamed aside: the only copy if the run died between its
+        // two renames, never swept.
+        let old = old_tree_path(&dest, "dead");
+        for d in [&stale, &worked_in, &held, &fresh, &old] {
+            std::fs::create_dir_all(format!("{d}/sub")).unwrap();
+            std::fs::write(format!("{d}/sub/f"), b"partial").unwrap();
+        }
+        for d in [&stale, &worked_in, &held, &old] {
+            let out = sh(&format!("touch -d '-20 minutes' -- {}", shell_quote(d)));
+            assert!(out.status.success());
+        }
+        // A live run unpacks in its staging directory, or holds a file in it open.
+        let mut inside = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "cd {}/sub && exec sleep 30",
+                shell_quote(&worked_in)
+            ))
+            .spawn()
+            .unwrap();
+        let mut holder = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "exec 3< {}/sub/f; exec sleep 30",
+                shell_quote(&held)
+            ))
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let out = sh(&probe(&dest, 7, None));
+        for c in [&mut inside, &mut holder] {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let swept: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("swept "))
+            .collect();
+        assert_eq!(swept, [stale.as_str()], "{text}");
+        assert!(!std::path::Path::new(&stale).exists());
+        for d in [&worked_in, &held, &fresh, &old] {
+            assert!(std::path::Path::new(d).exists(), "{d} was removed");
+        }
     }
 
     #[test]
