@@ -87,7 +87,9 @@ pub struct Chain {
 /// slower than its feeder about a second after its first bytes.
 ///
 /// A host fed by the source is measured against the best rate seen, so a slow first host is
-/// cut only once some other host has shown a faster rate. The rule sees only download
+/// cut only once some other host has shown a faster rate, which no host behind it can show
+/// (each receives no faster than the one before it relays): a slow first host holds the
+/// chain back. The rule sees only download
 /// rates: a host that receives fast but uploads slowly makes its successor look slow, and
 /// it is the successor that is cut.
 #[derive(Clone, Copy, Debug, PartialEq)]
