@@ -149,11 +149,10 @@ struct Cli {
     /// hosts with cores to spare move a hop up to N times as fast. Each part is hashed as it
     /// is written and checked against the same part of SRC. N is at most 8: a hop's streams
     /// log in at once, and sshd refuses logins beyond 10 at once by default. 1 by default:
-    /// measured on 2-core
-    /// hosts, where one stream's cipher already has a core to itself, more streams only add
-    /// handshakes and processes (see the README's figures). The chain takes no --streams:
-    /// its links are single streams that its repairs resume at a byte offset (--strategy
-    /// auto then picks among bounce and linear).
+    /// measured on 2-core hosts, where one stream's cipher already has a core to itself, more
+    /// streams only add handshakes and processes (see the README's figures). The chain takes
+    /// no --streams: its links are single streams that its repairs resume at a byte offset
+    /// (--strategy auto then picks among bounce and linear).
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=bounce::run::split::MAX_STREAMS as i64))]
     streams: u32,
