@@ -78,6 +78,11 @@ fn streams_cut_whole_file_hops_and_every_host_gets_the_exact_bytes() {
         stop.store(true, Ordering::Relaxed);
         let seen = watch.join().unwrap();
         assert_eq!(out.status.code(), Some(0), "{strategy}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("each hop goes over 3 ssh streams, each carrying a part of 24.0 MiB"),
+            "{err}"
+        );
         for (k, r) in read_report(&report).iter().enumerate() {
             assert_eq!(
                 (r.status.as_str(), r.bytes),

@@ -760,6 +760,18 @@ async fn run_async(
         (None, Some(a)) => a.size,
         (None, None) => plan.size,
     };
+    let parts = bounce::run::split::parts(carried, cli.streams).len();
+    if parts > 1 {
+        let one = if wire.is_some() {
+            " (a host that compresses its DEST on the way sends over one)"
+        } else {
+            ""
+        };
+        eprintln!(
+            "bounce-run: each hop goes over {parts} ssh streams, each carrying a part of {}{one}",
+            units::format_size(carried)
+        );
+    }
     let mut progress = Progress::new(names, counters, carried, tty);
     let cfg = DriveConfig {
         kind: plan.kind,
