@@ -13,13 +13,11 @@
 
 use std::ops::Range;
 
-use tokio::io::BufReader;
-
 use crate::core::{HostId, Transfer};
 
 use super::super::script;
 use super::super::transport::TransportError;
-use super::reports::{collect, error_chain, failure_text, join, read_pid, read_reports};
+use super::reports::failure_text;
 use super::whole::WholeFileHops;
 
 impl WholeFileHops {
@@ -54,7 +52,9 @@ impl WholeFileHops {
             let mut got: Vec<(u64, String)> = if t.from == HostId::SOURCE {
                 self.fed_parts(key, t.to, parts, &receives).await?
             } else {
-                self.sent_by_host(key, t, parts, &receives, size).await?
+                let (from, _) = self.send_from(t.from);
+                let script = script::send_parts(&self.hop_ssh, &from, parts, &to.spec, &receives);
+                self.sent_by_host(key, t, &script, size).await?.parts
             };
             got.sort();
             let want = self
@@ -114,50 +114,5 @@ impl WholeFileHops {
             }
         }
         failed.map_or(Ok(got), Err)
-    }
-
-    /// The X → Y half of [`Self::hop_parts`]: runs [`script::send_parts`] on X and returns
-    /// the parts' digests its receivers reported.
-    async fn sent_by_host(
-        &self,
-        key: u64,
-        t: Transfer,
-        parts: &[Range<u64>],
-        receives: &[String],
-        size: u64,
-    ) -> Result<Vec<(u64, String)>, TransportError> {
-        let (from, _) = self.send_from(t.from);
-        let to = self.target(t.to);
-        let script = script::send_parts(&self.hop_ssh, &from, parts, &to.spec, receives);
-        let mut child = self.spawn(t.from, &script).await?;
-        // Held open until the hop ends: its closing tells the watcher on X to stop.
-        let keep_open = child.stdin().take();
-        let stderr = collect(child.stderr().take());
-        let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
-        if let Some(p) = read_pid(&mut stdout).await {
-            self.register_proc(key, t.from, p);
-        }
-        let ends = read_reports(stdout, Some((&self.counters, t.to, size)), &|pid| {
-            self.register_proc(key, t.to, pid)
-        })
-        .await;
-        let status = child.wait().await;
-        drop(keep_open);
-        let err = stderr.await.unwrap_or_default();
-        let hop = format!("{} -> {}", self.name(t.from), self.name(t.to));
-        match status {
-            Ok(s) if s.success() => {
-                self.counters.set(t.to, size);
-                Ok(ends.parts)
-            }
-            Ok(s) => Err(TransportError::Remote {
-                host: hop,
-                reason: failure_text(err.as_bytes(), s.code()),
-            }),
-            Err(e) => Err(TransportError::Remote {
-                host: hop,
-                reason: join(&err, &error_chain(&e)),
-            }),
-        }
     }
 }

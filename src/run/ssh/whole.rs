@@ -70,47 +70,55 @@ impl WholeFileHops {
                     None => script::SendFrom::File(&from),
                 };
                 let script = script::send_whole(&self.hop_ssh, from, &to.spec, &receive, size);
-                let mut child = self.spawn(t.from, &script).await?;
-                // Held open until the hop ends: its closing tells the watcher on X to stop.
-                let keep_open = child.stdin().take();
-                let stderr = collect(child.stderr().take());
-                let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
-                if let Some(p) = read_pid(&mut stdout).await {
-                    self.register_proc(key, t.from, p);
-                }
-                if let Some(p) = read_pid(&mut stdout).await {
-                    self.register_proc(key, t.to, p);
-                }
-                let end = read_reports(stdout, Some((&self.counters, t.to, size)), &|_| {})
-                    .await
-                    .end;
-                let status = child.wait().await;
-                drop(keep_open);
-                let err = stderr.await.unwrap_or_default();
-                let hop = format!("{} -> {}", self.name(t.from), self.name(t.to));
-                match status {
-                    Ok(s) if s.success() => {}
-                    Ok(s) => {
-                        return Err(TransportError::Remote {
-                            host: hop,
-                            reason: failure_text(err.as_bytes(), s.code()),
-                        })
-                    }
-                    Err(e) => {
-                        return Err(TransportError::Remote {
-                            host: hop,
-                            reason: join(&err, &error_chain(&e)),
-                        })
-                    }
-                }
-                self.counters.set(t.to, size);
-                end
+                self.sent_by_host(key, t, &script, size).await?.end
             };
             let digest = self.src_digest().await?;
             self.place(t.to, &tmp, end == Some((size, digest))).await
         }
         .await;
         self.settle(key, t.to, &tmp, res).await
+    }
+
+    /// Runs `script`, a hop's pipeline on its sending host X ([`script::send_whole`] or
+    /// [`script::send_parts`]), to its end, and returns what the receivers on Y reported.
+    /// X prints its pid first; every other pid line is a receiver's. The channel's stdin is
+    /// held open until the hop ends: its closing tells the watcher on X to stop.
+    pub(super) async fn sent_by_host(
+        &self,
+        key: u64,
+        t: Transfer,
+        script: &str,
+        size: u64,
+    ) -> Result<Ends, TransportError> {
+        let mut child = self.spawn(t.from, script).await?;
+        let keep_open = child.stdin().take();
+        let stderr = collect(child.stderr().take());
+        let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
+        if let Some(p) = read_pid(&mut stdout).await {
+            self.register_proc(key, t.from, p);
+        }
+        let ends = read_reports(stdout, Some((&self.counters, t.to, size)), &|pid| {
+            self.register_proc(key, t.to, pid)
+        })
+        .await;
+        let status = child.wait().await;
+        drop(keep_open);
+        let err = stderr.await.unwrap_or_default();
+        let hop = format!("{} -> {}", self.name(t.from), self.name(t.to));
+        match status {
+            Ok(s) if s.success() => {
+                self.counters.set(t.to, size);
+                Ok(ends)
+            }
+            Ok(s) => Err(TransportError::Remote {
+                host: hop,
+                reason: failure_text(err.as_bytes(), s.code()),
+            }),
+            Err(e) => Err(TransportError::Remote {
+                host: hop,
+                reason: join(&err, &error_chain(&e)),
+            }),
+        }
     }
 
     /// Renames a hop's copy `tmp` on `to` into place: at once if it was `verified` as it
