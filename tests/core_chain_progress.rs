@@ -4,13 +4,14 @@
 //! A small stream model drives the core on a 10 ms step: each receiver's copy grows at its
 //! link's rate, never past what its sender holds, through the chunks in flight to it in
 //! file order; a chunk is reported done when the copy covers it, and progress is reported
-//! as the runner's receivers do.
+//! as the runner's receivers do. The source's upload is shared by the receivers it feeds,
+//! and a receiver fed over a new link has its old one cut, as the runner cuts it.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bounce::core::{
-    Event, HostId, Scheduler, SchedulerConfig, StrategyKind, StrategyParams, Transfer,
+    Event, HopError, HostId, Scheduler, SchedulerConfig, StrategyKind, StrategyParams, Transfer,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -28,6 +29,8 @@ struct Outcome {
     first_byte: HashMap<u32, f64>,
     /// When each receiver completed, in seconds.
     done: HashMap<u32, f64>,
+    /// Each host fed by the source alongside the first to probe it, with when, in seconds.
+    probed: Vec<(u32, f64)>,
 }
 
 /// How a run of the model goes.
@@ -42,6 +45,9 @@ struct Model<'a> {
     jitter_ms: u64,
     /// Receivers whose link stops, this long after their first bytes, for this long (ms).
     pauses: &'a [(u32, u64, u64)],
+    /// The source's upload in bytes per second, shared by the receivers it feeds (the head
+    /// of the chain, and a probe's host).
+    source_up: f64,
     seed: u64,
 }
 
@@ -53,6 +59,7 @@ fn run(m: &Model<'_>) -> Outcome {
         progress,
         jitter_ms,
         pauses,
+        source_up,
         seed,
     } = *m;
     let receivers = rates.len() as u32;
@@ -76,13 +83,26 @@ fn run(m: &Model<'_>) -> Outcome {
         cut: Vec::new(),
         first_byte: HashMap::new(),
         done: HashMap::new(),
+        probed: Vec::new(),
     };
     let phase: Vec<u64> = (0..n).map(|_| rng.gen_range(0..REPORT_MS)).collect();
     let mut now_ms = 0u64;
     let drain = |s: &mut Scheduler, flying: &mut Vec<Transfer>, out: &mut Outcome, now: u64| {
         let at = Duration::from_millis(now);
-        while let Some(t) = s.poll_transfer(at) {
-            flying.push(t);
+        loop {
+            while let Some(t) = s.poll_transfer(at) {
+                flying.push(t);
+            }
+            // As the runner does, a receiver fed over a new link has its old one cut: what
+            // was still on its way over that one fails (rule 9 of the driver contract).
+            let planned = s.planned_links();
+            let Some(i) = flying.iter().position(|t| {
+                !planned.contains(&(t.from, t.to)) && planned.iter().any(|&(_, to)| to == t.to)
+            }) else {
+                break;
+            };
+            let t = flying.remove(i);
+            s.handle_done(at, t.id, Err(HopError::new("its link was cut")));
         }
         while let Some(e) = s.poll_event() {
             match e {
@@ -92,6 +112,8 @@ fn run(m: &Model<'_>) -> Outcome {
                 Event::HostComplete { host, .. } => {
                     out.done.insert(host.0, now as f64 / 1e3);
                 }
+                Event::ProbeStarted { host, .. } => out.probed.push((host.0, now as f64 / 1e3)),
+                Event::ProbeEnded { .. } => {}
                 Event::HostFailed { host, reason, .. } => panic!("{host} failed: {reason}"),
             }
         }
@@ -105,6 +127,7 @@ fn run(m: &Model<'_>) -> Outcome {
         // Each receiver's copy grows through its lowest chunk in flight.
         let snapshot = held.clone();
         let mut ended = Vec::new();
+        let mut moving: Vec<(usize, Transfer, f64)> = Vec::new();
         for to in 1..n {
             let Some(t) = flying
                 .iter()
@@ -113,16 +136,30 @@ fn run(m: &Model<'_>) -> Outcome {
             else {
                 continue;
             };
-            let end = layout.offset(t.chunks.end - 1) + layout.len(t.chunks.end - 1);
-            let cap = snapshot[t.from.index()].min(end as f64);
-            let before = held[to];
             let paused = out.first_byte.get(&(to as u32)).is_some_and(|&f| {
                 let since = now_ms - (f * 1e3).round() as u64;
                 pauses
                     .iter()
                     .any(|&(h, from, len)| h == to as u32 && since >= from && since < from + len)
             });
-            let rate = if paused { 0.0 } else { rates[to - 1] };
+            moving.push((to, *t, if paused { 0.0 } else { rates[to - 1] }));
+        }
+        // The source's upload is shared max-min fairly by the receivers it feeds.
+        let mut fed: Vec<&mut (usize, Transfer, f64)> = moving
+            .iter_mut()
+            .filter(|m| m.1.from == HostId::SOURCE)
+            .collect();
+        fed.sort_by(|a, b| a.2.total_cmp(&b.2));
+        let mut left = source_up;
+        let count = fed.len();
+        for (i, m) in fed.into_iter().enumerate() {
+            m.2 = m.2.min(left / (count - i) as f64);
+            left -= m.2;
+        }
+        for (to, t, rate) in moving {
+            let end = layout.offset(t.chunks.end - 1) + layout.len(t.chunks.end - 1);
+            let cap = snapshot[t.from.index()].min(end as f64);
+            let before = held[to];
             held[to] = (held[to] + rate * dt).min(cap).max(held[to]);
             if before == 0.0 && held[to] > 0.0 {
                 out.first_byte.insert(to as u32, now_ms as f64 / 1e3);
@@ -167,6 +204,7 @@ fn a_host_ten_times_slower_is_cut_out_within_a_second_of_its_first_bytes() {
         progress: true,
         jitter_ms: 100,
         pauses: &[],
+        source_up: FAST,
         seed: 1,
     });
     assert_eq!(out.cut.len(), 1, "cut: {:?}", out.cut);
@@ -186,6 +224,7 @@ fn a_host_ten_times_slower_is_cut_out_within_a_second_of_its_first_bytes() {
         progress: true,
         jitter_ms: 100,
         pauses: &[],
+        source_up: FAST,
         seed: 1,
     });
     let last = |o: &Outcome| {
@@ -212,6 +251,7 @@ fn measured_from_chunk_ends_alone_the_same_host_is_cut_a_chunk_later() {
         progress,
         jitter_ms: 100,
         pauses: &[],
+        source_up: FAST,
         seed: 2,
     };
     let with = run(&model(true));
@@ -239,6 +279,7 @@ fn hosts_at_three_quarters_of_the_rate_with_late_progress_are_never_cut() {
             progress: true,
             jitter_ms: 1500,
             pauses: &[],
+            source_up: FAST,
             seed,
         });
         assert!(out.cut.is_empty(), "seed {seed}: cut {:?}", out.cut);
@@ -257,6 +298,7 @@ fn a_link_that_pauses_for_most_of_a_second_as_it_starts_is_not_cut() {
             progress: true,
             jitter_ms: 100,
             pauses: &[(3, 20, 700)],
+            source_up: FAST,
             seed,
         });
         assert!(out.cut.is_empty(), "seed {seed}: cut {:?}", out.cut);
@@ -274,6 +316,7 @@ fn a_host_whose_link_dies_before_a_window_is_measured_is_cut_out_as_stalled() {
         progress: true,
         jitter_ms: 100,
         pauses: &[(3, 300, 60_000)],
+        source_up: FAST,
         seed: 3,
     });
     assert_eq!(out.cut.len(), 1, "cut: {:?}", out.cut);
@@ -294,4 +337,96 @@ fn a_host_whose_link_dies_before_a_window_is_measured_is_cut_out_as_stalled() {
             out.done[&h]
         );
     }
+}
+
+#[test]
+fn a_slow_first_host_is_found_by_a_probe_of_the_source_and_cut_out() {
+    // Host 1 heads the chain at a tenth of the rate: nothing behind it can show a faster
+    // one. The source, at the hosts' rate, is probed with the chain's last host.
+    let mut rates = vec![FAST; 7];
+    rates[0] = FAST / 10.0;
+    let model = |seed| Model {
+        rates: &rates,
+        size: 64 * MIB,
+        progress: true,
+        jitter_ms: 100,
+        pauses: &[],
+        source_up: FAST,
+        seed,
+    };
+    for seed in 0..10 {
+        let out = run(&model(seed));
+        assert_eq!(out.probed.len(), 1, "seed {seed}: probed {:?}", out.probed);
+        let (probe, started) = out.probed[0];
+        assert_eq!(probe, 7, "seed {seed}: the probe's host is not the last");
+        assert_eq!(out.cut.len(), 1, "seed {seed}: cut {:?}", out.cut);
+        let (host, at, stalled) = out.cut[0];
+        assert_eq!((host, stalled), (1, false), "seed {seed}");
+        let first = out.first_byte[&1];
+        // Each rate is shown over a window (1 s) from a host's first report after it is
+        // fed (within a report interval and its delay, 0.6 s), and known at the first
+        // report past the window (another 0.6 s): 2.2 s for host 1, then 2.2 s for host 7.
+        assert!(
+            started - first <= 2.2 + 0.05,
+            "seed {seed}: probe at {started:.2}s, first bytes at {first:.2}s"
+        );
+        assert!(
+            at - started <= 2.2 + 0.05,
+            "seed {seed}: cut at {at:.2}s, probe at {started:.2}s"
+        );
+        // Every other host then takes what it lacks as in a healthy chain: it ends no
+        // later than it would have in one started at the cut (against 10·S/B behind host
+        // 1).
+        let healthy = run(&Model {
+            rates: &[FAST; 7],
+            ..model(seed)
+        });
+        for h in 2..=7 {
+            assert!(
+                out.done[&h] <= at + healthy.done[&h],
+                "seed {seed}: h{h} ended at {:.2}s, host 1 cut at {at:.2}s, {:.2}s healthy",
+                out.done[&h],
+                healthy.done[&h]
+            );
+        }
+    }
+}
+
+#[test]
+fn a_slow_source_is_never_taken_for_a_slow_first_host() {
+    for seed in 0..10 {
+        // The source at a tenth of the hosts' rate, reports up to 1.5 s late, and hosts at
+        // three quarters of the rate: the probe finds the source's link is the limit and
+        // cuts nobody out.
+        let rates: Vec<f64> = (0..7)
+            .map(|i| if i % 2 == 0 { FAST } else { FAST * 0.75 })
+            .collect();
+        let out = run(&Model {
+            rates: &rates,
+            size: 32 * MIB,
+            progress: true,
+            jitter_ms: 1500,
+            pauses: &[],
+            source_up: FAST / 10.0,
+            seed,
+        });
+        assert_eq!(out.probed.len(), 1, "seed {seed}: probed {:?}", out.probed);
+        assert!(out.cut.is_empty(), "seed {seed}: cut {:?}", out.cut);
+        assert_eq!(out.done.len(), 7);
+    }
+}
+
+#[test]
+fn a_run_whose_first_host_has_little_to_go_is_not_probed() {
+    // 32 MiB at 100 Mbit/s: 2.7 s to go, far under the 15 s a probe needs to pay.
+    let out = run(&Model {
+        rates: &[FAST; 7],
+        size: 32 * MIB,
+        progress: true,
+        jitter_ms: 100,
+        pauses: &[],
+        source_up: FAST,
+        seed: 4,
+    });
+    assert!(out.probed.is_empty(), "probed {:?}", out.probed);
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use bounce::core::Straggler;
 use bounce::core::StrategyKind;
 use bounce::sim::{simulate, SimConfig};
 
@@ -20,8 +21,18 @@ fn assert_close(got: f64, want: f64, what: &str) {
     );
 }
 
+/// `receivers` receivers of `size` bytes at `bandwidth` bytes per second, with no straggler
+/// rule: these closed forms are the strategies' own. The rule's probe of a chain's source
+/// shares the source's link for a moment; its cost has a test of its own below.
+fn config(receivers: u32, size: u64, bandwidth: f64) -> SimConfig {
+    SimConfig {
+        straggler: None,
+        ..SimConfig::new(receivers, size, bandwidth)
+    }
+}
+
 fn blog(receivers: u32) -> SimConfig {
-    SimConfig::new(receivers, 20 * GIB, 125e6)
+    config(receivers, 20 * GIB, 125e6)
 }
 
 #[test]
@@ -80,13 +91,52 @@ fn chain_takes_one_plus_c_minus_1_over_k_times_t() {
     }
 }
 
+/// With bounce-run's straggler rule, a chain whose first host has more than the rule's probe
+/// span to go probes its source once: its last host is fed by the source alongside the
+/// first for about a window, then goes back to the tail. On a uniform network the source's
+/// link stays busy throughout and the probe's host waits on nobody, so the chain ends late
+/// by exactly what the source sent that host, at the source's rate; and neither host is
+/// cut out.
+#[test]
+fn a_chain_that_probes_its_source_ends_late_by_the_probes_bytes_at_the_source_rate() {
+    let rule = Straggler::DEFAULT;
+    for c in [2u32, 3, 7, 33] {
+        for chunk in [16 * MIB, 64 * MIB] {
+            let cfg = SimConfig {
+                chunk,
+                straggler: Some(rule),
+                ..blog(c)
+            };
+            let r = simulate(StrategyKind::Chain, &cfg).expect("simulation runs");
+            let what = format!("C={c}, chunk {chunk}");
+            assert_eq!((r.probes, r.stragglers), (1, 0), "{what}");
+            let probe = (r.source_bytes - cfg.size) as f64;
+            // The probe's host gets about half the source's link for a window and two
+            // chunks (its first, and the one that ends the window).
+            let tau = chunk as f64 / cfg.bandwidth;
+            let most = (rule.window.as_secs_f64() + 2.0 * tau) * cfg.bandwidth;
+            assert!(probe > 0.0 && probe <= most, "{what}: probed {probe} bytes");
+            let k = cfg.size.div_ceil(chunk) as f64;
+            let pipeline = (1.0 + f64::from(c - 1) / k) * cfg.t();
+            assert_close(r.makespan, pipeline + probe / cfg.bandwidth, &what);
+        }
+    }
+    // A file whose first host has less than the probe's span to go is not probed.
+    let short = SimConfig {
+        straggler: Some(rule),
+        ..config(8, GIB, 125e6)
+    };
+    let r = simulate(StrategyKind::Chain, &short).expect("simulation runs");
+    assert_eq!((r.probes, r.source_bytes), (0, GIB), "8.6 s to go");
+}
+
 #[test]
 fn chain_with_a_short_last_chunk_pays_one_full_chunk_per_extra_hop() {
     // 10 MiB in 3 MiB chunks: k = 4 with a 1 MiB tail. The last host finishes at
     // T + (C−1)·chunk/B: the pipeline fills with full chunks.
     let cfg = SimConfig {
         chunk: 3 * MIB,
-        ..SimConfig::new(5, 10 * MIB, 1e6)
+        ..config(5, 10 * MIB, 1e6)
     };
     let want = cfg.t() + 4.0 * (3 * MIB) as f64 / 1e6;
     assert_close(makespan(StrategyKind::Chain, &cfg), want, "C=5");
@@ -208,7 +258,7 @@ fn binomial_is_exact_for_other_chunk_counts_and_equals_bounce_with_one_chunk() {
         for k in [1u64, 2, 3, 8, 10, 100] {
             let cfg = SimConfig {
                 chunk: 16 * MIB,
-                ..SimConfig::new(c, k * 16 * MIB, 125e6)
+                ..config(c, k * 16 * MIB, 125e6)
             };
             let l = f64::from(32 - c.leading_zeros());
             let want = (1.0 + (l - 1.0) / k as f64) * cfg.t();
@@ -254,7 +304,7 @@ fn a_chain_of_hosts_joining_one_after_another_takes_its_closed_form() {
             let cfg = SimConfig {
                 chunk: size / u64::from(k),
                 join_interval: Duration::from_secs_f64(h),
-                ..SimConfig::new(c, size, bandwidth)
+                ..config(c, size, bandwidth)
             };
             let c = f64::from(c);
             let want = (h + t + (c - 1.0) * tau).max(c * h + t);
@@ -323,7 +373,7 @@ fn a_chain_host_that_dies_costs_the_hosts_behind_it_the_chunk_it_was_passing_on(
                 host: j,
                 at: Duration::from_secs_f64(t),
             }],
-            ..SimConfig::new(c, k * MIB, MIB as f64)
+            ..config(c, k * MIB, MIB as f64)
         };
         let r = simulate(StrategyKind::Chain, &cfg).expect("simulation runs");
         let delta = t - t.floor();
@@ -352,7 +402,7 @@ fn a_chain_host_that_dies_after_passing_everything_on_costs_nothing() {
             host: 2,
             at: Duration::from_secs_f64(22.5),
         }],
-        ..SimConfig::new(4, 20 * MIB, MIB as f64)
+        ..config(4, 20 * MIB, MIB as f64)
     };
     assert_close(makespan(StrategyKind::Chain, &cfg), 23.0, "late failure");
 }

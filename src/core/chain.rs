@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::strategy::{Spliced, Strategy, View};
+use super::strategy::{ProbeStep, Spliced, Strategy, View};
 use super::types::{ChunkRange, HostId};
 
 /// Host i forwards chunk j to host i+1 as soon as it holds it. With k equal chunks the last
@@ -31,7 +31,8 @@ use super::types::{ChunkRange, HostId};
 /// With a [`Straggler`] rule, a host that receives far slower than its feeder is cut out
 /// the same way as a lost one, and then hangs off the chain's last host as a *leaf*, fed the
 /// rest of the file at its own pace (its chunks still in file order). A leaf whose feeder
-/// is lost hangs off the new last host.
+/// is lost hangs off the new last host. A first host too slow for the file is found by a
+/// probe of the source (see [`Straggler::probe`]).
 pub struct Chain {
     /// Each host's place in the chain, by host: one entry per step rather than one table per
     /// field, since every step reads the successor's whole entry.
@@ -56,6 +57,27 @@ pub struct Chain {
     best: Option<Rate>,
     /// Hosts cut out and not yet announced (see [`Strategy::poll_spliced`]).
     spliced: Vec<Spliced>,
+    /// Where the probe of the source stands (see [`Straggler::probe`]).
+    probing: Probing,
+    /// Probe steps not yet announced, oldest first (see [`Strategy::poll_probe`]).
+    probe_steps: Vec<ProbeStep>,
+}
+
+/// Where a chain's probe of its source stands (see [`Straggler::probe`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Probing {
+    /// None has started.
+    Not,
+    /// `host` is fed by the source alongside `head`, the chain's first host, whose rate
+    /// over the probe is measured from `mark` (nanoseconds into the run, bytes it held).
+    Running {
+        host: HostId,
+        head: HostId,
+        mark: (u64, u64),
+    },
+    /// One ran, or cannot run any more: a run probes once, and its rates stay the
+    /// reference of every host fed by the source.
+    Done,
 }
 
 /// When a chain cuts a slow host out of its pipeline, so that it cannot hold back the hosts
@@ -86,12 +108,11 @@ pub struct Chain {
 /// others can: a span of half a second was seen to cut such links), and cut a host ten times
 /// slower than its feeder about a second after its first bytes.
 ///
-/// A host fed by the source is measured against the best rate seen, so a slow first host is
-/// cut only once some other host has shown a faster rate, which no host behind it can show
-/// (each receives no faster than the one before it relays): a slow first host holds the
-/// chain back. The rule sees only download
-/// rates: a host that receives fast but uploads slowly makes its successor look slow, and
-/// it is the successor that is cut.
+/// A host fed by the source is measured against the best rate seen. No host behind the first
+/// can show more than the first relays to it, so a slow first host cannot be told from a
+/// slow source by the chain alone: that is what the `probe` is for. The rule sees only
+/// download rates: a host that receives fast but uploads slowly makes its successor look
+/// slow, and it is the successor that is cut.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Straggler {
     /// Fraction of the feeder's rate under which a host is cut out.
@@ -101,15 +122,32 @@ pub struct Straggler {
     /// How long a host may receive nothing at all while its feeder goes on before it counts
     /// as stalled.
     pub stall: Duration,
+    /// When to probe the source, so that a slow first host is not mistaken for a slow
+    /// source: once the first host's rate over a window leaves more than this to go for
+    /// the rest of the file, the chain's last host is taken off the chain and fed by the
+    /// source alongside the first, for at least a window of both. If the first receives at
+    /// less than `ratio` times the other, it is cut out, and the other takes its place at
+    /// the head of the chain; if the other is that slow, it is cut out instead; otherwise
+    /// it goes back to the chain's tail, and the source's own link is what limits the
+    /// chain. A run probes at most once.
+    ///
+    /// The probe costs the first host the share of the source's upload that the other takes
+    /// meanwhile: about half a window's worth of the source's rate when both share its link,
+    /// nothing when the source's link is faster than a host's. A run too short for the
+    /// probe to pay (less than this to go at the first host's rate) never probes, and a
+    /// slow first host then holds it back. `None` never probes.
+    pub probe: Option<Duration>,
 }
 
 impl Straggler {
-    /// A quarter of the feeder's rate, over one second; a stall of two seconds. What the
-    /// runner and the simulator use.
+    /// A quarter of the feeder's rate, over one second; a stall of two seconds; a probe of
+    /// the source when the first host has more than 15 s to go, so that it costs at most a
+    /// few percent of a run's time. What the runner and the simulator use.
     pub const DEFAULT: Straggler = Straggler {
         ratio: 0.25,
         window: Duration::from_secs(1),
         stall: Duration::from_secs(2),
+        probe: Some(Duration::from_secs(15)),
     };
 }
 
@@ -205,6 +243,8 @@ impl Chain {
             leaf_count: 0,
             best: None,
             spliced: Vec::new(),
+            probing: Probing::Not,
+            probe_steps: Vec::new(),
         }
     }
 
@@ -395,6 +435,15 @@ impl Chain {
         p.feeder_then = feeder_then;
         let next = p.next;
         self.check_straggler(view, h, now, rule);
+        match self.probing {
+            Probing::Not if self.places[0].next == Some(h) => {
+                self.start_probe(view, h, now, rule);
+            }
+            Probing::Running { host, head, .. } if h == host || h == head => {
+                self.check_probe(view, now, rule);
+            }
+            _ => {}
+        }
         if let Some(n) = next {
             let p = &self.places[n.index()];
             if p.by_progress || now.saturating_sub(p.last) >= self.window_ns {
@@ -463,11 +512,212 @@ impl Chain {
         self.spliced.push(Spliced {
             host: h,
             feeder: new_feeder,
-            successor,
+            successor: Some(successor),
             rate: rate.per_sec(),
             reference: reference.per_sec(),
             stalled: !slow,
         });
+    }
+
+    /// Takes `host` off the leaves of `feeder`.
+    fn remove_leaf(&mut self, feeder: HostId, host: HostId) {
+        self.leaves_of[feeder.index()].retain(|&l| l != host);
+        self.leaf_count -= 1;
+        self.places[host.index()].leaf = false;
+    }
+
+    /// Starts the probe of the source (see [`Straggler::probe`]) if `head`, the chain's first
+    /// host, has shown a rate that leaves more than the rule's probe span to go, and the
+    /// chain has a last host to probe with. `now` is `view.now` in nanoseconds.
+    fn start_probe(&mut self, view: &View<'_>, head: HostId, now: u64, rule: Straggler) {
+        let Some(after) = rule.probe else {
+            self.probing = Probing::Done;
+            return;
+        };
+        let Some(rate) = self.shown_rate(view, head) else {
+            return;
+        };
+        let held = self.held(view, head);
+        let left = view.layout.size().saturating_sub(held) as f64;
+        // Time to go is left·nanos/bytes: compared cross-multiplied, a head that received
+        // nothing over its window has forever to go.
+        if left * rate.nanos <= after.as_nanos() as f64 * rate.bytes {
+            return;
+        }
+        if self.best.is_some_and(|b| rate.below(rule.ratio, b)) {
+            // Measurably slow already: the rule cuts it without a probe.
+            return;
+        }
+        let host = self.tail();
+        if host == head || view.holdings.is_complete(host) || !self.leaves_fed_by(host).is_empty() {
+            // Nobody to probe with (yet: a host may join, or the tail may hand its leaves on).
+            return;
+        }
+        let before = self.places[host.index()]
+            .prev
+            .expect("a receiver at the tail has a predecessor");
+        self.places[before.index()].next = None;
+        let p = &mut self.places[host.index()];
+        p.prev = Some(HostId::SOURCE);
+        p.leaf = true;
+        p.draining = p.inbound > 0;
+        p.since = None;
+        p.by_progress = false;
+        self.add_leaf(HostId::SOURCE, host);
+        self.ready.push(HostId::SOURCE);
+        self.probing = Probing::Running {
+            host,
+            head,
+            mark: (now, held),
+        };
+        self.probe_steps.push(ProbeStep::Started {
+            head,
+            host,
+            head_rate: rate.per_sec(),
+        });
+    }
+
+    /// Ends the probe once both its hosts have shown a rate over a window of it: cuts out
+    /// the first host if it receives at less than the rule's ratio of the other (which
+    /// takes its place), or the other if it is that slow; puts the other back at the
+    /// chain's tail otherwise. `now` is `view.now` in nanoseconds.
+    fn check_probe(&mut self, view: &View<'_>, now: u64, rule: Straggler) {
+        let Probing::Running { host, head, mark } = self.probing else {
+            return;
+        };
+        match self.places[0].next {
+            Some(h) if h == head => {}
+            Some(h) => {
+                // The first host was lost (or cut out): the probe measures the new one
+                // from now on.
+                let held = self.held(view, h);
+                self.probing = Probing::Running {
+                    host,
+                    head: h,
+                    mark: (now, held),
+                };
+                return;
+            }
+            None => {
+                // No chain is left but the probe's host: it heads it, over the link it has.
+                self.remove_leaf(HostId::SOURCE, host);
+                self.places[0].next = Some(host);
+                self.probing = Probing::Done;
+                return;
+            }
+        }
+        if view.holdings.is_complete(host) {
+            // It has everything: nothing to put back, nothing to measure.
+            self.probing = Probing::Done;
+            return;
+        }
+        let Some(host_rate) = self.shown_rate(view, host) else {
+            return;
+        };
+        // The first host's rate over the probe, as the rule measures it: at best (crediting
+        // the chunk on its way, unless measured from progress) to cut it, and as shown to
+        // cut the other, so that neither is cut for the coarseness of whole chunks.
+        let p = &self.places[head.index()];
+        let (end, credit) = match p.by_progress {
+            true => (p.last, 0),
+            false => (now, view.layout.chunk_size()),
+        };
+        let span = end.saturating_sub(mark.0);
+        if span < self.window_ns || span == 0 {
+            return;
+        }
+        let got = self.held(view, head).saturating_sub(mark.1);
+        let head_best = Rate {
+            bytes: (got + credit) as f64,
+            nanos: span as f64,
+        };
+        let shown_span = p.last.saturating_sub(mark.0);
+        let head_shown = (shown_span >= self.window_ns && shown_span > 0).then_some(Rate {
+            bytes: got as f64,
+            nanos: shown_span as f64,
+        });
+        for r in head_shown.into_iter().chain([host_rate]) {
+            if self.best.is_none_or(|b| r.above(b)) {
+                self.best = Some(r);
+            }
+        }
+        let head_slow = head_best.below(rule.ratio, host_rate) && !view.holdings.is_complete(head);
+        let head_rate = match (head_slow, head_shown) {
+            (false, Some(r)) => r,
+            _ => head_best,
+        };
+        self.probing = Probing::Done;
+        self.probe_steps.push(ProbeStep::Ended {
+            head,
+            host,
+            head_rate: head_rate.per_sec(),
+            host_rate: host_rate.per_sec(),
+        });
+        if head_slow {
+            // The first host is slow: the probe's host, fed by the source already, takes its
+            // place and feeds its successor.
+            self.remove_leaf(HostId::SOURCE, host);
+            let successor = self.places[head.index()].next;
+            self.places[0].next = Some(host);
+            self.places[host.index()].next = successor;
+            if let Some(s) = successor {
+                let s = &mut self.places[s.index()];
+                s.prev = Some(host);
+                s.draining = s.inbound > 0;
+            }
+            self.remeasure_from(successor);
+            let feeder = self.leaf_feeder(view, HostId::SOURCE, rule);
+            let p = &mut self.places[head.index()];
+            p.next = None;
+            p.prev = Some(feeder);
+            p.leaf = true;
+            if feeder != HostId::SOURCE {
+                p.draining = p.inbound > 0;
+            }
+            self.rehang_leaves_of(head, feeder);
+            self.add_leaf(feeder, head);
+            self.ready.push(HostId::SOURCE);
+            self.ready.push(host);
+            self.spliced.push(Spliced {
+                host: head,
+                feeder,
+                successor,
+                rate: head_rate.per_sec(),
+                reference: host_rate.per_sec(),
+                stalled: false,
+            });
+        } else if head_shown.is_some_and(|r| host_rate.below(rule.ratio, r)) {
+            // The probe's host is slow: it stays a leaf, of the tail if that can serve it.
+            let feeder = self.leaf_feeder(view, HostId::SOURCE, rule);
+            if feeder != HostId::SOURCE {
+                self.remove_leaf(HostId::SOURCE, host);
+                let p = &mut self.places[host.index()];
+                p.prev = Some(feeder);
+                p.leaf = true;
+                p.draining = p.inbound > 0;
+                self.add_leaf(feeder, host);
+            }
+            self.ready.push(feeder);
+            self.spliced.push(Spliced {
+                host,
+                feeder,
+                successor: None,
+                rate: host_rate.per_sec(),
+                reference: head_rate.per_sec(),
+                stalled: false,
+            });
+        } else {
+            // Neither is slow: the source's link is the limit. The probe's host goes back
+            // to the tail, where nobody waits on it.
+            self.remove_leaf(HostId::SOURCE, host);
+            let tail = self.tail();
+            self.places[tail.index()].next = Some(host);
+            let p = &mut self.places[host.index()];
+            p.prev = Some(tail);
+            p.draining = p.inbound > 0;
+            self.remeasure_from(Some(host));
+            self.ready.push(tail);
+        }
     }
 }
 
@@ -578,6 +828,10 @@ impl Strategy for Chain {
 
     fn host_lost(&mut self, view: &View<'_>, host: HostId) {
         let i = host.index();
+        if matches!(self.probing, Probing::Running { host: h, .. } if h == host) {
+            // The probe ends with its host; the reference stays what it was.
+            self.probing = Probing::Done;
+        }
         if self.places[i].leaf {
             if let Some(f) = self.places[i].prev.take() {
                 self.leaves_of[f.index()].retain(|&l| l != host);
@@ -631,6 +885,10 @@ impl Strategy for Chain {
 
     fn poll_spliced(&mut self) -> Option<Spliced> {
         self.spliced.pop()
+    }
+
+    fn poll_probe(&mut self) -> Option<ProbeStep> {
+        (!self.probe_steps.is_empty()).then(|| self.probe_steps.remove(0))
     }
 
     fn planned_links(&self, view: &View<'_>) -> Vec<(HostId, HostId)> {

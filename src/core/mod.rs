@@ -61,9 +61,10 @@
 //!    it is ready, or with `handle_host_down` if it never will be. Nothing is planned to or
 //!    from a receiver still joining, so no receiver waits for the slowest to connect.
 //! 9. After an [`Event::Straggler`], the slow host and the host that followed it are fed by
-//!    other senders ([`Scheduler::links_version`] changes). A driver may end the links they
-//!    were fed over; the transfers in flight on those links that then fail are not counted
-//!    against either host.
+//!    other senders ([`Scheduler::links_version`] changes), and so is the probe's host after
+//!    an [`Event::ProbeStarted`] or an [`Event::ProbeEnded`]. A driver may end the links
+//!    they were fed over; the transfers in flight on those links that then fail are not
+//!    counted against any of them.
 //! 10. A driver that knows how far a receiver's stream has got before the transfers that
 //!     carry those bytes end may report it with [`Scheduler::handle_progress`] (an input
 //!     like the others). It changes no holdings; a strategy that measures rates (the
@@ -99,7 +100,7 @@ pub use linear::Linear;
 pub use rack::Rack;
 pub use scheduler::{Scheduler, SchedulerConfig};
 pub use strategy::{
-    Spliced, Strategy, StrategyKind, StrategyParams, UnknownStrategy, View, WithStrategy,
+    ProbeStep, Spliced, Strategy, StrategyKind, StrategyParams, UnknownStrategy, View, WithStrategy,
 };
 pub use swarm::{Swarm, SwarmParams};
 pub use types::{ChunkRange, Event, HopError, HostId, Transfer, TransferId};

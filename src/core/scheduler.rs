@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::holdings::Holdings;
 use super::layout::Layout;
-use super::strategy::{Strategy, View};
+use super::strategy::{ProbeStep, Strategy, View};
 use super::types::{ChunkRange, Event, HopError, HostId, Transfer, TransferId};
 
 /// The strategy's view of a scheduler's state. A macro rather than a method, so that the
@@ -358,13 +358,51 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
         self.take_spliced(now);
     }
 
-    /// Turns the strategy's cut-out stragglers into events.
+    /// Turns the strategy's probe steps and cut-out stragglers into events.
     fn take_spliced(&mut self, now: Duration) {
+        while let Some(step) = self.strategy.poll_probe() {
+            let event = match step {
+                ProbeStep::Started {
+                    head,
+                    host,
+                    head_rate,
+                } => {
+                    // Its transfers in flight now come from a feeder it no longer has: when
+                    // those fail, it is not to blame.
+                    self.failed_at[host.index()] = self.started;
+                    Event::ProbeStarted {
+                        head,
+                        host,
+                        head_rate,
+                        at: now,
+                    }
+                }
+                ProbeStep::Ended {
+                    head,
+                    host,
+                    head_rate,
+                    host_rate,
+                } => {
+                    self.failed_at[host.index()] = self.started;
+                    Event::ProbeEnded {
+                        head,
+                        host,
+                        head_rate,
+                        host_rate,
+                        at: now,
+                    }
+                }
+            };
+            self.links_version += 1;
+            self.events.push_back(event);
+        }
         while let Some(sp) = self.strategy.poll_spliced() {
             // Their transfers in flight now come from a feeder they no longer have: when those
             // fail, neither is to blame.
             self.failed_at[sp.host.index()] = self.started;
-            self.failed_at[sp.successor.index()] = self.started;
+            if let Some(s) = sp.successor {
+                self.failed_at[s.index()] = self.started;
+            }
             self.links_version += 1;
             self.events.push_back(Event::Straggler {
                 host: sp.host,

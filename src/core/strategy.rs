@@ -53,8 +53,10 @@ pub struct Spliced {
     pub host: HostId,
     /// The host that feeds it from now on.
     pub feeder: HostId,
-    /// The host that followed it, fed past it from now on (by its old feeder).
-    pub successor: HostId,
+    /// The host that followed it, fed past it from now on (by its old feeder); `None` for
+    /// a host that followed none (the last, or a host fed alongside the chain's head to
+    /// probe the source, see [`crate::core::Straggler::probe`]).
+    pub successor: Option<HostId>,
     /// Its rate over its current feed, in bytes per second.
     pub rate: f64,
     /// Its old feeder's rate, in bytes per second.
@@ -62,6 +64,37 @@ pub struct Spliced {
     /// It was cut out for receiving nothing at all while its feeder went on (see
     /// [`crate::core::Straggler::stall`]), rather than for its rate.
     pub stalled: bool,
+}
+
+/// A step of a chain's probe of its source (see [`crate::core::Straggler::probe`]): see
+/// [`Strategy::poll_probe`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ProbeStep {
+    /// `host`, taken off the chain's tail, is fed by the source alongside the chain's first
+    /// host `head`, which received at `head_rate` bytes per second so far. Transfers still in
+    /// flight to `host` come from a feeder it no longer has.
+    Started {
+        /// The chain's first host.
+        head: HostId,
+        /// The host fed alongside it.
+        host: HostId,
+        /// `head`'s rate before the probe, in bytes per second.
+        head_rate: f64,
+    },
+    /// The probe is over: over the same span, `head` received at `head_rate` and `host` at
+    /// `host_rate` bytes per second. A host slower than the other by the rule is cut out
+    /// (a [`Spliced`] follows); otherwise `host` goes back to the chain's tail, and its
+    /// transfers still in flight come from a feeder it no longer has.
+    Ended {
+        /// The chain's first host.
+        head: HostId,
+        /// The host that was fed alongside it.
+        host: HostId,
+        /// `head`'s rate over the probe, in bytes per second.
+        head_rate: f64,
+        /// `host`'s rate over the probe, in bytes per second.
+        host_rate: f64,
+    },
 }
 
 /// A distribution strategy: decides which hop to start next.
@@ -132,6 +165,13 @@ pub trait Strategy: Send {
     /// [`crate::core::Straggler`]), drained by the scheduler after every input. The default
     /// never cuts one.
     fn poll_spliced(&mut self) -> Option<Spliced> {
+        None
+    }
+
+    /// A step of the strategy's probe of its source (see
+    /// [`crate::core::Straggler::probe`]), drained by the scheduler after every input,
+    /// before [`Strategy::poll_spliced`]. The default never probes.
+    fn poll_probe(&mut self) -> Option<ProbeStep> {
         None
     }
 

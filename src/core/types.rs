@@ -131,6 +131,36 @@ pub enum Event {
         /// When it was cut out.
         at: Duration,
     },
+    /// A chain's first host receives slowly enough for a probe of the source (see
+    /// [`crate::core::Straggler::probe`]): `host` is fed by the source alongside it, so that
+    /// a slow first host can be told from a slow source. Transfers still in flight to `host`
+    /// end without counting as attempts.
+    ProbeStarted {
+        /// The chain's first host.
+        head: HostId,
+        /// The host fed alongside it.
+        host: HostId,
+        /// `head`'s rate so far, in bytes per second.
+        head_rate: f64,
+        /// When the probe started.
+        at: Duration,
+    },
+    /// A probe of the source is over: what each host received at over the same span. A
+    /// host slower than the other by the rule is cut out ([`Event::Straggler`] follows);
+    /// otherwise `host` goes back to the chain's tail (its transfers still in flight end
+    /// without counting as attempts), and the source's own link is what limits the chain.
+    ProbeEnded {
+        /// The chain's first host.
+        head: HostId,
+        /// The host that was fed alongside it.
+        host: HostId,
+        /// `head`'s rate over the probe, in bytes per second.
+        head_rate: f64,
+        /// `host`'s rate over the probe, in bytes per second.
+        host_rate: f64,
+        /// When it ended.
+        at: Duration,
+    },
     /// The host was given up: it will receive nothing more and send nothing more.
     HostFailed {
         /// The host.

@@ -150,6 +150,31 @@ pub enum RunEvent {
         /// disk), when that, rather than a slow rate, is why it was cut out.
         stalled_for: Option<Duration>,
     },
+    /// The chain's first host received slowly enough to probe the controller (see
+    /// [`crate::core::Straggler::probe`]): `host` is fed by the controller alongside it for
+    /// a moment.
+    ProbeStarted {
+        /// The chain's first host.
+        head: HostId,
+        /// The host fed alongside it.
+        host: HostId,
+        /// `head`'s rate so far, bytes per second.
+        head_rate: f64,
+    },
+    /// The probe of the controller is over: what each host received at over the same span.
+    ProbeEnded {
+        /// The chain's first host.
+        head: HostId,
+        /// The host that was fed alongside it.
+        host: HostId,
+        /// `head`'s rate, bytes per second.
+        head_rate: f64,
+        /// `host`'s rate, bytes per second.
+        host_rate: f64,
+        /// Neither is slow by the rule: the controller's own link limits the chain (and a
+        /// [`RunEvent::Straggler`] follows otherwise).
+        source_bound: bool,
+    },
     /// A receiver's copy did not match SRC although every byte arrived (or a verified copy
     /// changed on disk): it is fed again from the start, from a good copy, unless it has
     /// no attempts left.
@@ -375,6 +400,30 @@ impl<T: Transport> Run<'_, T> {
                     rate,
                     reference,
                     stalled_for: stalled.then_some(STRAGGLER.stall),
+                }),
+                Event::ProbeStarted {
+                    head,
+                    host,
+                    head_rate,
+                    ..
+                } => self.observer.on_event(&RunEvent::ProbeStarted {
+                    head,
+                    host,
+                    head_rate,
+                }),
+                Event::ProbeEnded {
+                    head,
+                    host,
+                    head_rate,
+                    host_rate,
+                    ..
+                } => self.observer.on_event(&RunEvent::ProbeEnded {
+                    head,
+                    host,
+                    head_rate,
+                    host_rate,
+                    source_bound: head_rate >= STRAGGLER.ratio * host_rate
+                        && host_rate >= STRAGGLER.ratio * head_rate,
                 }),
                 Event::HostFailed { host, reason, .. } => {
                     self.finish_host(host, HostStatus::Failed, Some(reason));

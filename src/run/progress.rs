@@ -160,6 +160,40 @@ impl Observer for Progress {
                     self.name(*feeder)
                 ))
             }
+            RunEvent::ProbeStarted {
+                head,
+                host,
+                head_rate,
+            } => self.line(format!(
+                "{}: receives at {}, too slowly to tell whether it or the controller is slow: \
+                 {} is fed by the controller alongside it for a moment",
+                self.name(*head),
+                crate::units::format_rate(*head_rate),
+                self.name(*host)
+            )),
+            RunEvent::ProbeEnded {
+                head,
+                host,
+                head_rate,
+                host_rate,
+                source_bound,
+            } => {
+                let verdict = match source_bound {
+                    true => format!(
+                        ": the controller's link is what limits the chain, and {} goes back to \
+                         its tail",
+                        self.name(*host)
+                    ),
+                    false => String::new(),
+                };
+                self.line(format!(
+                    "probe of the controller: {} received at {} and {} at {} over the same span{verdict}",
+                    self.name(*head),
+                    crate::units::format_rate(*head_rate),
+                    self.name(*host),
+                    crate::units::format_rate(*host_rate),
+                ))
+            }
             RunEvent::Corrupt { host, reason } => {
                 self.feeders[host.index() - 1] = None;
                 if std::mem::take(&mut self.counted[host.index() - 1]) {

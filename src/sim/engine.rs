@@ -52,6 +52,11 @@ pub struct SimConfig {
     /// before, from the first chunk it lacks). A failure naming a host beyond `receivers`
     /// is ignored.
     pub failures: Vec<Failure>,
+    /// When a chain cuts a slow host out, and probes its source (see [`Straggler`]): by
+    /// default the rule `bounce-run` uses, so that the simulator predicts it. `None` never
+    /// does, which gives a chain's closed forms on a uniform network (a probe shares the
+    /// source's link for a moment).
+    pub straggler: Option<Straggler>,
 }
 
 /// A receiver that dies during a simulated run (see [`SimConfig::failures`]).
@@ -79,6 +84,7 @@ impl SimConfig {
             seed: 1,
             network: NetworkSpec::default(),
             failures: Vec::new(),
+            straggler: Some(Straggler::DEFAULT),
         }
     }
 
@@ -130,6 +136,8 @@ pub struct SimResult {
     pub lower_bound: f64,
     /// Hosts a chain cut out for being slow (see [`crate::core::Straggler`]).
     pub stragglers: u32,
+    /// Probes of the source a chain ran (see [`crate::core::Straggler::probe`]).
+    pub probes: u32,
 }
 
 /// What happens at a pending event, packed in a `u64` to keep heap entries small: the top bit
@@ -300,7 +308,8 @@ impl<S: Strategy> Loop<S> {
                     self.result.makespan = self.result.makespan.max(now);
                 }
                 Event::Straggler { .. } => self.result.stragglers += 1,
-                Event::HostFailed { .. } => {}
+                Event::ProbeStarted { .. } => self.result.probes += 1,
+                Event::ProbeEnded { .. } | Event::HostFailed { .. } => {}
             }
         }
     }
@@ -549,9 +558,8 @@ pub fn simulate(kind: StrategyKind, cfg: &SimConfig) -> Result<SimResult, SimErr
     {
         return Err(SimError::Bandwidth(*bad));
     }
-    // Slow hosts are cut out of a chain by the same rule as in `bounce-run`.
     let mut params = StrategyParams {
-        chain_straggler: Some(Straggler::default()),
+        chain_straggler: cfg.straggler,
         ..StrategyParams::new(cfg.receivers).with_seed(cfg.seed)
     };
     if !cfg.network.is_uniform() {
@@ -652,6 +660,7 @@ impl WithStrategy for Start<'_> {
                 chunks: layout.count(),
                 lower_bound: topology.lower_bound(cfg.size),
                 stragglers: 0,
+                probes: 0,
             },
             topology,
         }

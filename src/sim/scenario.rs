@@ -261,6 +261,7 @@ impl Settings {
                         .flatten()
                         .map(|f| parse_failure(f))
                         .collect::<Result<_, _>>()?,
+                    straggler: Some(crate::core::Straggler::DEFAULT),
                 },
                 runs,
                 threads: 0,
