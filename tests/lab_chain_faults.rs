@@ -1,6 +1,8 @@
 //! The streamed chain when hosts fail or lag (issue 10), against real sshd hosts in the lab:
 //! a host that crashes mid-stream, two adjacent ones that crash together, a host ten times
-//! slower than the rest, and a host whose copy changes on disk behind its check. Every other
+//! slower than the rest (in the middle of the chain, and at its head, where only a probe of
+//! the controller tells it from a slow controller), and a host whose copy changes on disk
+//! behind its check. Every other
 //! host must end with SRC's bytes, fed past the failed or slow host by a stream that resumes
 //! where its copy ends, so that no byte reaches it twice; a host fed a corrupt copy is fed
 //! again from a good one.
@@ -172,19 +174,53 @@ fn two_adjacent_chain_hosts_that_crash_together_are_passed_and_no_byte_is_sent_t
 
 #[test]
 fn a_slow_host_is_cut_out_of_the_chain_and_holds_back_nobody() {
-    let Some(lab) = Lab::start(
-        "a_slow_host_is_cut_out_of_the_chain_and_holds_back_nobody",
-        LabConfig::hosts(6).rate("40mbit"),
-    ) else {
-        return;
-    };
     // h3 at a tenth of the others' rate. It connects half a second late and h6 a second
-    // late, so that h3 joins the chain behind hosts that show what a healthy rate is (a slow
-    // host fed by the controller is measured against the best rate seen) and before h6,
-    // which it would hold back.
-    lab.set_rate(3, "4mbit");
-    let config = lab::support::config_delaying(&lab, &[(3, 0.5), (6, 1.0)]);
-    let size = 8 * MIB;
+    // late, so that h3 joins the chain behind hosts that show what a healthy rate is, and
+    // before h6, which it would hold back.
+    let err = slow_host_is_cut(
+        "a_slow_host_is_cut_out_of_the_chain_and_holds_back_nobody",
+        3,
+        &[(3, 0.5), (6, 1.0)],
+        8 * MIB,
+    );
+    assert!(!err.contains("probe"), "a probe ran: {err}");
+}
+
+#[test]
+fn a_slow_first_host_is_found_by_probing_the_controller_and_holds_back_nobody() {
+    // h1 at a tenth of the others' rate, and the others connect half a second late: h1
+    // heads the chain, where no host behind it can show a faster rate. With 30 s to go at
+    // its rate, the controller is probed: the chain's last host is fed by the controller
+    // beside h1, receives ten times faster, and takes h1's place.
+    let err = slow_host_is_cut(
+        "a_slow_first_host_is_found_by_probing_the_controller_and_holds_back_nobody",
+        1,
+        &[(2, 0.5), (3, 0.5), (4, 0.5), (5, 0.5), (6, 0.5)],
+        16 * MIB,
+    );
+    let probe = err
+        .lines()
+        .find(|l| l.contains("probe of the controller: h1 received at"))
+        .unwrap_or_else(|| panic!("no probe of the controller: {err}"));
+    assert!(!probe.contains("limits the chain"), "{probe}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("h1: receives at")
+                && l.contains("fed by the controller alongside it")),
+        "the probe's start was not told: {err}"
+    );
+}
+
+/// Runs a 6-host chain of `size` bytes over 40 Mbit/s links with host `slow` at 4 Mbit/s,
+/// the controller's connections to some hosts delayed (`delays`, seconds) to set the
+/// chain's order. The slow host must be cut out, every host verified with SRC's bytes and
+/// no chunk twice, and every other host done before it. Returns the run's stderr.
+fn slow_host_is_cut(test: &str, slow: usize, delays: &[(usize, f64)], size: u64) -> String {
+    let Some(lab) = Lab::start(test, LabConfig::hosts(6).rate("40mbit")) else {
+        return String::new();
+    };
+    lab.set_rate(slow, "4mbit");
+    let config = lab::support::config_delaying(&lab, delays);
     let src = lab.scratch().join("src.bin");
     lab::support::random_file(&src, size as usize, 77);
     let report = lab.scratch().join("chain.csv");
@@ -201,38 +237,41 @@ fn a_slow_host_is_cut_out_of_the_chain_and_holds_back_nobody() {
     let out = lab::support::run_logged_within(&mut c, Duration::from_secs(180));
     let err = stderr_of(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
+    let name = lab.host(slow);
     assert!(
         err.lines()
-            .any(|l| l.contains(&format!("{}: receives at", lab.host(3)))
+            .any(|l| l.contains(&format!("{name}: receives at"))
                 && l.contains("cut out of the chain")),
-        "h3 was not cut out: {err}"
+        "{name} was not cut out: {err}"
     );
     let rows = read_report(&report);
-    let slow_end = row(&rows, &lab.host(3)).end_s.unwrap();
+    let slow_end = row(&rows, &name).end_s.unwrap();
     for (i, &rx_before) in rx0.iter().enumerate().skip(1) {
         let r = row(&rows, &lab.host(i));
         assert_eq!(r.status, "verified", "{r:?}");
         assert_same(&lab, i, "f.bin", &src);
         // No chunk reached it twice.
         assert_eq!(r.bytes, size, "{r:?}");
-        // Nor did its link carry the file twice. h3's old link is cut at h3's end while
-        // its sender's buffers still hold what a 4 Mbit/s link has not yet carried; ssh
-        // delivers it to nobody, so h3's own counter is not held to this.
+        // Nor did its link carry the file twice. The slow host's old link is cut at its
+        // end while its sender's buffers still hold what a 4 Mbit/s link has not yet
+        // carried; ssh delivers it to nobody, so its own counter is not held to this.
         let rx = lab.rx_bytes(i) - rx_before;
         assert!(
-            i == 3 || rx <= size + 2 * MIB,
+            i == slow || rx <= size + 2 * MIB,
             "h{i} received {rx} bytes for {size}"
         );
-        // Fed through h3 they could not end before it; fed past it, they end long before.
-        if i != 3 {
+        // Fed through the slow host they could not end before it; fed past it, they end
+        // long before.
+        if i != slow {
             assert!(
-                r.end_s.unwrap() < slow_end,
+                r.end_s.unwrap() < slow_end / 2.0,
                 "h{i} ended at {:?}, after the slow host ({slow_end})\n{err}",
                 r.end_s
             );
         }
     }
     assert_no_temp_left(&lab, 6, Path::new("f.bin"));
+    err
 }
 
 /// Panics if any of hosts `1..=n` still holds a temporary copy of `name`.

@@ -274,9 +274,9 @@ struct Run<'o, T> {
     /// The core's [`Scheduler::links_version`] when the planned links were last asked for
     /// (rule 7 of the driver contract).
     links_seen: Option<u64>,
-    /// Every planned link asked for so far: each is set up once. One planned into a receiver
-    /// that already holds part of the file (its sender was lost or cut out) carries the
-    /// rest.
+    /// Every link planned and asked for, while it stays planned: each is set up once for as
+    /// long as it is planned. One planned into a receiver that already holds part of the
+    /// file (its sender was lost or cut out) carries the rest.
     asked: HashSet<(HostId, HostId)>,
     /// Planned links still being set up, and the transfers planned over them meanwhile,
     /// which start once their link is up (or has failed, and they go another way).
@@ -334,6 +334,28 @@ impl<T: Transport> Run<'_, T> {
         if self.links_seen != Some(sched.links_version()) {
             self.links_seen = Some(sched.links_version());
             links = sched.planned_links();
+            // A link dropped from the plan (its receiver went to another feeder, as a probe's
+            // host does and comes back) is set up again if it is planned again: its old
+            // stream was cut when the other feeder's was set up.
+            self.asked.retain(|l| links.contains(l));
+            // A transfer held back for a link no longer planned, into a receiver that now has
+            // another feeder, would never go: that link is cut as the new one is set up
+            // (rule 9), which need not wait for it. It ends now, so that its receiver is
+            // fed from its first missing chunk at once.
+            let stale: Vec<Transfer> = self
+                .deferred
+                .iter()
+                .filter(|t| {
+                    !links.contains(&(t.from, t.to)) && links.iter().any(|&(_, to)| to == t.to)
+                })
+                .copied()
+                .collect();
+            self.deferred.retain(|t| !stale.contains(t));
+            let now = self.now();
+            for t in stale {
+                let why = format!("{} is fed another way", t.to);
+                sched.handle_done(now, t.id, Err(HopError::new(why)));
+            }
             // A host being reset gets its links once that is done.
             links.retain(|&(a, b)| {
                 !self.resetting.contains(&a)
@@ -547,6 +569,11 @@ impl<T: Transport> Run<'_, T> {
         match task {
             Task::Prepared(h, result) => self.on_prepared(h, result),
             Task::LinksOpened(link, failed) => {
+                // A link cut while it was being set up (its receiver is fed another way) is
+                // no news: the cut was told.
+                let failed = failed
+                    .into_iter()
+                    .filter(|e| !matches!(e, TransportError::Rerouted { .. }));
                 for e in failed {
                     self.observer.on_event(&RunEvent::LinkNotOpened {
                         reason: e.to_string(),

@@ -257,6 +257,36 @@ fn create_exclusive_on(dest: &str, tmp: &str, fd: u8) -> String {
     )
 }
 
+/// Creates `fence`, a temporary file beside `dest`, empty and exclusively: a link's
+/// receiving end passes it before writing anything ([`pass_fence`]), so that the controller
+/// can stop that end from ever writing by removing it first ([`cut_fence`]), without
+/// waiting for the link's sender. Exits 1, the cause on stderr, if it cannot.
+pub fn create_fence(dest: &str, fence: &str) -> String {
+    format!(
+        "mkdir -p -- {dir} && umask 077 && dd if=/dev/null of={f} conv=excl status=none",
+        dir = shell_quote(parent(dest)),
+        f = shell_quote(fence),
+    )
+}
+
+/// What a link's receiving end runs before anything else: removes `fence` (see
+/// [`create_fence`]), or exits 1 with the cause on stderr when it is gone, the link having
+/// been cut before this end started. One `rm` of one name, so exactly one of this and
+/// [`cut_fence`] succeeds.
+pub fn pass_fence(fence: &str) -> String {
+    format!(
+        "rm -- {} 2>/dev/null || {{ echo \"this link was cut before its receiving end started\" >&2; \
+         exit 1; }}; ",
+        shell_quote(fence)
+    )
+}
+
+/// Removes `fence` (see [`create_fence`]) and prints `cut` if it was there: the receiving
+/// end it guards will then never write. Prints nothing when that end has passed it.
+pub fn cut_fence(fence: &str) -> String {
+    format!("rm -- {} 2>/dev/null && echo cut", shell_quote(fence))
+}
+
 /// The stage that decompresses a stream and writes the result to descriptor 6, passing it
 /// on to be hashed. A truncated or corrupt input ends the decompressor early; the rest of
 /// its input is drained, so that the stage before it is not killed by a closed pipe, and
@@ -1000,6 +1030,36 @@ mod tests {
 
     fn sh(script: &str) -> std::process::Output {
         Command::new("sh").arg("-c").arg(script).output().unwrap()
+    }
+
+    #[test]
+    fn a_fence_lets_exactly_one_of_its_receiving_end_and_its_cut_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("sub dir/it's $(x)").display().to_string();
+        let fence = temp_path(&dest, "r1", "-h2-link7");
+        let receiver = format!("{}echo wrote", pass_fence(&fence));
+        // Created once, exclusively, with its directory.
+        assert!(sh(&create_fence(&dest, &fence)).status.success());
+        assert!(!sh(&create_fence(&dest, &fence)).status.success());
+        // The receiving end passes it once; then a cut finds nothing to stop.
+        let out = sh(&receiver);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "wrote\n");
+        assert_eq!(String::from_utf8_lossy(&sh(&cut_fence(&fence)).stdout), "");
+        // Cut first, the receiving end never writes, and says why.
+        assert!(sh(&create_fence(&dest, &fence)).status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&sh(&cut_fence(&fence)).stdout),
+            "cut\n"
+        );
+        let out = sh(&receiver);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("link was cut"));
+        // A symlink in its place is not created through.
+        let target = dir.path().join("target");
+        std::os::unix::fs::symlink(&target, &fence).unwrap();
+        assert!(!sh(&create_fence(&dest, &fence)).status.success());
+        assert!(!target.exists());
     }
 
     /// A directory holding an executable `name` with `body`, to put first on PATH.

@@ -10,7 +10,7 @@
 //!   broke): the controller writes one request line per chunk into the link on X; X sends
 //!   header and bytes to Y's receive loop, whose acknowledgement flows back through X.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +40,13 @@ pub(super) struct ChainLinks {
     pub(super) layout: Layout,
     /// The link of each edge.
     links: Mutex<HashMap<(HostId, HostId), LinkCell>>,
+    /// By edge: the fence of a relay still being opened (see [`script::create_fence`]),
+    /// which [`ChainLinks::cut_links_into`] removes rather than wait for the relay's sender.
+    fences: Mutex<HashMap<(HostId, HostId), String>>,
+    /// Edges whose link was cut, its receiver being fed another way, and not opened again
+    /// since: a hop planned over one before the cut fails at once, rather than open a
+    /// request link from the sender it was cut from.
+    cut_edges: Mutex<HashSet<(HostId, HostId)>>,
     streamed: Streamed,
     /// By host: true once its DEST holds the verified file (it was up to date, or its copy
     /// was renamed into place). Locked while a copy is renamed and while a relay from the
@@ -225,6 +232,8 @@ impl ChainLinks {
             hosts,
             layout,
             links: Mutex::new(HashMap::new()),
+            fences: Mutex::new(HashMap::new()),
+            cut_edges: Mutex::new(HashSet::new()),
             streamed: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -464,6 +473,17 @@ impl ChainLinks {
                 behind.as_ref().map(|p| self.behind(to, p)).as_ref(),
             ),
         };
+        // A relay's receiving end is started by its sender, which may be slow to start it (a
+        // slow host's link drops the packets of its new connections): fenced, a cut of this
+        // link need not wait for that (see `cut_links_into`).
+        let fence = match from {
+            HostId::SOURCE => None,
+            _ => Some(self.raise_fence(from, to, key).await?),
+        };
+        let receive = match &fence {
+            Some(f) => format!("{}{receive}", script::pass_fence(f)),
+            None => receive,
+        };
         let script = match &placed {
             None => receive,
             Some(installed) => {
@@ -501,12 +521,28 @@ impl ChainLinks {
         // A relay waits for its sender's copy to appear; if the sender is given up meanwhile,
         // dropping the pipeline closes the relay's stdin and its watcher ends it.
         let mut gone = self.gone[from.index()].subscribe();
-        let p = tokio::select! {
-            p = self.start_pipeline(key, from, to, &script, fed, placed.map(Some)) => p?,
+        let started = tokio::select! {
+            p = self.start_pipeline(key, from, to, &script, fed, placed.map(Some)) => p,
             () = async { drop(gone.wait_for(|g| *g).await) } => {
                 self.kill(key, &[]).await;
-                return Err(self.link_err(from, to, format!("{} was given up", self.name(from))));
+                Err(self.link_err(from, to, format!("{} was given up", self.name(from))))
             }
+        };
+        if let Some(f) = &fence {
+            self.fences.lock().unwrap().remove(&(from, to));
+            if started.is_ok() {
+                // Its receiving end removed it as it started.
+                self.forget_temp(to, f);
+            }
+        }
+        let p = match started {
+            Err(e) if self.cut_edges.lock().unwrap().contains(&(from, to)) => {
+                return Err(TransportError::Rerouted {
+                    link: format!("{} -> {}", self.name(from), self.name(to)),
+                    reason: format!("{e}; {} is fed another way", self.name(to)),
+                })
+            }
+            p => p?,
         };
         let (tx, progress) = watch::channel(StreamProgress::default());
         let mut tasks = vec![tokio::spawn(read_reports(
@@ -547,6 +583,34 @@ impl ChainLinks {
             reason: Mutex::new(None),
             cut: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Creates the fence of a relay from `from` into `to` about to be opened under `key` (see
+    /// [`script::create_fence`]), and records it until the relay is open.
+    async fn raise_fence(
+        &self,
+        from: HostId,
+        to: HostId,
+        key: u64,
+    ) -> Result<String, TransportError> {
+        let dest = &self.target(to).dest;
+        let fence = script::temp_path(dest, &self.run_id, &format!("-h{}-link{key}", to.0));
+        self.add_temp(to, &fence);
+        let out = self.run(to, &script::create_fence(dest, &fence)).await?;
+        if !out.status.success() {
+            return Err(self.remote_err(
+                to,
+                format!(
+                    "cannot create {fence}: {}",
+                    failure_text(&out.stderr, out.status.code())
+                ),
+            ));
+        }
+        self.fences
+            .lock()
+            .unwrap()
+            .insert((from, to), fence.clone());
+        Ok(fence)
     }
 
     /// Where a stream from `from` into `to` resumes: `None` for a host nothing was sent to
@@ -590,17 +654,37 @@ impl ChainLinks {
     /// so that nothing more is written to `to`'s copy over it. The transfers waiting on it
     /// fail.
     async fn cut_links_into(&self, to: HostId, keep: Option<HostId>) {
-        let cells: Vec<LinkCell> = {
+        let cells: Vec<((HostId, HostId), LinkCell)> = {
             let mut links = self.links.lock().unwrap();
             let keys: Vec<_> = links
                 .keys()
                 .copied()
                 .filter(|&(a, b)| b == to && Some(a) != keep)
                 .collect();
-            keys.into_iter().filter_map(|k| links.remove(&k)).collect()
+            keys.into_iter()
+                .filter_map(|k| Some((k, links.remove(&k)?)))
+                .collect()
         };
-        for cell in cells {
-            let mut guard = cell.lock().await;
+        for (edge, cell) in cells {
+            self.cut_edges.lock().unwrap().insert(edge);
+            let mut guard = match cell.try_lock() {
+                Ok(g) => g,
+                Err(_) => {
+                    // Being opened. A relay whose receiving end has not started yet is
+                    // stopped by removing its fence, without waiting for its sender, which
+                    // may be the slow host this cut is for; one whose end has started must
+                    // be waited for, and killed.
+                    let fence = self.fences.lock().unwrap().get(&edge).cloned();
+                    if let Some(f) = fence {
+                        let cut = self.run(to, &script::cut_fence(&f)).await;
+                        if cut.is_ok_and(|o| o.stdout.starts_with(b"cut")) {
+                            self.forget_temp(to, &f);
+                            continue;
+                        }
+                    }
+                    cell.lock().await
+                }
+            };
             let Some(link) = guard.take() else { continue };
             let mut child = link.child.lock().await;
             drop(guard);
@@ -702,6 +786,13 @@ impl ChainLinks {
         let link = {
             let mut guard = cell.lock().await;
             if guard.is_none() {
+                if self.cut_edges.lock().unwrap().contains(&(t.from, t.to)) {
+                    // Planned before its link was cut: its receiver is fed another way.
+                    return Err(TransportError::Rerouted {
+                        link: format!("{} -> {}", self.name(t.from), self.name(t.to)),
+                        reason: format!("{} is fed another way", self.name(t.to)),
+                    });
+                }
                 *guard = Some(Arc::new(self.spawn_link(t.from, t.to).await?));
             }
             Arc::clone(guard.as_ref().expect("opened above"))
@@ -899,6 +990,8 @@ impl ChainLinks {
         let opening: FuturesUnordered<_> = links
             .iter()
             .map(|&(from, to)| async move {
+                // Planned again: its hops go over it again.
+                self.cut_edges.lock().unwrap().remove(&(from, to));
                 let cell = self.link_cell(from, to);
                 let mut guard = cell.lock().await;
                 if guard.is_none() {
