@@ -8,6 +8,9 @@
 //!
 //! - straggler: h4 at a tenth of the rate from the start; the healthy hosts' last end against
 //!   t1 (target ≤ 1.4), and h4's end against its own single hop at its rate (≤ 1.2);
+//! - first: the same slow h4, heading the chain (every other host connects half a second
+//!   late), where only a probe of the controller tells it from a slow controller; the same
+//!   two measures;
 //! - crash: every process of h4 killed once its copy holds 40% of the file; the other hosts'
 //!   last end against the fault-free chain (target ≤ 1.15× + 1 s);
 //! - link down: h4's link taken down at 40%; the others' last end against the keep-alive
@@ -17,7 +20,7 @@
 //! received on its link (the file once, plus ssh's framing: at most S + 2 MiB), and how many
 //! hosts the straggler rule cut out (the most in any of its runs: none without a fault).
 //!
-//! `BOUNCE_BENCH_FAULTS=straggler,crash,down` runs only the fault rows named (all by
+//! `BOUNCE_BENCH_FAULTS=straggler,first,crash,down` runs only the fault rows named (all by
 //! default); the fault-free chain and t1 are always measured, as every row's baseline.
 
 use std::fs;
@@ -227,8 +230,22 @@ pub fn faults_part() {
         "",
     );
 
-    if fault_wanted("straggler") {
-        straggler_rows(&mut lab, &config, &src, &digest, &rate, &slow, reps, t1);
+    let first = fault_wanted("first");
+    if fault_wanted("straggler") || first {
+        // The victim heads the chain when every other host connects later.
+        let delays: Vec<(usize, f64)> = (1..=hosts)
+            .filter(|&i| i != VICTIM)
+            .map(|i| (i, 0.5))
+            .collect();
+        let heading = config_delaying(&lab, &delays);
+        let mut configs = Vec::new();
+        if fault_wanted("straggler") {
+            configs.push(("", config.as_path()));
+        }
+        if first {
+            configs.push((", heading the chain", heading.as_path()));
+        }
+        straggler_rows(&mut lab, &configs, &src, &digest, &rate, &slow, reps, t1);
     }
     let at = Some(size * 2 / 5);
     if fault_wanted("crash") {
@@ -277,11 +294,12 @@ pub fn faults_part() {
 }
 
 /// The straggler rows: the victim at `slow` for the whole run, against t1 for the healthy
-/// hosts and against its own single hop at `slow` for itself.
+/// hosts and against its own single hop at `slow` for itself, once per ssh config in
+/// `configs` (which sets the chain's order), each named by its label.
 #[allow(clippy::too_many_arguments)]
 fn straggler_rows(
     lab: &mut Lab,
-    config: &Path,
+    configs: &[(&str, &Path)],
     src: &Path,
     digest: &str,
     rate: &str,
@@ -292,23 +310,31 @@ fn straggler_rows(
     let dest = lab.dest("f.bin");
     lab.set_rate(VICTIM, slow);
     let t_slow = single_hop(lab, VICTIM, src, &dest, reps.min(2), "slow hop");
-    let straggler = median_runs(reps, || {
-        run_chain(lab, config, src, digest, None, &|_: &mut Lab| {})
-    });
+    let runs: Vec<_> = configs
+        .iter()
+        .map(|&(label, config)| {
+            let r = median_runs(reps, || {
+                run_chain(lab, config, src, digest, None, &|_: &mut Lab| {})
+            });
+            (label, r)
+        })
+        .collect();
     lab.set_rate(VICTIM, rate);
-    row(
-        &format!("h{VICTIM} at {slow}: healthy hosts vs t1"),
-        &straggler,
-        |r| (r.others_end, t1, r.others_end / t1),
-        "≤ 1.40",
-    );
-    row(
-        &format!("h{VICTIM} at {slow}: itself vs its own hop"),
-        &straggler,
-        |r| {
-            let v = r.victim_end.unwrap_or(f64::NAN);
-            (v, t_slow, v / t_slow)
-        },
-        "≤ 1.20",
-    );
+    for (label, straggler) in &runs {
+        row(
+            &format!("h{VICTIM} at {slow}{label}: healthy vs t1"),
+            straggler,
+            |r| (r.others_end, t1, r.others_end / t1),
+            "≤ 1.40",
+        );
+        row(
+            &format!("h{VICTIM} at {slow}{label}: itself vs own hop"),
+            straggler,
+            |r| {
+                let v = r.victim_end.unwrap_or(f64::NAN);
+                (v, t_slow, v / t_slow)
+            },
+            "≤ 1.20",
+        );
+    }
 }

@@ -57,7 +57,8 @@ struct Cli {
     /// chain (streamed through all hosts in the order they become ready, each relaying it as
     /// it arrives; a dead host is passed by a stream that resumes at its successor's byte
     /// count, and a host under a quarter of its feeder's rate is cut out and fed at its own
-    /// pace), or auto (the one the simulator predicts fastest for these hosts, with the rates
+    /// pace; a first host too slow for a run with more than 15 s to go is found by feeding
+    /// another host from the controller beside it for a moment), or auto (the one the simulator predicts fastest for these hosts, with the rates
     /// the fleet file gives, or --bandwidth; it says what it picked and why before it starts).
     /// chain is the default: on 8 equal hosts it is about 3 times faster than bounce, its
     /// lead grows with the number of hosts, a slow or dead host costs the others a second or
