@@ -430,3 +430,36 @@ fn a_run_whose_first_host_has_little_to_go_is_not_probed() {
     });
     assert!(out.probed.is_empty(), "probed {:?}", out.probed);
 }
+
+#[test]
+fn a_first_host_that_stops_receiving_during_the_probe_is_cut_out() {
+    // 256 MiB at 100 Mbit/s: 21 s to go, so the source is probed 1.2 s in. Just after,
+    // before a window of the probe, host 1, the first, stops receiving for a minute. Its
+    // rate over the probe is measured up to a stall span (2 s) ago when it reports nothing
+    // newer, so it sinks below a quarter of the probe host's, and it is cut out 4.2 s in:
+    // the others do not wait the minute (measured only up to its last report, it never
+    // showed a window of the probe, and was cut only once it received again).
+    let out = run(&Model {
+        rates: &[FAST; 7],
+        size: 256 * MIB,
+        progress: true,
+        jitter_ms: 100,
+        pauses: &[(1, 1250, 60_000)],
+        source_up: FAST,
+        seed: 5,
+    });
+    assert_eq!(out.probed.len(), 1, "probed {:?}", out.probed);
+    assert!(
+        out.cut.iter().any(|&(h, _, _)| h == 1),
+        "host 1 was not cut: {:?}",
+        out.cut
+    );
+    let t1 = 256.0 * MIB as f64 / FAST;
+    for h in 2..=7 {
+        assert!(
+            out.done[&h] < t1 + 10.0,
+            "h{h} ended at {:.2}s, t1 {t1:.2}s",
+            out.done[&h]
+        );
+    }
+}

@@ -322,16 +322,17 @@ proptest! {
     ) {
         // Completions come in random order a millisecond apart, so with a window of a few
         // milliseconds and a high ratio hosts are cut out and hung off the tail all the time
-        // (about 2,000 times over the cases), and the source is probed: file order (checked by the driver), the
-        // invariants and the end must survive it.
+        // (about 2,000 times over the cases), and the source is probed (in 218 of the 300
+        // cases, counted on 2026-12-04), the probe ending every way: file order (checked
+        // by the driver), the invariants and the end must survive it.
         let params = StrategyParams {
             chain_window: window,
             chain_straggler: Some(Straggler {
                 ratio,
                 window: Duration::from_millis(3),
                 stall: Duration::from_millis(6),
-                // Any first host with more than a millisecond to go: nearly every run
-                // probes its source, and may cut its first host or the probe's.
+                // Any first host with more than a millisecond to go: most runs probe
+                // their source, and may cut their first host or the probe's.
                 probe: Some(Duration::from_millis(1)),
             }),
             ..params(&case)

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::strategy::{ProbeStep, Spliced, Strategy, View};
+use super::strategy::{ProbeStep, ProbeVerdict, Spliced, Strategy, View};
 use super::types::{ChunkRange, HostId};
 
 /// Host i forwards chunk j to host i+1 as soon as it holds it. With k equal chunks the last
@@ -61,6 +61,9 @@ pub struct Chain {
     probing: Probing,
     /// Probe steps not yet announced, oldest first (see [`Strategy::poll_probe`]).
     probe_steps: Vec<ProbeStep>,
+    /// Leaves moved to another feeder and not yet announced (see
+    /// [`Strategy::poll_relinked`]).
+    relinked: Vec<HostId>,
 }
 
 /// Where a chain's probe of its source stands (see [`Straggler::probe`]).
@@ -129,7 +132,8 @@ pub struct Straggler {
     /// less than `ratio` times the other, it is cut out, and the other takes its place at
     /// the head of the chain; if the other is that slow, it is cut out instead; otherwise
     /// it goes back to the chain's tail, and the source's own link is what limits the
-    /// chain. A run probes at most once.
+    /// chain. A run probes at most once, and not while the chain's last host is its first
+    /// or already holds the whole file (a host that joins later may make one possible).
     ///
     /// The probe costs the first host the share of the source's upload that the other takes
     /// meanwhile: about half a window's worth of the source's rate when both share its link,
@@ -245,6 +249,7 @@ impl Chain {
             spliced: Vec::new(),
             probing: Probing::Not,
             probe_steps: Vec::new(),
+            relinked: Vec::new(),
         }
     }
 
@@ -386,8 +391,10 @@ impl Chain {
             for &l in &moved {
                 let leaf = &mut self.places[l.index()];
                 leaf.prev = Some(tail);
-                // Its chunks still in flight from `host` may fail with the old link.
+                // Its chunks still in flight from `host` may fail with the old link, which
+                // is not its fault.
                 leaf.draining = leaf.inbound > 0;
+                self.relinked.push(l);
             }
             self.leaves_of[tail.index()].extend(moved);
         }
@@ -427,8 +434,12 @@ impl Chain {
         let feeder_then = self.places[h.index()]
             .prev
             .map_or(0, |p| view.holdings.count(p));
+        // The probe's host is measured over its feed from the source only: what still
+        // arrives over its old feed (draining) would count that feed's setup as slowness.
+        let probed_early = matches!(self.probing, Probing::Running { host, .. } if host == h)
+            && self.places[h.index()].draining;
         let p = &mut self.places[h.index()];
-        if p.since.is_none() {
+        if p.since.is_none() && !probed_early {
             p.since = Some((now, held));
         }
         p.last = now;
@@ -549,14 +560,16 @@ impl Chain {
             return;
         }
         let host = self.tail();
-        if host == head || view.holdings.is_complete(host) || !self.leaves_fed_by(host).is_empty() {
-            // Nobody to probe with (yet: a host may join, or the tail may hand its leaves on).
+        if host == head || view.holdings.is_complete(host) {
+            // Nobody to probe with (yet: a host may join).
             return;
         }
         let before = self.places[host.index()]
             .prev
             .expect("a receiver at the tail has a predecessor");
         self.places[before.index()].next = None;
+        // Its leaves, if any, hang off the new last host.
+        self.rehang_leaves_of(host, before);
         let p = &mut self.places[host.index()];
         p.prev = Some(HostId::SOURCE);
         p.leaf = true;
@@ -617,9 +630,11 @@ impl Chain {
         // The first host's rate over the probe, as the rule measures it: at best (crediting
         // the chunk on its way, unless measured from progress) to cut it, and as shown to
         // cut the other, so that neither is cut for the coarseness of whole chunks.
+        // Measured from progress, the span ends at its latest report, or a stall span ago if
+        // that is later: a first host that stops receiving altogether is found slow too.
         let p = &self.places[head.index()];
         let (end, credit) = match p.by_progress {
-            true => (p.last, 0),
+            true => (p.last.max(now.saturating_sub(self.stall_ns)), 0),
             false => (now, view.layout.chunk_size()),
         };
         let span = end.saturating_sub(mark.0);
@@ -646,12 +661,18 @@ impl Chain {
             (false, Some(r)) => r,
             _ => head_best,
         };
+        let host_slow = !head_slow && head_shown.is_some_and(|r| host_rate.below(rule.ratio, r));
         self.probing = Probing::Done;
         self.probe_steps.push(ProbeStep::Ended {
             head,
             host,
             head_rate: head_rate.per_sec(),
             host_rate: host_rate.per_sec(),
+            verdict: match (head_slow, host_slow) {
+                (true, _) => ProbeVerdict::FirstSlow,
+                (_, true) => ProbeVerdict::OtherSlow,
+                _ => ProbeVerdict::SourceBound,
+            },
         });
         if head_slow {
             // The first host is slow: the probe's host, fed by the source already, takes its
@@ -686,7 +707,7 @@ impl Chain {
                 reference: host_rate.per_sec(),
                 stalled: false,
             });
-        } else if head_shown.is_some_and(|r| host_rate.below(rule.ratio, r)) {
+        } else if host_slow {
             // The probe's host is slow: it stays a leaf, of the tail if that can serve it.
             let feeder = self.leaf_feeder(view, HostId::SOURCE, rule);
             if feeder != HostId::SOURCE {
@@ -867,7 +888,18 @@ impl Strategy for Chain {
         true
     }
 
-    fn host_reset(&mut self, _view: &View<'_>, host: HostId) {
+    fn host_reset(&mut self, view: &View<'_>, host: HostId) {
+        if let Probing::Running { host: h, head, .. } = self.probing {
+            if head == host {
+                // A probe measures its rate afresh, from the nothing it now holds.
+                let now = view.now.as_nanos() as u64;
+                self.probing = Probing::Running {
+                    host: h,
+                    head,
+                    mark: (now, 0),
+                };
+            }
+        }
         // It keeps its place and is fed from its first chunk again, in file order as
         // always; the hosts it feeds wait for what they lack.
         let place = &mut self.places[host.index()];
@@ -889,6 +921,10 @@ impl Strategy for Chain {
 
     fn poll_probe(&mut self) -> Option<ProbeStep> {
         (!self.probe_steps.is_empty()).then(|| self.probe_steps.remove(0))
+    }
+
+    fn poll_relinked(&mut self) -> Option<HostId> {
+        self.relinked.pop()
     }
 
     fn planned_links(&self, view: &View<'_>) -> Vec<(HostId, HostId)> {

@@ -45,8 +45,9 @@
 //!    strategy relies on the order in which they end.
 //! 7. [`Scheduler::planned_links`], asked after construction and whenever
 //!    [`Scheduler::links_version`] changes (a receiver joined, a host was lost, a straggler
-//!    was cut out), names the links the strategy will use for the whole run as long as their
-//!    hosts live (a chain's). A driver may set each new one up before its first transfer
+//!    was cut out, a probe of the source started or ended), names the links the strategy
+//!    will use from now on for as long as their hosts live (a chain's; a probe's link lasts a
+//!    moment, and a link dropped from the plan may come back into it). A driver may set each new one up before its first transfer
 //!    (holding back the transfers planned over it meanwhile), and over such a link it may
 //!    move every chunk as soon as the sender holds it, ahead of the transfer that plans it:
 //!    the strategy would plan exactly that. A link planned into a receiver that already holds
@@ -62,9 +63,9 @@
 //!    from a receiver still joining, so no receiver waits for the slowest to connect.
 //! 9. After an [`Event::Straggler`], the slow host and the host that followed it are fed by
 //!    other senders ([`Scheduler::links_version`] changes), and so is the probe's host after
-//!    an [`Event::ProbeStarted`] or an [`Event::ProbeEnded`]. A driver may end the links
-//!    they were fed over; the transfers in flight on those links that then fail are not
-//!    counted against any of them.
+//!    an [`Event::ProbeStarted`] or an [`Event::ProbeEnded`], and so are the leaves a cut
+//!    host fed. A driver may end the links they were fed over; the transfers in flight on
+//!    those links that then fail are not counted against any of them.
 //! 10. A driver that knows how far a receiver's stream has got before the transfers that
 //!     carry those bytes end may report it with [`Scheduler::handle_progress`] (an input
 //!     like the others). It changes no holdings; a strategy that measures rates (the
@@ -100,7 +101,8 @@ pub use linear::Linear;
 pub use rack::Rack;
 pub use scheduler::{Scheduler, SchedulerConfig};
 pub use strategy::{
-    ProbeStep, Spliced, Strategy, StrategyKind, StrategyParams, UnknownStrategy, View, WithStrategy,
+    ProbeStep, ProbeVerdict, Spliced, Strategy, StrategyKind, StrategyParams, UnknownStrategy,
+    View, WithStrategy,
 };
 pub use swarm::{Swarm, SwarmParams};
 pub use types::{ChunkRange, Event, HopError, HostId, Transfer, TransferId};

@@ -209,8 +209,8 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
     }
 
     /// Changes whenever [`Scheduler::planned_links`] may have changed: a receiver joined, a
-    /// host was lost, a straggler was cut out, a corrupt host is fed again (rule 7 of the
-    /// driver contract).
+    /// host was lost, a straggler was cut out, a probe of the source started or ended, a
+    /// corrupt host is fed again (rule 7 of the driver contract).
     pub fn links_version(&self) -> u64 {
         self.links_version
     }
@@ -382,6 +382,7 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
                     host,
                     head_rate,
                     host_rate,
+                    verdict,
                 } => {
                     self.failed_at[host.index()] = self.started;
                     Event::ProbeEnded {
@@ -389,12 +390,17 @@ impl<S: Strategy + ?Sized> Scheduler<S> {
                         host,
                         head_rate,
                         host_rate,
+                        verdict,
                         at: now,
                     }
                 }
             };
             self.links_version += 1;
             self.events.push_back(event);
+        }
+        while let Some(h) = self.strategy.poll_relinked() {
+            self.failed_at[h.index()] = self.started;
+            self.links_version += 1;
         }
         while let Some(sp) = self.strategy.poll_spliced() {
             // Their transfers in flight now come from a feeder they no longer have: when those

@@ -94,7 +94,23 @@ pub enum ProbeStep {
         head_rate: f64,
         /// `host`'s rate over the probe, in bytes per second.
         host_rate: f64,
+        /// What the probe found.
+        verdict: ProbeVerdict,
     },
+}
+
+/// What a probe of the source found (see [`crate::core::Straggler::probe`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeVerdict {
+    /// The chain's first host receives at less than the rule's ratio of the other: it is
+    /// cut out, and the other takes its place.
+    FirstSlow,
+    /// The other host receives at less than the rule's ratio of the first: it is left fed at
+    /// its own pace.
+    OtherSlow,
+    /// Neither is slow: the source's own link limits the chain, and the other goes back to
+    /// its tail.
+    SourceBound,
 }
 
 /// A distribution strategy: decides which hop to start next.
@@ -172,6 +188,14 @@ pub trait Strategy: Send {
     /// [`crate::core::Straggler::probe`]), drained by the scheduler after every input,
     /// before [`Strategy::poll_spliced`]. The default never probes.
     fn poll_probe(&mut self) -> Option<ProbeStep> {
+        None
+    }
+
+    /// A host the strategy feeds from another sender from now on, besides the hosts a
+    /// [`Spliced`] or a [`ProbeStep`] names (a leaf moved to another feeder with the host
+    /// that fed it), drained by the scheduler after every input. Its transfers still in
+    /// flight come from a feeder it no longer has. The default never moves one.
+    fn poll_relinked(&mut self) -> Option<HostId> {
         None
     }
 

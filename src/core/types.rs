@@ -123,7 +123,8 @@ pub enum Event {
         feeder: HostId,
         /// Its rate over its current feed, in bytes per second.
         rate: f64,
-        /// The rate it was measured against (its old feeder's), in bytes per second.
+        /// The rate it was measured against (its old feeder's; for a host cut by a probe of
+        /// the source, the other host's), in bytes per second.
         reference: f64,
         /// It had received nothing at all for the rule's stall span, whatever its rate
         /// before.
@@ -158,6 +159,8 @@ pub enum Event {
         head_rate: f64,
         /// `host`'s rate over the probe, in bytes per second.
         host_rate: f64,
+        /// What the probe found.
+        verdict: crate::core::ProbeVerdict,
         /// When it ended.
         at: Duration,
     },

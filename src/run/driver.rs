@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt as _;
 use tokio::task::JoinSet;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::core::{
     Event, HopError, HostId, Layout, Scheduler, SchedulerConfig, Strategy, StrategyKind, Transfer,
@@ -280,7 +280,9 @@ struct Run<'o, T> {
     asked: HashSet<(HostId, HostId)>,
     /// Planned links still being set up, and the transfers planned over them meanwhile,
     /// which start once their link is up (or has failed, and they go another way).
-    opening: HashSet<(HostId, HostId)>,
+    /// (How many setups of each are under way: a link dropped from the plan and planned
+    /// again may be set up again before its first setup has ended.)
+    opening: HashMap<(HostId, HostId), u32>,
     deferred: Vec<Transfer>,
     /// Hosts whose copy was found corrupt, until the transport has removed it and their
     /// links; transfers to or from them wait meanwhile.
@@ -337,7 +339,9 @@ impl<T: Transport> Run<'_, T> {
             // A link dropped from the plan (its receiver went to another feeder, as a probe's
             // host does and comes back) is set up again if it is planned again: its old
             // stream was cut when the other feeder's was set up.
-            self.asked.retain(|l| links.contains(l));
+            let planned: HashSet<(HostId, HostId)> = links.iter().copied().collect();
+            let fed: HashSet<HostId> = links.iter().map(|&(_, to)| to).collect();
+            self.asked.retain(|l| planned.contains(l));
             // A transfer held back for a link no longer planned, into a receiver that now has
             // another feeder, would never go: that link is cut as the new one is set up
             // (rule 9), which need not wait for it. It ends now, so that its receiver is
@@ -345,9 +349,7 @@ impl<T: Transport> Run<'_, T> {
             let stale: Vec<Transfer> = self
                 .deferred
                 .iter()
-                .filter(|t| {
-                    !links.contains(&(t.from, t.to)) && links.iter().any(|&(_, to)| to == t.to)
-                })
+                .filter(|t| !planned.contains(&(t.from, t.to)) && fed.contains(&t.to))
                 .copied()
                 .collect();
             self.deferred.retain(|t| !stale.contains(t));
@@ -365,7 +367,7 @@ impl<T: Transport> Run<'_, T> {
         }
         // One task per link: the transfers over each wait for their own link only.
         for link in links {
-            self.opening.insert(link);
+            *self.opening.entry(link).or_default() += 1;
             let tr = Arc::clone(&self.transport);
             self.tasks.spawn(async move {
                 let failed = tr.open_links(&[link]).await;
@@ -438,14 +440,14 @@ impl<T: Transport> Run<'_, T> {
                     host,
                     head_rate,
                     host_rate,
+                    verdict,
                     ..
                 } => self.observer.on_event(&RunEvent::ProbeEnded {
                     head,
                     host,
                     head_rate,
                     host_rate,
-                    source_bound: head_rate >= STRAGGLER.ratio * host_rate
-                        && host_rate >= STRAGGLER.ratio * head_rate,
+                    source_bound: verdict == crate::core::ProbeVerdict::SourceBound,
                 }),
                 Event::HostFailed { host, reason, .. } => {
                     self.finish_host(host, HostStatus::Failed, Some(reason));
@@ -463,7 +465,7 @@ impl<T: Transport> Run<'_, T> {
     /// True while `t` must wait: its link is still being set up, or one of its hosts is
     /// being reset.
     fn held_back(&self, t: &Transfer) -> bool {
-        self.opening.contains(&(t.from, t.to))
+        self.opening.contains_key(&(t.from, t.to))
             || self.resetting.contains(&t.from)
             || self.resetting.contains(&t.to)
     }
@@ -580,7 +582,12 @@ impl<T: Transport> Run<'_, T> {
                     });
                 }
                 // The transfers held back for it start in the drain below.
-                self.opening.remove(&link);
+                if let Some(n) = self.opening.get_mut(&link) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.opening.remove(&link);
+                    }
+                }
             }
             Task::Hop(t, Ok(())) => {
                 let r = self.record(t.to);
@@ -760,7 +767,7 @@ pub async fn drive<T: Transport>(
         probes_left: cfg.receivers,
         links_seen: None,
         asked: HashSet::new(),
-        opening: HashSet::new(),
+        opening: HashMap::new(),
         deferred: Vec::new(),
         resetting: HashSet::new(),
         layout: cfg.layout,

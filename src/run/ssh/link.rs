@@ -42,7 +42,9 @@ pub(super) struct ChainLinks {
     links: Mutex<HashMap<(HostId, HostId), LinkCell>>,
     /// By edge: the fence of a relay still being opened (see [`script::create_fence`]),
     /// which [`ChainLinks::cut_links_into`] removes rather than wait for the relay's sender.
-    fences: Mutex<HashMap<(HostId, HostId), String>>,
+    fences: Mutex<HashMap<(HostId, HostId), (u64, String)>>,
+    /// Keys of the relays whose fence a cut removed: their opening fails as rerouted.
+    fenced_off: Mutex<HashSet<u64>>,
     /// Edges whose link was cut, its receiver being fed another way, and not opened again
     /// since: a hop planned over one before the cut fails at once, rather than open a
     /// request link from the sender it was cut from.
@@ -233,6 +235,7 @@ impl ChainLinks {
             layout,
             links: Mutex::new(HashMap::new()),
             fences: Mutex::new(HashMap::new()),
+            fenced_off: Mutex::new(HashSet::new()),
             cut_edges: Mutex::new(HashSet::new()),
             streamed: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -529,14 +532,19 @@ impl ChainLinks {
             }
         };
         if let Some(f) = &fence {
-            self.fences.lock().unwrap().remove(&(from, to));
+            // Its own entry only: the same edge may be opening again by now.
+            let mut fences = self.fences.lock().unwrap();
+            if fences.get(&(from, to)).is_some_and(|(k, _)| *k == key) {
+                fences.remove(&(from, to));
+            }
+            drop(fences);
             if started.is_ok() {
                 // Its receiving end removed it as it started.
                 self.forget_temp(to, f);
             }
         }
         let p = match started {
-            Err(e) if self.cut_edges.lock().unwrap().contains(&(from, to)) => {
+            Err(e) if self.fenced_off.lock().unwrap().remove(&key) => {
                 return Err(TransportError::Rerouted {
                     link: format!("{} -> {}", self.name(from), self.name(to)),
                     reason: format!("{e}; {} is fed another way", self.name(to)),
@@ -609,7 +617,7 @@ impl ChainLinks {
         self.fences
             .lock()
             .unwrap()
-            .insert((from, to), fence.clone());
+            .insert((from, to), (key, fence.clone()));
         Ok(fence)
     }
 
@@ -675,9 +683,10 @@ impl ChainLinks {
                     // may be the slow host this cut is for; one whose end has started must
                     // be waited for, and killed.
                     let fence = self.fences.lock().unwrap().get(&edge).cloned();
-                    if let Some(f) = fence {
+                    if let Some((key, f)) = fence {
                         let cut = self.run(to, &script::cut_fence(&f)).await;
                         if cut.is_ok_and(|o| o.stdout.starts_with(b"cut")) {
+                            self.fenced_off.lock().unwrap().insert(key);
                             self.forget_temp(to, &f);
                             continue;
                         }
