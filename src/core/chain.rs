@@ -530,6 +530,14 @@ impl Chain {
         });
     }
 
+    /// Makes `host` the chain's last host, fed by the one that was, and wakes that one.
+    fn link_at_tail(&mut self, host: HostId) {
+        let tail = self.tail();
+        self.places[tail.index()].next = Some(host);
+        self.places[host.index()].prev = Some(tail);
+        self.ready.push(tail);
+    }
+
     /// Takes `host` off the leaves of `feeder`.
     fn remove_leaf(&mut self, feeder: HostId, host: HostId) {
         self.leaves_of[feeder.index()].retain(|&l| l != host);
@@ -731,13 +739,10 @@ impl Chain {
             // Neither is slow: the source's link is the limit. The probe's host goes back
             // to the tail, where nobody waits on it.
             self.remove_leaf(HostId::SOURCE, host);
-            let tail = self.tail();
-            self.places[tail.index()].next = Some(host);
+            self.link_at_tail(host);
             let p = &mut self.places[host.index()];
-            p.prev = Some(tail);
             p.draining = p.inbound > 0;
             self.remeasure_from(Some(host));
-            self.ready.push(tail);
         }
     }
 }
@@ -772,13 +777,7 @@ impl Strategy for Chain {
     }
 
     fn host_joined(&mut self, _view: &View<'_>, host: HostId) {
-        let mut tail = HostId::SOURCE;
-        while let Some(n) = self.places[tail.index()].next {
-            tail = n;
-        }
-        self.places[tail.index()].next = Some(host);
-        self.places[host.index()].prev = Some(tail);
-        self.ready.push(tail);
+        self.link_at_tail(host);
     }
 
     // Inlined into the scheduler's `poll_transfer`: the simulator calls it twice per chunk,
@@ -855,8 +854,7 @@ impl Strategy for Chain {
         }
         if self.places[i].leaf {
             if let Some(f) = self.places[i].prev.take() {
-                self.leaves_of[f.index()].retain(|&l| l != host);
-                self.leaf_count -= 1;
+                self.remove_leaf(f, host);
             }
             return;
         }
