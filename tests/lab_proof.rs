@@ -84,6 +84,86 @@ fn lab_hosts_accept_ssh_and_have_separate_disks() {
     }
 }
 
+/// What a session on host `i` sees of its home: `$HOME`, `$PATH`, the names in it and its
+/// `.bashrc`, as bash runs a command for sshd (which reads `~/.bashrc` for it).
+fn session_home(lab: &Lab, i: usize) -> (String, String, String, String) {
+    let out = run_logged(&mut lab.ssh(
+        &lab.host(i),
+        "printf '%s\\n' \"$HOME\" \"$PATH\"; ls -A ~ | tr '\\n' ' '; echo; cat ~/.bashrc",
+    ));
+    assert!(out.status.success(), "ssh h{i} failed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.splitn(4, '\n');
+    let mut next = || lines.next().unwrap_or_default().to_string();
+    (next(), next(), next(), next())
+}
+
+#[test]
+fn hosts_log_in_with_debians_stock_dotfiles_and_nothing_of_this_machines_home() {
+    let Some(lab) = Lab::start(
+        "hosts_log_in_with_debians_stock_dotfiles_and_nothing_of_this_machines_home",
+        LabConfig::hosts(2).stock(),
+    ) else {
+        return;
+    };
+    let stock = fs::read_to_string("/usr/share/base-files/dot.bashrc").expect("stock bashrc");
+    for i in 1..=2 {
+        let (home, path, names, bashrc) = session_home(&lab, i);
+        assert_eq!(home, "/root", "h{i}'s HOME");
+        assert_eq!(
+            names.trim(),
+            ".bashrc .profile .ssh",
+            "h{i}'s home holds {names:?}"
+        );
+        assert_eq!(bashrc, stock, "h{i}'s .bashrc is not Debian's stock one");
+        // This machine's own ~/.bashrc puts pyenv and cargo on PATH; a host's must not.
+        assert!(
+            !path.contains("pyenv") && !path.contains(".cargo"),
+            "h{i}'s PATH has this machine's dotfiles in it: {path}"
+        );
+        assert_eq!(
+            lab.home_tree(i),
+            Vec::<String>::new(),
+            "h{i}'s home changed"
+        );
+    }
+    drop(lab);
+
+    // The slow login keeps the stock lines under its unguarded ones, and costs what it says:
+    // its hundred processes run in every session, interactive or not.
+    let Some(lab) = Lab::start(
+        "hosts_log_in_with_debians_stock_dotfiles_and_nothing_of_this_machines_home (slow)",
+        LabConfig::hosts(1).stock().slow_login(),
+    ) else {
+        return;
+    };
+    let (_, _, _, bashrc) = session_home(&lab, 1);
+    assert!(
+        bashrc.ends_with(&stock) && bashrc.len() > stock.len(),
+        "the slow login's .bashrc is not its lines over the stock one: {bashrc:?}"
+    );
+    let started = |lab: &Lab| {
+        let before = processes_started();
+        let out = run_logged(&mut lab.ssh("h1", "true"));
+        assert!(out.status.success(), "ssh h1 true failed");
+        processes_started() - before
+    };
+    let slow = started(&lab);
+    assert!(
+        slow >= 100,
+        "a session under the slow login started {slow} processes, not its hundred"
+    );
+}
+
+/// The machine's `processes` counter (`/proc/stat`): forks since boot.
+fn processes_started() -> u64 {
+    let stat = fs::read_to_string("/proc/stat").expect("read /proc/stat");
+    stat.lines()
+        .find_map(|l| l.strip_prefix("processes "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a processes line in /proc/stat")
+}
+
 #[test]
 fn lab_has_no_route_out_and_an_addressless_bridge() {
     let Some(lab) = Lab::start(

@@ -10,7 +10,12 @@
 //! - a per-host home directory bind-mounted over `/root`, and the lab's ssh directory over
 //!   `/root/.ssh`, so hops that run `ssh` on a host find a config, a key and a known_hosts,
 //!   the real `~/.ssh` is never touched, and anything a remote shell drops into its working
-//!   directory is visible to the test.
+//!   directory is visible to the test;
+//! - in that home, Debian's stock root dotfiles (`/usr/share/base-files/dot.bashrc` and
+//!   `dot.profile`), as a fresh Debian host has them, so that what a login costs is what it
+//!   costs users and nothing of this machine's own `~/.bashrc` (which runs pyenv) leaks in;
+//!   or, with [`Login::Slow`], a `.bashrc` whose unguarded first lines cost what conda,
+//!   pyenv or nvm lines cost, for the hosts of users who have one.
 //!
 //! Keys are generated at start. [`Lab::ssh_config`] names the hosts `h1..hN`; the
 //! controller uses it with `-F`. Everything is torn down by `Drop`, even when a test panics,
@@ -41,6 +46,15 @@ const NS_PREFIX: &str = "bounce-lab-";
 const IF_PREFIX: &str = "bl";
 /// The sshd binary; sshd refuses to re-exec itself from a relative path.
 const SSHD: &str = "/usr/sbin/sshd";
+/// Debian's stock root dotfiles, which every host's home starts with.
+const STOCK_BASHRC: &str = "/usr/share/base-files/dot.bashrc";
+const STOCK_PROFILE: &str = "/usr/share/base-files/dot.profile";
+/// The unguarded lines [`Login::Slow`] puts at the top of the stock `.bashrc`: about a
+/// hundred short processes, as `eval "$(pyenv init -)"` and its like start, in every ssh
+/// session (bash reads `~/.bashrc` for the commands sshd runs, interactive or not).
+const SLOW_LOGIN_LINES: &str =
+    "# The lab's slow login (tests/lab/mod.rs): no guard for non-interactive shells.\n\
+     for _ in 1 2 3 4 5 6 7 8 9 10; do for _ in 1 2 3 4 5 6 7 8 9 10; do /bin/true; done; done\n";
 /// Tools the lab cannot work without.
 const TOOLS: &[&str] = &[
     "ip",
@@ -73,6 +87,18 @@ pub struct LabConfig {
     /// `/etc/ssh/ssh_config` (GSSAPI on, no `IdentitiesOnly`, no `LogLevel ERROR`). Address
     /// the hosts by IP ([`Lab::host_addrs`]) to be like users too.
     pub stock: bool,
+    /// What the hosts' root dotfiles cost a login.
+    pub login: Login,
+}
+
+/// The dotfiles in every host's home, which bash reads for every command sshd runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Login {
+    /// Debian's stock `.bashrc` and `.profile`, which run no command.
+    #[default]
+    Stock,
+    /// The stock ones with [`SLOW_LOGIN_LINES`] at the top of `.bashrc`.
+    Slow,
 }
 
 impl LabConfig {
@@ -107,6 +133,13 @@ impl LabConfig {
         self.stock = true;
         self
     }
+
+    /// Hosts whose `.bashrc` costs a login what conda, pyenv or nvm lines do (see
+    /// [`Login::Slow`]).
+    pub fn slow_login(mut self) -> Self {
+        self.login = Login::Slow;
+        self
+    }
 }
 
 /// A running lab. Dropping it tears everything down.
@@ -121,6 +154,7 @@ pub struct Lab {
     tmpfs: Vec<PathBuf>,
     bridge_made: bool,
     netns_made: Vec<String>,
+    login: Login,
     _serial: MutexGuard<'static, ()>,
 }
 
@@ -128,6 +162,11 @@ pub struct Lab {
 fn missing_prerequisite() -> Option<String> {
     if !is_root() {
         return Some("the lab needs root (network namespaces, bind mounts, tc)".into());
+    }
+    for dotfile in [STOCK_BASHRC, STOCK_PROFILE] {
+        if !Path::new(dotfile).is_file() {
+            return Some(format!("{dotfile} is missing (apt-get install base-files)"));
+        }
     }
     if !Path::new(SSHD).is_file() {
         return Some(format!(
@@ -410,6 +449,7 @@ impl Lab {
             tmpfs: Vec::new(),
             bridge_made: false,
             netns_made: Vec::new(),
+            login: cfg.login,
             _serial: serial,
         };
         // From here on, a panic drops `lab` and tears down whatever was built.
@@ -468,6 +508,9 @@ impl Lab {
             mkdir(&self.data_dir(i), 0o755);
             mkdir(&self.home_dir(i), 0o700);
             mkdir(&self.home_dir(i).join(".ssh"), 0o700);
+            for (name, contents) in Self::dotfiles(cfg.login) {
+                write_file(&self.home_dir(i).join(name), &contents, 0o644);
+            }
             let host_pub = keygen(&hd.join("ssh_host_ed25519_key"), &self.host(i));
             let key = host_pub.split_whitespace().take(2).collect::<Vec<_>>();
             known.push_str(&format!(
@@ -907,14 +950,37 @@ impl Lab {
         out
     }
 
-    /// Every path under host `i`'s home, except the bound ssh directory, sorted.
+    /// Every path under host `i`'s home, except the bound ssh directory and the dotfiles the
+    /// lab put there while they are as it wrote them, sorted.
     pub fn home_tree(&self, i: usize) -> Vec<String> {
         let root = self.home_dir(i);
         let mut out = Vec::new();
         walk(&root, &root, &mut out);
-        out.retain(|p| p != ".ssh");
+        let dotfiles = Self::dotfiles(self.login);
+        out.retain(|p| {
+            p != ".ssh"
+                && !dotfiles.iter().any(|(name, contents)| {
+                    p == name && fs::read_to_string(root.join(name)).is_ok_and(|c| c == *contents)
+                })
+        });
         out.sort();
         out
+    }
+
+    /// The dotfiles every host's home starts with, by name (see [`Login`]).
+    pub fn dotfiles(login: Login) -> Vec<(&'static str, String)> {
+        let read = |p: &str| fs::read_to_string(p).unwrap_or_else(|e| panic!("read {p}: {e}"));
+        let bashrc = read(STOCK_BASHRC);
+        let bashrc = match login {
+            Login::Stock => bashrc,
+            Login::Slow => format!("{SLOW_LOGIN_LINES}{bashrc}"),
+        };
+        vec![(".bashrc", bashrc), (".profile", read(STOCK_PROFILE))]
+    }
+
+    /// What the hosts' dotfiles cost a login.
+    pub fn login(&self) -> Login {
+        self.login
     }
 
     /// Every path under the whole lab directory whose last component is one of `names`.
