@@ -334,6 +334,10 @@ proptest! {
                 // Any first host with more than a millisecond to go: most runs probe
                 // their source, and may cut their first host or the probe's.
                 probe: Some(Duration::from_millis(1)),
+                // Rates count from the first byte and any number of hosts may be cut, so
+                // that the proptest cuts as often as before these limits.
+                sustain: 0,
+                cut_share: 1.0,
             }),
             ..params(&case)
         };

@@ -43,9 +43,12 @@ pub struct Chain {
     ready: Vec<HostId>,
     /// When a slow host is cut out; `None` never.
     straggler: Option<Straggler>,
-    /// The rule's window and stall span in nanoseconds.
+    /// The rule's window and stall span in nanoseconds, and its sustained bytes.
     window_ns: u64,
     stall_ns: u64,
+    sustain: u64,
+    /// The most hosts cut out and still receiving at once (see [`Straggler::cut_share`]).
+    max_cuts: usize,
     /// Hosts cut out for being slow, each feeding nobody, listed by the host that feeds them
     /// (its `prev`, a host of the chain): empty until the first one, then one list per host,
     /// so that a host's next chunk looks only at its own leaves.
@@ -96,8 +99,12 @@ enum Probing {
 /// successor is fed by its feeder from the first chunk it lacks, and the slow host hangs off
 /// the chain's last host, which feeds it at its own pace from then on (that host's upload
 /// is otherwise idle), or stays with its feeder when the last host is slow or already feeds
-/// one. Only the first slow host of a run of them is cut: the hosts behind it are measured
-/// against it, and measured afresh once it is gone. A host that has received nothing for
+/// one; never with the source, whose upload feeds the chain's head (a host cut there would
+/// slow the whole chain, and the next head would look slow in turn). Only the first slow
+/// host of a run of them is cut: the hosts behind it are measured against it, and measured
+/// afresh once it is gone. Rates are compared only once they are sustained (see
+/// [`Straggler::sustain`]), and only so many cuts may be in flight at once (see
+/// [`Straggler::cut_share`]). A host that has received nothing for
 /// `stall` while its feeder received more than a link's window and four chunks has
 /// stalled (a dead link, before the keep-alives notice), and is cut out the same way.
 ///
@@ -141,17 +148,32 @@ pub struct Straggler {
     /// probe to pay (less than this to go at the first host's rate) never probes, and a
     /// slow first host then holds it back. `None` never probes.
     pub probe: Option<Duration>,
+    /// Fewest bytes a rate that can cut a host is measured over, beside `window`, so that
+    /// every rate the rule compares is sustained: more than the buffers on a path hold
+    /// (ssh's 2 MiB channel window, the sockets', a shaper's bucket), and long against how
+    /// late a report can be. A feeder's rate, and the best rate (the reference of a host fed
+    /// by the source), count only once they span this much; a host is measured against one
+    /// for at least the time that rate takes to move this much. On fast links `window`
+    /// rules; on slow ones (4 MiB is 6.7 s at 5 Mbit/s) this does.
+    pub sustain: u64,
+    /// The most receivers, as a share of them (at least one), that may be cut out and still
+    /// be receiving at once: a rule misled by a busy controller cuts a few hosts, not the
+    /// fleet.
+    pub cut_share: f64,
 }
 
 impl Straggler {
-    /// A quarter of the feeder's rate, over one second; a stall of two seconds; a probe of
-    /// the source when the first host has more than 15 s to go, so that it costs at most a
-    /// few percent of a run's time. What the runner and the simulator use.
+    /// A quarter of the feeder's rate, over one second and 4 MiB; a stall of two seconds; a
+    /// probe of the source when the first host has more than 15 s to go, so that it costs
+    /// at most a few percent of a run's time; at most one receiver in ten cut out at once.
+    /// What the runner and the simulator use.
     pub const DEFAULT: Straggler = Straggler {
         ratio: 0.25,
         window: Duration::from_secs(1),
         stall: Duration::from_secs(2),
         probe: Some(Duration::from_secs(15)),
+        sustain: 4 << 20,
+        cut_share: 0.1,
     };
 }
 
@@ -202,6 +224,9 @@ struct Place {
     draining: bool,
     /// It was cut out for being slow: fed by `prev`, forwarding to nobody.
     leaf: bool,
+    /// It was cut out and has not yet shown a rate over a window of its new feed: a cut in
+    /// flight (see [`Straggler::cut_share`]).
+    cut_pending: bool,
     /// Its rate's span over its current feed: the first arrival (nanoseconds into the run,
     /// bytes held then), if anything arrived since it was last (re)linked.
     since: Option<(u64, u64)>,
@@ -231,6 +256,7 @@ impl Chain {
                     cursor: 0,
                     draining: false,
                     leaf: false,
+                    cut_pending: false,
                     since: None,
                     last: 0,
                     reported: 0,
@@ -243,6 +269,8 @@ impl Chain {
             straggler: None,
             window_ns: 0,
             stall_ns: 0,
+            sustain: 0,
+            max_cuts: 0,
             leaves_of: Vec::new(),
             leaf_count: 0,
             best: None,
@@ -258,6 +286,9 @@ impl Chain {
         self.straggler = rule;
         self.window_ns = rule.map_or(0, |r| r.window.as_nanos() as u64);
         self.stall_ns = rule.map_or(0, |r| r.stall.as_nanos() as u64);
+        self.sustain = rule.map_or(0, |r| r.sustain);
+        let receivers = self.places.len() - 1;
+        self.max_cuts = rule.map_or(0, |r| ((receivers as f64 * r.cut_share) as usize).max(1));
         self
     }
 
@@ -328,22 +359,58 @@ impl Chain {
     /// Who feeds a new leaf, or the leaves of a lost host: the chain's last host, whose
     /// upload nothing else uses, if it feeds no leaf yet and is not measurably slow itself
     /// (by `rule`; a slow last host would make every leaf slower still); otherwise
-    /// `fallback`, its feeder so far, whose upload it then shares with the chain.
-    fn leaf_feeder(&self, view: &View<'_>, fallback: HostId, rule: Straggler) -> HostId {
+    /// `fallback`, its feeder so far, whose upload it then shares with the chain. Never the
+    /// source, whose upload feeds the chain's head: every host it took on would slow the
+    /// whole chain. In its place, the host nearest the tail that feeds no leaf and is not
+    /// measurably slow, else the tail all the same; `None` says that there is no tail.
+    fn leaf_feeder(&self, view: &View<'_>, fallback: HostId, rule: Straggler) -> Option<HostId> {
         let tail = self.tail();
-        if tail == HostId::SOURCE || !self.leaves_fed_by(tail).is_empty() {
-            return fallback;
-        }
-        // Its upload is what counts, which is not measured: only a last host that is
-        // measurably slow itself is passed over.
+        // Its upload is what counts, which is not measured: only a host that is measurably
+        // slow itself is passed over.
         let now = view.now.as_nanos() as u64;
-        match (
-            self.rate_at_best(view, tail, now),
-            self.reference(view, tail),
-        ) {
-            (Some(rate), Some(r)) if rate.below(rule.ratio, r) => fallback,
-            _ => tail,
+        let can_feed = |h: HostId| {
+            self.leaves_fed_by(h).is_empty()
+                && !matches!(
+                    (self.rate_at_best(view, h, now), self.reference(view, h)),
+                    (Some(rate), Some(r)) if rate.below(rule.ratio, r)
+                )
+        };
+        if tail != HostId::SOURCE && can_feed(tail) {
+            return Some(tail);
         }
+        if fallback != HostId::SOURCE {
+            return Some(fallback);
+        }
+        let mut h = tail;
+        while h != HostId::SOURCE {
+            if can_feed(h) {
+                return Some(h);
+            }
+            h = self.places[h.index()].prev?;
+        }
+        (tail != HostId::SOURCE).then_some(tail)
+    }
+
+    /// Hosts cut out that are still receiving and have not yet shown a rate over a window of
+    /// their new feed: cuts whose outcome is not known. A rule misled by late reports cuts
+    /// many hosts at once; genuinely slow hosts show their rate as leaves and stop counting.
+    fn cuts_in_flight(&self, view: &View<'_>) -> usize {
+        self.leaves_of
+            .iter()
+            .flatten()
+            .filter(|&&l| self.places[l.index()].cut_pending && !view.holdings.is_complete(l))
+            .count()
+    }
+
+    /// `rate`, if it spans the rule's sustained bytes: a rate that may be compared.
+    fn sustained(&self, rate: Option<Rate>) -> Option<Rate> {
+        rate.filter(|r| r.bytes >= self.sustain as f64)
+    }
+
+    /// True when `rate` spans at least the time `reference` takes to move the rule's
+    /// sustained bytes: long enough to be compared with it.
+    fn long_against(&self, rate: Rate, reference: Rate) -> bool {
+        rate.nanos * reference.bytes >= self.sustain as f64 * reference.nanos
     }
 
     /// The bytes `h` is known to hold: what its chunks that ended add up to, or its latest
@@ -380,7 +447,7 @@ impl Chain {
     fn reference(&self, view: &View<'_>, h: HostId) -> Option<Rate> {
         match self.places[h.index()].prev? {
             HostId::SOURCE => self.best,
-            feeder => self.shown_rate(view, feeder),
+            feeder => self.sustained(self.shown_rate(view, feeder)),
         }
     }
 
@@ -445,6 +512,9 @@ impl Chain {
         p.last = now;
         p.feeder_then = feeder_then;
         let next = p.next;
+        if p.cut_pending && self.shown_rate(view, h).is_some() {
+            self.places[h.index()].cut_pending = false;
+        }
         self.check_straggler(view, h, now, rule);
         match self.probing {
             Probing::Not if self.places[0].next == Some(h) => {
@@ -474,7 +544,7 @@ impl Chain {
             // Nothing arrived on its current feed yet: nothing to measure.
             return;
         }
-        if let Some(shown) = self.shown_rate(view, h) {
+        if let Some(shown) = self.sustained(self.shown_rate(view, h)) {
             if self.best.is_none_or(|b| shown.above(b)) {
                 self.best = Some(shown);
             }
@@ -488,10 +558,18 @@ impl Chain {
             && now.saturating_sub(place.last) >= self.stall_ns
             && view.holdings.count(feeder) > place.feeder_then + self.window + 4;
         let measured = self.rate_at_best(view, h, now).zip(self.reference(view, h));
-        let slow = measured.is_some_and(|(rate, reference)| rate.below(rule.ratio, reference));
+        let slow = measured.is_some_and(|(rate, reference)| {
+            self.long_against(rate, reference) && rate.below(rule.ratio, reference)
+        });
         if !slow && !stalled {
             return;
         }
+        if self.cuts_in_flight(view) >= self.max_cuts {
+            return;
+        }
+        let Some(new_feeder) = self.leaf_feeder(view, feeder, rule) else {
+            return;
+        };
         let nothing = Rate {
             bytes: 0.0,
             nanos: 1.0,
@@ -509,13 +587,16 @@ impl Chain {
         s.draining = s.inbound > 0;
         self.remeasure_from(Some(successor));
         // It hangs off the tail if that can serve it, or stays with its feeder.
-        let new_feeder = self.leaf_feeder(view, feeder, rule);
         let p = &mut self.places[h.index()];
         p.next = None;
         p.prev = Some(new_feeder);
         p.leaf = true;
+        p.cut_pending = true;
         if new_feeder != feeder {
             p.draining = p.inbound > 0;
+            // Measured over its new feed, to tell when the cut's outcome is known.
+            p.since = None;
+            p.by_progress = false;
         }
         self.rehang_leaves_of(h, new_feeder);
         self.add_leaf(new_feeder, h);
@@ -542,7 +623,9 @@ impl Chain {
     fn remove_leaf(&mut self, feeder: HostId, host: HostId) {
         self.leaves_of[feeder.index()].retain(|&l| l != host);
         self.leaf_count -= 1;
-        self.places[host.index()].leaf = false;
+        let p = &mut self.places[host.index()];
+        p.leaf = false;
+        p.cut_pending = false;
     }
 
     /// Starts the probe of the source (see [`Straggler::probe`]) if `head`, the chain's first
@@ -660,16 +743,30 @@ impl Chain {
             nanos: shown_span as f64,
         });
         for r in head_shown.into_iter().chain([host_rate]) {
-            if self.best.is_none_or(|b| r.above(b)) {
+            if self.sustained(Some(r)).is_some() && self.best.is_none_or(|b| r.above(b)) {
                 self.best = Some(r);
             }
         }
+        // Either host is found slow only by sustained rates (see [`Straggler::sustain`]):
+        // until then a verdict that would cut waits, while one that cuts nobody is given as
+        // soon as both rates are known.
         let head_slow = head_best.below(rule.ratio, host_rate) && !view.holdings.is_complete(head);
+        if head_slow
+            && (self.sustained(Some(host_rate)).is_none()
+                || !self.long_against(head_best, host_rate))
+        {
+            return;
+        }
         let head_rate = match (head_slow, head_shown) {
             (false, Some(r)) => r,
             _ => head_best,
         };
         let host_slow = !head_slow && head_shown.is_some_and(|r| host_rate.below(rule.ratio, r));
+        if host_slow
+            && (self.sustained(head_shown).is_none() || !self.long_against(host_rate, head_rate))
+        {
+            return;
+        }
         self.probing = Probing::Done;
         self.probe_steps.push(ProbeStep::Ended {
             head,
@@ -695,7 +792,10 @@ impl Chain {
                 s.draining = s.inbound > 0;
             }
             self.remeasure_from(successor);
-            let feeder = self.leaf_feeder(view, HostId::SOURCE, rule);
+            // The probe's host heads the chain now, so there is a last host to take it.
+            let feeder = self
+                .leaf_feeder(view, HostId::SOURCE, rule)
+                .unwrap_or_else(|| self.tail());
             let p = &mut self.places[head.index()];
             p.next = None;
             p.prev = Some(feeder);
@@ -716,17 +816,30 @@ impl Chain {
                 stalled: false,
             });
         } else if host_slow {
-            // The probe's host is slow: it stays a leaf, of the tail if that can serve it.
-            let feeder = self.leaf_feeder(view, HostId::SOURCE, rule);
-            if feeder != HostId::SOURCE {
-                self.remove_leaf(HostId::SOURCE, host);
-                let p = &mut self.places[host.index()];
-                p.prev = Some(feeder);
-                p.leaf = true;
-                p.draining = p.inbound > 0;
-                self.add_leaf(feeder, host);
-            }
-            self.ready.push(feeder);
+            // The probe's host is slow: it becomes a leaf of the tail if that can serve it,
+            // or goes back to the tail itself, where nobody waits on it; never a leaf of the
+            // source, whose upload feeds the chain.
+            self.remove_leaf(HostId::SOURCE, host);
+            let feeder = match self.leaf_feeder(view, HostId::SOURCE, rule) {
+                Some(feeder) => {
+                    let p = &mut self.places[host.index()];
+                    p.prev = Some(feeder);
+                    p.leaf = true;
+                    p.draining = p.inbound > 0;
+                    self.add_leaf(feeder, host);
+                    self.ready.push(feeder);
+                    feeder
+                }
+                None => {
+                    self.link_at_tail(host);
+                    let p = &mut self.places[host.index()];
+                    p.draining = p.inbound > 0;
+                    self.remeasure_from(Some(host));
+                    self.places[host.index()]
+                        .prev
+                        .expect("a host linked at the tail has a predecessor")
+                }
+            };
             self.spliced.push(Spliced {
                 host,
                 feeder,
@@ -873,8 +986,10 @@ impl Strategy for Chain {
         // The hosts behind it paused while it was found dead.
         self.remeasure_from(n);
         if !self.leaves_fed_by(host).is_empty() {
+            // Its leaves must be fed by someone: by its feeder, even the source, if no other
+            // host can take them.
             let feeder = match (p, self.straggler) {
-                (Some(p), Some(rule)) => self.leaf_feeder(view, p, rule),
+                (Some(p), Some(rule)) => self.leaf_feeder(view, p, rule).unwrap_or(p),
                 (Some(p), None) => p,
                 (None, _) => self.tail(),
             };
