@@ -53,6 +53,12 @@
 //! A seventh part (`trees`, `benches/lab_parts/trees.rs`) sends a directory of about 2,000
 //! files against one file of the same data, a rerun after one file changed, and a sparse
 //! image with `--sparse` against the same image sent whole (issue 11).
+//!
+//! An eighth part (`scale`, `benches/lab_parts/scale.rs`) runs the chain to 128 hosts or more
+//! in the stock lab and prints what it costs per host beside a login and a plain copy
+//! (issue 24).
+//!
+//! Every lab host logs in with Debian's stock root dotfiles (`tests/lab/mod.rs`).
 
 #[path = "lab_parts/faults.rs"]
 mod faults;
@@ -60,6 +66,8 @@ mod faults;
 mod fleet;
 #[path = "../tests/lab/mod.rs"]
 mod lab;
+#[path = "lab_parts/scale.rs"]
+mod scale;
 #[path = "lab_parts/shared.rs"]
 mod shared;
 #[path = "lab_parts/trees.rs"]
@@ -403,11 +411,14 @@ fn main() {
     if wanted("trees") {
         trees::trees_part();
     }
+    if wanted("scale") {
+        scale::scale_part();
+    }
     let only_parts = std::env::var("BOUNCE_BENCH_ONLY").is_ok_and(|o| {
         o.split(',').all(|w| {
             matches!(
                 w.trim(),
-                "cpu" | "stock" | "faults" | "fleet" | "shared" | "trees"
+                "cpu" | "stock" | "faults" | "fleet" | "shared" | "trees" | "scale"
             )
         })
     });

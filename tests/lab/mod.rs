@@ -89,6 +89,9 @@ pub struct LabConfig {
     pub stock: bool,
     /// What the hosts' root dotfiles cost a login.
     pub login: Login,
+    /// sshd logs at `LogLevel VERBOSE` (first in its config, so it wins), whose "Starting
+    /// session" lines count the sessions a run opens on each host ([`Lab::sshd_log`]).
+    pub verbose_log: bool,
 }
 
 /// The dotfiles in every host's home, which bash reads for every command sshd runs.
@@ -131,6 +134,12 @@ impl LabConfig {
     /// Stock ssh and sshd configurations (see [`LabConfig::stock`]).
     pub fn stock(mut self) -> Self {
         self.stock = true;
+        self
+    }
+
+    /// sshd at `LogLevel VERBOSE` (see [`LabConfig::verbose_log`]).
+    pub fn verbose_log(mut self) -> Self {
+        self.verbose_log = true;
         self
     }
 
@@ -532,11 +541,16 @@ impl Lab {
                  HostKey {key}\n\
                  PidFile {pid}\n\
                  AuthorizedKeysFile {ssh}/authorized_keys\n\
-                 StrictModes no\n",
+                 StrictModes no\n{verbose}",
                 addr = self.addr(i),
                 key = hd.join("ssh_host_ed25519_key").display(),
                 pid = hd.join("sshd.pid").display(),
                 ssh = ssh.display(),
+                verbose = if cfg.verbose_log {
+                    "LogLevel VERBOSE\n"
+                } else {
+                    ""
+                },
             );
             let rest = if cfg.stock {
                 // Debian 12's /etc/ssh/sshd_config, all of it that is not a comment.
@@ -976,6 +990,11 @@ impl Lab {
             Login::Slow => format!("{SLOW_LOGIN_LINES}{bashrc}"),
         };
         vec![(".bashrc", bashrc), (".profile", read(STOCK_PROFILE))]
+    }
+
+    /// Host `i`'s sshd log (its stderr, with `-e`), as the root namespace sees it.
+    pub fn sshd_log(&self, i: usize) -> PathBuf {
+        self.host_dir(i).join("sshd.log")
     }
 
     /// What the hosts' dotfiles cost a login.

@@ -1,5 +1,5 @@
 //! The hosts of a run as the controller holds them: their targets, one multiplexed ssh
-//! connection each (the `openssh` crate's process mux), what each probe found, and the
+//! connection each (the `openssh` crate's native mux), what each probe found, and the
 //! commands run over those connections. Both jobs, whole-file hops (`ssh/whole.rs`) and
 //! chain links (`ssh/link.rs`), are built on it.
 
