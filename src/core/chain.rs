@@ -567,7 +567,9 @@ impl Chain {
         if self.cuts_in_flight(view) >= self.max_cuts {
             return;
         }
-        let Some(new_feeder) = self.leaf_feeder(view, feeder, rule) else {
+        // Looked up before the relink below, so the walk back from the tail may pass `h`:
+        // a host that cannot be told slow (a stall) must not become its own feeder.
+        let Some(new_feeder) = self.leaf_feeder(view, feeder, rule).filter(|&f| f != h) else {
             return;
         };
         let nothing = Rate {
