@@ -180,7 +180,7 @@ fn lab_has_no_route_out_and_an_addressless_bridge() {
     );
     let subnet = {
         let a = lab.addr_of(0).octets();
-        format!("{}.{}.{}.0/24", a[0], a[1], a[2])
+        format!("{}.{}.{}.0/22", a[0], a[1], a[2])
     };
     for i in 0..=2 {
         let ns = lab.netns_name(i);

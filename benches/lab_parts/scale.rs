@@ -1,4 +1,4 @@
-//! The `scale` part of the lab benchmark (issue 24): the chain to a fleet of 48 to 245 hosts
+//! The `scale` part of the lab benchmark (issue 24): the chain to a fleet of 48 to 999 hosts
 //! in the stock lab (Debian's ssh and sshd configurations and root dotfiles, hosts by IP),
 //! on links slow enough that the 2 cores are not the limit once the data flows, with what
 //! the run costs per host beside its baselines from the same lab:

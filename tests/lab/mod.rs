@@ -66,6 +66,12 @@ const TOOLS: &[&str] = &[
     "umount",
 ];
 
+/// The lab's subnet is a /22, and its hosts' addresses start at .10 of it.
+const SUBNET_PREFIX: u32 = 22;
+/// The most hosts a lab holds: its subnet's addresses, and interface names of 15 characters
+/// (`bl` + pid + `-` + counter + `v999p`).
+pub const MAX_HOSTS: usize = 999;
+
 static LAB_LOCK: Mutex<()> = Mutex::new(());
 static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -434,6 +440,11 @@ impl Lab {
         if !available(test) {
             return None;
         }
+        assert!(
+            cfg.hosts <= MAX_HOSTS,
+            "a lab holds at most {MAX_HOSTS} hosts, not {}",
+            cfg.hosts
+        );
         let serial = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         sweep_leftovers();
 
@@ -472,23 +483,26 @@ impl Lab {
         Some(lab)
     }
 
-    /// A 10.x.y.0/24 derived from the pid and the counter, skipping any network the root
-    /// namespace uses. The lab's namespaces only see their own bridge, so the subnet only
-    /// has to be distinct from what the root namespace routes.
+    /// A 10.x.y.0/22 derived from the pid and the counter, skipping any network the root
+    /// namespace uses: room for [`MAX_HOSTS`] hosts. The lab's namespaces only see their own
+    /// bridge, so the subnet only has to be distinct from what the root namespace routes.
     fn pick_subnet(pid: u32, n: u32) -> [u8; 3] {
         let used = root_networks();
         let mut h = pid
             .wrapping_mul(2_654_435_761)
             .wrapping_add(n.wrapping_mul(40_503));
         for _ in 0..1000 {
-            let net = [10, 200 + (h >> 8) as u8 % 50, h as u8];
-            let candidate = (u32::from(Ipv4Addr::new(net[0], net[1], net[2], 0)), 24);
+            let net = [10, 200 + (h >> 8) as u8 % 50, (h as u8) & !3];
+            let candidate = (
+                u32::from(Ipv4Addr::new(net[0], net[1], net[2], 0)),
+                SUBNET_PREFIX,
+            );
             if used.iter().all(|u| u.1 == 0 || !overlaps(*u, candidate)) {
                 return net;
             }
             h = h.wrapping_add(1);
         }
-        panic!("no free 10.x.y.0/24 subnet for the lab");
+        panic!("no free 10.x.y.0/22 subnet for the lab");
     }
 
     fn build_files(&mut self, cfg: &LabConfig) {
@@ -634,7 +648,7 @@ impl Lab {
                 "ip",
                 &["-n", &ns, "link", "set", &tmp_peer, "name", "eth0"],
             ));
-            let cidr = format!("{}/24", self.addr_of(i));
+            let cidr = format!("{}/{SUBNET_PREFIX}", self.addr_of(i));
             sh(&mut cmd(
                 "ip",
                 &["-n", &ns, "addr", "add", &cidr, "dev", "eth0"],
@@ -876,7 +890,8 @@ impl Lab {
     /// Host `i`'s address (0 = controller).
     pub fn addr_of(&self, i: usize) -> Ipv4Addr {
         let [a, b, c] = self.net;
-        Ipv4Addr::new(a, b, c, if i == 0 { 1 } else { 10 + i as u8 })
+        let base = u32::from(Ipv4Addr::new(a, b, c, 0));
+        Ipv4Addr::from(base + if i == 0 { 1 } else { 10 + i as u32 })
     }
 
     /// Host `i`'s address.
