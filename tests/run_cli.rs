@@ -297,6 +297,34 @@ fn help_documents_exit_codes() {
 }
 
 #[test]
+fn short_help_gives_one_line_per_option_and_long_help_the_details() {
+    let short = bounce_run(&["-h"]);
+    let long = bounce_run(&["--help"]);
+    assert_eq!(short.status.code(), Some(0));
+    let short = String::from_utf8_lossy(&short.stdout).into_owned();
+    let long = String::from_utf8_lossy(&long.stdout).into_owned();
+    // Each option's line, and its default, on one line.
+    for line in short.lines().filter(|l| l.trim_start().starts_with("--")) {
+        assert!(line.len() <= 100, "a -h line runs long: {line}");
+    }
+    assert!(
+        short.lines().count() * 2 < long.lines().count(),
+        "-h is not short: {} lines against --help's {}",
+        short.lines().count(),
+        long.lines().count()
+    );
+    assert!(
+        short.contains("Exit status: 0"),
+        "-h names no exit status:\n{short}"
+    );
+    // The details are in --help: the strategies, one by one, and the hosts file.
+    for detail in ["- bounce:", "- auto:", "Hosts file:"] {
+        assert!(long.contains(detail), "{detail:?} missing from --help");
+        assert!(!short.contains(detail), "{detail:?} in -h");
+    }
+}
+
+#[test]
 fn per_host_dest_that_names_a_directory_exits_2_naming_the_line() {
     let f = Fixture::new();
     let hosts = f.path("hosts");
@@ -338,6 +366,26 @@ fn unwritable_report_exits_2_before_anything_is_done() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(left, ["src.bin"], "nothing but SRC in its directory");
+}
+
+#[test]
+fn a_report_in_a_missing_directory_exits_2_and_makes_no_directory() {
+    let f = Fixture::new();
+    let report = f.path("no/such/run.csv");
+    let o = bounce_run(&[
+        "--report",
+        &report,
+        "-H",
+        "127.0.0.1:9",
+        &f.path("src.bin"),
+        &f.dest(),
+    ]);
+    assert_bad_input(&o, &["--report", &report, "does not exist"]);
+    f.nothing_written();
+    assert!(
+        !std::path::Path::new(&f.path("no")).exists(),
+        "a missing --report directory was made"
+    );
 }
 
 #[test]

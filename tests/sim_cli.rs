@@ -3,7 +3,12 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// Runs bounce-sim in `dir`, with an empty `out/` there when an argument names it (as
+/// [`with_outputs`] does): a directory an output flag names must exist.
 fn bounce_sim(dir: &Path, args: &[&str]) -> Output {
+    if args.iter().any(|a| a.starts_with("out/")) {
+        std::fs::create_dir_all(dir.join("out")).expect("make out/");
+    }
     Command::new(env!("CARGO_BIN_EXE_bounce-sim"))
         .current_dir(dir)
         .args(args)
@@ -54,7 +59,8 @@ fn bad_input_exits_2_with_one_line_naming_the_flag_and_value_and_writes_nothing(
             "{args:?}: {stderr}"
         );
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-        assert!(!dir.path().join("out").exists(), "{args:?} created output");
+        let written = std::fs::read_dir(dir.path().join("out")).unwrap().count();
+        assert_eq!(written, 0, "{args:?} created output");
     }
 }
 
@@ -81,6 +87,44 @@ fn an_unwritable_png_path_exits_2_before_simulating_and_leaves_no_csv() {
     );
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(!dir.path().join("sim.csv").exists());
+}
+
+#[test]
+fn a_csv_in_a_missing_directory_exits_2_and_makes_no_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bounce_sim(
+        dir.path(),
+        &[
+            "--hosts",
+            "1..4",
+            "--csv",
+            "no/such/sim.csv",
+            "--png",
+            "sim.png",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--csv") && stderr.contains("no/such/sim.csv"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(!dir.path().join("no").exists(), "a directory was made");
+    assert!(!dir.path().join("sim.png").exists());
+}
+
+#[test]
+fn without_output_flags_the_default_plots_directory_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bounce_sim(dir.path(), &["--hosts", "1..4"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("plots/bounce-sim.csv").is_file());
+    assert!(dir.path().join("plots/bounce-sim.png").is_file());
 }
 
 #[test]

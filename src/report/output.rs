@@ -21,14 +21,20 @@ fn temp_beside(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
-/// Checks, before any work, that `path` can be written: its directory exists (or is created)
-/// and accepts a new file. Nothing is left behind.
+/// Checks, before any work, that `path` can be written: its directory exists and accepts a
+/// new file. A missing directory is refused, not made: a typo in a path must not make
+/// directories (as root, anywhere). Nothing is left behind.
 pub fn check_writable(path: &Path) -> Result<(), ReportError> {
     if path.is_dir() {
         return Err(io(path, std::io::Error::other("is a directory")));
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(|e| io(path, e))?;
+        if !dir.is_dir() {
+            return Err(io(
+                path,
+                std::io::Error::other(format!("its directory {} does not exist", dir.display())),
+            ));
+        }
     }
     let probe = temp_beside(path);
     fs::File::create(&probe).map_err(|e| io(path, e))?;
@@ -58,13 +64,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_missing_directory_is_created_and_the_file_written_whole() {
+    fn a_file_is_written_whole_and_nothing_else_is_left() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/out.csv");
+        let path = dir.path().join("out.csv");
         check_writable(&path).unwrap();
         write_atomically(&path, b"a,b\n").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"a,b\n");
-        assert_eq!(fs::read_dir(dir.path().join("sub")).unwrap().count(), 1);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_missing_directory_is_refused_by_name_and_not_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no/such/out.csv");
+        let err = check_writable(&path).unwrap_err().to_string();
+        assert!(err.contains("no/such/out.csv"), "{err}");
+        assert!(err.contains("does not exist"), "{err}");
+        assert!(!dir.path().join("no").exists(), "a directory was made");
     }
 
     #[test]

@@ -421,7 +421,15 @@ fn simulate_one(args: SimArgs, file: Option<&Path>, out: &mut dyn Write) -> Resu
     let mut settings = settings(args, file)?;
     pick_auto(&mut settings, threads, out)?;
     let resolved = resolve(&settings, threads)?;
-    for (flag, path) in [("--csv", &resolved.csv), ("--png", &resolved.png)] {
+    for (flag, path, given) in [
+        ("--csv", &resolved.csv, settings.csv.is_some()),
+        ("--png", &resolved.png, settings.png.is_some()),
+    ] {
+        // The default `plots/` is made if missing; a directory the user named must exist.
+        if let (false, Some(dir)) = (given, path.parent()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CliError::BadInput(format!("{flag}: {}: {e}", dir.display())))?;
+        }
         report::check_writable(path).map_err(|e| CliError::BadInput(format!("{flag}: {e}")))?;
     }
 
