@@ -19,6 +19,11 @@ use bounce::run::tree;
 use bounce::run::{drive, report, ByteCounters, DriveConfig};
 use bounce::units;
 
+/// What `-h` says after the options; `--help` says [`EXIT_CODES`].
+const EXIT_SHORT: &str = "\
+Exit status: 0 every host verified, 1 some hosts failed (each named), 2 bad input (nothing
+written), 130 interrupted. `--help` says more, and describes the hosts file.";
+
 const EXIT_CODES: &str = "\
 Exit status:
   0    every host holds a verified copy at DEST (sent now, or already up to date), and
@@ -51,139 +56,158 @@ shared uplink. The run itself ignores them.
 /// Send one large file from this machine to many hosts over OpenSSH, fast: hosts that already
 /// hold the file send it on, so the source's upload is not the bottleneck.
 #[derive(Parser, Debug)]
-#[command(name = "bounce-run", version, after_help = EXIT_CODES)]
+#[command(name = "bounce-run", version, after_help = EXIT_SHORT, after_long_help = EXIT_CODES)]
 struct Cli {
-    /// How the file spreads: linear (source to all at once), bounce (whole-file doubling),
-    /// chain (streamed through all hosts in the order they become ready, each relaying it as
-    /// it arrives; a dead host is passed by a stream that resumes at its successor's byte
-    /// count, and a host under a quarter of its feeder's rate is cut out and fed at its own
-    /// pace; a first host too slow for a run with more than 15 s to go is found by feeding
-    /// another host from the controller beside it for a moment), or auto (the one the simulator predicts fastest for these hosts, with the rates
-    /// the fleet file gives, or --bandwidth; it says what it picked and why before it starts).
-    /// chain is the default: on 8 equal hosts it is about 3 times faster than bounce, its
-    /// lead grows with the number of hosts, a slow or dead host costs the others a second or
-    /// two, not its own pace, and the hosts that took a corrupt host's bytes are fed again.
-    /// bounce stays for the post's plan: every hop is a whole-file copy from a host whose
-    /// copy was verified first, so no host ever passes on bytes that nobody has checked yet.
-    #[arg(long, default_value = "chain", value_parser = parse_choice)]
+    /// How the file spreads: chain, bounce, linear or auto
+    ///
+    /// - chain (the default): streamed through all hosts in the order they become ready, each
+    ///   relaying it as it arrives. A dead host is passed by a stream that resumes at its
+    ///   successor's byte count; a host under a quarter of its feeder's sustained rate is cut
+    ///   out and fed at its own pace; a first host too slow for a run with more than 15 s to
+    ///   go is found by feeding another host from the controller beside it for a moment; the
+    ///   hosts that took a corrupt host's bytes are fed again.
+    /// - bounce: the post's whole-file doubling. Every hop is a whole-file copy from a host
+    ///   whose copy was verified first, so no host passes on bytes nobody has checked yet.
+    /// - linear: the source sends to every host at once.
+    /// - auto: the one the simulator predicts fastest for these hosts, with the rates the
+    ///   fleet file gives, or --bandwidth; it says what it picked and why before it starts.
+    ///
+    /// The README compares them, with the commands that measured them.
+    #[arg(long, default_value = "chain", value_parser = parse_choice, verbatim_doc_comment)]
     strategy: Choice,
-    /// Read receivers from FILE (repeatable; order is kept).
+    /// Read receivers from FILE (repeatable; order is kept)
     #[arg(long = "hosts-file", value_name = "FILE")]
     hosts_file: Vec<PathBuf>,
-    /// Receivers, comma-separated `[user@]host[:port]` (repeatable).
+    /// Receivers, comma-separated `[user@]host[:port]` (repeatable)
     #[arg(short = 'H', value_name = "HOST[,HOST...]")]
     hosts: Vec<String>,
-    /// Write one CSV row per host:
-    /// host,from,start_s,end_s,bytes,status,error,digest,then_status,then_output.
+    /// Write one CSV row per host to FILE.csv, whose directory must exist
+    ///
+    /// Columns: host,from,start_s,end_s,bytes,status,error,digest,then_status,then_output.
+    /// Checked before anything is sent, and written whole or not at all.
     #[arg(long, value_name = "FILE.csv")]
     report: Option<PathBuf>,
-    /// Print the plan and the simulator's predicted time of each strategy; connect to
-    /// nothing.
+    /// Print the plan and each strategy's predicted time; connect to nothing
     #[arg(long)]
     dry_run: bool,
-    /// Print the per-host report and a summary as one JSON document when the run ends,
-    /// instead of the table; with --dry-run, the prediction as `bounce-sim plan --json`
-    /// prints it.
+    /// Print the report as one JSON document instead of the table
+    ///
+    /// With --dry-run, the prediction as `bounce-sim plan --json` prints it.
     #[arg(long)]
     json: bool,
-    /// ssh_config file for the controller's connections.
+    /// ssh_config file for the controller's connections
     #[arg(short = 'F', value_name = "ssh_config")]
     ssh_config: Option<PathBuf>,
-    /// Accept and record unknown host keys (StrictHostKeyChecking=accept-new) instead of
-    /// failing those hosts.
+    /// Accept and record unknown host keys instead of failing those hosts
+    ///
+    /// As StrictHostKeyChecking=accept-new. By default an unknown host key fails its host.
     #[arg(long)]
     accept_new_host_keys: bool,
-    /// Chunk size the chain is tracked in: progress, repairs and the straggler rule count in
-    /// chunks; a link that cannot stream sends the chunks it lacks one request each.
+    /// Chunk size the chain tracks progress, repairs and stragglers in
+    ///
+    /// A link that cannot stream sends the chunks it lacks one request each.
     #[arg(long, default_value = "1MiB", value_parser = parse_size)]
     chunk: u64,
-    /// Failed hops a host may suffer (each retried from another holder when possible) before
-    /// it is given up.
+    /// Failed hops a host may suffer before it is given up
+    ///
+    /// Each failed hop is retried from another holder when possible.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     max_attempts: u32,
-    /// Keep SRC's setuid and setgid bits on the copies (dropped by default).
+    /// Keep SRC's setuid and setgid bits on the copies (dropped by default)
     #[arg(long)]
     keep_setid: bool,
-    /// Keep SRC's modification time and, where the remote login is root, its owner, group
-    /// and whole mode (setuid and setgid included), as `cp -p` does; a login that is not root
-    /// keeps its own owner, and the copy SRC's mode less setuid and setgid. By default a copy
-    /// gets SRC's permission bits less setuid and setgid, the time it was written and the
-    /// login's owner.
+    /// Keep SRC's modification time, and as root its owner, group and whole mode
+    ///
+    /// As `cp -p` does: where the remote login is root, owner, group and whole mode
+    /// (setuid and setgid included); a login that is not root keeps its own owner, and the
+    /// copy SRC's mode less setuid and setgid. By default a copy gets SRC's permission bits
+    /// less setuid and setgid, the time it was written and the login's owner.
     #[arg(long)]
     preserve: bool,
-    /// Once the transfer is over, run CMD with `sh -c` on every host whose copy is verified
-    /// and in place (up-to-date ones included), with DEST as `$1`, e.g. `--then 'virsh
-    /// define "$1"'`. Its exit status and last lines of output go in the report; a host
-    /// where it fails makes the exit status 1.
+    /// Run CMD with `sh -c` on every host whose copy is in place, DEST as `$1`
+    ///
+    /// Once the transfer is over, on every host whose copy is verified and in place
+    /// (up-to-date ones included), e.g. `--then 'virsh define "$1"'`. Its exit status and
+    /// last lines of output go in the report; a host where it fails makes the exit status 1.
     #[arg(long, value_name = "CMD")]
     then: Option<String>,
-    /// Rename each verified copy into place without flushing it to disk first. Faster on
-    /// slow disks, but after a power loss DEST may hold a file that never reached the disk.
+    /// Rename each verified copy into place without flushing it to disk first
+    ///
+    /// Faster on slow disks, but after a power loss DEST may hold a file that never reached
+    /// the disk.
     #[arg(long)]
     no_fsync: bool,
-    /// Cap what each host uploads, this machine included, at RATE (e.g. `400Mbit`, `50MB`
-    /// per second), over any few seconds. This machine's streams share the cap; on the
-    /// hosts each upload is paced on its own (a chain host feeding a spliced-out slow host
-    /// besides its successor can send up to twice RATE). Downloads are not capped.
-    /// --dry-run and --strategy auto predict with it.
+    /// Cap what each host uploads, this machine included (e.g. `400Mbit`, `50MB`)
+    ///
+    /// Per second, over any few seconds. This machine's streams share the cap; on the hosts
+    /// each upload is paced on its own (a chain host feeding a spliced-out slow host besides
+    /// its successor can send up to twice RATE). Downloads are not capped. --dry-run and
+    /// --strategy auto predict with it.
     #[arg(long, value_name = "RATE", value_parser = parse_limit)]
     limit_rate: Option<u64>,
-    /// Compress SRC once on this machine (into a temporary file under $TMPDIR) with zstd,
-    /// lz4 or gzip, send the compressed bytes through every hop, and decompress them on
-    /// each host, which checks what comes out against SRC's digest. The tool must be
-    /// installed here and on every host (checked on all of them before anything is sent:
-    /// exit 2, naming the hosts without it). Pays on
-    /// compressible files (sparse or mostly empty images) over links slower than the
-    /// tool; the default sends SRC as it is.
+    /// Compress SRC once here, send it compressed, decompress it on each host
+    ///
+    /// Into a temporary file under $TMPDIR, with zstd, lz4 or gzip; each host checks what
+    /// comes out against SRC's digest. The tool must be installed here and on every host
+    /// (checked on all of them before anything is sent: exit 2, naming the hosts without
+    /// it). Pays on compressible files (sparse or mostly empty images) over links slower than
+    /// the tool; the default sends SRC as it is.
     #[arg(long, value_name = "TOOL", value_enum, default_value_t = Compress::None)]
     compress: Compress,
-    /// Send SRC, a single file, without its holes: they are neither sent nor written, so a
-    /// raw image of 100 GB holding 10 GB of data costs 10 GB on every link and every disk.
-    /// SRC goes through a GNU tar archive (which every host then needs), and each host checks
-    /// the file it unpacks against SRC's digest (of its content, holes read as zeros). A
-    /// directory SRC always keeps its files' holes.
+    /// Send a single-file SRC without its holes (GNU tar on every host)
+    ///
+    /// Holes are neither sent nor written, so a raw image of 100 GB holding 10 GB of data
+    /// costs 10 GB on every link and every disk. SRC goes through a GNU tar archive, and each
+    /// host checks the file it unpacks against SRC's digest (of its content, holes read as
+    /// zeros). A directory SRC always keeps its files' holes.
     #[arg(long)]
     sparse: bool,
-    /// Cut each whole-file hop (linear, bounce) into N ssh streams, each over its own
-    /// connection and its own part of the file, as mscp does for one copy: one ssh stream is
-    /// one cipher on one core at each end, so on a link faster than a core can encrypt,
-    /// hosts with cores to spare move a hop up to N times as fast. Each part is hashed as it
-    /// is written and checked against the same part of SRC. N is at most 8: a hop's streams
-    /// log in at once, and sshd refuses logins beyond 10 at once by default. 1 by default:
-    /// measured on 2-core hosts, where one stream's cipher already has a core to itself, more
-    /// streams only add handshakes and processes (see the README's figures). The chain takes
-    /// no --streams: its links are single streams that its repairs resume at a byte offset
+    /// Cut each whole-file hop (linear, bounce) into N ssh streams, at most 8
+    ///
+    /// Each stream goes over its own connection with its own part of the file, as mscp does
+    /// for one copy: one ssh stream is one cipher on one core at each end, so on a link
+    /// faster than a core can encrypt, hosts with cores to spare move a hop up to N times as
+    /// fast. Each part is hashed as it is written and checked against the same part of SRC.
+    /// N is at most 8: a hop's streams log in at once, and sshd refuses logins beyond 10 at
+    /// once by default. 1 by default: on 2-core hosts, where one stream's cipher already has
+    /// a core to itself, more streams only add handshakes and processes. The chain takes no
+    /// --streams: its links are single streams that its repairs resume at a byte offset
     /// (--strategy auto then picks among bounce and linear).
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=bounce::run::split::MAX_STREAMS as i64))]
     streams: u32,
-    /// ssh ConnectTimeout, for the controller and for hops between hosts.
+    /// ssh ConnectTimeout, for the controller and for hops between hosts
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     connect_timeout: Duration,
-    /// Per-host bandwidth assumed by --dry-run's prediction and --strategy auto, for hosts
-    /// the fleet file gives no rate for.
+    /// Per-host bandwidth that --dry-run and --strategy auto assume
+    ///
+    /// For hosts the fleet file gives no rate for.
     #[arg(long, default_value = "1Gbit", value_parser = parse_rate)]
     bandwidth: f64,
-    /// Setup latency of an ssh connection between two hosts, assumed by --dry-run's
-    /// prediction and --strategy auto.
+    /// Setup latency of an ssh connection that --dry-run and --strategy auto assume
     #[arg(long, default_value = "50ms", value_parser = parse_duration)]
     latency: Duration,
-    /// The controller's cost per host of connecting to it (handshakes share its CPU, so
-    /// host i is ready about i times this after the start), assumed by --dry-run's
-    /// prediction and --strategy auto.
+    /// The controller's cost per host of connecting, for --dry-run and --strategy auto
+    ///
+    /// Handshakes share the controller's CPU, so host i is ready about i times this after
+    /// the start.
     #[arg(long, default_value = "20ms", value_parser = parse_duration)]
     join_interval: Duration,
-    /// Print shell completions (bash, zsh, fish, elvish, powershell) or the man page (man)
-    /// for bounce-run, generated from these options, and exit.
+    /// Print shell completions or the man page, and exit
+    ///
+    /// bash, zsh, fish, elvish, powershell, or man: generated from these options.
     #[arg(long, value_name = "WHAT", exclusive = true)]
     generate: Option<bounce::cli_docs::Generate>,
-    /// The file to send, on this machine, or a directory: its tree (regular files,
-    /// directories, symlinks that stay inside it) is sent whole and appears at DEST at once,
-    /// complete and verified; a rerun sends only the files some host lacks.
+    /// The file to send, or a directory: its tree is sent whole
+    ///
+    /// A directory's tree (regular files, directories, symlinks that stay inside it) is sent
+    /// whole and appears at DEST at once, complete and verified; a rerun sends only the files
+    /// some host lacks.
     #[arg(value_name = "SRC")]
     src: PathBuf,
-    /// Absolute path of the copy on every host (a hosts file may override it per host); for
-    /// a directory SRC, the directory it becomes.
+    /// Absolute path of the copy on every host
+    ///
+    /// A hosts file may override it per host; for a directory SRC, the directory it becomes.
     #[arg(value_name = "DEST")]
     dest: String,
 }
