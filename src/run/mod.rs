@@ -7,6 +7,7 @@
 //!   without ssh;
 //! - [`driver`]: the loop around [`crate::core::Scheduler`];
 //! - [`script`]: the POSIX shell snippets run on the hosts;
+//! - [`lock`]: one run per DEST per host at a time;
 //! - [`ssh`]: the OpenSSH transport;
 //! - [`codec`]: `--compress`, SRC compressed once for every hop;
 //! - [`tree`]: a directory SRC (or a `--sparse` file): its manifest, its archive, the
@@ -21,6 +22,7 @@
 pub mod codec;
 pub mod digest;
 pub mod driver;
+pub mod lock;
 pub mod pace;
 pub mod plan;
 pub mod predict;

@@ -129,6 +129,19 @@ impl Observer for Progress {
                     None => self.plain(&format!("{}: {msg}", self.name(*host))),
                 }
             }
+            RunEvent::Swept { host, path }
+                if path
+                    .split(" (left by ")
+                    .next()
+                    .is_some_and(super::lock::is_lock) =>
+            {
+                self.line(format!(
+                    "{}: removed the stale lock {path}: older than {} minutes, and no process \
+                     of that run is left on the host",
+                    self.name(*host),
+                    super::script::STALE_TEMP_MINUTES
+                ))
+            }
             RunEvent::Swept { host, path } => self.line(format!(
                 "{}: removed stale temporary file {path} (no live run had it open)",
                 self.name(*host)

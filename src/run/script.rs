@@ -1015,8 +1015,13 @@ pub fn cleanup(pids: &[u32], files: &[String]) -> String {
         s.push_str(&format!("kill -TERM -{p} 2>/dev/null; "));
     }
     for f in files {
-        // A tree's staging directory (see `tree_script::unpack`) goes with what it holds.
-        let flags = if is_stage(f) { "-rf" } else { "-f" };
+        // A tree's staging directory (see `tree_script::unpack`) goes with what it holds, and
+        // so does a lock (see `lock`).
+        let flags = if is_stage(f) || super::lock::is_lock(f) {
+            "-rf"
+        } else {
+            "-f"
+        };
         s.push_str(&format!("rm {flags} -- {} || e=1; ", shell_quote(f)));
     }
     s.push_str("exit $e");

@@ -60,6 +60,19 @@ pub enum TransportError {
         /// The I/O error.
         reason: String,
     },
+    /// Another run holds the lock beside DEST on a host (see [`super::lock`]): the host fails
+    /// at once, before anything is written there.
+    #[error("{host}: DEST {path} is locked by {holder}; one run per DEST at a time (remove {lock} if that run is gone and you cannot wait for it to be swept)")]
+    Locked {
+        /// The host.
+        host: String,
+        /// Its DEST.
+        path: String,
+        /// Who holds the lock, as its owner line says.
+        holder: String,
+        /// The lock's path.
+        lock: String,
+    },
     /// DEST on a host cannot take the copy (it is a directory, say): refused before anything
     /// is written there.
     #[error("{host}: DEST {path} {reason}")]

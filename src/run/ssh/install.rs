@@ -5,6 +5,7 @@
 
 use crate::core::HostId;
 
+use super::super::lock;
 use super::super::script;
 use super::super::transport::{ThenOutcome, TransportError};
 use super::hosts::Hosts;
@@ -29,16 +30,15 @@ impl Hosts {
             Some(_) => dec.as_str(),
             None => tmp,
         };
+        let install = script::install(file, &t.dest, self.src.meta, self.opts.fsync);
         let out = self
-            .run_registered(
-                h,
-                &script::install(file, &t.dest, self.src.meta, self.opts.fsync),
-            )
+            .run_registered(h, &self.releasing(&t.dest, &install))
             .await?;
         if !out.status.success() {
             return Err(self.remote_err(h, failure_text(&out.stderr, out.status.code())));
         }
         self.forget_temp(h, file);
+        self.forget_temp(h, &lock::lock_path(&t.dest));
         if self.src.codec().is_some() {
             self.set_wire_copy(h, Some(tmp));
         }
@@ -77,8 +77,11 @@ impl Hosts {
         if self.src.codec().is_some() {
             self.add_temp(h, &dec);
         }
-        let out = self.run_registered(h, &script).await?;
+        let out = self
+            .run_registered(h, &self.releasing(&t.dest, &script))
+            .await?;
         if out.status.success() {
+            self.forget_temp(h, &lock::lock_path(&t.dest));
             if self.src.codec().is_some() {
                 self.forget_temp(h, &dec);
                 self.set_wire_copy(h, Some(tmp));

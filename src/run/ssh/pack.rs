@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::core::HostId;
 
+use super::super::lock;
 use super::super::script::{self, Hasher};
 use super::super::transport::{Prepared, Probe, TransportError};
 use super::super::tree::{self, Listed, Shape};
@@ -63,24 +64,26 @@ impl Hosts {
     pub(super) async fn survey_host(
         &self,
         h: HostId,
+        lock: bool,
     ) -> Result<(DestState, Vec<String>), TransportError> {
         self.connect_once(h).await?;
         let pack = self.pack();
         let dest = self.target(h).dest.clone();
-        let out = self
-            .run_registered(
-                h,
-                &tree_script::probe(&dest, pack.shape(), self.src.codec()),
-            )
-            .await?;
+        let probe = tree_script::probe(&dest, pack.shape(), self.src.codec());
+        let script = match lock {
+            true => self.locked(&dest, &probe),
+            false => probe,
+        };
+        let out = self.run_registered(h, &script).await?;
         let (text, listing) = split_listing(&out.stdout);
+        let mut swept = Vec::new();
+        self.lock_answer(h, &dest, &text, &mut swept)?;
         self.probe_status(h, &dest, out.status.code(), &out.stderr, || {
             text.lines()
                 .find_map(|l| l.strip_prefix("needs "))
                 .unwrap_or("a tool")
                 .to_string()
         })?;
-        let mut swept = Vec::new();
         let mut missing = false;
         for line in text.lines() {
             if let Some(name) = line.strip_prefix("hasher ") {
@@ -112,7 +115,7 @@ impl Hosts {
         let swept = self.surveyed[h.index() - 1].lock().unwrap().take();
         let swept = match swept {
             Some(s) => s,
-            None => self.survey_host(h).await?.1,
+            None => self.survey_host(h, true).await?.1,
         };
         Ok(Prepared {
             probe: if self.pack().current {
@@ -230,15 +233,14 @@ impl Hosts {
                 }
             }
             let old = script::old_tree_path(&dest, &self.run_id);
+            let swap = tree_script::swap(&stage, &old, &dest, pack.shape(), self.opts.fsync);
             let out = self
-                .run_registered(
-                    h,
-                    &tree_script::swap(&stage, &old, &dest, pack.shape(), self.opts.fsync),
-                )
+                .run_registered(h, &self.releasing(&dest, &swap))
                 .await?;
             if !out.status.success() {
                 return Err(self.remote_err(h, failure_text(&out.stderr, out.status.code())));
             }
+            self.forget_temp(h, &lock::lock_path(&dest));
             Ok(())
         }
         .await;
@@ -331,7 +333,9 @@ impl Hosts {
     /// Lists `h`'s DEST again and compares it with the manifest: `Ok` if it still holds
     /// SRC's tree (or file), [`TransportError::DigestMismatch`] if not.
     pub(super) async fn check_pack(&self, h: HostId) -> Result<(), TransportError> {
-        match self.survey_host(h).await?.0 {
+        // A check after the copy is in place: its lock is released already, and not taken
+        // again.
+        match self.survey_host(h, false).await?.0 {
             DestState::Holds(listed)
                 if tree::compare(&self.pack().manifest, &listed, true).is_clean() =>
             {

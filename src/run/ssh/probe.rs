@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::core::HostId;
 
+use super::super::lock;
 use super::super::script::{self, Hasher};
 use super::super::transport::{Prepared, Probe, TransportError};
 use super::hosts::Hosts;
@@ -18,6 +19,49 @@ impl Hosts {
             *self.sessions[host.index() - 1].lock().unwrap() = Some(Arc::new(s));
         }
         Ok(())
+    }
+
+    /// Takes the lock beside `dest` on `host` by what the probe printed (see [`lock::take`]):
+    /// registers a lock taken, so that the run's cleanup releases it, and adds a stale one
+    /// swept to `swept`; another run's lock fails the host, naming who holds it.
+    pub(super) fn lock_answer(
+        &self,
+        host: HostId,
+        dest: &str,
+        out: &str,
+        swept: &mut Vec<String>,
+    ) -> Result<(), TransportError> {
+        match lock::parse(out) {
+            Some(lock::Answer::Taken) => self.add_temp(host, &lock::lock_path(dest)),
+            Some(lock::Answer::Swept(holder)) => {
+                self.add_temp(host, &lock::lock_path(dest));
+                swept.push(format!("{} (left by {holder})", lock::lock_path(dest)));
+            }
+            Some(lock::Answer::Held(holder)) => {
+                return Err(TransportError::Locked {
+                    host: self.name(host),
+                    path: dest.to_string(),
+                    holder: holder.to_string(),
+                    lock: lock::lock_path(dest),
+                })
+            }
+            Some(lock::Answer::None) | None => {}
+        }
+        Ok(())
+    }
+
+    /// `install`, the script that puts a copy in place at `dest`, then, if it succeeded, the
+    /// release of this run's lock beside it, in the same session.
+    pub(super) fn releasing(&self, dest: &str, install: &str) -> String {
+        format!("{install} && {{ {}; }}", lock::release(dest, &self.run_id))
+    }
+
+    /// The probe `script` on `host`, after the lock beside `dest` is taken.
+    pub(super) fn locked(&self, dest: &str, script: &str) -> String {
+        format!(
+            "{}\n{script}",
+            lock::take(dest, &lock::Owner::here(&self.run_id))
+        )
     }
 
     /// What a probe's exit status `code` says (see [`script::probe`] and
@@ -80,14 +124,16 @@ impl Hosts {
         self.connect_once(host).await?;
         let dest = self.target(host).dest.clone();
         // Registered like a hop, so that an interrupt while it hashes stops it.
+        let probe = script::probe(&dest, self.src.size, self.src.codec());
         let out = self
-            .run_registered(host, &script::probe(&dest, self.src.size, self.src.codec()))
+            .run_registered(host, &self.locked(&dest, &probe))
             .await?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut swept = Vec::new();
+        self.lock_answer(host, &dest, &text, &mut swept)?;
         self.probe_status(host, &dest, out.status.code(), &out.stderr, || {
             self.src.codec().map_or("?", |c| c.tool()).to_string()
         })?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut swept = Vec::new();
         let mut probe = None;
         let mut found = None;
         let mut hasher = None;

@@ -243,7 +243,9 @@ impl Hosts {
         };
         let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
         let mut res = self.clean(h, &pids, &files, timeout).await;
-        if res.is_ok() && !files.is_empty() {
+        // A lock (an up-to-date host's, or a failed one's) is never made late: only
+        // temporary files need the second pass.
+        if res.is_ok() && files.iter().any(|f| !super::super::lock::is_lock(f)) {
             // A pipeline that was still being set up when the run stopped (its sender's ssh
             // to this host mid-handshake) may create its temporary file just after the
             // first pass: its sender is dead by now, so a second pass a moment later finds
