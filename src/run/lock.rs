@@ -132,10 +132,16 @@ pub fn take(dest: &str, owner: &Owner) -> String {
 
 /// Removes the lock beside `dest` if run `run_id` holds it; always succeeds.
 pub fn release(dest: &str, run_id: &str) -> String {
+    release_path(&lock_path(dest), run_id)
+}
+
+/// [`release`] of the lock at `lock`: what a run's cleanup does with a lock it registered,
+/// which may turn out to be another run's (an interrupt while the probe ran).
+pub fn release_path(lock: &str, run_id: &str) -> String {
     format!(
         "l={l}; if [ -d \"$l\" ] && [ ! -L \"$l\" ]; then o=$(head -n 1 -- \"$l/owner\" 2>/dev/null); \
          [ \"${{o%% *}}\" = {run} ] && rm -rf -- \"$l\"; fi; true",
-        l = shell_quote(&lock_path(dest)),
+        l = shell_quote(lock),
         run = shell_quote(run_id),
     )
 }
@@ -339,6 +345,27 @@ mod tests {
         let mut other = owner("cdcd8888", "elsewhere");
         other.live = vec![];
         assert_eq!(sh(&take(&dest, &other)).status.code(), Some(LOCKED_STATUS));
+    }
+
+    #[test]
+    fn a_runs_cleanup_removes_its_own_lock_and_never_another_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f.bin").display().to_string();
+        let l = lock_path(&dest);
+        assert!(sh(&take(&dest, &owner("1234abcd", "a"))).status.success());
+        // Another run registered the lock before its probe found it held, then stopped.
+        let other = super::super::script::cleanup(&[], std::slice::from_ref(&l), "9876fedc");
+        assert!(sh(&other).status.success());
+        assert!(
+            std::path::Path::new(&l).is_dir(),
+            "another run's lock was removed"
+        );
+        let own = super::super::script::cleanup(&[], std::slice::from_ref(&l), "1234abcd");
+        assert!(sh(&own).status.success());
+        assert!(
+            !std::path::Path::new(&l).exists(),
+            "the run's own lock was kept"
+        );
     }
 
     #[test]

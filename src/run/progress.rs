@@ -136,10 +136,9 @@ impl Observer for Progress {
                     .is_some_and(super::lock::is_lock) =>
             {
                 self.line(format!(
-                    "{}: removed the stale lock {path}: older than {} minutes, and no process \
-                     of that run is left on the host",
-                    self.name(*host),
-                    super::script::STALE_TEMP_MINUTES
+                    "{}: removed the stale lock {path}: its run is gone (no process of it is \
+                     left on the host)",
+                    self.name(*host)
                 ))
             }
             RunEvent::Swept { host, path } => self.line(format!(

@@ -1008,20 +1008,20 @@ pub fn check(dest: &str, digest: &str, hasher: Hasher) -> String {
 }
 
 /// Kills the process groups `pids` (those already gone are fine) and removes `files`;
-/// exits non-zero, with `rm`'s message on stderr, if a file could not be removed.
-pub fn cleanup(pids: &[u32], files: &[String]) -> String {
+/// exits non-zero, with `rm`'s message on stderr, if a file could not be removed. A lock
+/// among them (see [`super::lock`]) is removed only if run `run_id` holds it.
+pub fn cleanup(pids: &[u32], files: &[String], run_id: &str) -> String {
     let mut s = String::from("e=0; ");
     for p in pids {
         s.push_str(&format!("kill -TERM -{p} 2>/dev/null; "));
     }
     for f in files {
-        // A tree's staging directory (see `tree_script::unpack`) goes with what it holds, and
-        // so does a lock (see `lock`).
-        let flags = if is_stage(f) || super::lock::is_lock(f) {
-            "-rf"
-        } else {
-            "-f"
-        };
+        if super::lock::is_lock(f) {
+            s.push_str(&format!("{}; ", super::lock::release_path(f, run_id)));
+            continue;
+        }
+        // A tree's staging directory (see `tree_script::unpack`) goes with what it holds.
+        let flags = if is_stage(f) { "-rf" } else { "-f" };
         s.push_str(&format!("rm {flags} -- {} || e=1; ", shell_quote(f)));
     }
     s.push_str("exit $e");
@@ -1430,10 +1430,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("f").display().to_string();
         std::fs::write(&f, b"x").unwrap();
-        assert!(sh(&cleanup(&[], std::slice::from_ref(&f))).status.success());
+        assert!(sh(&cleanup(&[], std::slice::from_ref(&f), "r1"))
+            .status
+            .success());
         assert!(!std::path::Path::new(&f).exists());
         // A directory cannot be removed by `rm -f`: the failure is reported.
-        let out = sh(&cleanup(&[], &[dir.path().display().to_string()]));
+        let out = sh(&cleanup(&[], &[dir.path().display().to_string()], "r1"));
         assert!(!out.status.success());
         assert!(!out.stderr.is_empty());
     }

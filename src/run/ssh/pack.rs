@@ -71,7 +71,7 @@ impl Hosts {
         let dest = self.target(h).dest.clone();
         let probe = tree_script::probe(&dest, pack.shape(), self.src.codec());
         let script = match lock {
-            true => self.locked(&dest, &probe),
+            true => self.locked(h, &dest, &probe),
             false => probe,
         };
         let out = self.run_registered(h, &script).await?;

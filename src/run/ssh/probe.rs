@@ -22,8 +22,9 @@ impl Hosts {
     }
 
     /// Takes the lock beside `dest` on `host` by what the probe printed (see [`lock::take`]):
-    /// registers a lock taken, so that the run's cleanup releases it, and adds a stale one
-    /// swept to `swept`; another run's lock fails the host, naming who holds it.
+    /// keeps a lock taken registered (by [`Self::locked`]), so that the run's cleanup
+    /// releases it, and adds a stale one swept to `swept`; another run's lock fails the
+    /// host, naming who holds it.
     pub(super) fn lock_answer(
         &self,
         host: HostId,
@@ -31,21 +32,22 @@ impl Hosts {
         out: &str,
         swept: &mut Vec<String>,
     ) -> Result<(), TransportError> {
+        let path = lock::lock_path(dest);
         match lock::parse(out) {
-            Some(lock::Answer::Taken) => self.add_temp(host, &lock::lock_path(dest)),
+            Some(lock::Answer::Taken) => {}
             Some(lock::Answer::Swept(holder)) => {
-                self.add_temp(host, &lock::lock_path(dest));
-                swept.push(format!("{} (left by {holder})", lock::lock_path(dest)));
+                swept.push(format!("{path} (left by {holder})"));
             }
             Some(lock::Answer::Held(holder)) => {
+                self.forget_temp(host, &path);
                 return Err(TransportError::Locked {
                     host: self.name(host),
                     path: dest.to_string(),
                     holder: holder.to_string(),
-                    lock: lock::lock_path(dest),
-                })
+                    lock: path,
+                });
             }
-            Some(lock::Answer::None) | None => {}
+            Some(lock::Answer::None) | None => self.forget_temp(host, &path),
         }
         Ok(())
     }
@@ -56,8 +58,11 @@ impl Hosts {
         format!("{install} && {{ {}; }}", lock::release(dest, &self.run_id))
     }
 
-    /// The probe `script` on `host`, after the lock beside `dest` is taken.
-    pub(super) fn locked(&self, dest: &str, script: &str) -> String {
+    /// The probe `script` on `host`, after the lock beside `dest` is taken. The lock is
+    /// registered before it runs, so that an interrupt while it runs releases it; the
+    /// cleanup removes only a lock of this run's.
+    pub(super) fn locked(&self, host: HostId, dest: &str, script: &str) -> String {
+        self.add_temp(host, &lock::lock_path(dest));
         format!(
             "{}\n{script}",
             lock::take(dest, &lock::Owner::here(&self.run_id))
@@ -126,7 +131,7 @@ impl Hosts {
         // Registered like a hop, so that an interrupt while it hashes stops it.
         let probe = script::probe(&dest, self.src.size, self.src.codec());
         let out = self
-            .run_registered(host, &self.locked(&dest, &probe))
+            .run_registered(host, &self.locked(host, &dest, &probe))
             .await?;
         let text = String::from_utf8_lossy(&out.stdout);
         let mut swept = Vec::new();

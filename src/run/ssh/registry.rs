@@ -178,7 +178,12 @@ impl Hosts {
         files: &[String],
         timeout: Duration,
     ) -> Result<(), String> {
-        match tokio::time::timeout(timeout, self.run(h, &script::cleanup(pids, files))).await {
+        match tokio::time::timeout(
+            timeout,
+            self.run(h, &script::cleanup(pids, files, &self.run_id)),
+        )
+        .await
+        {
             Err(_) => Err(format!("timed out after {:.0?}", timeout)),
             Ok(Err(e)) => Err(e.to_string()),
             Ok(Ok(out)) if out.status.success() => Ok(()),
