@@ -3,8 +3,8 @@
 //!
 //! The lock is a directory, `.NAME.bounce-lock` beside DEST: `mkdir` is atomic on every
 //! POSIX filesystem, so of two runs that probe the same host at once exactly one takes it.
-//! It holds one line, `owner`: the run's id, the controller's host name and pid, and when
-//! it was taken, and the controller's boot id. A second run fails that host at once, naming
+//! It holds one line, `owner`: the run's id, the controller's host name, pid and boot id, and
+//! when it was taken. A second run fails that host at once, naming
 //! who holds it and since when; it never waits. A lock whose run is gone is swept by the
 //! next run, which names it: no process on the host names the run's id, and either the lock
 //! is older than [`STALE_TEMP_MINUTES`] minutes (the stale-temporary-file age), or it was
@@ -12,17 +12,17 @@
 //! a host crashed, or after an interrupted run could not reach it).
 
 use super::quote::shell_quote;
-use super::script::{parent, STALE_TEMP_MINUTES};
+use super::script::{parent, temp_stem, STALE_TEMP_MINUTES};
 
 /// Exit status of [`take`] when another run holds the lock.
 pub const LOCKED_STATUS: i32 = 8;
 
-/// The lock beside `dest`.
+/// The lock beside `dest`: `.NAME.bounce-lock`, NAME cut as in temporary names so that it
+/// fits in a file name however long DEST's is.
 pub fn lock_path(dest: &str) -> String {
     let dir = parent(dest);
     let sep = if dir.ends_with('/') { "" } else { "/" };
-    let name = &dest[dest.rfind('/').map_or(0, |i| i + 1)..];
-    format!("{dir}{sep}.{name}.bounce-lock")
+    format!("{dir}{sep}.{}.bounce-lock", temp_stem(dest))
 }
 
 /// True for a path made by [`lock_path`]: a directory, removed whole.
@@ -345,6 +345,15 @@ mod tests {
         let mut other = owner("cdcd8888", "elsewhere");
         other.live = vec![];
         assert_eq!(sh(&take(&dest, &other)).status.code(), Some(LOCKED_STATUS));
+    }
+
+    #[test]
+    fn a_dest_whose_name_is_as_long_as_a_name_may_be_is_locked_all_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("n".repeat(255)).display().to_string();
+        let out = sh(&take(&dest, &owner("abcd0000", "a")));
+        assert_eq!(answer(&out), Answer::Taken, "{out:?}");
+        assert!(std::path::Path::new(&lock_path(&dest)).is_dir());
     }
 
     #[test]

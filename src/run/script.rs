@@ -94,7 +94,7 @@ pub fn parent(dest: &str) -> &str {
 
 /// DEST's file name as temporary names use it: at most [`TEMP_NAME_KEEP`] bytes, cut on a
 /// character boundary.
-fn temp_stem(dest: &str) -> &str {
+pub(crate) fn temp_stem(dest: &str) -> &str {
     let name = &dest[dest.rfind('/').map_or(0, |i| i + 1)..];
     let mut end = name.len().min(TEMP_NAME_KEEP);
     while !name.is_char_boundary(end) {
