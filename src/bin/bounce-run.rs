@@ -21,8 +21,8 @@ use bounce::units;
 
 /// What `-h` says after the options; `--help` says [`EXIT_CODES`].
 const EXIT_SHORT: &str = "\
-Exit status: 0 every host verified, 1 some hosts failed (each named), 2 bad input (nothing
-written), 130 interrupted. `--help` says more, and describes the hosts file.";
+Exit status: 0 every host holds a verified copy, 1 some hosts failed (each named), 2 bad
+input (nothing written), 130 interrupted. `--help` says more, and describes the hosts file.";
 
 const EXIT_CODES: &str = "\
 Exit status:
