@@ -9,10 +9,11 @@
 
 mod lab;
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use lab::support::{assert_same, bounce_run, random_file, read_report, row, wait_within};
+use lab::support::{
+    assert_same, bounce_run, random_file, read_report, row, spawn_piped, wait_within,
+};
 use lab::{Lab, LabConfig};
 
 const MIB: u64 = 1 << 20;
@@ -32,18 +33,14 @@ fn a_chain_of_48_hosts_at_5_mbit_verifies_every_host_and_cuts_none() {
     let src = lab.scratch().join("src.bin");
     random_file(&src, size as usize, 4848);
     let report = lab.scratch().join("fleet.csv");
-    let child = bounce_run(
+    let child = spawn_piped(&mut bounce_run(
         &lab,
         "chain",
         &lab.host_addrs(hosts),
         &report,
         &src,
         &lab.dest("f.bin"),
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("spawn bounce-run");
+    ));
     // Not a speed target: a bound that only a hang exceeds.
     let out = wait_within(child, Duration::from_secs(300), "bounce-run");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();

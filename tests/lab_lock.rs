@@ -9,10 +9,12 @@ mod lab;
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lab::support::{assert_same, bounce_run, random_file, read_report, row, wait_within};
+use lab::support::{
+    assert_same, bounce_run, random_file, read_report, row, spawn_piped, wait_within,
+};
 use lab::{Lab, LabConfig};
 
 const MIB: usize = 1 << 20;
@@ -39,18 +41,14 @@ fn a_second_run_to_the_same_dest_fails_that_host_at_once_naming_the_first() {
     let src = lab.scratch().join("src.bin");
     random_file(&src, 4 * MIB, 77);
     let dest = lab.dest("f.bin");
-    let first = bounce_run(
+    let first = spawn_piped(&mut bounce_run(
         &lab,
         "linear",
         &[lab.host(1)],
         &lab.scratch().join("first.csv"),
         &src,
         &dest,
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("spawn the first bounce-run");
+    ));
     let first_pid = first.id();
     // The first run holds h1's lock once its copy has begun (4 MiB at 8 Mbit/s: 4 s).
     let begun = Instant::now();
@@ -68,11 +66,14 @@ fn a_second_run_to_the_same_dest_fails_that_host_at_once_naming_the_first() {
     assert!(lock_of(&lab, 1).is_dir(), "no lock beside h1's DEST");
 
     let report = lab.scratch().join("second.csv");
-    let second = bounce_run(&lab, "linear", &lab.host_names(2), &report, &src, &dest)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the second bounce-run");
+    let second = spawn_piped(&mut bounce_run(
+        &lab,
+        "linear",
+        &lab.host_names(2),
+        &report,
+        &src,
+        &dest,
+    ));
     let second = wait_within(second, Duration::from_secs(60), "the second bounce-run");
     let err = String::from_utf8_lossy(&second.stderr).into_owned();
     eprintln!("--- second run: {}\n{err}", second.status);
@@ -130,18 +131,14 @@ fn a_lock_left_by_a_run_that_is_gone_is_swept_and_named_and_a_young_one_is_not()
         assert!(ok, "touch the planted lock");
     };
     let run = |what: &str| {
-        let out = bounce_run(
+        let out = spawn_piped(&mut bounce_run(
             &lab,
             "chain",
             &[lab.host(1)],
             &lab.scratch().join("r.csv"),
             &src,
             &dest,
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn bounce-run");
+        ));
         let out = wait_within(out, Duration::from_secs(60), what);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         eprintln!("--- {what}: {}\n{err}", out.status);

@@ -10,7 +10,7 @@ use std::fs;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use lab::support::{assert_same, random_file, run_logged};
+use lab::support::{assert_same, processes_started, random_file, run_logged};
 use lab::{sh, Lab, LabConfig};
 
 const MIB: usize = 1 << 20;
@@ -153,15 +153,6 @@ fn hosts_log_in_with_debians_stock_dotfiles_and_nothing_of_this_machines_home() 
         slow >= 100,
         "a session under the slow login started {slow} processes, not its hundred"
     );
-}
-
-/// The machine's `processes` counter (`/proc/stat`): forks since boot.
-fn processes_started() -> u64 {
-    let stat = fs::read_to_string("/proc/stat").expect("read /proc/stat");
-    stat.lines()
-        .find_map(|l| l.strip_prefix("processes "))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("a processes line in /proc/stat")
 }
 
 #[test]

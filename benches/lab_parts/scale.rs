@@ -21,20 +21,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::lab::support::{bounce_run_bin, random_file, read_report, sha256_file};
+use super::lab::support::{
+    bounce_run_bin, processes_started, random_file, read_report, sha256_file,
+};
 use super::lab::{Lab, LabConfig};
 use super::{clock_tick, env_or, machine_cpu, time_it};
 use bounce::units::parse_size;
-
-/// The machine's `processes` counter (`/proc/stat`): processes started since boot.
-fn processes_started() -> u64 {
-    fs::read_to_string("/proc/stat")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("processes "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
-}
 
 /// Resident set size of `pid`, in bytes (0 once it is gone).
 fn rss(pid: u32) -> u64 {

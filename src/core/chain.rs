@@ -47,7 +47,7 @@ pub struct Chain {
     window_ns: u64,
     stall_ns: u64,
     sustain: u64,
-    /// The most hosts cut out and still receiving at once (see [`Straggler::cut_share`]).
+    /// The most cuts in flight at once (see [`Straggler::cut_share`]).
     max_cuts: usize,
     /// Hosts cut out for being slow, each feeding nobody, listed by the host that feeds them
     /// (its `prev`, a host of the chain): empty until the first one, then one list per host,
@@ -156,17 +156,18 @@ pub struct Straggler {
     /// for at least the time that rate takes to move this much. On fast links `window`
     /// rules; on slow ones (4 MiB is 6.7 s at 5 Mbit/s) this does.
     pub sustain: u64,
-    /// The most receivers, as a share of them (at least one), that may be cut out and still
-    /// be receiving at once: a rule misled by a busy controller cuts a few hosts, not the
-    /// fleet.
+    /// The most receivers, as a share of them (at least one), that may be cut out and not
+    /// yet have shown a rate over a window of their new feed: a rule misled by a busy
+    /// controller cuts a few hosts at a time, not the fleet, while genuinely slow hosts,
+    /// which soon show their rate as leaves, are not held back.
     pub cut_share: f64,
 }
 
 impl Straggler {
     /// A quarter of the feeder's rate, over one second and 4 MiB; a stall of two seconds; a
     /// probe of the source when the first host has more than 15 s to go, so that it costs
-    /// at most a few percent of a run's time; at most one receiver in ten cut out at once.
-    /// What the runner and the simulator use.
+    /// at most a few percent of a run's time; at most one receiver in ten cut out and not
+    /// yet measured on its new feed. What the runner and the simulator use.
     pub const DEFAULT: Straggler = Straggler {
         ratio: 0.25,
         window: Duration::from_secs(1),
@@ -818,30 +819,19 @@ impl Chain {
                 stalled: false,
             });
         } else if host_slow {
-            // The probe's host is slow: it becomes a leaf of the tail if that can serve it,
-            // or goes back to the tail itself, where nobody waits on it; never a leaf of the
-            // source, whose upload feeds the chain.
+            // The probe's host is slow: it becomes a leaf of a host of the chain (whose head
+            // is still in it, so there is a last host), never of the source, whose upload
+            // feeds the chain.
             self.remove_leaf(HostId::SOURCE, host);
-            let feeder = match self.leaf_feeder(view, HostId::SOURCE, rule) {
-                Some(feeder) => {
-                    let p = &mut self.places[host.index()];
-                    p.prev = Some(feeder);
-                    p.leaf = true;
-                    p.draining = p.inbound > 0;
-                    self.add_leaf(feeder, host);
-                    self.ready.push(feeder);
-                    feeder
-                }
-                None => {
-                    self.link_at_tail(host);
-                    let p = &mut self.places[host.index()];
-                    p.draining = p.inbound > 0;
-                    self.remeasure_from(Some(host));
-                    self.places[host.index()]
-                        .prev
-                        .expect("a host linked at the tail has a predecessor")
-                }
-            };
+            let feeder = self
+                .leaf_feeder(view, HostId::SOURCE, rule)
+                .unwrap_or_else(|| self.tail());
+            let p = &mut self.places[host.index()];
+            p.prev = Some(feeder);
+            p.leaf = true;
+            p.draining = p.inbound > 0;
+            self.add_leaf(feeder, host);
+            self.ready.push(feeder);
             self.spliced.push(Spliced {
                 host,
                 feeder,

@@ -129,22 +129,17 @@ impl Observer for Progress {
                     None => self.plain(&format!("{}: {msg}", self.name(*host))),
                 }
             }
-            RunEvent::Swept { host, path }
-                if path
-                    .split(" (left by ")
-                    .next()
-                    .is_some_and(super::lock::is_lock) =>
-            {
-                self.line(format!(
-                    "{}: removed the stale lock {path}: its run is gone (no process of it is \
-                     left on the host)",
+            RunEvent::Swept { host, path } => match super::lock::swept_holder(path) {
+                Some((lock, holder)) => self.line(format!(
+                    "{}: removed the stale lock {lock}, left by {holder}: its run is gone (no \
+                     process of it is left on the host)",
                     self.name(*host)
-                ))
-            }
-            RunEvent::Swept { host, path } => self.line(format!(
-                "{}: removed stale temporary file {path} (no live run had it open)",
-                self.name(*host)
-            )),
+                )),
+                None => self.line(format!(
+                    "{}: removed stale temporary file {path} (no live run had it open)",
+                    self.name(*host)
+                )),
+            },
             RunEvent::LinkNotOpened { reason } => self.line(format!(
                 "link not set up ahead: {reason}; its chunks go by request instead"
             )),

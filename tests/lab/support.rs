@@ -191,6 +191,16 @@ pub fn spawn_piped(cmd: &mut Command) -> Child {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
+/// The machine's `processes` counter (`/proc/stat`): processes started since boot, whatever
+/// namespace they run in.
+pub fn processes_started() -> u64 {
+    let stat = fs::read_to_string("/proc/stat").expect("read /proc/stat");
+    stat.lines()
+        .find_map(|l| l.strip_prefix("processes "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a processes line in /proc/stat")
+}
+
 /// Waits until the controller's namespace has sent `bytes` more than `tx0`, or 20 s: the
 /// point where a run is surely moving data.
 pub fn wait_until_sent(lab: &Lab, tx0: u64, bytes: u64) {

@@ -38,6 +38,9 @@ pub(super) struct Hosts {
     pub(super) hop_ssh: HopSsh,
     pub(super) src: SourceFile,
     pub(super) run_id: String,
+    /// Who this run's locks say holds them (see [`super::super::lock`]): read once, as the
+    /// run starts, not at every probe (it lists this machine's processes).
+    pub(super) lock_owner: super::super::lock::Owner,
     pub(super) counters: Arc<ByteCounters>,
     /// With `--compress`, the compressed copy each receiver holds once its copy is in place
     /// (its temporary file, kept until the run ends), which its hops and relays send from.
@@ -103,6 +106,7 @@ impl Hosts {
             opts,
             hop_ssh,
             src,
+            lock_owner: super::super::lock::Owner::here(&run_id),
             run_id,
             counters,
             registry: Mutex::new(Registry::default()),

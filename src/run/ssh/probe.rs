@@ -35,9 +35,7 @@ impl Hosts {
         let path = lock::lock_path(dest);
         match lock::parse(out) {
             Some(lock::Answer::Taken) => {}
-            Some(lock::Answer::Swept(holder)) => {
-                swept.push(format!("{path} (left by {holder})"));
-            }
+            Some(lock::Answer::Swept(holder)) => swept.push(lock::swept_entry(&path, &holder)),
             Some(lock::Answer::Held(holder)) => {
                 self.forget_temp(host, &path);
                 return Err(TransportError::Locked {
@@ -63,10 +61,7 @@ impl Hosts {
     /// cleanup removes only a lock of this run's.
     pub(super) fn locked(&self, host: HostId, dest: &str, script: &str) -> String {
         self.add_temp(host, &lock::lock_path(dest));
-        format!(
-            "{}\n{script}",
-            lock::take(dest, &lock::Owner::here(&self.run_id))
-        )
+        format!("{}\n{script}", lock::take(dest, &self.lock_owner))
     }
 
     /// What a probe's exit status `code` says (see [`script::probe`] and
