@@ -1,4 +1,4 @@
-//! One run per DEST per host at a time (`src/run/lock.rs`), against real sshd hosts in the
+//! One run per DEST per host at a time (`src/run/remote/lock.rs`), against real sshd hosts in the
 //! lab: a second run to the same DEST fails that host at once, naming the run that holds
 //! it, while the first completes; a lock left by a run that is gone is swept by the next
 //! run, which names it; no run leaves its lock behind.

@@ -16,10 +16,11 @@ use lab::{Lab, LabConfig};
 const MIB: usize = 1 << 20;
 
 /// Watches every process on this machine (the lab's hosts share its pid namespace) while a
-/// run goes on, and returns, for each needle, the pids whose command line held it: proof of
-/// which snippets ran, since a run over one stream gives the same files.
+/// run goes on, and returns, for each needle (strings that must all be there), the pids
+/// whose command line held it: proof of which jobs ran, since a run over one stream gives
+/// the same files.
 fn watch_commands(
-    needles: &'static [&'static str],
+    needles: &'static [&'static [&'static str]],
 ) -> (Arc<AtomicBool>, std::thread::JoinHandle<Vec<BTreeSet<u32>>>) {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
@@ -35,7 +36,7 @@ fn watch_commands(
                 };
                 let cmd = String::from_utf8_lossy(&cmd);
                 for (k, n) in needles.iter().enumerate() {
-                    if cmd.contains(n) {
+                    if n.iter().all(|part| cmd.contains(part)) {
                         seen[k].insert(pid);
                     }
                 }
@@ -73,7 +74,11 @@ fn streams_cut_whole_file_hops_and_every_host_gets_the_exact_bytes() {
         );
         cmd.args(["--streams", "3"]);
         // The third part's receiver, and a host's sender of parts.
-        let (stop, watch) = watch_commands(&["echo \"part 2 ", "iflag=skip_bytes,count_bytes"]);
+        // A job's values are its function's last arguments (`src/run/remote/receive.sh`).
+        let (stop, watch) = watch_commands(&[
+            &["\nbounce_receive_part '", "' '2' '"],
+            &["bounce_send_part '"],
+        ]);
         let out = run_logged(&mut cmd);
         stop.store(true, Ordering::Relaxed);
         let seen = watch.join().unwrap();
@@ -188,7 +193,7 @@ fn streams_with_compression_and_a_full_disk_keep_nothing_wrong() {
     let report = lab.scratch().join("tree.csv");
     let mut cmd = bounce_run(&lab, "bounce", &hosts, &report, &tree, &lab.dest("tree"));
     cmd.args(["--streams", "2"]);
-    let (stop, watch) = watch_commands(&["echo \"part 1 "]);
+    let (stop, watch) = watch_commands(&[&["\nbounce_receive_part '", "' '1' '"]]);
     let out = run_logged(&mut cmd);
     stop.store(true, Ordering::Relaxed);
     assert_eq!(out.status.code(), Some(0));

@@ -587,7 +587,7 @@ async fn run_async(
             dest: plan.dest_of(i).to_string(),
         })
         .collect();
-    let meta = bounce::run::script::Meta {
+    let meta = bounce::run::remote::Meta {
         mode: plan.mode,
         preserve: plan.preserve,
     };

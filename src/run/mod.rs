@@ -6,13 +6,11 @@
 //! - [`transport`]: the [`Transport`] trait, the seam that lets the orchestration be tested
 //!   without ssh;
 //! - [`driver`]: the loop around [`crate::core::Scheduler`];
-//! - [`script`]: the POSIX shell snippets run on the hosts;
-//! - [`lock`]: one run per DEST per host at a time;
+//! - [`remote`]: the jobs run on the hosts, one module each, with their shell bodies;
 //! - [`ssh`]: the OpenSSH transport;
 //! - [`codec`]: `--compress`, SRC compressed once for every hop;
 //! - [`tree`]: a directory SRC (or a `--sparse` file): its manifest, its archive, the
 //!   comparison with what a host holds;
-//! - [`tree_script`]: the snippets that unpack and place a tree on a host;
 //! - [`digest`]: the SHA-256 of the source;
 //! - [`pace`]: `--limit-rate` on the controller;
 //! - [`split`]: `--streams`, where the parts of a hop over several streams fall;
@@ -22,19 +20,17 @@
 pub mod codec;
 pub mod digest;
 pub mod driver;
-pub mod lock;
 pub mod pace;
 pub mod plan;
 pub mod predict;
 pub mod progress;
 pub mod quote;
+pub mod remote;
 pub mod report;
-pub mod script;
 pub mod split;
 pub mod ssh;
 pub mod transport;
 pub mod tree;
-pub mod tree_script;
 
 pub use crate::fleet::{HostList, HostSpec, HostsError};
 pub use driver::{
@@ -54,10 +50,10 @@ pub const RUNNABLE: [StrategyKind; 3] = [
 ];
 
 /// How long each hop of bounce-run's chain holds the stream back, on average: half a relay's
-/// poll ([`script::RELAY_POLL_MS`]). The simulator's streamed chain uses it
+/// poll ([`remote::RELAY_POLL_MS`]). The simulator's streamed chain uses it
 /// ([`crate::sim::streamed_chain`]).
 pub const STREAM_HOP_DELAY: std::time::Duration =
-    std::time::Duration::from_millis(script::RELAY_POLL_MS as u64 / 2);
+    std::time::Duration::from_millis(remote::RELAY_POLL_MS as u64 / 2);
 pub use transport::{
     ByteCounters, CleanupFailure, Prepared, Probe, ThenOutcome, Transport, TransportError,
 };

@@ -1,7 +1,7 @@
 //! `--limit-rate` on the controller: one schedule that every stream the source sends draws
 //! from, so that together they stay under the cap (linear sends to every host at once).
 //!
-//! The hosts pace their own uploads with a shell loop instead ([`super::script::pace`]):
+//! The hosts pace their own uploads with a shell loop instead ([`super::remote::pace`]):
 //! nothing but POSIX tools runs there.
 
 use std::sync::Mutex;

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::script::Preserve;
+use super::remote::Preserve;
 use crate::core::{Layout, StrategyKind};
 
 use crate::fleet::{dest_problem, HostAttrs, HostList, HostSpec, HostsError, RackUplink};

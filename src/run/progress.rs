@@ -129,7 +129,7 @@ impl Observer for Progress {
                     None => self.plain(&format!("{}: {msg}", self.name(*host))),
                 }
             }
-            RunEvent::Swept { host, path } => match super::lock::swept_holder(path) {
+            RunEvent::Swept { host, path } => match super::remote::lock::swept_holder(path) {
                 Some((lock, holder)) => self.line(format!(
                     "{}: removed the stale lock {lock}, left by {holder}: its run is gone (no \
                      process of it is left on the host)",

@@ -60,7 +60,7 @@ pub enum TransportError {
         /// The I/O error.
         reason: String,
     },
-    /// Another run holds the lock beside DEST on a host (see [`super::lock`]): the host fails
+    /// Another run holds the lock beside DEST on a host (see [`super::remote::lock`]): the host fails
     /// at once, before anything is written there.
     #[error("{host}: DEST {path} is locked by {holder}; one run per DEST at a time (remove {lock} if that run is gone and you cannot wait for it to be swept)")]
     Locked {

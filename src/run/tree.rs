@@ -1,7 +1,7 @@
 //! A directory SRC, or a single file sent with `--sparse`, as the controller sees it: the
 //! walk of the tree into a [`Manifest`] (every entry's type, mode, size, link target and
 //! SHA-256), the archive the hops carry instead of SRC, and the comparison of a host's
-//! listing (see [`super::tree_script`]) with the manifest.
+//! listing (see [`super::remote::tree`]) with the manifest.
 //!
 //! # The format on the wire
 //!
@@ -644,7 +644,7 @@ pub struct Listed {
     pub digest: Option<String>,
 }
 
-/// Parses the NUL-separated listing that [`super::tree_script::listing`] prints, keyed by
+/// Parses the NUL-separated listing that [`super::remote::tree::listing`] prints, keyed by
 /// the path relative to the listed root: `.` for the root, and for a `single` file.
 pub fn parse_listing(out: &[u8], single: bool) -> Result<BTreeMap<Vec<u8>, Listed>, String> {
     let rel = |p: &[u8]| if single { b".".to_vec() } else { rel(p) };

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::super::script::PREFERRED_CIPHERS;
+use super::super::remote::PREFERRED_CIPHERS;
 
 /// A generated ssh_config in a private directory, removed when dropped.
 #[derive(Debug)]

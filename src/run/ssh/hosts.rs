@@ -12,7 +12,7 @@ use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
 use crate::core::{HostId, Transfer};
 
 use super::super::pace::Pacer;
-use super::super::script::{self, Hasher, HopSsh};
+use super::super::remote::{self, Hasher, HopSsh};
 use super::super::transport::{ByteCounters, TransportError};
 use super::registry::Registry;
 use super::reports::error_chain;
@@ -38,9 +38,9 @@ pub(super) struct Hosts {
     pub(super) hop_ssh: HopSsh,
     pub(super) src: SourceFile,
     pub(super) run_id: String,
-    /// Who this run's locks say holds them (see [`super::super::lock`]): read once, as the
+    /// Who this run's locks say holds them (see [`super::super::remote::lock`]): read once, as the
     /// run starts, not at every probe (it lists this machine's processes).
-    pub(super) lock_owner: super::super::lock::Owner,
+    pub(super) lock_owner: super::super::remote::lock::Owner,
     pub(super) counters: Arc<ByteCounters>,
     /// With `--compress`, the compressed copy each receiver holds once its copy is in place
     /// (its temporary file, kept until the run ends), which its hops and relays send from.
@@ -106,7 +106,7 @@ impl Hosts {
             opts,
             hop_ssh,
             src,
-            lock_owner: super::super::lock::Owner::here(&run_id),
+            lock_owner: super::super::remote::lock::Owner::here(&run_id),
             run_id,
             counters,
             registry: Mutex::new(Registry::default()),
@@ -144,7 +144,7 @@ impl Hosts {
         script: &str,
         stdin: std::os::fd::OwnedFd,
     ) -> Result<openssh::Child<Arc<Session>>, TransportError> {
-        Session::to_raw_command(s, script::sh_c(script))
+        Session::to_raw_command(s, remote::sh_c(script))
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -165,15 +165,15 @@ impl Hosts {
     }
 
     /// With `--compress`, where a copy received into `tmp` is decompressed to.
-    pub(super) fn decode_into<'a>(&self, dec: &'a str) -> Option<script::Decode<'a>> {
+    pub(super) fn decode_into<'a>(&self, dec: &'a str) -> Option<remote::Decode<'a>> {
         self.src
             .codec()
-            .map(|codec| script::Decode { codec, into: dec })
+            .map(|codec| remote::Decode { codec, into: dec })
     }
 
     /// What a whole-file hop from receiver `h` reads: its DEST, or with `--compress` its
     /// compressed copy (its DEST compressed on the way, when it was up to date).
-    pub(super) fn send_from(&self, h: HostId) -> (String, Option<script::Codec>) {
+    pub(super) fn send_from(&self, h: HostId) -> (String, Option<remote::Codec>) {
         let dest = self.target(h).dest.clone();
         match self.src.codec() {
             // An archive is only ever sent from the host's copy of it, which every host
@@ -262,7 +262,7 @@ impl Hosts {
         script: &str,
     ) -> Result<std::process::Output, TransportError> {
         let s = self.session(h)?;
-        s.raw_command(script::sh_c(script))
+        s.raw_command(remote::sh_c(script))
             .output()
             .await
             .map_err(|e| self.remote_err(h, error_chain(&e)))
@@ -275,7 +275,7 @@ impl Hosts {
         script: &str,
     ) -> Result<openssh::Child<Arc<Session>>, TransportError> {
         let s = self.session(h)?;
-        Session::to_raw_command(s, script::sh_c(script))
+        Session::to_raw_command(s, remote::sh_c(script))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,23 +1,23 @@
 //! Finishing a copy on a host: verifying its temporary file if that is still needed, and
-//! renaming it into place (see [`script::install`] and [`script::finalize`]); checking an
-//! installed copy again ([`script::check`]); and running `--then` on it ([`script::then`]).
+//! renaming it into place (see [`remote::install`] and [`remote::finalize`]); checking an
+//! installed copy again ([`remote::check`]); and running `--then` on it ([`remote::then`]).
 //! All run registered, so an interrupt stops them like any hop.
 
 use crate::core::HostId;
 
-use super::super::lock;
-use super::super::script;
+use super::super::remote;
+use super::super::remote::lock;
 use super::super::transport::{ThenOutcome, TransportError};
 use super::hosts::Hosts;
 use super::reports::failure_text;
 
 impl Hosts {
     /// Renames a copy whose digest was checked as it was written into place. With
-    /// `--compress` that is its decompressed twin ([`script::decoded_path`]), and `tmp`, the
+    /// `--compress` that is its decompressed twin ([`remote::decoded_path`]), and `tmp`, the
     /// compressed bytes, stays as the host's copy to send from until the run ends.
     pub(super) async fn install_tmp(&self, h: HostId, tmp: &str) -> Result<(), TransportError> {
         let t = self.target(h);
-        let dec = script::decoded_path(tmp);
+        let dec = remote::decoded_path(tmp);
         if self.src.pack.is_some() {
             let archive = if self.src.codec().is_some() {
                 dec.as_str()
@@ -30,7 +30,7 @@ impl Hosts {
             Some(_) => dec.as_str(),
             None => tmp,
         };
-        let install = script::install(file, &t.dest, self.src.meta, self.opts.fsync);
+        let install = remote::install(file, &t.dest, self.src.meta, self.opts.fsync);
         let out = self
             .run_registered(h, &self.releasing(&t.dest, &install))
             .await?;
@@ -54,18 +54,18 @@ impl Hosts {
         }
         let t = self.target(h);
         let digest = self.src_digest().await?;
-        let dec = script::decoded_path(tmp);
+        let dec = remote::decoded_path(tmp);
         let script = match self.src.codec() {
-            Some(codec) => script::finalize_decoded(
+            Some(codec) => remote::finalize_decoded(
                 tmp,
-                script::Decode { codec, into: &dec },
+                remote::Decode { codec, into: &dec },
                 &t.dest,
                 &digest,
                 self.src.meta,
                 self.opts.fsync,
                 self.hasher(h),
             ),
-            None => script::finalize(
+            None => remote::finalize(
                 tmp,
                 &t.dest,
                 &digest,
@@ -90,7 +90,7 @@ impl Hosts {
             }
             return Ok(());
         }
-        if out.status.code() == Some(script::DIGEST_MISMATCH_STATUS) {
+        if out.status.code() == Some(remote::DIGEST_MISMATCH_STATUS) {
             self.forget_temp(h, tmp);
             self.forget_temp(h, &dec);
         }
@@ -104,9 +104,9 @@ impl Hosts {
         command: &str,
     ) -> Result<ThenOutcome, TransportError> {
         let dest = &self.target(h).dest;
-        let out = self.run_registered(h, &script::then(command, dest)).await?;
+        let out = self.run_registered(h, &remote::then(command, dest)).await?;
         let text = String::from_utf8_lossy(&out.stdout);
-        match script::parse_then(&text) {
+        match remote::parse_then(&text) {
             Some((status, output)) if out.status.success() => Ok(ThenOutcome { status, output }),
             _ => Err(self.remote_err(h, failure_text(&out.stderr, out.status.code()))),
         }
@@ -121,7 +121,7 @@ impl Hosts {
         let digest = self.src_digest().await?;
         let dest = &self.target(h).dest;
         let out = self
-            .run_registered(h, &script::check(dest, &digest, self.hasher(h)))
+            .run_registered(h, &remote::check(dest, &digest, self.hasher(h)))
             .await?;
         if out.status.success() {
             return Ok(());
@@ -137,7 +137,7 @@ impl Hosts {
         path: &str,
         out: &std::process::Output,
     ) -> TransportError {
-        if out.status.code() == Some(script::DIGEST_MISMATCH_STATUS) {
+        if out.status.code() == Some(remote::DIGEST_MISMATCH_STATUS) {
             TransportError::DigestMismatch {
                 host: self.name(h),
                 path: path.to_string(),

@@ -21,8 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::core::{HostId, Layout, Transfer, TransferId};
 
-use super::super::quote::shell_quote;
-use super::super::script;
+use super::super::remote;
 use super::super::transport::{
     ByteCounters, CleanupFailure, Prepared, Probe, ThenOutcome, Transport, TransportError,
 };
@@ -40,7 +39,7 @@ pub(super) struct ChainLinks {
     pub(super) layout: Layout,
     /// The link of each edge.
     links: Mutex<HashMap<(HostId, HostId), LinkCell>>,
-    /// By edge: the fence of a relay still being opened (see [`script::create_fence`]),
+    /// By edge: the fence of a relay still being opened (see [`remote::create_fence`]),
     /// which [`ChainLinks::cut_links_into`] removes rather than wait for the relay's sender.
     fences: Mutex<HashMap<(HostId, HostId), (u64, String)>>,
     /// Keys of the relays whose fence a cut removed: their opening fails as rerouted.
@@ -60,7 +59,7 @@ pub(super) struct ChainLinks {
     /// By edge: the transfers started on it and not yet written to its link, in the order
     /// the driver started them. A request link takes them in this order, whatever order
     /// their tasks run in: a receiver's copy must grow from its end, for the relay that
-    /// follows it (see [`script::stream_relay`]).
+    /// follows it (see [`remote::stream_relay`]).
     queues: Mutex<HashMap<(HostId, HostId), VecDeque<TransferId>>>,
     /// Woken whenever a transfer leaves its queue.
     turn: tokio::sync::Notify,
@@ -171,7 +170,7 @@ enum LinkKind {
         tasks: Vec<JoinHandle<()>>,
         /// Why feeding SRC into the stream stopped early, for a link from the source: the
         /// cause behind a stream that ended short.
-        feed_error: Arc<Mutex<Option<String>>>,
+        feed_error: Arc<Mutex<Option<super::feed::FeedError>>>,
     },
 }
 
@@ -244,7 +243,7 @@ impl ChainLinks {
     /// The temporary file host `h` receives the chain into. The host index keeps two names
     /// for one machine from sharing a temporary file.
     fn chain_tmp(&self, h: HostId) -> String {
-        script::temp_path(&self.target(h).dest, &self.run_id, &format!("-h{}", h.0))
+        remote::temp_path(&self.target(h).dest, &self.run_id, &format!("-h{}", h.0))
     }
 
     /// Writes bytes `offset..offset + len` of SRC into `w`, counting them for `to`.
@@ -293,7 +292,7 @@ impl ChainLinks {
     /// it runs ssh to `to`). Returns once both ends have printed their pids, registered under
     /// `key`; the pid of the receiving end comes last, except for a chain relay (`relay` is
     /// `Some`), whose own line is tagged and may come first or last (see
-    /// [`script::stream_relay`]); the sender's `placed` guard it carries is let go as soon
+    /// [`remote::stream_relay`]); the sender's `placed` guard it carries is let go as soon
     /// as the relay says it has opened its copy. With `fed`, that pipe is the pipeline's
     /// stdin instead of one the controller writes.
     async fn start_pipeline(
@@ -391,7 +390,7 @@ impl ChainLinks {
         // Chunks written on request may follow a stream: its digest no longer covers them.
         self.streamed.lock().unwrap().remove(&to);
         let script = if from == HostId::SOURCE {
-            script::receive_chunks(&t.dest, &to_tmp)
+            remote::receive_chunks(&t.dest, &to_tmp)
         } else {
             let from_tmp = self.chain_tmp(from);
             // Compressed, the chunks are the compressed copy's, which only the temporary
@@ -400,7 +399,7 @@ impl ChainLinks {
                 true => from_tmp.clone(),
                 false => self.target(from).dest.clone(),
             };
-            script::send_chunks(
+            remote::send_chunks(
                 &self.hop_ssh,
                 &from_dest,
                 &from_tmp,
@@ -453,7 +452,7 @@ impl ChainLinks {
         // Into a copy this run already wrote to, only what it lacks goes.
         let offset = resume.unwrap_or(0);
         let size = self.src.send_size();
-        let dec = script::decoded_path(&to_tmp);
+        let dec = remote::decoded_path(&to_tmp);
         let decode = self.decode_into(&dec);
         if decode.is_some() {
             self.add_temp(to, &dec);
@@ -462,13 +461,13 @@ impl ChainLinks {
         let receive = match (resume, &behind) {
             // What an earlier stream into this copy unpacked no longer covers it: the copy
             // is unpacked from scratch once it is whole.
-            (Some(n), Some([_, mark, _])) => format!(
-                "rm -f -- {}; {}",
-                crate::run::shell_quote(mark),
-                script::stream_resume(&to_tmp, n, size, self.hasher(to), decode)
-            ),
-            (Some(n), None) => script::stream_resume(&to_tmp, n, size, self.hasher(to), decode),
-            (None, _) => script::stream_receive_unpacking(
+            (Some(n), Some(u)) => {
+                remote::stream_resume(&to_tmp, n, size, self.hasher(to), decode, Some(&u.mark))
+            }
+            (Some(n), None) => {
+                remote::stream_resume(&to_tmp, n, size, self.hasher(to), decode, None)
+            }
+            (None, _) => remote::stream_receive_unpacking(
                 &t.dest,
                 &to_tmp,
                 self.hasher(to),
@@ -484,7 +483,7 @@ impl ChainLinks {
             _ => Some(self.raise_fence(from, to, key).await?),
         };
         let receive = match &fence {
-            Some(f) => format!("{}{receive}", script::pass_fence(f)),
+            Some(f) => format!("{}{receive}", remote::pass_fence(f)),
             None => receive,
         };
         let script = match &placed {
@@ -493,17 +492,17 @@ impl ChainLinks {
                 let from_dest = &self.target(from).dest;
                 let relay_from = match (self.src.codec(), **installed) {
                     (None, true) if !self.src.sends_copy() => {
-                        script::RelayFrom::Installed(from_dest)
+                        remote::RelayFrom::Installed(from_dest)
                     }
                     // Compressed, a copy in place keeps its compressed bytes in its
                     // temporary file; one that was up to date has none, and compresses its
                     // DEST on the way.
                     (Some(codec), true) if self.wire_copy(from).is_none() => {
-                        script::RelayFrom::Compressing(from_dest, codec)
+                        remote::RelayFrom::Compressing(from_dest, codec)
                     }
-                    _ => script::RelayFrom::Receiving(&from_tmp),
+                    _ => remote::RelayFrom::Receiving(&from_tmp),
                 };
-                script::stream_relay(&self.hop_ssh, relay_from, offset..size, &t.spec, &receive)
+                remote::stream_relay(&self.hop_ssh, relay_from, offset..size, &t.spec, &receive)
             }
         };
         // From the source, SRC is the stream's stdin, fed by the kernel (see `ssh/feed.rs`).
@@ -566,14 +565,8 @@ impl ChainLinks {
         if let Some(mut feed) = feed {
             let err = Arc::clone(&feed_error);
             tasks.push(tokio::spawn(async move {
-                match feed.finished().await {
-                    Ok(()) => {}
-                    Err(super::feed::FeedError::Read(e)) => {
-                        *err.lock().unwrap() = Some(format!("reading {e}"))
-                    }
-                    Err(super::feed::FeedError::Send(e)) => {
-                        *err.lock().unwrap() = Some(format!("sending: {e}"))
-                    }
+                if let Err(e) = feed.finished().await {
+                    *err.lock().unwrap() = Some(e);
                 }
             }));
         }
@@ -594,7 +587,7 @@ impl ChainLinks {
     }
 
     /// Creates the fence of a relay from `from` into `to` about to be opened under `key` (see
-    /// [`script::create_fence`]), and records it until the relay is open.
+    /// [`remote::create_fence`]), and records it until the relay is open.
     async fn raise_fence(
         &self,
         from: HostId,
@@ -602,9 +595,9 @@ impl ChainLinks {
         key: u64,
     ) -> Result<String, TransportError> {
         let dest = &self.target(to).dest;
-        let fence = script::temp_path(dest, &self.run_id, &format!("-h{}-link{key}", to.0));
+        let fence = remote::temp_path(dest, &self.run_id, &format!("-h{}-link{key}", to.0));
         self.add_temp(to, &fence);
-        let out = self.run(to, &script::create_fence(dest, &fence)).await?;
+        let out = self.run(to, &remote::create_fence(dest, &fence)).await?;
         if !out.status.success() {
             return Err(self.remote_err(
                 to,
@@ -638,13 +631,7 @@ impl ChainLinks {
         if !self.has_temp(to, to_tmp) {
             return Ok(None);
         }
-        let t = shell_quote(to_tmp);
-        let out = self
-            .run(
-                to,
-                &format!("if [ -f {t} ] && [ ! -L {t} ]; then stat -c %s -- {t}; fi"),
-            )
-            .await?;
+        let out = self.run(to, &remote::copy_length(to_tmp)).await?;
         let text = String::from_utf8_lossy(&out.stdout);
         match text.trim() {
             "" => Ok(None),
@@ -684,7 +671,7 @@ impl ChainLinks {
                     // be waited for, and killed.
                     let fence = self.fences.lock().unwrap().get(&edge).cloned();
                     if let Some((key, f)) = fence {
-                        let cut = self.run(to, &script::cut_fence(&f)).await;
+                        let cut = self.run(to, &remote::cut_fence(&f)).await;
                         if cut.is_ok_and(|o| o.stdout.starts_with(b"cut")) {
                             self.fenced_off.lock().unwrap().insert(key);
                             self.forget_temp(to, &f);
@@ -831,11 +818,13 @@ impl ChainLinks {
                     );
                     match feed_error.lock().unwrap().clone() {
                         // The source's own side failed: say what, not just that it was short.
-                        Some(why) if why.starts_with("reading ") => Err(TransportError::Local {
+                        Some(super::feed::FeedError::Read(e)) => Err(TransportError::Local {
                             path: self.src.path.display().to_string(),
-                            reason: format!("{why} ({short})"),
+                            reason: format!("reading {e} ({short})"),
                         }),
-                        Some(why) => Err(self.link_err(t.from, t.to, format!("{short}: {why}"))),
+                        Some(super::feed::FeedError::Send(e)) => {
+                            Err(self.link_err(t.from, t.to, format!("{short}: sending: {e}")))
+                        }
                         None => Err(self.link_err(t.from, t.to, short)),
                     }
                 }
@@ -1038,7 +1027,7 @@ impl ChainLinks {
     }
 }
 
-/// Reads a stream receiver's reports (see [`script::stream_receive`]) into `tx`, the byte
+/// Reads a stream receiver's reports (see [`remote::stream_receive`]) into `tx`, the byte
 /// counters and the driver's `progress`, and records the digest of a copy that arrived whole.
 async fn read_reports(
     mut stdout: BufReader<openssh::ChildStdout>,
@@ -1133,7 +1122,7 @@ impl Transport for ChainLinks {
         self.streamed.lock().unwrap().remove(&host);
         let mut placed = self.placed[host.index()].lock().await;
         let tmp = self.chain_tmp(host);
-        let mut files = vec![(host, script::decoded_path(&tmp)), (host, tmp)];
+        let mut files = vec![(host, remote::decoded_path(&tmp)), (host, tmp)];
         self.set_wire_copy(host, None);
         if *placed {
             // A relay set up from now on waits for its new copy, not this one.

@@ -1,5 +1,5 @@
 //! The OpenSSH transport: one multiplexed connection per host, and every hop as a small
-//! shell pipeline on the hosts (see [`super::script`]). Each job has its type and file:
+//! shell pipeline on the hosts (see [`super::remote`]). Each job has its type and file:
 //!
 //! - `ssh/hosts.rs`: the hosts, their connections and the commands run over them;
 //! - `ssh/probe.rs`: connecting and probing DEST before anything is sent;
@@ -54,7 +54,7 @@ pub struct SshOptions {
     /// ConnectTimeout, for the controller's connections and the hops between hosts.
     pub connect_timeout: Duration,
     /// Flush each copy to disk before renaming it into place (see
-    /// [`super::script::install`]).
+    /// [`super::remote::install`]).
     pub fsync: bool,
     /// `--limit-rate`: the most each host, the controller included, uploads per second.
     pub limit_rate: Option<u64>,
@@ -71,7 +71,7 @@ pub struct SourceFile {
     /// Size in bytes.
     pub size: u64,
     /// Permission bits, and with `--preserve` times and owner, applied at the rename.
-    pub meta: super::script::Meta,
+    pub meta: super::remote::Meta,
     /// Lowercase hex SHA-256, possibly still being computed.
     pub digest: super::digest::PendingDigest,
     /// With `--compress`, SRC compressed: what the hops carry instead of SRC.

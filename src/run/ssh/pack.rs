@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 
 use crate::core::HostId;
 
-use super::super::lock;
-use super::super::script::{self, Hasher};
+use super::super::remote::lock;
+use super::super::remote::names::Unpacking;
+use super::super::remote::tree::LISTING_MARK;
+use super::super::remote::{self, Hasher};
 use super::super::transport::{Prepared, Probe, TransportError};
 use super::super::tree::{self, Listed, Shape};
-use super::super::tree_script::{self, LISTING_MARK};
 use super::hosts::Hosts;
 use super::reports::failure_text;
 use super::Pack;
@@ -25,10 +26,10 @@ pub enum DestState {
 }
 
 impl Pack {
-    fn shape(&self) -> tree_script::Shape {
+    fn shape(&self) -> remote::tree::Shape {
         match &self.manifest.shape {
-            Shape::Tree => tree_script::Shape::Tree,
-            Shape::Single { .. } => tree_script::Shape::Single,
+            Shape::Tree => remote::tree::Shape::Tree,
+            Shape::Single { .. } => remote::tree::Shape::Single,
         }
     }
 
@@ -59,7 +60,7 @@ impl Hosts {
     }
 
     /// Connects to `h` if it is not yet, and runs the tree probe (see
-    /// [`tree_script::probe`]): records the host's hasher, and returns what its DEST holds
+    /// [`remote::tree::probe`]): records the host's hasher, and returns what its DEST holds
     /// and the stale temporary files swept.
     pub(super) async fn survey_host(
         &self,
@@ -69,7 +70,7 @@ impl Hosts {
         self.connect_once(h).await?;
         let pack = self.pack();
         let dest = self.target(h).dest.clone();
-        let probe = tree_script::probe(&dest, pack.shape(), self.src.codec());
+        let probe = remote::tree::probe(&dest, pack.shape(), self.src.codec());
         let script = match lock {
             true => self.locked(h, &dest, &probe),
             false => probe,
@@ -128,39 +129,33 @@ impl Hosts {
         })
     }
 
-    /// The staging directory, the marker and the FIFO of `h` for this run, in that order
-    /// (see [`tree_script::Behind`]).
-    fn behind_paths(&self, h: HostId) -> [String; 3] {
-        let dest = &self.target(h).dest;
-        [
-            script::stage_path(dest, &self.run_id),
-            script::temp_path(dest, &self.run_id, "-unpacked"),
-            script::temp_path(dest, &self.run_id, "-fifo"),
-        ]
+    /// The paths through which `h` unpacks a stream as it arrives, in this run.
+    fn behind_paths(&self, h: HostId) -> Unpacking {
+        Unpacking::new(&self.target(h).dest, &self.run_id)
     }
 
     /// For a tree, the paths a stream into `h` unpacks through as it arrives (see
-    /// [`tree_script::Behind`]), registered for cleanup; `None` for a single file sent as
+    /// [`remote::tree::Behind`]), registered for cleanup; `None` for a single file sent as
     /// it is.
-    pub(super) fn unpack_behind(&self, h: HostId) -> Option<[String; 3]> {
+    pub(super) fn unpack_behind(&self, h: HostId) -> Option<Unpacking> {
         self.src.pack.as_ref()?;
         let paths = self.behind_paths(h);
-        for p in &paths {
+        for p in paths.paths() {
             self.add_temp(h, p);
         }
         Some(paths)
     }
 
-    /// The [`tree_script::Behind`] of `h` over `paths` (from [`Hosts::unpack_behind`]).
+    /// The [`remote::tree::Behind`] of `h` over `paths` (from [`Hosts::unpack_behind`]).
     pub(super) fn behind<'a>(
         &'a self,
         h: HostId,
-        paths: &'a [String; 3],
-    ) -> tree_script::Behind<'a> {
-        tree_script::Behind {
-            stage: &paths[0],
-            mark: &paths[1],
-            fifo: &paths[2],
+        paths: &'a Unpacking,
+    ) -> remote::tree::Behind<'a> {
+        remote::tree::Behind {
+            stage: &paths.stage,
+            mark: &paths.mark,
+            fifo: &paths.fifo,
             dest: &self.target(h).dest,
             shape: self.pack().shape(),
             preserve: self.src.meta.preserve.is_some(),
@@ -181,13 +176,13 @@ impl Hosts {
     ) -> Result<(), TransportError> {
         let pack = self.pack();
         let dest = self.target(h).dest.clone();
-        let [stage, mark, _] = self.behind_paths(h);
+        let Unpacking { stage, mark, .. } = self.behind_paths(h);
         self.add_temp(h, &stage);
         let res = async {
             let out = self
                 .run_registered(
                     h,
-                    &tree_script::unpack(
+                    &remote::tree::unpack(
                         archive,
                         &stage,
                         &dest,
@@ -226,14 +221,14 @@ impl Hosts {
                     got,
                 });
             }
-            for cmd in tree_script::remove(&stage, &diff.extras) {
+            for cmd in remote::tree::remove(&stage, &diff.extras) {
                 let out = self.run_registered(h, &cmd).await?;
                 if !out.status.success() {
                     return Err(self.remote_err(h, failure_text(&out.stderr, out.status.code())));
                 }
             }
-            let old = script::old_tree_path(&dest, &self.run_id);
-            let swap = tree_script::swap(&stage, &old, &dest, pack.shape(), self.opts.fsync);
+            let old = remote::old_tree_path(&dest, &self.run_id);
+            let swap = remote::tree::swap(&stage, &old, &dest, pack.shape(), self.opts.fsync);
             let out = self
                 .run_registered(h, &self.releasing(&dest, &swap))
                 .await?;
@@ -274,25 +269,25 @@ impl Hosts {
     /// [`Hosts::install_pack`] does. The archive stays, for the host's relays and hops.
     pub(super) async fn finalize_pack(&self, h: HostId, tmp: &str) -> Result<(), TransportError> {
         let digest = self.src_digest().await?;
-        let dec = script::decoded_path(tmp);
+        let dec = remote::decoded_path(tmp);
         let (check, archive) = match self.src.codec() {
             Some(codec) => {
                 self.add_temp(h, &dec);
                 (
-                    script::verify_decoded(
+                    remote::verify_decoded(
                         tmp,
-                        script::Decode { codec, into: &dec },
+                        remote::Decode { codec, into: &dec },
                         &digest,
                         self.hasher(h),
                     ),
                     dec.as_str(),
                 )
             }
-            None => (script::verify(tmp, &digest, self.hasher(h)), tmp),
+            None => (remote::verify(tmp, &digest, self.hasher(h)), tmp),
         };
         let out = self.run_registered(h, &check).await?;
         if !out.status.success() {
-            if out.status.code() == Some(script::DIGEST_MISMATCH_STATUS) {
+            if out.status.code() == Some(remote::DIGEST_MISMATCH_STATUS) {
                 self.forget_temp(h, tmp);
                 self.forget_temp(h, &dec);
             }

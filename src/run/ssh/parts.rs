@@ -5,7 +5,7 @@
 //!
 //! - controller → Y: one feed per part, each over another of Y's connections (one
 //!   multiplexed connection would put every stream through one cipher on one core);
-//! - X → Y: a pipeline on X runs one `ssh Y` per part ([`script::send_parts`]).
+//! - X → Y: a pipeline on X runs one `ssh Y` per part ([`remote::send_parts`]).
 //!
 //! A copy that arrives compressed, or an archive, still has to be decompressed or unpacked
 //! in order: once its parts are in, it is finished by reading it back, as a copy written by
@@ -15,7 +15,7 @@ use std::ops::Range;
 
 use crate::core::{HostId, Transfer};
 
-use super::super::script;
+use super::super::remote;
 use super::super::transport::TransportError;
 use super::reports::failure_text;
 use super::whole::WholeFileHops;
@@ -29,7 +29,7 @@ impl WholeFileHops {
     ) -> Result<(), TransportError> {
         let key = self.new_key();
         let to = self.target(t.to).clone();
-        let tmp = script::temp_path(&to.dest, &self.run_id, &format!("-t{}", t.id.0));
+        let tmp = remote::temp_path(&to.dest, &self.run_id, &format!("-t{}", t.id.0));
         self.add_temp(t.to, &tmp);
         let size = self.src.send_size();
         let hasher = self.hasher(t.to);
@@ -38,7 +38,7 @@ impl WholeFileHops {
             // One round trip over Y's connection: the parts' receivers start at once, so none
             // of them can be the one that creates the copy.
             let made = self
-                .run_registered(t.to, &script::create_for_parts(&to.dest, &tmp))
+                .run_registered(t.to, &remote::create_for_parts(&to.dest, &tmp))
                 .await?;
             if !made.status.success() {
                 return Err(self.remote_err(t.to, failure_text(&made.stderr, made.status.code())));
@@ -47,13 +47,13 @@ impl WholeFileHops {
             let receives: Vec<String> = parts
                 .iter()
                 .enumerate()
-                .map(|(i, p)| script::part_receive(&tmp, &file, i, p.clone(), hasher, i == 0))
+                .map(|(i, p)| remote::part_receive(&tmp, &file, i, p.clone(), hasher, i == 0))
                 .collect();
             let mut got: Vec<(u64, String)> = if t.from == HostId::SOURCE {
                 self.fed_parts(key, t.to, parts, &receives).await?
             } else {
                 let (from, _) = self.send_from(t.from);
-                let script = script::send_parts(&self.hop_ssh, &from, parts, &to.spec, &receives);
+                let script = remote::send_parts(&self.hop_ssh, &from, parts, &to.spec, &receives);
                 self.sent_by_host(key, t, &script, size).await?.parts
             };
             got.sort();

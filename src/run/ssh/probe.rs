@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use crate::core::HostId;
 
-use super::super::lock;
-use super::super::script::{self, Hasher};
+use super::super::remote::lock;
+use super::super::remote::{self, Hasher};
 use super::super::transport::{Prepared, Probe, TransportError};
 use super::hosts::Hosts;
 use super::reports::failure_text;
@@ -64,8 +64,8 @@ impl Hosts {
         format!("{}\n{script}", lock::take(dest, &self.lock_owner))
     }
 
-    /// What a probe's exit status `code` says (see [`script::probe`] and
-    /// [`super::super::tree_script::probe`]): nothing wrong; a tool the run needs is
+    /// What a probe's exit status `code` says (see [`remote::probe`] and
+    /// [`super::super::remote::tree::probe`]): nothing wrong; a tool the run needs is
     /// missing (`tool` names it); DEST is something the copy must not replace; or the probe
     /// failed, as its `stderr` says.
     pub(super) fn probe_status(
@@ -78,17 +78,17 @@ impl Hosts {
     ) -> Result<(), TransportError> {
         let reason = match code {
             Some(0) => return Ok(()),
-            Some(script::TOOL_MISSING_STATUS) => {
+            Some(remote::TOOL_MISSING_STATUS) => {
                 return Err(TransportError::ToolMissing {
                     host: self.name(host),
                     tool: tool(),
                 })
             }
-            Some(script::DEST_IS_DIRECTORY_STATUS) => "is a directory; refusing to replace it",
-            Some(script::DEST_NOT_A_FILE_STATUS) => {
+            Some(remote::DEST_IS_DIRECTORY_STATUS) => "is a directory; refusing to replace it",
+            Some(remote::DEST_NOT_A_FILE_STATUS) => {
                 "exists and is neither a regular file nor a symlink; refusing to replace it"
             }
-            Some(super::super::tree_script::DEST_NOT_A_DIRECTORY_STATUS) => {
+            Some(super::super::remote::tree::DEST_NOT_A_DIRECTORY_STATUS) => {
                 "exists and is not a directory; refusing to replace it with SRC's tree"
             }
             _ => return Err(self.remote_err(host, failure_text(stderr, code))),
@@ -103,19 +103,11 @@ impl Hosts {
     /// True when `host` lacks the command `tool`.
     pub(super) async fn lacks(&self, host: HostId, tool: &str) -> Result<bool, TransportError> {
         self.connect_once(host).await?;
-        let out = self
-            .run(
-                host,
-                &format!(
-                    "command -v {} > /dev/null 2>&1 || echo missing",
-                    super::super::quote::shell_quote(tool)
-                ),
-            )
-            .await?;
+        let out = self.run(host, &remote::probe::lacks(tool)).await?;
         Ok(String::from_utf8_lossy(&out.stdout).trim() == "missing")
     }
 
-    /// Connects to `host` and probes its DEST (see [`script::probe`]): what it holds, which
+    /// Connects to `host` and probes its DEST (see [`remote::probe`]): what it holds, which
     /// hasher it has, which stale temporary files were swept.
     pub(super) async fn prepare(&self, host: HostId) -> Result<Prepared, TransportError> {
         if self.src.pack.is_some() {
@@ -124,7 +116,7 @@ impl Hosts {
         self.connect_once(host).await?;
         let dest = self.target(host).dest.clone();
         // Registered like a hop, so that an interrupt while it hashes stops it.
-        let probe = script::probe(&dest, self.src.size, self.src.codec());
+        let probe = remote::probe(&dest, self.src.size, self.src.codec());
         let out = self
             .run_registered(host, &self.locked(host, &dest, &probe))
             .await?;

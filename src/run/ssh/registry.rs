@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::core::HostId;
 
-use super::super::script;
+use super::super::remote;
 use super::super::transport::{CleanupFailure, TransportError};
 use super::hosts::Hosts;
 use super::reports::{collect, error_chain, failure_text, join, read_pid};
@@ -180,7 +180,7 @@ impl Hosts {
     ) -> Result<(), String> {
         match tokio::time::timeout(
             timeout,
-            self.run(h, &script::cleanup(pids, files, &self.run_id)),
+            self.run(h, &remote::cleanup(pids, files, &self.run_id)),
         )
         .await
         {
@@ -250,7 +250,11 @@ impl Hosts {
         let mut res = self.clean(h, &pids, &files, timeout).await;
         // A lock (an up-to-date host's, or a failed one's) is never made late: only
         // temporary files need the second pass.
-        if res.is_ok() && files.iter().any(|f| !super::super::lock::is_lock(f)) {
+        if res.is_ok()
+            && files
+                .iter()
+                .any(|f| !super::super::remote::lock::is_lock(f))
+        {
             // A pipeline that was still being set up when the run stopped (its sender's ssh
             // to this host mid-handshake) may create its temporary file just after the
             // first pass: its sender is dead by now, so a second pass a moment later finds

@@ -8,7 +8,7 @@ use crate::core::HostId;
 
 use super::super::transport::ByteCounters;
 
-/// One line of a receiver's reports (see [`script::stream_receive`](super::super::script::stream_receive)).
+/// One line of a receiver's reports (see [`remote::stream_receive`](super::super::remote::stream_receive)).
 #[derive(Debug, PartialEq)]
 pub(super) enum Report {
     /// `at N`: N bytes written so far.
@@ -16,7 +16,7 @@ pub(super) enum Report {
     /// `end N DIGEST`: the input ended after N bytes, whose SHA-256 is DIGEST.
     End(u64, String),
     /// `part I DIGEST`: part I of a hop over several streams ended, and the SHA-256 of what
-    /// was written of it is DIGEST (see `script::part_receive`).
+    /// was written of it is DIGEST (see `remote::part_receive`).
     Part(u64, String),
 }
 
@@ -46,8 +46,8 @@ pub(super) struct Ends {
 pub(super) type Progress<'a> = (&'a ByteCounters, HostId, u64);
 
 /// Reads a whole-file hop's reports to their end (see
-/// [`script::stream_receive`](super::super::script::stream_receive) and
-/// [`script::part_receive`](super::super::script::part_receive)), passing byte counts to
+/// [`remote::stream_receive`](super::super::remote::stream_receive) and
+/// [`remote::part_receive`](super::super::remote::part_receive)), passing byte counts to
 /// `progress` if given and the receivers' pid lines to `on_pid`.
 pub(super) async fn read_reports<R: AsyncRead + Unpin>(
     mut stdout: BufReader<R>,
@@ -86,7 +86,7 @@ pub(super) async fn read_pid<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Opti
     line.trim().parse().ok()
 }
 
-/// A line of a chain relay's pipeline before it is running (see `script::stream_relay`).
+/// A line of a chain relay's pipeline before it is running (see `remote::stream_relay`).
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum RelayLine {
     /// `relay PID`: the relay itself, once it has opened the copy it follows.

@@ -12,7 +12,7 @@ use tokio::io::BufReader;
 
 use crate::core::{HostId, Transfer};
 
-use super::super::script;
+use super::super::remote;
 use super::super::split;
 use super::super::transport::{CleanupFailure, Prepared, ThenOutcome, Transport, TransportError};
 use super::feed;
@@ -43,15 +43,15 @@ impl WholeFileHops {
         }
         let key = self.new_key();
         let to = self.target(t.to).clone();
-        let tmp = script::temp_path(&to.dest, &self.run_id, &format!("-t{}", t.id.0));
-        let dec = script::decoded_path(&tmp);
+        let tmp = remote::temp_path(&to.dest, &self.run_id, &format!("-t{}", t.id.0));
+        let dec = remote::decoded_path(&tmp);
         let decode = self.decode_into(&dec);
         self.add_temp(t.to, &tmp);
         if decode.is_some() {
             self.add_temp(t.to, &dec);
         }
         let behind = self.unpack_behind(t.to);
-        let receive = script::stream_receive_unpacking(
+        let receive = remote::stream_receive_unpacking(
             &to.dest,
             &tmp,
             self.hasher(t.to),
@@ -66,10 +66,10 @@ impl WholeFileHops {
             } else {
                 let (from, compressing) = self.send_from(t.from);
                 let from = match compressing {
-                    Some(codec) => script::SendFrom::Compressing(&from, codec),
-                    None => script::SendFrom::File(&from),
+                    Some(codec) => remote::SendFrom::Compressing(&from, codec),
+                    None => remote::SendFrom::File(&from),
                 };
-                let script = script::send_whole(&self.hop_ssh, from, &to.spec, &receive, size);
+                let script = remote::send_whole(&self.hop_ssh, from, &to.spec, &receive, size);
                 self.sent_by_host(key, t, &script, size).await?.end
             };
             let digest = self.src_digest().await?;
@@ -79,8 +79,8 @@ impl WholeFileHops {
         self.settle(key, t.to, &tmp, res).await
     }
 
-    /// Runs `script`, a hop's pipeline on its sending host X ([`script::send_whole`] or
-    /// [`script::send_parts`]), to its end, and returns what the receivers on Y reported.
+    /// Runs `script`, a hop's pipeline on its sending host X ([`remote::send_whole`] or
+    /// [`remote::send_parts`]), to its end, and returns what the receivers on Y reported.
     /// X prints its pid first; every other pid line is a receiver's. The channel's stdin is
     /// held open until the hop ends: its closing tells the watcher on X to stop.
     pub(super) async fn sent_by_host(
@@ -148,7 +148,7 @@ impl WholeFileHops {
         if res.is_err() {
             let mut files = vec![(to, tmp.to_string())];
             if self.src.codec().is_some() {
-                files.push((to, script::decoded_path(tmp)));
+                files.push((to, remote::decoded_path(tmp)));
             }
             self.kill(key, &files).await;
             self.counters.set(to, 0);

@@ -1,18 +1,20 @@
-//! The shell snippets that put a tree, or a file sent with `--sparse`, in place on a host
-//! (see [`super::tree`] for the format): probing DEST and listing what it holds, unpacking a
+//! A tree, or a file sent with `--sparse`, put in place on a host (`tree.sh`; see
+//! [`crate::run::tree`] for the format): probing DEST and listing what it holds, unpacking a
 //! verified archive into a staging directory beside DEST, removing what SRC does not have,
 //! and the rename that makes the whole tree visible at once.
 //!
 //! They need GNU tar and GNU find on the host, `mkfifo`, and a GNU `sha256sum` that has `-z`.
 
-use super::codec::Codec;
-use super::quote::shell_quote;
-use super::script::{self, DEST_IS_DIRECTORY_STATUS, DEST_NOT_A_FILE_STATUS, TOOL_MISSING_STATUS};
+use super::names::file_name;
+use super::{sweep, Call, Codec};
 
-/// The exit status of a tree's probe when DEST exists and is not a directory.
+/// The shell body of this module's jobs.
+pub(super) const BODY: &str = include_str!("tree.sh");
+
+/// The exit status of a tree's probe when DEST exists and is not a directory (`tree.sh`).
 pub const DEST_NOT_A_DIRECTORY_STATUS: i32 = 7;
 
-/// The line that precedes a listing in a probe's or an unpack's output.
+/// The line that precedes a listing in a probe's or an unpack's output (`tree.sh`).
 pub const LISTING_MARK: &str = "listing";
 
 /// Files above this size are hashed one by one with the host's fastest hasher; smaller ones
@@ -20,85 +22,66 @@ pub const LISTING_MARK: &str = "listing";
 const LARGE_FILE: u64 = 1 << 20;
 
 /// Lists `start` (`.` for a tree, `./NAME` for a single file), relative to the current
-/// directory, as NUL-separated fields that [`super::tree::parse_listing`] reads: for every
-/// entry `E`, its `find -printf %y` type, octal mode, size, path and link target; then, if
-/// `hashed`, for every regular file `DIGEST  PATH`, hashed as it is read. `$H` is the
-/// hasher.
+/// directory, as NUL-separated fields that [`crate::run::tree::parse_listing`] reads: for
+/// every entry `E`, its `find -printf %y` type, octal mode, size, path and link target;
+/// then, if `hashed`, for every regular file `DIGEST  PATH`, hashed as it is read. `$H` is
+/// the hasher.
 pub fn listing(start: &str, hashed: bool) -> String {
-    let s = shell_quote(start);
-    let entries = format!("find {s} -printf 'E\\0%y\\0%m\\0%s\\0%p\\0%l\\0' || exit 1");
-    if !hashed {
-        return entries;
-    }
-    format!(
-        "{entries}; \
-         find {s} -type f -size -{small}c -print0 | xargs -0 -r sha256sum -z || exit 1; \
-         export H; find {s} -type f -size +{LARGE_FILE}c -exec sh -c \
-         'for f; do h=$($H < \"$f\") || exit 1; printf \"%s  %s\\0\" \"${{h%% *}}\" \"$f\"; done' \
-         sh {{}} + || exit 1",
-        small = LARGE_FILE + 1,
-    )
+    Call::new("bounce_listing")
+        .arg(start)
+        .flag(hashed)
+        .args(size_args())
+        .code()
 }
 
-/// What is sent, as the host snippets need it.
+/// The listing's size bounds: files under the first are hashed many to a process, files
+/// over the second one by one.
+fn size_args() -> [String; 2] {
+    [(LARGE_FILE + 1).to_string(), LARGE_FILE.to_string()]
+}
+
+/// What is sent, as the host's jobs need it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shape {
     /// A tree: DEST is a directory.
     Tree,
-    /// One file, stored in the archive as [`super::tree::SINGLE_MEMBER`].
+    /// One file, stored in the archive as [`crate::run::tree::SINGLE_MEMBER`].
     Single,
 }
 
-/// Where a single file is in its staging directory. File names in a tree never reach a
-/// shell: tar and find read them.
-fn single_start() -> String {
-    format!("./{}", super::tree::SINGLE_MEMBER)
+impl Shape {
+    /// How `tree.sh` names it.
+    fn word(self) -> &'static str {
+        match self {
+            Shape::Tree => "tree",
+            Shape::Single => "single",
+        }
+    }
 }
 
 /// Probes DEST for a tree or a `--sparse` file: checks the tools (GNU tar, and `tool` for
-/// `--compress`: a missing one prints `needs TOOL` and exits [`TOOL_MISSING_STATUS`]), picks
-/// the hasher and sweeps stale temporary files as [`script::probe_prelude`] does, then
-/// prints `missing`, or [`LISTING_MARK`] followed by the listing of DEST.
+/// `--compress`: a missing one prints `needs TOOL` and exits
+/// [`super::TOOL_MISSING_STATUS`]), picks the hasher and sweeps stale temporary files as
+/// [`super::probe_prelude`] does, then prints `missing`, or [`LISTING_MARK`] followed by
+/// the listing of DEST.
 ///
 /// For a tree, a DEST that exists and is not a directory (a symlink included) exits
-/// [`DEST_NOT_A_DIRECTORY_STATUS`]. For a single file, DEST is what [`script::probe`]
-/// accepts: a directory exits [`DEST_IS_DIRECTORY_STATUS`], anything else that is not a
-/// regular file or a symlink (which is replaced) [`DEST_NOT_A_FILE_STATUS`].
+/// [`DEST_NOT_A_DIRECTORY_STATUS`]. For a single file, DEST is what [`super::probe`]
+/// accepts: a directory exits [`super::DEST_IS_DIRECTORY_STATUS`], anything else that is
+/// not a regular file or a symlink (which is replaced) [`super::DEST_NOT_A_FILE_STATUS`].
 pub fn probe(dest: &str, shape: Shape, tool: Option<Codec>) -> String {
-    let mut s = format!(
-        "tar --version 2>/dev/null | head -n 1 | grep -q 'GNU tar' \
-         || {{ echo 'needs GNU tar'; exit {TOOL_MISSING_STATUS}; }}\n"
-    );
-    if let Some(t) = tool {
-        s.push_str(&format!(
-            "command -v {t} > /dev/null 2>&1 || {{ echo 'needs {t}'; exit {TOOL_MISSING_STATUS}; }}\n",
-            t = t.tool()
-        ));
-    }
-    s.push_str(&script::probe_prelude(dest));
-    s.push('\n');
-    match shape {
-        Shape::Tree => s.push_str(&format!(
-            "if [ -L \"$d\" ] || {{ [ -e \"$d\" ] && [ ! -d \"$d\" ]; }}; then exit {DEST_NOT_A_DIRECTORY_STATUS}\n\
-             elif [ ! -e \"$d\" ]; then echo missing\n\
-             else cd -- \"$d\" || exit 1; echo {LISTING_MARK}; {}; fi",
-            listing(".", true)
-        )),
-        Shape::Single => s.push_str(&format!(
-            "if [ -L \"$d\" ]; then echo missing\n\
-             elif [ -d \"$d\" ]; then exit {DEST_IS_DIRECTORY_STATUS}\n\
-             elif [ ! -e \"$d\" ]; then echo missing\n\
-             elif [ ! -f \"$d\" ]; then exit {DEST_NOT_A_FILE_STATUS}\n\
-             else cd -- {dir} || exit 1; echo {LISTING_MARK}; {}; fi",
-            listing(&format!("./{}", file_name(dest)), true),
-            dir = shell_quote(script::parent(dest)),
-        )),
-    }
-    s
+    Call::new("bounce_tree_probe")
+        .arg(dest)
+        .args(sweep::args(dest))
+        .arg(shape.word())
+        .arg(tool.map_or("", |t| t.tool()))
+        .arg(file_name(dest))
+        .args(size_args())
+        .code()
 }
 
 /// A tree unpacked while its archive arrives, beside the stream that writes the host's copy
-/// (see [`script::stream_receive_unpacking`]): the bytes that are hashed go through a FIFO
+/// (see [`super::stream_receive_unpacking`]): the bytes that are hashed go through a FIFO
 /// into `tar -x` as well, so the unpacking costs no time after the last byte and tar reads
 /// exactly the bytes the digest covers, not a copy read back from disk.
 ///
@@ -108,7 +91,8 @@ pub fn probe(dest: &str, shape: Shape, tool: Option<Codec>) -> String {
 /// instead of unpacking again, but only for a copy whose digest was checked as it was
 /// written: anything else may have changed the copy since. A tar that fails (a full disk)
 /// leaves no marker, and stops reading: the stream goes on into the copy, and [`unpack`]
-/// tries again from it.
+/// tries again from it. A tar that stopped reading is no error of the stream's: the stream's
+/// `tee` goes on to its other output.
 #[derive(Clone, Copy, Debug)]
 pub struct Behind<'a> {
     /// The staging directory.
@@ -126,66 +110,30 @@ pub struct Behind<'a> {
 }
 
 impl Behind<'_> {
-    /// Starts tar in the background on the FIFO, its job in `$x`. If the staging directory
-    /// cannot be made, the FIFO is drained instead, so the stream never waits on it.
-    pub fn start(&self) -> String {
-        let (s, m, f) = (
-            shell_quote(self.stage),
-            shell_quote(self.mark),
-            shell_quote(self.fifo),
-        );
-        format!(
-            "rm -rf -- {s} {m} {f}; mkfifo -m 600 -- {f} || exit 1; \
-             ( if mkdir -m 700 -- {s} && {link}; then \
-             tar -x -f {f} -C {s} {keep} && : > {m}; else cat {f} > /dev/null; fi ) \
-             > /dev/null 2>&1 & x=$!; ",
-            link = link_old(self.dest, self.stage, self.shape),
-            keep = keep_flags(self.preserve),
-        )
-    }
-
-    /// The pipeline stage that copies the stream into the FIFO. A tar that stopped reading
-    /// is no error of the stream's: tee goes on to its other output.
-    pub fn tap(&self) -> String {
-        format!(
-            "tee --output-error=exit-nopipe -- {} | ",
-            shell_quote(self.fifo)
-        )
+    /// `bounce_behind`'s arguments, which the stream's receiver passes on.
+    pub(super) fn args(&self) -> [String; 6] {
+        [
+            self.stage.to_string(),
+            self.mark.to_string(),
+            self.fifo.to_string(),
+            self.dest.to_string(),
+            self.shape.word().to_string(),
+            if self.preserve { "yes" } else { "no" }.to_string(),
+        ]
     }
 }
 
-/// tar's flags for what it restores (see [`unpack`]).
-fn keep_flags(preserve: bool) -> &'static str {
-    if preserve {
-        "--same-permissions $(if [ \"$(id -u)\" = 0 ]; then echo --same-owner; else echo --no-same-owner; fi)"
-    } else {
-        "--same-permissions --no-same-owner --touch"
-    }
-}
-
-/// A command that fills a new staging directory with DEST's tree hard-linked when DEST is
-/// a directory already (a rerun); `true` otherwise.
-fn link_old(dest: &str, stage: &str, shape: Shape) -> String {
-    match shape {
-        Shape::Tree => format!(
-            "{{ [ ! -d {d} ] || [ -L {d} ] || cp -al -- {d}/. {s}/; }}",
-            d = shell_quote(dest),
-            s = shell_quote(stage),
-        ),
-        Shape::Single => "true".into(),
-    }
-}
-
-/// DEST's last component.
-fn file_name(dest: &str) -> &str {
-    dest.rsplit('/').next().unwrap_or(dest)
+/// Where a single file is in its staging directory. File names in a tree never reach a
+/// shell: tar and find read them.
+fn single_start() -> String {
+    format!("./{}", crate::run::tree::SINGLE_MEMBER)
 }
 
 /// Unpacks the verified archive `archive` into `stage`, a new directory beside DEST (mode
 /// 0700 until the archive's root entry sets its mode; whatever an earlier attempt left
 /// there is removed first), then prints [`LISTING_MARK`] and the listing of what it wrote,
 /// not hashed: the archive's digest covered every file's bytes (see
-/// [`super::tree::verify_archive`]). With `unpacked`, the marker of a [`Behind`] that
+/// [`crate::run::tree::verify_archive`]). With `unpacked`, the marker of a [`Behind`] that
 /// already unpacked this very copy as it arrived, and that marker present, only lists.
 ///
 /// For a tree whose DEST is already a directory (a rerun), `stage` starts as DEST's tree
@@ -205,25 +153,15 @@ pub fn unpack(
         Shape::Tree => ".".to_string(),
         Shape::Single => single_start(),
     };
-    let s = shell_quote(stage);
-    let fresh = format!(
-        "rm -rf -- {s}; mkdir -m 700 -- {s} && {link} || exit 1; \
-         tar -x -f {a} -C {s} {keep} || exit 1; ",
-        a = shell_quote(archive),
-        link = link_old(dest, stage, shape),
-        keep = keep_flags(preserve),
-    );
-    let fill = match unpacked {
-        Some(m) => format!(
-            "if [ -f {m} ]; then rm -f -- {m}; else {fresh}fi; ",
-            m = shell_quote(m)
-        ),
-        None => fresh,
-    };
-    format!(
-        "{fill}cd -- {s} || exit 1; echo {LISTING_MARK}; {list}",
-        list = listing(&start, false),
-    )
+    Call::new("bounce_unpack")
+        .arg(archive)
+        .arg(stage)
+        .arg(dest)
+        .arg(shape.word())
+        .flag(preserve)
+        .arg(unpacked.unwrap_or(""))
+        .arg(start)
+        .code()
 }
 
 /// Removes `paths` (relative to `stage`, as a listing gave them) from `stage`: what DEST
@@ -231,22 +169,28 @@ pub fn unpack(
 /// in a name (a newline, a byte that is not UTF-8) arrives unchanged. Several commands when
 /// the list is long, each under 64 KiB.
 pub fn remove(stage: &str, paths: &[Vec<u8>]) -> Vec<String> {
-    let head = format!("cd -- {} || exit 1; ", shell_quote(stage));
     let mut out = Vec::new();
-    let mut cur = head.clone();
+    let mut batch: Vec<String> = Vec::new();
+    let mut len = 0;
     for p in paths {
         let mut octal = String::with_capacity(p.len() * 4);
         for b in p {
             octal.push_str(&format!("\\{b:03o}"));
         }
-        let cmd = format!("f=$(printf '{octal}x'); rm -rf -- \"${{f%x}}\" || exit 1; ");
-        if cur.len() + cmd.len() > 64 << 10 && cur.len() > head.len() {
-            out.push(std::mem::replace(&mut cur, head.clone()));
+        if len + octal.len() > 64 << 10 && !batch.is_empty() {
+            out.push(
+                Call::new("bounce_remove")
+                    .arg(stage)
+                    .args(batch.drain(..))
+                    .code(),
+            );
+            len = 0;
         }
-        cur.push_str(&cmd);
+        len += octal.len() + 3;
+        batch.push(octal);
     }
-    if cur.len() > head.len() {
-        out.push(cur);
+    if !batch.is_empty() {
+        out.push(Call::new("bounce_remove").arg(stage).args(batch).code());
     }
     out
 }
@@ -258,28 +202,14 @@ pub fn remove(stage: &str, paths: &[Vec<u8>]) -> Vec<String> {
 /// DEST, replacing it atomically. With `fsync`, the staged files reach the disk first
 /// (`sync -f`, the whole file system, which a tree of thousands of files needs anyway).
 pub fn swap(stage: &str, old: &str, dest: &str, shape: Shape, fsync: bool) -> String {
-    let s = shell_quote(stage);
-    let d = shell_quote(dest);
-    let o = shell_quote(old);
-    let sync = if fsync {
-        format!("sync -f -- {s} || exit 1; ")
-    } else {
-        String::new()
-    };
-    match shape {
-        Shape::Tree => format!(
-            "{sync}if [ -d {d} ] && [ ! -L {d} ]; then \
-             mv -T -- {d} {o} || exit 1; \
-             mv -T -- {s} {d} || {{ mv -T -- {o} {d}; exit 1; }}; rm -rf -- {o}; \
-             elif [ -e {d} ] || [ -L {d} ]; then echo \"DEST \"{d}\" is no longer a directory\" >&2; exit 1; \
-             else mv -T -- {s} {d} || exit 1; fi"
-        ),
-        Shape::Single => format!(
-            "{sync}if [ -d {d} ] && [ ! -L {d} ]; then echo \"DEST \"{d}\" is a directory\" >&2; exit 1; fi; \
-             mv -T -- {s}/{n} {d} && rmdir -- {s}",
-            n = super::tree::SINGLE_MEMBER,
-        ),
-    }
+    Call::new("bounce_swap")
+        .arg(stage)
+        .arg(old)
+        .arg(dest)
+        .arg(shape.word())
+        .flag(fsync)
+        .arg(crate::run::tree::SINGLE_MEMBER)
+        .code()
 }
 
 #[cfg(test)]
@@ -287,12 +217,9 @@ mod tests {
     use super::*;
     use crate::run::tree::{self, Manifest};
     use std::os::unix::fs::PermissionsExt;
-    use std::process::Command;
     use std::sync::atomic::AtomicBool;
 
-    fn sh(script: &str) -> std::process::Output {
-        Command::new("sh").arg("-c").arg(script).output().unwrap()
-    }
+    use crate::run::remote::testing::{command, sh};
 
     fn after_mark(out: &[u8]) -> &[u8] {
         let mark = format!("{LISTING_MARK}\n");
@@ -512,18 +439,16 @@ mod tests {
         };
         let receive = |input: &std::path::Path| {
             let _ = std::fs::remove_file(&tmp);
-            Command::new("sh")
-                .arg("-c")
-                .arg(script::stream_receive_unpacking(
-                    &dest,
-                    &tmp,
-                    script::Hasher::Sha256sum,
-                    None,
-                    Some(&behind),
-                ))
-                .stdin(std::fs::File::open(input).unwrap())
-                .output()
-                .unwrap()
+            command(&crate::run::remote::stream_receive_unpacking(
+                &dest,
+                &tmp,
+                crate::run::remote::Hasher::Sha256sum,
+                None,
+                Some(&behind),
+            ))
+            .stdin(std::fs::File::open(input).unwrap())
+            .output()
+            .unwrap()
         };
         let out = receive(&a.path);
         assert!(

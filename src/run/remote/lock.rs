@@ -11,24 +11,13 @@
 //! taken by a run of this same machine and boot whose process is gone (a rerun right after
 //! a host crashed, or after an interrupted run could not reach it).
 
-use super::quote::shell_quote;
-use super::script::{parent, temp_stem, STALE_TEMP_MINUTES};
+use super::names::parent;
+pub use super::names::{is_lock, lock_path};
+use super::sweep::STALE_TEMP_MINUTES;
+use super::Call;
 
-/// Exit status of [`take`] when another run holds the lock.
+/// Exit status of [`take`] when another run holds the lock (`lock.sh`).
 pub const LOCKED_STATUS: i32 = 8;
-
-/// The lock beside `dest`: `.NAME.bounce-lock`, NAME cut as in temporary names so that it
-/// fits in a file name however long DEST's is.
-pub fn lock_path(dest: &str) -> String {
-    let dir = parent(dest);
-    let sep = if dir.ends_with('/') { "" } else { "/" };
-    format!("{dir}{sep}.{}.bounce-lock", temp_stem(dest))
-}
-
-/// True for a path made by [`lock_path`]: a directory, removed whole.
-pub fn is_lock(path: &str) -> bool {
-    path.ends_with(".bounce-lock")
-}
 
 /// Who takes a lock: a run, from a controller.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,36 +87,16 @@ fn live_runs() -> Vec<u32> {
 /// own if it must). Another run's live lock prints `lock held LINE` and exits
 /// [`LOCKED_STATUS`]. DEST's directory is made if missing, as a receiver would make it.
 pub fn take(dest: &str, owner: &Owner) -> String {
-    let me = shell_quote(&owner.line());
-    let write_owner = format!(
-        "printf '%s %s\\n' {me} \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" > \"$l/owner\" 2>/dev/null"
-    );
     let live: Vec<String> = owner.live.iter().map(u32::to_string).collect();
-    // The owner line is split with globbing off; each field is checked before use. The run
-    // id goes to grep as a bracket expression (`[a]bc`), so that grep's own command line,
-    // which /proc shows too, does not match it. `dead` says the lock's run was of this
-    // machine and boot, and its process is gone.
-    format!(
-        "l={l}; mkdir -p -- {dir} 2>/dev/null\n\
-         if mkdir -- \"$l\" 2>/dev/null; then {write_owner}; echo 'lock taken'\n\
-         elif [ -d \"$l\" ] && [ ! -L \"$l\" ]; then\n\
-         o=$(head -n 1 -- \"$l/owner\" 2>/dev/null); set -f; set -- $o; set +f\n\
-         r=${{1-}}; p=${{3-}}; b=${{4-}}\n\
-         case $r in *[!0-9A-Za-z]*) r= ;; esac\n\
-         case $p in ''|*[!0-9]*) p=x ;; esac\n\
-         dead=no; if [ \"$b\" = {boot} ]; then case ' {live} ' in *\" $p \"*) ;; *) dead=yes ;; esac; fi\n\
-         if [ -n \"$r\" ] && [ \"$r\" = {run} ]; then echo 'lock taken'\n\
-         elif {{ [ $dead = yes ] || [ -n \"$(find \"$l\" -maxdepth 0 -mmin +{STALE_TEMP_MINUTES} 2>/dev/null)\" ]; }} \
-         && {{ [ -z \"$r\" ] || ! grep -qsa -- \"bounce-[${{r%\"${{r#?}}\"}}]${{r#?}}-\" /proc/[0-9]*/cmdline; }} \
-         && rm -rf -- \"$l\" && mkdir -- \"$l\" 2>/dev/null; then {write_owner}; echo \"lock swept $o\"\n\
-         else echo \"lock held $o\"; exit {LOCKED_STATUS}; fi\n\
-         else echo 'lock none'; fi",
-        l = shell_quote(&lock_path(dest)),
-        dir = shell_quote(parent(dest)),
-        run = shell_quote(&owner.run_id),
-        boot = shell_quote(&owner.boot),
-        live = live.join(" "),
-    )
+    Call::new("bounce_lock_take")
+        .arg(lock_path(dest))
+        .arg(parent(dest))
+        .arg(owner.line())
+        .arg(&owner.run_id)
+        .arg(&owner.boot)
+        .arg(live.join(" "))
+        .arg(STALE_TEMP_MINUTES.to_string())
+        .code()
 }
 
 /// Removes the lock beside `dest` if run `run_id` holds it; always succeeds.
@@ -138,12 +107,10 @@ pub fn release(dest: &str, run_id: &str) -> String {
 /// [`release`] of the lock at `lock`: what a run's cleanup does with a lock it registered,
 /// which may turn out to be another run's (an interrupt while the probe ran).
 pub fn release_path(lock: &str, run_id: &str) -> String {
-    format!(
-        "l={l}; if [ -d \"$l\" ] && [ ! -L \"$l\" ]; then o=$(head -n 1 -- \"$l/owner\" 2>/dev/null); \
-         [ \"${{o%% *}}\" = {run} ] && rm -rf -- \"$l\"; fi; true",
-        l = shell_quote(lock),
-        run = shell_quote(run_id),
-    )
+    Call::new("bounce_lock_release")
+        .arg(lock)
+        .arg(run_id)
+        .code()
 }
 
 /// How a probe reports a stale lock it swept among the stale files it swept: the lock's
@@ -226,9 +193,8 @@ mod tests {
     use super::*;
     use std::process::Command;
 
-    fn sh(script: &str) -> std::process::Output {
-        Command::new("sh").arg("-c").arg(script).output().unwrap()
-    }
+    use crate::run::remote::testing::sh;
+    use crate::run::shell_quote;
 
     /// Run `run` of pid 42 on `controller`, each controller a machine (and boot) of its own,
     /// where no other bounce-run is alive.
@@ -316,6 +282,10 @@ mod tests {
         let mut live = Command::new("sh")
             .arg("-c")
             .arg("sleep 30; : .f.bin.bounce-cccc3333-h1.tmp")
+            // Its sleep outlives it: not on the test's output, which the shell matrix reads
+            // to its end.
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
         let held = sh(&take(&dest, &owner("dddd4444", "new")));
@@ -393,13 +363,13 @@ mod tests {
         let l = lock_path(&dest);
         assert!(sh(&take(&dest, &owner("1234abcd", "a"))).status.success());
         // Another run registered the lock before its probe found it held, then stopped.
-        let other = super::super::script::cleanup(&[], std::slice::from_ref(&l), "9876fedc");
+        let other = super::super::cleanup(&[], std::slice::from_ref(&l), "9876fedc");
         assert!(sh(&other).status.success());
         assert!(
             std::path::Path::new(&l).is_dir(),
             "another run's lock was removed"
         );
-        let own = super::super::script::cleanup(&[], std::slice::from_ref(&l), "1234abcd");
+        let own = super::super::cleanup(&[], std::slice::from_ref(&l), "1234abcd");
         assert!(sh(&own).status.success());
         assert!(
             !std::path::Path::new(&l).exists(),
