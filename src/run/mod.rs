@@ -1,5 +1,7 @@
 //! The real runner behind `bounce-run`: drives the scheduler core over OpenSSH.
 //!
+//! - [`cli`]: `bounce-run`'s options and the exit statuses it documents;
+//! - [`session`]: one `bounce-run` session, from its options to its exit status;
 //! - [`plan`]: checking the inputs before anything is touched;
 //! - [`predict`]: `--dry-run`'s simulated makespan;
 //! - [`quote`]: quoting for remote shells;
@@ -17,6 +19,7 @@
 //! - [`report`]: the final table and the per-host CSV;
 //! - [`progress`]: progress bars on a terminal, plain lines otherwise.
 
+pub mod cli;
 pub mod codec;
 pub mod digest;
 pub mod driver;
@@ -27,6 +30,7 @@ pub mod progress;
 pub mod quote;
 pub mod remote;
 pub mod report;
+pub mod session;
 pub mod split;
 pub mod ssh;
 pub mod transport;
