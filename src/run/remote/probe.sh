@@ -44,20 +44,37 @@ bounce_probe_start() {
 bounce_probe() {
   [ -z "$7" ] || command -v "$7" > /dev/null 2>&1 || exit 6
   bounce_probe_start "$1" "$2" "$3" "$4" "$5"
-  if [ -L "$d" ]; then
-    echo link
-  elif [ -d "$d" ]; then
-    exit 4
-  elif [ ! -e "$d" ]; then
-    echo missing
-  elif [ ! -f "$d" ]; then
-    exit 5
-  elif [ "$(stat -c %s -- "$d")" != "$6" ]; then
-    echo size
+  bounce_dest_kind "$d"
+  case $k in
+    link) echo link ;;
+    dir) exit 4 ;;
+    missing) echo missing ;;
+    odd) exit 5 ;;
+    *)
+      if [ "$(stat -c %s -- "$d")" != "$6" ]; then
+        echo size
+      else
+        # shellcheck disable=SC2086 # H is a command line, split into its words on purpose
+        h=$($H < "$d") || exit 1
+        echo "file ${h%% *}"
+      fi
+      ;;
+  esac
+}
+
+# bounce_dest_kind PATH: sets k to what PATH is, never following a symlink: link, dir,
+# missing, file (a regular file), or odd (anything else).
+bounce_dest_kind() {
+  if [ -L "$1" ]; then
+    k='link'
+  elif [ -d "$1" ]; then
+    k='dir'
+  elif [ ! -e "$1" ]; then
+    k='missing'
+  elif [ ! -f "$1" ]; then
+    k='odd'
   else
-    # shellcheck disable=SC2086 # H is a command line, split into its words on purpose
-    h=$($H < "$d") || exit 1
-    echo "file ${h%% *}"
+    k='file'
   fi
 }
 

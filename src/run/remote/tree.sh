@@ -36,18 +36,18 @@ bounce_tree_probe() {
       echo listing
       bounce_listing . yes "$_small" "$_large"
     fi
-  elif [ -L "$d" ]; then
-    echo missing
-  elif [ -d "$d" ]; then
-    exit 4
-  elif [ ! -e "$d" ]; then
-    echo missing
-  elif [ ! -f "$d" ]; then
-    exit 5
   else
-    cd -- "$2" || exit 1
-    echo listing
-    bounce_listing "./$_name" yes "$_small" "$_large"
+    bounce_dest_kind "$d"
+    case $k in
+      link | missing) echo missing ;;
+      dir) exit 4 ;;
+      odd) exit 5 ;;
+      *)
+        cd -- "$2" || exit 1
+        echo listing
+        bounce_listing "./$_name" yes "$_small" "$_large"
+        ;;
+    esac
   fi
 }
 
