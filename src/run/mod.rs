@@ -43,21 +43,7 @@ pub use driver::{
 };
 pub use quote::shell_quote;
 
-use crate::core::StrategyKind;
-
-/// The strategies bounce-run executes: whole-file hops (linear, bounce) and the streamed
-/// chain. The planner marks them and `--strategy auto` picks among them.
-pub const RUNNABLE: [StrategyKind; 3] = [
-    StrategyKind::Linear,
-    StrategyKind::Bounce,
-    StrategyKind::Chain,
-];
-
-/// How long each hop of bounce-run's chain holds the stream back, on average: half a relay's
-/// poll ([`remote::RELAY_POLL_MS`]). The simulator's streamed chain uses it
-/// ([`crate::sim::streamed_chain`]).
-pub const STREAM_HOP_DELAY: std::time::Duration =
-    std::time::Duration::from_millis(remote::RELAY_POLL_MS as u64 / 2);
+pub use crate::sim::runner::{RUNNABLE, STREAM_HOP_DELAY};
 pub use transport::{
     ByteCounters, CleanupFailure, Prepared, Probe, ThenOutcome, Transport, TransportError,
 };

@@ -1,7 +1,7 @@
 //! The simulator's model of a bounce-run run, for `--dry-run`'s predictions and `--strategy
 //! auto`'s pick: the plan's hosts at the fleet file's rates (others at `--bandwidth`), each
 //! strategy bounce-run runs modelled as it runs it (whole-file hops; the chain as a stream
-//! held back by [`super::STREAM_HOP_DELAY`] per hop), with the setup it pays (a connection
+//! held back by [`crate::sim::runner::STREAM_HOP_DELAY`] per hop), with the setup it pays (a connection
 //! latency per link, and the controller's handshakes one host after another).
 //!
 //! bounce-run serves hosts in the order they become ready, which nothing knows in advance,
@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use super::plan::Plan;
 use crate::fleet::HostsError;
+use crate::sim::runner::marking_runnable;
 use crate::sim::{self, FleetNetwork, NetworkSpec, PlanConfig, SimConfig, SimError};
 use crate::units::format_rate;
 
@@ -62,16 +63,6 @@ pub fn plan_config(plan: &Plan, a: &Assumptions) -> Result<PlanConfig, PredictEr
         strategies: super::RUNNABLE.to_vec(),
         ..marking_runnable(PlanConfig::new(base))
     })
-}
-
-/// `cfg` with the strategies bounce-run runs marked runnable, and its chain modelled as it
-/// runs it: a stream held back by [`super::STREAM_HOP_DELAY`] per hop.
-pub fn marking_runnable(cfg: PlanConfig) -> PlanConfig {
-    PlanConfig {
-        runnable: super::RUNNABLE.to_vec(),
-        stream_hop_delay: Some(super::STREAM_HOP_DELAY),
-        ..cfg
-    }
 }
 
 /// How many join orders a prediction is the median of.

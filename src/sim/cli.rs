@@ -282,7 +282,7 @@ fn resolve(settings: &Settings, threads: Option<usize>) -> Result<Resolved, CliE
 fn plan_config(resolved: &Resolved, receivers: u32) -> PlanConfig {
     let mut base = resolved.sweep.base.clone();
     base.receivers = receivers;
-    crate::run::predict::marking_runnable(PlanConfig::new(base))
+    super::runner::marking_runnable(PlanConfig::new(base))
 }
 
 /// `--strategy auto`: replaces the strategy and chunk with the planner's pick for the

@@ -17,6 +17,7 @@ pub mod cli;
 mod engine;
 mod network;
 mod plan;
+pub mod runner;
 mod scenario;
 mod sweep;
 mod topology;

@@ -22,10 +22,7 @@ pub enum RelayFrom<'a> {
 /// How long a relay waits for its sender's temporary file to appear, in seconds.
 pub const RELAY_WAIT_S: u32 = 30;
 
-/// How often a relay's `tail` looks for more of the copy it follows, in milliseconds: at
-/// each hop a stream waits up to this (half of it on average), and once the relay has sent
-/// the whole file it ends within this.
-pub const RELAY_POLL_MS: u32 = 50;
+pub use crate::sim::runner::RELAY_POLL_MS;
 
 /// Run on X: relays bytes `bytes` (`offset..size`) of X's copy of a `size`-byte file to
 /// `to`, whose `receive` job takes them ([`super::stream_receive`], or
