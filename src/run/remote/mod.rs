@@ -59,8 +59,8 @@ pub use install::{
 };
 pub use names::{decoded_path, old_tree_path, parent, stage_path, temp_path};
 pub use probe::{
-    probe, probe_prelude, Hasher, DEST_IS_DIRECTORY_STATUS, DEST_NOT_A_FILE_STATUS,
-    TOOLS_LACKING_STATUS, TOOL_MISSING_STATUS,
+    probe, Hasher, DEST_IS_DIRECTORY_STATUS, DEST_NOT_A_FILE_STATUS, TOOLS_LACKING_STATUS,
+    TOOL_MISSING_STATUS,
 };
 pub use receive::{
     copy_length, create_for_parts, part_receive, receive_chunks, stream_receive,
@@ -233,11 +233,5 @@ impl Call {
     /// The code.
     pub fn code(self) -> String {
         self.0
-    }
-}
-
-impl From<Call> for String {
-    fn from(c: Call) -> String {
-        c.0
     }
 }

@@ -53,12 +53,6 @@ pub fn stage_path(dest: &str, run_id: &str) -> String {
     temp_path(dest, run_id, STAGE_TAG)
 }
 
-/// True for a path made by [`stage_path`]: removed whole (`cleanup.sh` matches the same
-/// ending).
-pub fn is_stage(path: &str) -> bool {
-    path.ends_with(&format!("{STAGE_TAG}.tmp"))
-}
-
 /// The paths a tree's stream unpacks through as it arrives, beside DEST, for one run (see
 /// [`super::tree::Behind`]).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -75,16 +75,6 @@ pub fn probe(dest: &str, size: u64, tool: Option<Codec>) -> String {
         .code()
 }
 
-/// The start of every probe: sets `d` to DEST and `H` to the hasher's command (printing
-/// `hasher NAME`), then sweeps the stale temporary files beside DEST (printing `swept PATH`
-/// for each), as [`probe`] describes.
-pub fn probe_prelude(dest: &str) -> String {
-    Call::new("bounce_probe_start")
-        .arg(dest)
-        .args(sweep::args(dest))
-        .code()
-}
-
 /// Prints `missing` when the host has no command `tool` (a `--compress` tool, checked on
 /// every host before anything is written).
 pub fn lacks(tool: &str) -> String {

@@ -10,7 +10,6 @@
 //! swept: if its run died between its two renames, it is the only copy.
 
 use super::names::{parent, stage_glob, temp_glob};
-use super::Call;
 
 /// Temporary files of other runs untouched for longer than this are stale.
 pub const STALE_TEMP_MINUTES: u32 = 10;
@@ -24,9 +23,4 @@ pub fn args(dest: &str) -> [String; 4] {
         stage_glob(dest),
         STALE_TEMP_MINUTES.to_string(),
     ]
-}
-
-/// The sweep alone, printing `swept PATH` for each file or directory removed.
-pub fn sweep(dest: &str) -> String {
-    Call::new("bounce_sweep").args(args(dest)).code()
 }

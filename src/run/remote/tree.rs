@@ -62,7 +62,7 @@ impl Shape {
 /// Probes DEST for a tree or a `--sparse` file: checks the tools (GNU tar, and `tool` for
 /// `--compress`: a missing one prints `needs TOOL` and exits
 /// [`super::TOOL_MISSING_STATUS`]), picks the hasher and sweeps stale temporary files as
-/// [`super::probe_prelude`] does, then prints `missing`, or [`LISTING_MARK`] followed by
+/// [`super::probe`] does, then prints `missing`, or [`LISTING_MARK`] followed by
 /// the listing of DEST.
 ///
 /// For a tree, a DEST that exists and is not a directory (a symlink included) exits

@@ -28,8 +28,8 @@ use prepare::{compress, dry_run, scan};
 use survey::pack_tree;
 
 /// Why a session did not end with every host holding a verified copy. Each variant holds
-/// the lines that say why (the binary prefixes each with its name), the last ones first
-/// printed last; what was already printed during the run is not repeated.
+/// the lines that say why, in the order they are printed (the binary prefixes each with its
+/// name); what was already printed during the run is not repeated.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// Bad invocation or input, found before anything was written: exit status 2.
