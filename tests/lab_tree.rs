@@ -1,8 +1,8 @@
 //! Directories and sparse files against real sshd hosts in the lab (issue 11): a tree of
 //! about 2,000 files sent with the chain and with bounce arrives identical on every host
 //! (paths, types, sizes, modes, link targets, contents), holes stay holes on the wire and
-//! on disk, a rerun sends only the file that changed, and bad input is refused before
-//! anything is written.
+//! on disk, a rerun sends only the file that changed (a killed rerun's tree set aside is
+//! first moved back), and bad input is refused before anything is written.
 //!
 //! These need root; see `tests/lab/mod.rs` for when they skip (loudly) and when they fail.
 
@@ -127,6 +127,67 @@ fn a_tree_reaches_eight_hosts_identical_with_chain_and_bounce_and_a_rerun_sends_
             snapshot(&lab.host_file(i, "model")),
             want,
             "rerun: h{i}'s tree differs"
+        );
+    }
+}
+
+#[test]
+fn a_killed_swaps_old_tree_is_moved_back_and_only_what_differs_is_sent() {
+    let Some(lab) = Lab::start(
+        "a_killed_swaps_old_tree_is_moved_back_and_only_what_differs_is_sent",
+        LabConfig::hosts(3),
+    ) else {
+        return;
+    };
+    let src = lab.scratch().join("tree");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    for k in 0..20 {
+        random_file(&src.join(format!("d/f{k}")), 256 * KIB, 70 + k);
+    }
+    let hosts = lab.host_names(3);
+    let report = lab.scratch().join("r.csv");
+    let dest = lab.dest("tree");
+    let out = run_logged(&mut bounce_run(&lab, "chain", &hosts, &report, &src, &dest));
+    assert_eq!(out.status.code(), Some(0));
+
+    // Host 2 as a rerun killed between its swap's two renames leaves it: DEST's tree set
+    // aside under the run's old-tree name, and no DEST.
+    let old = bounce::run::remote::names::old_tree_path(&dest, "deadbeef");
+    let old_name = old.rsplit('/').next().unwrap().to_string();
+    std::fs::rename(lab.host_file(2, "tree"), lab.host_file(2, &old_name)).unwrap();
+    random_file(&src.join("d/f7"), 256 * KIB, 9999);
+    let want = snapshot(&src);
+    let tx0 = lab.controller_tx_bytes();
+    let out = run_logged(&mut bounce_run(&lab, "chain", &hosts, &report, &src, &dest));
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let named: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("moved it back"))
+        .collect();
+    assert_eq!(named.len(), 1, "{stderr}");
+    assert!(
+        named[0].contains(&format!("{}: DEST was missing", hosts[1])) && named[0].contains(&old),
+        "{stderr}"
+    );
+    // Only the changed file, for every host: host 2's old tree counts as what it holds.
+    assert!(stderr.contains("sending: 1 of 20 files"), "{stderr}");
+    let sent = tx_since(&lab, tx0);
+    assert!(
+        sent < (256 * KIB + MIB) as u64,
+        "the rerun sent {sent} bytes"
+    );
+    for i in 1..=3 {
+        assert_eq!(
+            snapshot(&lab.host_file(i, "tree")),
+            want,
+            "h{i}'s tree differs"
+        );
+        assert_eq!(lab.data_tree(i).first().map(String::as_str), Some("tree"));
+        assert!(
+            lab.data_tree(i).iter().all(|p| p.starts_with("tree")),
+            "h{i} holds {:?}",
+            lab.data_tree(i)
         );
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bounce::core::{HostId, StrategyKind, Transfer};
 use bounce::run::digest::sha256_bytes;
 use bounce::run::{
-    drive, CleanupFailure, DriveConfig, DriveError, HostStatus, Observer, Prepared, Probe,
+    drive, CleanupFailure, DriveConfig, DriveError, Found, HostStatus, Observer, Prepared, Probe,
     RunEvent, RunOutcome, ThenOutcome, Transport, TransportError, CHAIN_WINDOW,
 };
 
@@ -65,7 +65,7 @@ struct FakeState {
     /// Links that cannot be set up ahead.
     open_fails: HashSet<(HostId, HostId)>,
     /// Stale temporary files the probe of each host sweeps.
-    swept: HashMap<HostId, Vec<String>>,
+    found: HashMap<HostId, Vec<Found>>,
     /// What shutdown reports it could not clean up.
     cleanup_fails: Vec<CleanupFailure>,
     /// `--then` runs: the host, the command, and whether its DEST held SRC then.
@@ -120,7 +120,7 @@ impl Transport for Fake {
         };
         Ok(Prepared {
             probe,
-            swept: st.swept.get(&host).cloned().unwrap_or_default(),
+            found: st.found.get(&host).cloned().unwrap_or_default(),
             hasher: None,
         })
     }
@@ -744,8 +744,10 @@ async fn swept_files_and_failed_cleanups_reach_the_caller() {
     let f = fake(StrategyKind::Linear);
     {
         let mut st = f.st.lock().unwrap();
-        st.swept
-            .insert(HostId(2), vec!["/d/.f.bounce-old.tmp".to_string()]);
+        st.found.insert(
+            HostId(2),
+            vec![Found::Swept("/d/.f.bounce-old.tmp".to_string())],
+        );
         st.cleanup_fails.push(CleanupFailure {
             host: "h1".into(),
             reason: "timed out".into(),
@@ -759,7 +761,8 @@ async fn swept_files_and_failed_cleanups_reach_the_caller() {
     assert!(o.all_ok());
     assert!(events.0.iter().any(|e| matches!(
         e,
-        RunEvent::Swept { host, path } if *host == HostId(2) && path == "/d/.f.bounce-old.tmp"
+        RunEvent::Found { host, found: Found::Swept(path) }
+            if *host == HostId(2) && path == "/d/.f.bounce-old.tmp"
     )));
     assert_eq!(o.cleanup.len(), 1);
     assert_eq!(

@@ -15,7 +15,9 @@ use crate::core::{
     Event, HopError, HostId, Layout, Scheduler, SchedulerConfig, Strategy, StrategyKind, Transfer,
 };
 
-use super::transport::{CleanupFailure, Prepared, Probe, ThenOutcome, Transport, TransportError};
+use super::transport::{
+    CleanupFailure, Found, Prepared, Probe, ThenOutcome, Transport, TransportError,
+};
 
 /// Chunks a chain link may have in flight. Links are first in, first out, so this does not
 /// change when bytes move; on a request link it lets the next request reach the sender while
@@ -122,12 +124,12 @@ pub enum RunEvent {
         /// What it holds.
         probe: Probe,
     },
-    /// A stale temporary file of an earlier run was removed beside a host's DEST.
-    Swept {
+    /// A host's probe found something an earlier run left beside its DEST.
+    Found {
         /// The host.
         host: HostId,
-        /// The file removed.
-        path: String,
+        /// What, and what was done with it.
+        found: Found,
     },
     /// A link planned ahead could not be set up; its transfers go another way.
     LinkNotOpened {
@@ -498,9 +500,9 @@ impl<T: Transport> Run<'_, T> {
         self.probes_left -= 1;
         let up_to_date = match &result {
             Ok(prepared) => {
-                for path in &prepared.swept {
-                    let path = path.clone();
-                    self.observer.on_event(&RunEvent::Swept { host: h, path });
+                for found in &prepared.found {
+                    let found = found.clone();
+                    self.observer.on_event(&RunEvent::Found { host: h, found });
                 }
                 self.record(h).hasher.clone_from(&prepared.hasher);
                 let probe = prepared.probe;

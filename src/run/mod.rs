@@ -45,5 +45,5 @@ pub use quote::shell_quote;
 
 pub use crate::sim::runner::{RUNNABLE, STREAM_HOP_DELAY};
 pub use transport::{
-    ByteCounters, CleanupFailure, Prepared, Probe, ThenOutcome, Transport, TransportError,
+    ByteCounters, CleanupFailure, Found, Prepared, Probe, ThenOutcome, Transport, TransportError,
 };

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::driver::{HostStatus, Observer, RunEvent};
-use super::transport::{ByteCounters, Probe};
+use super::transport::{ByteCounters, Found, Probe};
 use crate::core::HostId;
 
 /// Shows progress; an [`Observer`] for the driver.
@@ -129,17 +129,28 @@ impl Observer for Progress {
                     None => self.plain(&format!("{}: {msg}", self.name(*host))),
                 }
             }
-            RunEvent::Swept { host, path } => match super::remote::lock::swept_holder(path) {
-                Some((lock, holder)) => self.line(format!(
-                    "{}: removed the stale lock {lock}, left by {holder}: its run is gone (no \
-                     process of it is left on the host)",
-                    self.name(*host)
-                )),
-                None => self.line(format!(
-                    "{}: removed stale temporary file {path} (no live run had it open)",
-                    self.name(*host)
-                )),
-            },
+            RunEvent::Found { host, found } => {
+                let host = self.name(*host);
+                self.line(match found {
+                    Found::Swept(path) => {
+                        format!(
+                            "{host}: removed stale temporary file {path} (no live run had it open)"
+                        )
+                    }
+                    Found::SweptLock { lock, holder } => format!(
+                        "{host}: removed the stale lock {lock}, left by {holder}: its run is gone \
+                         (no process of it is left on the host)"
+                    ),
+                    Found::Restored(path) => format!(
+                        "{host}: DEST was missing and {path}, the tree a killed run had set \
+                         aside, was beside it: moved it back to DEST; only what differs is sent"
+                    ),
+                    Found::Unrestored(path) => format!(
+                        "{host}: left {path} alone: several killed runs' trees are beside the \
+                         missing DEST, and which one it was is not known"
+                    ),
+                })
+            }
             RunEvent::LinkNotOpened { reason } => self.line(format!(
                 "link not set up ahead: {reason}; its chunks go by request instead"
             )),

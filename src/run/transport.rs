@@ -129,10 +129,29 @@ pub enum Probe {
 pub struct Prepared {
     /// What the host holds.
     pub probe: Probe,
-    /// Stale temporary files of earlier runs that were removed beside DEST.
-    pub swept: Vec<String>,
+    /// What the probe found beside DEST that earlier runs left, and what it did with it.
+    pub found: Vec<Found>,
     /// The tool the host computes SHA-256 with, for the report, if the transport says.
     pub hasher: Option<String>,
+}
+
+/// Something an earlier run left beside a host's DEST, as its probe found and dealt with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// A stale temporary file or staging directory, removed.
+    Swept(String),
+    /// A stale lock, removed.
+    SweptLock {
+        /// The lock's path.
+        lock: String,
+        /// Who had left it, as its owner line says.
+        holder: String,
+    },
+    /// A tree a killed run had set aside while DEST was absent: moved back to DEST, so
+    /// that only what differs is sent.
+    Restored(String),
+    /// One of several such trees: left where it is, since which one DEST was is not known.
+    Unrestored(String),
 }
 
 /// Something [`Transport::shutdown`] could not clean up: what may be left, and where.

@@ -113,20 +113,6 @@ pub fn release_path(lock: &str, run_id: &str) -> String {
         .code()
 }
 
-/// How a probe reports a stale lock it swept among the stale files it swept: the lock's
-/// path and who had left it ([`swept_holder`] reads it back).
-pub fn swept_entry(lock: &str, holder: &Holder) -> String {
-    format!("{lock}{SWEPT_BY}{holder})")
-}
-
-/// Who had left the stale lock a [`swept_entry`] names; `None` for a stale temporary file.
-pub fn swept_holder(entry: &str) -> Option<(&str, &str)> {
-    let (path, holder) = entry.split_once(SWEPT_BY)?;
-    is_lock(path).then(|| (path, holder.strip_suffix(')').unwrap_or(holder)))
-}
-
-const SWEPT_BY: &str = " (left by ";
-
 /// Who holds a lock, as its owner line says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Holder {
@@ -341,19 +327,14 @@ mod tests {
     }
 
     #[test]
-    fn a_swept_lock_is_told_from_a_swept_temporary_file_with_its_holder() {
+    fn a_holder_reads_as_the_run_the_pid_and_the_time_of_its_owner_line() {
         let holder = Holder {
             line: "abcd1234 ctl 7 boot 2026-12-07T00:00:00Z".into(),
         };
-        let entry = swept_entry("/srv/a (b)/.f.bin.bounce-lock", &holder);
         assert_eq!(
-            swept_holder(&entry),
-            Some((
-                "/srv/a (b)/.f.bin.bounce-lock",
-                "run abcd1234 of bounce-run (pid 7 on ctl), since 2026-12-07T00:00:00Z"
-            ))
+            holder.to_string(),
+            "run abcd1234 of bounce-run (pid 7 on ctl), since 2026-12-07T00:00:00Z"
         );
-        assert_eq!(swept_holder("/srv/.f.bin.bounce-1234-h1.tmp"), None);
     }
 
     #[test]

@@ -6,6 +6,9 @@
 /// a file name may have however long DEST's is.
 const TEMP_NAME_KEEP: usize = 200;
 
+/// The tag of a rerun's old tree set aside (see [`old_tree_path`]).
+const OLD_TAG: &str = "-old";
+
 /// The tag of a tree's staging directory (see [`stage_path`]).
 const STAGE_TAG: &str = "-stage";
 
@@ -83,7 +86,13 @@ impl Unpacking {
 
 /// Where a rerun's old tree is renamed to for an instant, while the new one takes its place.
 pub fn old_tree_path(dest: &str, run_id: &str) -> String {
-    temp_path(dest, run_id, "-old")
+    temp_path(dest, run_id, OLD_TAG)
+}
+
+/// A `find -name` pattern matching the old trees ([`old_tree_path`]) of every run beside
+/// `dest`.
+pub fn old_tree_glob(dest: &str) -> String {
+    temp_glob_ending(dest, &format!("{OLD_TAG}.tmp"))
 }
 
 /// With `--compress`, the temporary file beside `tmp` that its decompressed bytes go to

@@ -7,7 +7,8 @@
 //! was killed is swept the same way, whole: when it is ours, its own entries untouched for
 //! that long, and no process has a file in it open or works in it (a live run's `tar` does
 //! both). A rerun's previous tree set aside ([`super::names::old_tree_path`]) is never
-//! swept: if its run died between its two renames, it is the only copy.
+//! swept: if its run died between its two renames, it is the only copy, which the next
+//! tree probe moves back ([`super::tree::probe`]).
 
 use super::names::{parent, stage_glob, temp_glob};
 

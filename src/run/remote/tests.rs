@@ -1444,7 +1444,7 @@ fn a_host_whose_tail_lacks_pid_fails_its_probe_in_one_line() {
     let dest = format!("{}/f", dir.path().display());
     for code in [
         probe(&dest, 4, None),
-        tree::probe(&dest, tree::Shape::Tree, None),
+        tree::probe(&dest, tree::Shape::Tree, None, true),
     ] {
         let out = sh_with_path(&bin, &code);
         assert_eq!(out.status.code(), Some(TOOLS_LACKING_STATUS), "{out:?}");

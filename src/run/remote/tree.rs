@@ -69,7 +69,16 @@ impl Shape {
 /// [`DEST_NOT_A_DIRECTORY_STATUS`]. For a single file, DEST is what [`super::probe`]
 /// accepts: a directory exits [`super::DEST_IS_DIRECTORY_STATUS`], anything else that is
 /// not a regular file or a symlink (which is replaced) [`super::DEST_NOT_A_FILE_STATUS`].
-pub fn probe(dest: &str, shape: Shape, tool: Option<Codec>) -> String {
+///
+/// With `restore` (the probe runs under DEST's lock), a tree whose DEST is absent while
+/// one old tree of a killed run ([`super::names::old_tree_path`]) is beside it gets that
+/// tree back first, which the probe prints as [`RESTORED`] and its path; several such trees
+/// are left alone, each printed as [`UNRESTORED`] and its path.
+pub fn probe(dest: &str, shape: Shape, tool: Option<Codec>, restore: bool) -> String {
+    let old = match (shape, restore) {
+        (Shape::Tree, true) => super::names::old_tree_glob(dest),
+        _ => String::new(),
+    };
     Call::new("bounce_tree_probe")
         .arg(dest)
         .args(sweep::args(dest))
@@ -77,8 +86,15 @@ pub fn probe(dest: &str, shape: Shape, tool: Option<Codec>) -> String {
         .arg(tool.map_or("", |t| t.tool()))
         .arg(file_name(dest))
         .args(size_args())
+        .arg(&old)
         .code()
 }
+
+/// The start of a probe's line naming an old tree it put back at DEST (see [`probe`]).
+pub const RESTORED: &str = "restored ";
+
+/// The start of a probe's line naming an old tree it left alone (see [`probe`]).
+pub const UNRESTORED: &str = "unrestored ";
 
 /// A tree unpacked while its archive arrives, beside the stream that writes the host's copy
 /// (see [`super::stream_receive_unpacking`]): the bytes that are hashed go through a FIFO
@@ -290,7 +306,7 @@ mod tests {
         assert!(sparse.blocks() * 512 < 1 << 20, "holes were written");
 
         // The probe sees the same tree.
-        let out = sh(&probe(&dest, Shape::Tree, None));
+        let out = sh(&probe(&dest, Shape::Tree, None, true));
         assert!(
             out.status.success(),
             "{}",
@@ -347,7 +363,7 @@ mod tests {
     }
 
     fn listed_of(dest: &str) -> std::collections::BTreeMap<Vec<u8>, crate::run::tree::Listed> {
-        let out = sh(&probe(dest, Shape::Tree, None));
+        let out = sh(&probe(dest, Shape::Tree, None, true));
         assert!(
             out.status.success(),
             "{}",
@@ -376,7 +392,7 @@ mod tests {
         std::fs::write(&dest, b"old").unwrap();
         let stage = dir.path().join(".stage").display().to_string();
         let shape = Shape::Single;
-        let out = sh(&probe(&dest, shape, None));
+        let out = sh(&probe(&dest, shape, None, true));
         let listed = tree::parse_listing(after_mark(&out.stdout), true).unwrap();
         assert_eq!(tree::compare(&m, &listed, true).files.len(), 1);
         let out = sh(&unpack(
@@ -408,7 +424,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("f");
         std::fs::write(&dest, b"x").unwrap();
-        let out = sh(&probe(&dest.display().to_string(), Shape::Tree, None));
+        let out = sh(&probe(&dest.display().to_string(), Shape::Tree, None, true));
         assert_eq!(out.status.code(), Some(DEST_NOT_A_DIRECTORY_STATUS));
     }
 
@@ -505,5 +521,55 @@ mod tests {
             Some(&mark),
         ));
         assert!(!out.status.success());
+    }
+
+    #[test]
+    fn a_killed_swaps_old_tree_goes_back_to_a_missing_dest_once_and_only_if_it_is_alone() {
+        use crate::run::remote::names::old_tree_path;
+        let dir = tempfile::tempdir().unwrap();
+        // A hostile DEST name: it reaches the host's shell and find's -name.
+        let dest = dir.path().join("d $(x) 'q' [*]").display().to_string();
+        let old = old_tree_path(&dest, "1111aaaa");
+        std::fs::create_dir(&old).unwrap();
+        std::fs::write(format!("{old}/kept"), b"k").unwrap();
+        let restored = |out: &std::process::Output| -> Vec<String> {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.starts_with(RESTORED) || l.starts_with(UNRESTORED))
+                .map(str::to_string)
+                .collect()
+        };
+        // Without the lock (restore off), nothing moves.
+        let out = sh(&probe(&dest, Shape::Tree, None, false));
+        assert!(out.status.success(), "{out:?}");
+        assert!(restored(&out).is_empty() && !std::path::Path::new(&dest).exists());
+        // Under it, the one old tree becomes DEST again and the probe lists it.
+        let out = sh(&probe(&dest, Shape::Tree, None, true));
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(restored(&out), [format!("{RESTORED}{old}")]);
+        assert_eq!(std::fs::read(format!("{dest}/kept")).unwrap(), b"k");
+        assert!(!std::path::Path::new(&old).exists());
+        assert!(after_mark(&out.stdout).windows(6).any(|w| w == b"./kept"));
+        // A DEST that is there is never replaced by an old tree.
+        std::fs::create_dir(&old).unwrap();
+        let out = sh(&probe(&dest, Shape::Tree, None, true));
+        assert!(restored(&out).is_empty(), "{out:?}");
+        assert!(std::path::Path::new(&old).is_dir());
+        // Two old trees beside a missing DEST: neither is taken, both are named.
+        std::fs::remove_dir_all(&dest).unwrap();
+        let other = old_tree_path(&dest, "2222bbbb");
+        std::fs::create_dir(&other).unwrap();
+        let out = sh(&probe(&dest, Shape::Tree, None, true));
+        assert!(out.status.success(), "{out:?}");
+        let mut named = restored(&out);
+        named.sort();
+        assert_eq!(
+            named,
+            [format!("{UNRESTORED}{old}"), format!("{UNRESTORED}{other}")]
+        );
+        assert!(!std::path::Path::new(&dest).exists());
+        // A single file sent with --sparse has no old tree to take back.
+        let out = sh(&probe(&dest, Shape::Single, None, true));
+        assert!(restored(&out).is_empty(), "{out:?}");
     }
 }

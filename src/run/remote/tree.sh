@@ -14,19 +14,33 @@ bounce_listing() {
   find "$1" -type f -size +"$4"c -exec sh -c 'for f; do h=$($H < "$f") || exit 1; printf "%s  %s\0" "${h%% *}" "$f"; done' sh {} + || exit 1
 }
 
-# bounce_tree_probe DEST DIR GLOB STAGES MINUTES SHAPE TOOL NAME SMALL LARGE: checks the
+# bounce_restore_old DEST DIR OLD: a DEST that is absent while a directory named OLD (a
+# pattern) is in DIR is what a run killed between bounce_swap's two renames leaves: DEST's
+# tree, set aside. With exactly one such directory, it is moved back to DEST and printed as
+# "restored PATH"; with several (runs killed on DESTs whose names share their first 200
+# bytes), none is moved and each is printed as "unrestored PATH".
+bounce_restore_old() {
+  if [ -e "$1" ] || [ -L "$1" ] || [ ! -d "$2" ]; then return 0; fi
+  # shellcheck disable=SC2016 # expanded by the sh that find starts
+  find "$2" -mindepth 1 -maxdepth 1 -type d -name "$3" -exec sh -c 'd=$1; shift; if [ $# = 1 ]; then mv -T -- "$1" "$d" && printf "restored %s\n" "$1"; else printf "unrestored %s\n" "$@"; fi' sh "$1" {} + || exit 1
+}
+
+# bounce_tree_probe DEST DIR GLOB STAGES MINUTES SHAPE TOOL NAME SMALL LARGE OLD: checks the
 # tools (a missing one prints "needs TOOL" and exits 6), starts as every probe does, then
 # prints "missing", or "listing" and DEST's hashed listing. SHAPE tree: DEST must be a
-# directory (anything else exits 7). SHAPE single: DEST, NAME in DIR, is what the file
-# probe accepts (a directory exits 4, anything but a file or a symlink 5).
+# directory (anything else exits 7); with OLD (not empty: the run holds DEST's lock), a
+# killed run's tree set aside is first put back (bounce_restore_old). SHAPE single: DEST,
+# NAME in DIR, is what the file probe accepts (a directory exits 4, anything but a file or
+# a symlink 5).
 bounce_tree_probe() {
   tar --version 2>/dev/null | head -n 1 | grep -q 'GNU tar' || { echo 'needs GNU tar'; exit 6; }
   if [ -n "$7" ]; then
     command -v "$7" > /dev/null 2>&1 || { echo "needs $7"; exit 6; }
   fi
-  _shape=$6 _name=$8 _small=$9 _large=${10}
+  _shape=$6 _name=$8 _small=$9 _large=${10} _old=${11}
   bounce_probe_start "$1" "$2" "$3" "$4" "$5"
   if [ "$_shape" = tree ]; then
+    [ -z "$_old" ] || bounce_restore_old "$d" "$2" "$_old"
     if [ -L "$d" ] || { [ -e "$d" ] && [ ! -d "$d" ]; }; then
       exit 7
     elif [ ! -e "$d" ]; then

@@ -13,7 +13,7 @@ use crate::core::{HostId, Transfer};
 
 use super::super::pace::Pacer;
 use super::super::remote::{self, Hasher, HopSsh};
-use super::super::transport::{ByteCounters, TransportError};
+use super::super::transport::{ByteCounters, Found, TransportError};
 use super::registry::Registry;
 use super::reports::error_chain;
 use super::{config, SourceFile, SshOptions, Target};
@@ -49,9 +49,9 @@ pub(super) struct Hosts {
     pub(super) pacer: Option<Arc<Pacer>>,
     /// The remote processes and temporary files to clean up.
     pub(super) registry: Mutex<Registry>,
-    /// For a tree, the stale files each host's survey swept, until its `prepare` reports
-    /// them; `None` for a host not surveyed.
-    pub(super) surveyed: Vec<Mutex<Option<Vec<String>>>>,
+    /// For a tree, what each host's survey found that earlier runs left, until its
+    /// `prepare` reports it; `None` for a host not surveyed.
+    pub(super) surveyed: Vec<Mutex<Option<Vec<Found>>>>,
 }
 
 /// A receiver's connections for `--streams` beyond its own.

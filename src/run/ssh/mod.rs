@@ -168,8 +168,8 @@ impl SshTransport {
         let hosts = self.hosts();
         let all = (1..=hosts.targets.len()).map(|i| async move {
             let h = HostId(i as u32);
-            let (state, swept) = hosts.survey_host(h, true).await?;
-            *hosts.surveyed[i - 1].lock().unwrap() = Some(swept);
+            let (state, found) = hosts.survey_host(h, true).await?;
+            *hosts.surveyed[i - 1].lock().unwrap() = Some(found);
             Ok(state)
         });
         futures_util::future::join_all(all).await

@@ -10,7 +10,7 @@ use super::super::remote::lock;
 use super::super::remote::names::Unpacking;
 use super::super::remote::tree::LISTING_MARK;
 use super::super::remote::{self, Hasher};
-use super::super::transport::{Prepared, Probe, TransportError};
+use super::super::transport::{Found, Prepared, Probe, TransportError};
 use super::super::tree::{self, Listed, Shape};
 use super::hosts::Hosts;
 use super::reports::failure_text;
@@ -61,24 +61,24 @@ impl Hosts {
 
     /// Connects to `h` if it is not yet, and runs the tree probe (see
     /// [`remote::tree::probe`]): records the host's hasher, and returns what its DEST holds
-    /// and the stale temporary files swept.
+    /// and what it found that earlier runs left (see [`Found`]).
     pub(super) async fn survey_host(
         &self,
         h: HostId,
         lock: bool,
-    ) -> Result<(DestState, Vec<String>), TransportError> {
+    ) -> Result<(DestState, Vec<Found>), TransportError> {
         self.connect_once(h).await?;
         let pack = self.pack();
         let dest = self.target(h).dest.clone();
-        let probe = remote::tree::probe(&dest, pack.shape(), self.src.codec());
+        let probe = remote::tree::probe(&dest, pack.shape(), self.src.codec(), lock);
         let script = match lock {
             true => self.locked(h, &dest, &probe),
             false => probe,
         };
         let out = self.run_registered(h, &script).await?;
         let (text, listing) = split_listing(&out.stdout);
-        let mut swept = Vec::new();
-        self.lock_answer(h, &dest, &text, &mut swept)?;
+        let mut found = Vec::new();
+        self.lock_answer(h, &dest, &text, &mut found)?;
         self.probe_status(h, &dest, out.status.code(), &out.stderr, || {
             text.lines()
                 .find_map(|l| l.strip_prefix("needs "))
@@ -92,7 +92,11 @@ impl Hosts {
                     *self.hashers[h.index() - 1].lock().unwrap() = x;
                 }
             } else if let Some(path) = line.strip_prefix("swept ") {
-                swept.push(path.to_string());
+                found.push(Found::Swept(path.to_string()));
+            } else if let Some(path) = line.strip_prefix(remote::tree::RESTORED) {
+                found.push(Found::Restored(path.to_string()));
+            } else if let Some(path) = line.strip_prefix(remote::tree::UNRESTORED) {
+                found.push(Found::Unrestored(path.to_string()));
             } else if line == "missing" {
                 missing = true;
             }
@@ -106,15 +110,15 @@ impl Hosts {
                 return Err(self.remote_err(h, format!("unexpected probe answer {:?}", text.trim())))
             }
         };
-        Ok((state, swept))
+        Ok((state, found))
     }
 
     /// [`Hosts::prepare`] for a tree: what the survey found, or, for a host the survey could
     /// not reach, a survey now. The host is up to date only when every host was.
     pub(super) async fn prepare_pack(&self, h: HostId) -> Result<Prepared, TransportError> {
         // Taken in a statement of its own: the lock is not held across the survey below.
-        let swept = self.surveyed[h.index() - 1].lock().unwrap().take();
-        let swept = match swept {
+        let found = self.surveyed[h.index() - 1].lock().unwrap().take();
+        let found = match found {
             Some(s) => s,
             None => self.survey_host(h, true).await?.1,
         };
@@ -124,7 +128,7 @@ impl Hosts {
             } else {
                 Probe::Needed
             },
-            swept,
+            found,
             hasher: Some(self.hasher(h).name().to_string()),
         })
     }

@@ -6,7 +6,7 @@ use crate::core::HostId;
 
 use super::super::remote::lock;
 use super::super::remote::{self, Hasher};
-use super::super::transport::{Prepared, Probe, TransportError};
+use super::super::transport::{Found, Prepared, Probe, TransportError};
 use super::hosts::Hosts;
 use super::reports::failure_text;
 
@@ -23,19 +23,22 @@ impl Hosts {
 
     /// Takes the lock beside `dest` on `host` by what the probe printed (see [`lock::take`]):
     /// keeps a lock taken registered (by [`Self::locked`]), so that the run's cleanup
-    /// releases it, and adds a stale one swept to `swept`; another run's lock fails the
+    /// releases it, and adds a stale one swept to `found`; another run's lock fails the
     /// host, naming who holds it.
     pub(super) fn lock_answer(
         &self,
         host: HostId,
         dest: &str,
         out: &str,
-        swept: &mut Vec<String>,
+        found: &mut Vec<Found>,
     ) -> Result<(), TransportError> {
         let path = lock::lock_path(dest);
         match lock::parse(out) {
             Some(lock::Answer::Taken) => {}
-            Some(lock::Answer::Swept(holder)) => swept.push(lock::swept_entry(&path, &holder)),
+            Some(lock::Answer::Swept(holder)) => found.push(Found::SweptLock {
+                lock: path,
+                holder: holder.to_string(),
+            }),
             Some(lock::Answer::Held(holder)) => {
                 self.forget_temp(host, &path);
                 return Err(TransportError::Locked {
@@ -121,30 +124,30 @@ impl Hosts {
             .run_registered(host, &self.locked(host, &dest, &probe))
             .await?;
         let text = String::from_utf8_lossy(&out.stdout);
-        let mut swept = Vec::new();
-        self.lock_answer(host, &dest, &text, &mut swept)?;
+        let mut found = Vec::new();
+        self.lock_answer(host, &dest, &text, &mut found)?;
         self.probe_status(host, &dest, out.status.code(), &out.stderr, || {
             self.src.codec().map_or("?", |c| c.tool()).to_string()
         })?;
         let mut probe = None;
-        let mut found = None;
+        let mut held = None;
         let mut hasher = None;
         for line in text.lines() {
             if let Some(h) = line.strip_prefix("hasher ").and_then(Hasher::from_name) {
                 *self.hashers[host.index() - 1].lock().unwrap() = h;
                 hasher = Some(h.name().to_string());
             } else if let Some(path) = line.strip_prefix("swept ") {
-                swept.push(path.to_string());
+                found.push(Found::Swept(path.to_string()));
             } else if let Some(digest) = line.strip_prefix("file ") {
-                found = Some(digest.trim().to_string());
+                held = Some(digest.trim().to_string());
             } else if matches!(line, "missing" | "link" | "size") {
                 probe = Some(Probe::Needed);
             }
         }
-        if let Some(found) = found {
+        if let Some(held) = held {
             // Only now is SRC's digest needed, and only for a DEST of SRC's size.
             let digest = self.src_digest().await?;
-            probe = Some(if found == digest {
+            probe = Some(if held == digest {
                 Probe::UpToDate
             } else {
                 Probe::Needed
@@ -155,7 +158,7 @@ impl Hosts {
         })?;
         Ok(Prepared {
             probe,
-            swept,
+            found,
             hasher,
         })
     }
