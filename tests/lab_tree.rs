@@ -2,7 +2,8 @@
 //! about 2,000 files sent with the chain and with bounce arrives identical on every host
 //! (paths, types, sizes, modes, link targets, contents), holes stay holes on the wire and
 //! on disk, a rerun sends only the file that changed (a killed rerun's tree set aside is
-//! first moved back), and bad input is refused before anything is written.
+//! first moved back), hard links arrive as hard links, and bad input is refused before
+//! anything is written.
 //!
 //! These need root; see `tests/lab/mod.rs` for when they skip (loudly) and when they fail.
 
@@ -189,6 +190,73 @@ fn a_killed_swaps_old_tree_is_moved_back_and_only_what_differs_is_sent() {
             "h{i} holds {:?}",
             lab.data_tree(i)
         );
+    }
+}
+
+#[test]
+fn hard_links_in_a_tree_arrive_as_hard_links_and_a_broken_one_is_mended() {
+    let Some(lab) = Lab::start(
+        "hard_links_in_a_tree_arrive_as_hard_links_and_a_broken_one_is_mended",
+        LabConfig::hosts(3),
+    ) else {
+        return;
+    };
+    let src = lab.scratch().join("w");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    random_file(&src.join("model.bin"), MIB, 31);
+    std::fs::hard_link(src.join("model.bin"), src.join("sub/alias.bin")).unwrap();
+    std::fs::copy(src.join("model.bin"), src.join("other.bin")).unwrap();
+    let want = snapshot(&src);
+    let hosts = lab.host_names(3);
+    let report = lab.scratch().join("r.csv");
+    let dest = lab.dest("w");
+    let linked = |i: usize| {
+        let ino = |p: &str| std::fs::metadata(lab.host_file(i, p)).unwrap().ino();
+        (
+            ino("w/model.bin") == ino("w/sub/alias.bin"),
+            ino("w/model.bin") == ino("w/other.bin"),
+        )
+    };
+    let tx0 = lab.controller_tx_bytes();
+    let out = run_logged(&mut bounce_run(&lab, "chain", &hosts, &report, &src, &dest));
+    assert_eq!(out.status.code(), Some(0));
+    // One copy of the linked file's data on the wire, not two.
+    let sent = tx_since(&lab, tx0);
+    assert!(
+        sent < (2 * MIB + MIB / 2) as u64,
+        "sent {sent} bytes for 2 MiB of data"
+    );
+    for i in 1..=3 {
+        assert_eq!(
+            snapshot(&lab.host_file(i, "w")),
+            want,
+            "h{i}'s tree differs"
+        );
+        assert_eq!(linked(i), (true, false), "h{i}: the names of one file");
+    }
+    let out = run_logged(&mut bounce_run(&lab, "chain", &hosts, &report, &src, &dest));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(read_report(&report)
+        .iter()
+        .all(|r| r.status == "up-to-date"));
+
+    // On host 2 the link is broken (the alias is a copy now): the rerun sends that file's
+    // names again, and every host ends with them linked.
+    let alias = lab.host_file(2, "w/sub/alias.bin");
+    std::fs::remove_file(&alias).unwrap();
+    std::fs::copy(src.join("model.bin"), &alias).unwrap();
+    assert_eq!(linked(2), (false, false));
+    let out = run_logged(&mut bounce_run(&lab, "chain", &hosts, &report, &src, &dest));
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sending: 2 of 3 files"), "{stderr}");
+    for i in 1..=3 {
+        assert_eq!(
+            snapshot(&lab.host_file(i, "w")),
+            want,
+            "rerun: h{i}'s tree differs"
+        );
+        assert_eq!(linked(i), (true, false), "rerun: h{i}");
     }
 }
 

@@ -1,6 +1,6 @@
 //! A directory SRC, or a single file sent with `--sparse`, as the controller sees it: the
 //! walk of the tree into a [`Manifest`] (every entry's type, mode, size, link target and
-//! SHA-256), the archive the hops carry instead of SRC, and the comparison of a host's
+//! SHA-256, and which files are hard links to one another), the archive the hops carry instead of SRC, and the comparison of a host's
 //! listing (see [`super::remote::tree`]) with the manifest.
 //!
 //! # The format on the wire
@@ -13,8 +13,8 @@
 //! manifest of digests stays on the controller, which checks that every file in the archive
 //! has the manifest's digest ([`verify_archive`]): a host whose archive passed its digest
 //! therefore wrote every file's bytes as SRC's digest says, checked as they were written.
-//! What tar made of them is then listed by the host (types, modes, sizes, link targets)
-//! and compared with the manifest before the tree is renamed into place.
+//! What tar made of them is then listed by the host (types, modes, sizes, link targets,
+//! inodes, so that the names of one file in SRC are those of one file there) and compared with the manifest before the tree is renamed into place.
 //!
 //! Why tar and not a framing of our own: every host already has GNU tar, it writes holes as
 //! holes (pax sparse maps, so a file's holes cost nothing on the wire or on the host's disk),
@@ -98,6 +98,10 @@ pub struct Manifest {
     pub data_bytes: u64,
     /// [`fingerprint`] of SRC, taken before it was hashed.
     pub fingerprint: u64,
+    /// Hard links: each regular file (an index into `entries`) that is another name of an
+    /// earlier one in the tree, mapped to the first of its names, as tar stores them (the
+    /// first as a file, the others as links to it).
+    pub links: BTreeMap<usize, usize>,
 }
 
 /// Why SRC cannot be sent as a tree. Each is bad input: exit status 2, nothing written.
@@ -158,6 +162,7 @@ impl Manifest {
             entries: Vec::new(),
             data_bytes: 0,
             fingerprint: fingerprint(root)?,
+            links: BTreeMap::new(),
         };
         // SRC itself may be a symlink to the directory, as the command line names it.
         let meta = std::fs::metadata(root).map_err(|e| io_err(root, e))?;
@@ -166,9 +171,29 @@ impl Manifest {
             mode: mode_of(&meta, keep_setid),
             kind: EntryKind::Dir,
         });
-        m.walk(root, &[], keep_setid, stop)?;
-        m.entries.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut inodes = Inodes::default();
+        m.walk(root, &[], keep_setid, stop, &mut inodes)?;
+        let mut order: Vec<usize> = (0..m.entries.len()).collect();
+        order.sort_by(|&a, &b| m.entries[a].path.cmp(&m.entries[b].path));
+        let mut first: BTreeMap<(u64, u64), usize> = BTreeMap::new();
+        let mut sorted = Vec::with_capacity(order.len());
+        for (at, was) in order.into_iter().enumerate() {
+            if let Some(&key) = inodes.of.get(&was) {
+                let leader = *first.entry(key).or_insert(at);
+                if leader != at {
+                    m.links.insert(at, leader);
+                }
+            }
+            sorted.push(m.entries[was].clone());
+        }
+        m.entries = sorted;
         Ok(m)
+    }
+
+    /// The first name of entry `i`'s file: `i` itself unless it is a hard link to an
+    /// earlier one (see [`Manifest::links`]).
+    pub fn leader(&self, i: usize) -> usize {
+        self.links.get(&i).copied().unwrap_or(i)
     }
 
     /// The single regular file `file`, sent with `--sparse`: its mode is `mode`.
@@ -198,15 +223,19 @@ impl Manifest {
                     digest,
                 },
             }],
+            links: BTreeMap::new(),
         })
     }
 
+    /// Adds what `dir` holds, its path `rel` in the tree, to the entries, noting in
+    /// `inodes` each regular file that has other names, whose content is then read once.
     fn walk(
         &mut self,
         dir: &Path,
         rel: &[u8],
         keep_setid: bool,
         stop: &AtomicBool,
+        inodes: &mut Inodes,
     ) -> Result<(), TreeError> {
         let rd = std::fs::read_dir(dir).map_err(|e| io_err(dir, e))?;
         for item in rd {
@@ -240,10 +269,23 @@ impl Manifest {
                     mode,
                     kind: EntryKind::Dir,
                 });
-                self.walk(&path, &r, keep_setid, stop)?;
+                self.walk(&path, &r, keep_setid, stop, inodes)?;
             } else if ft.is_file() {
-                self.data_bytes += data_of(&meta);
-                let digest = hash(&path, stop)?;
+                let key = (meta.dev(), meta.ino());
+                let known = (meta.nlink() > 1)
+                    .then(|| inodes.first.get(&key).copied())
+                    .flatten();
+                let digest = match known.map(|i| &self.entries[i].kind) {
+                    Some(EntryKind::File { digest, .. }) => digest.clone(),
+                    _ => {
+                        self.data_bytes += data_of(&meta);
+                        hash(&path, stop)?
+                    }
+                };
+                if meta.nlink() > 1 {
+                    inodes.first.entry(key).or_insert(self.entries.len());
+                    inodes.of.insert(self.entries.len(), key);
+                }
                 self.entries.push(Entry {
                     path: r,
                     mode,
@@ -274,6 +316,15 @@ impl Manifest {
             _ => (n, b),
         })
     }
+}
+
+/// The regular files of a walk that have more than one name, by (device, inode).
+#[derive(Default)]
+struct Inodes {
+    /// Each such file's (device, inode), by its index in the walk's entries.
+    of: BTreeMap<usize, (u64, u64)>,
+    /// The first entry of the walk with each (device, inode).
+    first: BTreeMap<(u64, u64), usize>,
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> TreeError {
@@ -356,12 +407,15 @@ pub fn archive(
         .prefix(".bounce-list-")
         .tempfile_in(dir)
         .map_err(|e| failed(format!("cannot create a file in {}: {e}", dir.display())))?;
+    // A file goes with every other name of it, so that tar stores the first as the file
+    // and the others as links to it.
+    let leaders: BTreeSet<usize> = send.iter().map(|&i| m.leader(i)).collect();
     let mut files = (0, 0);
     for (i, e) in m.entries.iter().enumerate() {
         let name: &[u8] = match (&m.shape, &e.kind) {
             (Shape::Single { name }, _) => name,
             (Shape::Tree, EntryKind::File { size, .. }) => {
-                if !send.contains(&i) {
+                if !leaders.contains(&m.leader(i)) {
                     continue;
                 }
                 files = (files.0 + 1, files.1 + size);
@@ -385,7 +439,6 @@ pub fn archive(
     cmd.arg("--create").arg("--file").arg(tmp.path()).args([
         "--format=pax",
         "--sparse",
-        "--hard-dereference",
         "--numeric-owner",
         "--no-recursion",
         "--pax-option=delete=atime,delete=ctime",
@@ -456,12 +509,15 @@ pub fn verify_archive(path: &Path, m: &Manifest) -> Result<(), TreeError> {
         base: m.base.clone(),
         reason: format!("unexpected archive: {what}"),
     };
-    let want: BTreeMap<&[u8], &Entry> = match &m.shape {
-        Shape::Tree => m.entries.iter().map(|e| (e.path.as_slice(), e)).collect(),
-        Shape::Single { .. } => m
+    let want: BTreeMap<&[u8], usize> = match &m.shape {
+        Shape::Tree => m
             .entries
             .iter()
-            .map(|e| (SINGLE_MEMBER.as_bytes(), e))
+            .enumerate()
+            .map(|(i, e)| (e.path.as_slice(), i))
+            .collect(),
+        Shape::Single { .. } => (0..m.entries.len())
+            .map(|i| (SINGLE_MEMBER.as_bytes(), i))
             .collect(),
     };
     let mut r = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).map_err(io)?);
@@ -531,6 +587,25 @@ pub fn verify_archive(path: &Path, m: &Manifest) -> Result<(), TreeError> {
                 continue;
             }
             b'0' | 0 => {}
+            b'1' => {
+                // A hard link: another name of a file the manifest links it to.
+                let target = pax
+                    .get("linkpath")
+                    .cloned()
+                    .unwrap_or_else(|| field(157, 257).to_vec());
+                let path_in = pax.get("path").cloned().unwrap_or(name);
+                let (p, t) = (rel(&path_in), rel(&target));
+                let linked = want
+                    .get(p.as_slice())
+                    .zip(want.get(t.as_slice()))
+                    .is_some_and(|(&a, &b)| a != b && m.leader(a) == m.leader(b));
+                if !linked {
+                    return Err(TreeError::Changed { path: show(&p) });
+                }
+                feed(&mut r, size + pad(size), None).map_err(io)?;
+                pax.clear();
+                continue;
+            }
             _ => {
                 feed(&mut r, size + pad(size), None).map_err(io)?;
                 pax.clear();
@@ -616,8 +691,8 @@ pub fn verify_archive(path: &Path, m: &Manifest) -> Result<(), TreeError> {
         };
         pax.clear();
         let digest = super::digest::hex(&h.finalize());
-        let ok = want.get(rel.as_slice()).is_some_and(|e| {
-            e.kind
+        let ok = want.get(rel.as_slice()).is_some_and(|&i| {
+            m.entries[i].kind
                 == EntryKind::File {
                     size: logical,
                     digest: digest.clone(),
@@ -640,6 +715,8 @@ pub struct Listed {
     pub size: u64,
     /// A symlink's target.
     pub target: Vec<u8>,
+    /// The inode: names of one regular file share it.
+    pub inode: u64,
     /// A regular file's SHA-256, if it could be read.
     pub digest: Option<String>,
 }
@@ -662,8 +739,9 @@ pub fn parse_listing(out: &[u8], single: bool) -> Result<BTreeMap<Vec<u8>, Liste
             let size = parse_num(next()?, 10).ok_or_else(|| bad("a size"))?;
             let path = rel(next()?);
             let target = next()?.to_vec();
+            let inode = parse_num(next()?, 10).ok_or_else(|| bad("an inode"))?;
             let e = map.entry(path).or_default();
-            (e.kind, e.mode, e.size, e.target) = (kind, mode as u32, size, target);
+            (e.kind, e.mode, e.size, e.target, e.inode) = (kind, mode as u32, size, target, inode);
         } else {
             // `HASH  PATH`, from sha256sum -z or the loop for large files.
             let at = f
@@ -730,6 +808,34 @@ pub fn compare(m: &Manifest, listed: &BTreeMap<Vec<u8>, Listed>, hashed: bool) -
             }
         }
     }
+    // Hard links: the names of one file in SRC must be the names of one file on the host,
+    // and of no other. A file that differs goes with all its names.
+    let mut leader_of_inode: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut unlinked = BTreeSet::new();
+    for (i, e) in m.entries.iter().enumerate() {
+        let Some(g) = listed.get(&e.path).filter(|g| g.kind == b'f') else {
+            continue;
+        };
+        if !matches!(e.kind, EntryKind::File { .. }) {
+            continue;
+        }
+        let leader = m.leader(i);
+        let ours = *leader_of_inode.entry(g.inode).or_insert(leader);
+        let leaders_inode = listed.get(&m.entries[leader].path).map(|l| l.inode);
+        if ours != leader || leaders_inode != Some(g.inode) {
+            unlinked.insert(leader);
+            unlinked.insert(m.leader(ours));
+        }
+    }
+    let differs: BTreeSet<usize> = d
+        .files
+        .iter()
+        .map(|&i| m.leader(i))
+        .chain(unlinked)
+        .collect();
+    d.files.extend((0..m.entries.len()).filter(|&i| {
+        matches!(m.entries[i].kind, EntryKind::File { .. }) && differs.contains(&m.leader(i))
+    }));
     if m.shape == Shape::Tree {
         let known: BTreeSet<&[u8]> = m.entries.iter().map(|e| e.path.as_slice()).collect();
         d.extras = listed
@@ -840,25 +946,28 @@ mod tests {
 
     #[test]
     fn listings_parse_with_any_byte_in_a_name() {
-        let fields: [&[u8]; 20] = [
+        let fields: [&[u8]; 23] = [
             b"E",
             b"d",
             b"755",
             b"4096",
             b".",
             b"",
+            b"11",
             b"E",
             b"f",
             b"644",
             b"3",
             b"./a\nb",
             b"",
+            b"12",
             b"E",
             b"l",
             b"777",
             b"1",
             b"./l",
             b"a\nb",
+            b"13",
             b"0123  ./a\nb",
             b"",
         ];
@@ -866,10 +975,99 @@ mod tests {
         let map = parse_listing(&out, false).unwrap();
         assert_eq!(map.len(), 3);
         let f = &map[&b"a\nb".to_vec()];
-        assert_eq!((f.kind, f.mode, f.size), (b'f', 0o644, 3));
+        assert_eq!((f.kind, f.mode, f.size, f.inode), (b'f', 0o644, 3, 12));
         assert_eq!(f.digest.as_deref(), Some("0123"));
         assert_eq!(map[&b"l".to_vec()].target, b"a\nb");
-        let cut: [&[u8]; 4] = [b"E", b"f", b"644", b""];
+        let cut: [&[u8]; 7] = [b"E", b"f", b"644", b"3", b"./a", b"", b""];
         assert!(parse_listing(&cut.join(&0u8), false).is_err());
+    }
+
+    /// A listing of `m`'s tree as a host with `inodes` (one per path; a path not given is
+    /// its own file) would print it, hashed.
+    fn listing_of(m: &Manifest, inodes: &[(&[u8], u64)]) -> BTreeMap<Vec<u8>, Listed> {
+        m.entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let inode = inodes
+                    .iter()
+                    .find(|(p, _)| *p == e.path.as_slice())
+                    .map_or(1000 + i as u64, |&(_, n)| n);
+                let listed = match &e.kind {
+                    EntryKind::Dir => Listed {
+                        kind: b'd',
+                        mode: e.mode,
+                        inode,
+                        ..Listed::default()
+                    },
+                    EntryKind::Symlink { target } => Listed {
+                        kind: b'l',
+                        target: target.clone(),
+                        inode,
+                        ..Listed::default()
+                    },
+                    EntryKind::File { size, digest } => Listed {
+                        kind: b'f',
+                        mode: e.mode,
+                        size: *size,
+                        inode,
+                        digest: Some(digest.clone()),
+                        ..Listed::default()
+                    },
+                };
+                (e.path.clone(), listed)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hard_links_are_read_once_archived_as_links_and_compared_by_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        std::fs::write(src.join("a"), vec![5u8; 100_000]).unwrap();
+        std::fs::hard_link(src.join("a"), src.join("b")).unwrap();
+        std::fs::hard_link(src.join("a"), src.join("d/e")).unwrap();
+        std::fs::write(src.join("c"), vec![5u8; 100_000]).unwrap();
+        let stop = AtomicBool::new(false);
+        let m = Manifest::scan_tree(&src, false, &stop).unwrap();
+        let at = |p: &[u8]| m.entries.iter().position(|e| e.path == p).unwrap();
+        let (a, b, c, e) = (at(b"a"), at(b"b"), at(b"c"), at(b"d/e"));
+        assert_eq!(m.links, BTreeMap::from([(b, a), (e, a)]));
+        assert_eq!(m.data_bytes, 200_000, "a's data is counted once, c's once");
+
+        // Sending one name sends them all: the archive holds a as a file, b and d/e as
+        // links to it, and the controller's check of it accepts that.
+        let arch = archive(&m, &BTreeSet::from([e]), false, dir.path()).unwrap();
+        assert!(arch.size < 120_000, "the links carried data: {}", arch.size);
+        verify_archive(&arch.path, &m).unwrap();
+        let listed = Command::new("tar")
+            .args(["-t", "-v", "-f"])
+            .arg(&arch.path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&listed.stdout);
+        assert_eq!(text.matches("link to a").count(), 2, "{text}");
+
+        // A host whose names are SRC's files: clean. One whose b is a file of its own, or
+        // whose c is another name of a: that group, and only it, is sent again.
+        let good = listing_of(&m, &[(b"a", 1), (b"b", 1), (b"d/e", 1)]);
+        assert!(compare(&m, &good, true).is_clean());
+        let split = listing_of(&m, &[(b"a", 1), (b"d/e", 1)]);
+        assert_eq!(compare(&m, &split, true).files, BTreeSet::from([a, b, e]));
+        let joined = listing_of(&m, &[(b"a", 1), (b"b", 1), (b"d/e", 1), (b"c", 1)]);
+        assert_eq!(
+            compare(&m, &joined, true).files,
+            BTreeSet::from([a, b, c, e])
+        );
+
+        // An archive whose link joins two files SRC keeps apart is refused.
+        std::fs::remove_file(src.join("c")).unwrap();
+        std::fs::hard_link(src.join("a"), src.join("c")).unwrap();
+        let arch = archive(&m, &BTreeSet::from([a, c]), false, dir.path()).unwrap();
+        assert!(matches!(
+            verify_archive(&arch.path, &m),
+            Err(TreeError::Changed { ref path }) if path == "c"
+        ));
     }
 }

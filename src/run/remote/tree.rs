@@ -23,7 +23,8 @@ const LARGE_FILE: u64 = 1 << 20;
 
 /// Lists `start` (`.` for a tree, `./NAME` for a single file), relative to the current
 /// directory, as NUL-separated fields that [`crate::run::tree::parse_listing`] reads: for
-/// every entry `E`, its `find -printf %y` type, octal mode, size, path and link target;
+/// every entry `E`, its `find -printf %y` type, octal mode, size, path, link target and
+/// inode (names of one file share it);
 /// then, if `hashed`, for every regular file `DIGEST  PATH`, hashed as it is read. `$H` is
 /// the hasher.
 pub fn listing(start: &str, hashed: bool) -> String {

@@ -2,11 +2,11 @@
 # GNU find, mkfifo, and a sha256sum that has -z. DEST not a directory exits 7.
 
 # bounce_listing START HASHED SMALL LARGE: lists START (relative to the current directory)
-# as NUL-separated fields: for every entry, "E", its find type, octal mode, size, path and
-# link target; then, with HASHED (yes), "DIGEST  PATH" for every regular file: those under
+# as NUL-separated fields: for every entry, "E", its find type, octal mode, size, path, link
+# target and inode; then, with HASHED (yes), "DIGEST  PATH" for every regular file: those under
 # SMALL bytes many to a sha256sum, those over LARGE one by one with $H.
 bounce_listing() {
-  find "$1" -printf 'E\0%y\0%m\0%s\0%p\0%l\0' || exit 1
+  find "$1" -printf 'E\0%y\0%m\0%s\0%p\0%l\0%i\0' || exit 1
   [ "$2" = yes ] || return 0
   find "$1" -type f -size -"$3"c -print0 | xargs -0 -r sha256sum -z || exit 1
   export H
