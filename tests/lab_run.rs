@@ -391,6 +391,78 @@ fn disk_full_host_is_named_with_no_space_left_on_device() {
 }
 
 #[test]
+fn verbose_traces_pasteable_commands_remote_stderr_and_hops_and_quiet_says_only_the_end() {
+    let Some(lab) = Lab::start(
+        "verbose_traces_pasteable_commands_remote_stderr_and_hops_and_quiet_says_only_the_end",
+        LabConfig::hosts(3).tmpfs(2, "1m"),
+    ) else {
+        return;
+    };
+    let src = lab.scratch().join("src.bin");
+    lab::support::random_file(&src, 3 * MIB, 6);
+    let report = lab.scratch().join("r.csv");
+    let dest = lab.dest("f.bin");
+    let out =
+        run_logged(bounce_run(&lab, "chain", &lab.host_names(3), &report, &src, &dest).arg("-v"));
+    assert_eq!(out.status.code(), Some(EXIT_SOME_FAILED));
+    let err = stderr_of(&out);
+    // Every ssh session is traced with its host, number and job.
+    let probe = err
+        .lines()
+        .find(|l| l.contains("] h1 session ") && l.contains("(bounce_lock_take): ssh -F "))
+        .unwrap_or_else(|| panic!("no traced probe of h1:\n{err}"));
+    // The full disk's message, as the job writing into h2 (h1's relay) wrote it on stderr.
+    assert!(
+        err.lines().any(|l| l.contains(" bounce_")
+            && l.contains(" stderr: ")
+            && l.contains("No space left")),
+        "no traced stderr line of the full disk:\n{err}"
+    );
+    assert!(
+        err.contains("scheduler: hop started: controller -> h"),
+        "{err}"
+    );
+    assert!(
+        err.contains("scheduler: hop ended: controller -> h"),
+        "{err}"
+    );
+    // The probe's line, pasted into a shell, runs the same job: h1 holds SRC now, so it
+    // answers with SRC's digest (and takes the lock again, which is removed after).
+    let pasted = probe.split_once("): ").unwrap().1;
+    let again = run_logged(lab.controller("bash").arg("-c").arg(pasted));
+    assert!(again.status.success(), "{again:?}");
+    let digest = lab::support::sha256_file(&src);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains(&format!("file {digest}")),
+        "{again:?}"
+    );
+    fs::remove_dir_all(lab.host_file(1, ".f.bin.bounce-lock")).unwrap();
+
+    // -q: on a failure, only the errors on stderr and the summary on stdout.
+    lab.clear_data();
+    let out =
+        run_logged(bounce_run(&lab, "chain", &lab.host_names(3), &report, &src, &dest).arg("-q"));
+    assert_eq!(out.status.code(), Some(EXIT_SOME_FAILED));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with("2/3 hosts done in "), "{stdout}");
+    let err = stderr_of(&out);
+    assert!(
+        !err.is_empty() && err.lines().all(|l| l.starts_with("bounce-run: h2")),
+        "{err}"
+    );
+    assert!(err.contains("No space left on device"), "{err}");
+    // And on a success, nothing on stderr at all.
+    lab.clear_data();
+    let out =
+        run_logged(bounce_run(&lab, "chain", &lab.host_names(1), &report, &src, &dest).arg("-q"));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stderr_of(&out), "");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("1/1 hosts done in "));
+    assert_same(&lab, 1, "f.bin", &src);
+}
+
+#[test]
 fn bad_input_exits_2_and_writes_nothing_anywhere() {
     let Some(lab) = Lab::start(
         "bad_input_exits_2_and_writes_nothing_anywhere",

@@ -88,6 +88,21 @@ pub struct Cli {
     /// With --dry-run, the prediction as `bounce-sim plan --json` prints it.
     #[arg(long)]
     pub json: bool,
+    /// Trace every ssh command, every remote stderr line and every scheduler step
+    ///
+    /// Each ssh command bounce-run starts is printed with its host, a session number and
+    /// its job, as one line a person can paste into bash or zsh (`$'…'` quoting); each line a remote job writes to
+    /// stderr, with its host and job, as it arrives; and each hop the scheduler starts and
+    /// ends, with its chunks. Lines are stamped with the seconds since the start, and
+    /// progress is shown as plain lines, not bars.
+    #[arg(short, long, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Say only what went wrong and the final line
+    ///
+    /// No progress and no notes on stderr; on stdout the table's last line (the hosts done
+    /// and the time) instead of the table. Errors, and --json, are as without it.
+    #[arg(short, long)]
+    pub quiet: bool,
     /// ssh_config file for the controller's connections
     #[arg(short = 'F', value_name = "ssh_config")]
     pub ssh_config: Option<PathBuf>,

@@ -188,6 +188,8 @@ pub enum RunEvent {
     },
     /// A hop started.
     HopStarted(Transfer),
+    /// A transfer ended with every byte at its receiver.
+    HopDone(Transfer),
     /// A hop failed (it may be retried).
     HopFailed {
         /// The hop.
@@ -592,6 +594,7 @@ impl<T: Transport> Run<'_, T> {
                 }
             }
             Task::Hop(t, Ok(())) => {
+                self.observer.on_event(&RunEvent::HopDone(t));
                 let r = self.record(t.to);
                 r.from = Some(t.from);
                 r.bytes += t.bytes;

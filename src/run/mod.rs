@@ -17,7 +17,8 @@
 //! - [`pace`]: `--limit-rate` on the controller;
 //! - [`split`]: `--streams`, where the parts of a hop over several streams fall;
 //! - [`report`]: the final table and the per-host CSV;
-//! - [`progress`]: progress bars on a terminal, plain lines otherwise.
+//! - [`progress`]: progress bars on a terminal, plain lines otherwise;
+//! - [`say`]: how much is said on stderr (`-q`, `-v`), and the `-v` trace.
 
 pub mod cli;
 pub mod codec;
@@ -30,6 +31,7 @@ pub mod progress;
 pub mod quote;
 pub mod remote;
 pub mod report;
+pub mod say;
 pub mod session;
 pub mod split;
 pub mod ssh;

@@ -3,13 +3,14 @@
 //! since the run started.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::driver::{HostStatus, Observer, RunEvent};
+use super::say;
 use super::transport::{ByteCounters, Found, Probe};
-use crate::core::HostId;
+use crate::core::{HostId, Transfer};
 
 /// Shows progress; an [`Observer`] for the driver.
 pub struct Progress {
@@ -20,7 +21,6 @@ pub struct Progress {
     counted: Vec<bool>,
     bars: Option<Bars>,
     done: u64,
-    started: Instant,
 }
 
 struct Bars {
@@ -81,7 +81,6 @@ impl Progress {
             names,
             bars,
             done: 0,
-            started: Instant::now(),
         }
     }
 
@@ -93,17 +92,36 @@ impl Progress {
         }
     }
 
-    /// Prints a line above the bars, or plainly.
+    /// Prints a line above the bars, or plainly; nothing with `-q`.
     fn line(&self, text: String) {
+        if say::level() == say::Level::Quiet {
+            return;
+        }
         match &self.bars {
             Some(b) => b.multi.suspend(|| eprintln!("{text}")),
             None => self.plain(&text),
         }
     }
 
-    /// Prints a plain line, stamped with the time since the start.
+    /// Prints a plain line, stamped with the time since the start; nothing with `-q`.
     fn plain(&self, text: &str) {
-        eprintln!("[{:>7.2}s] {text}", self.started.elapsed().as_secs_f64());
+        if say::level() != say::Level::Quiet {
+            eprintln!("{}", say::stamped(text));
+        }
+    }
+
+    /// With `-v`, traces a hop the scheduler started or ended.
+    fn trace_hop(&self, t: &Transfer, what: &str) {
+        say::trace(|| {
+            format!(
+                "scheduler: hop {what}: {} -> {}, chunks {}..{} ({})",
+                self.name(t.from),
+                self.name(t.to),
+                t.chunks.start,
+                t.chunks.end,
+                crate::units::format_size(t.bytes)
+            )
+        });
     }
 
     /// Removes the bars before the final table is printed.
@@ -223,6 +241,7 @@ impl Observer for Progress {
                 ))
             }
             RunEvent::HopStarted(t) => {
+                self.trace_hop(t, "started");
                 let msg = format!("from {}", self.name(t.from));
                 let feeder = &mut self.feeders[t.to.index() - 1];
                 let new_feeder = feeder.replace(t.from) != Some(t.from);
@@ -234,6 +253,7 @@ impl Observer for Progress {
                     None => {}
                 }
             }
+            RunEvent::HopDone(t) => self.trace_hop(t, "ended"),
             RunEvent::HopFailed { transfer, reason } => self.line(format!(
                 "{} -> {}: hop failed: {reason}",
                 self.name(transfer.from),

@@ -17,10 +17,55 @@ pub fn shell_quote(s: &str) -> String {
     out
 }
 
+/// Quotes `s` as one word on one line, for a log a person pastes into an interactive shell:
+/// [`shell_quote`]'s form when `s` has no control character, else `$'…'` (bash, zsh, ksh,
+/// BusyBox ash; POSIX since 2024), with `\\`, `\'`, `\n` and `\xHH` escapes.
+pub fn one_line_quote(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return shell_quote(s);
+    }
+    let mut out = String::with_capacity(s.len() + 3);
+    out.push_str("$'");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() && (c as u32) < 0x80 => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::shell_quote;
+    use super::{one_line_quote, shell_quote};
     use std::process::Command;
+
+    #[test]
+    fn a_one_line_quote_is_one_line_and_survives_bash_unchanged() {
+        for s in [
+            "plain",
+            "it's",
+            "two\nlines 'q' \\ $(x) `y`\t\x01 é",
+            "a\\'b\n",
+        ] {
+            let q = one_line_quote(s);
+            assert!(!q.contains('\n'), "{q}");
+            let out = Command::new("bash")
+                .arg("-c")
+                .arg(format!("printf %s {q}"))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{q}");
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), s, "{q}");
+        }
+    }
 
     /// Runs `printf %s <quoted>` through a real `sh` and returns what it printed.
     fn round_trip(s: &str) -> String {

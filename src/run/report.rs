@@ -105,12 +105,18 @@ pub fn table(hosts: &[HostSpec], outcome: &RunOutcome) -> String {
             crate::units::format_size(r.bytes)
         ));
     }
+    s.push_str(&summary(outcome));
+    s
+}
+
+/// The table's last line: the hosts done out of all, and the run's time.
+pub fn summary(outcome: &RunOutcome) -> String {
     let ok = outcome
         .hosts
         .iter()
         .filter(|r| r.status.is_some_and(HostStatus::is_ok))
         .count();
-    s.push_str(&format!(
+    format!(
         "{ok}/{} hosts done in {:.2}s{}\n",
         outcome.hosts.len(),
         outcome.elapsed.as_secs_f64(),
@@ -119,8 +125,7 @@ pub fn table(hosts: &[HostSpec], outcome: &RunOutcome) -> String {
         } else {
             ""
         }
-    ));
-    s
+    )
 }
 
 /// One receiver in the JSON document: the CSV report's columns.

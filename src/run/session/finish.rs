@@ -3,7 +3,7 @@
 
 use super::super::cli::Cli;
 use super::super::plan::Plan;
-use super::super::{report, tree, HostStatus, RunOutcome};
+use super::super::{report, say, tree, HostStatus, RunOutcome};
 use super::RunError;
 
 /// The end of a run that went to its end: the `--report` CSV, the table (or `--json`) on
@@ -34,6 +34,10 @@ pub(super) fn finish(
             let mut t = report::table(&plan.hosts, outcome);
             if let Some(f) = files {
                 t.push_str(&format!("files sent: {f}\n"));
+            }
+            if say::level() == say::Level::Quiet {
+                // The summary: the table's last line, before the files sent.
+                t = report::summary(outcome);
             }
             t
         };

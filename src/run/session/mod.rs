@@ -20,7 +20,7 @@ use super::predict::{Assumptions, Prediction};
 use super::progress::Progress;
 use super::ssh::{Pack, SourceFile, SshOptions, SshTransport, Target};
 use super::transport::{Transport, TransportError};
-use super::{digest, drive, remote, split, tree, ByteCounters, DriveConfig};
+use super::{digest, drive, remote, say, split, tree, ByteCounters, DriveConfig};
 use crate::core::StrategyKind;
 use crate::units;
 use finish::finish;
@@ -71,6 +71,11 @@ impl RunError {
 
 /// Runs the session `cli` asks for, the hosts read from `sources` in their order.
 pub fn run(cli: Cli, sources: &[HostSource]) -> Result<(), RunError> {
+    say::set(match (cli.quiet, cli.verbose) {
+        (true, _) => say::Level::Quiet,
+        (_, true) => say::Level::Verbose,
+        _ => say::Level::Normal,
+    });
     let kind = match cli.strategy {
         Choice::Kind(k) => k,
         // Cut for the chain until the pick is known: a whole-file pick re-cuts it.
@@ -162,10 +167,10 @@ fn pick(cli: &Cli, plan: &mut Plan, prediction: &Prediction) -> Result<(), RunEr
     };
     plan.set_kind(pick.strategy, cli.chunk)
         .map_err(RunError::input)?;
-    eprintln!(
-        "bounce-run: --strategy auto picked {}: predicted {:.2}s, {why}",
+    say::note(format!(
+        "--strategy auto picked {}: predicted {:.2}s, {why}",
         pick.strategy, pick.result.makespan,
-    );
+    ));
     Ok(())
 }
 
@@ -345,7 +350,9 @@ async fn run_async(
     let transport = Arc::new(transport);
     exit_on_second_signal(Arc::clone(&transport), sigs.clone());
     let names: Vec<String> = plan.hosts.iter().map(ToString::to_string).collect();
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Bars on a terminal, unless -v (a trace is a log, which bars would break up) or -q.
+    let tty =
+        std::io::IsTerminal::is_terminal(&std::io::stderr()) && say::level() == say::Level::Normal;
     // The counters count what the hops carry.
     let carried = match (&wire, &archive) {
         (Some(w), _) => w.size,
@@ -359,10 +366,10 @@ async fn run_async(
         } else {
             ""
         };
-        eprintln!(
-            "bounce-run: each hop goes over {parts} ssh streams, each carrying a part of {}{one}",
+        say::note(format!(
+            "each hop goes over {parts} ssh streams, each carrying a part of {}{one}",
             units::format_size(carried)
-        );
+        ));
     }
     let mut progress = Progress::new(names, counters, carried, tty);
     let cfg = DriveConfig {

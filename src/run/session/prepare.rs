@@ -4,6 +4,7 @@
 use super::super::codec::{self, Codec, CodecError};
 use super::super::plan::Plan;
 use super::super::predict::{Assumptions, Prediction};
+use super::super::say;
 use super::super::tree;
 use super::RunError;
 use crate::units;
@@ -20,13 +21,13 @@ pub(super) fn scan(plan: &Plan, keep_setid: bool) -> Result<tree::Manifest, RunE
     }
     .map_err(RunError::input)?;
     let (files, bytes) = m.files();
-    eprintln!(
-        "bounce-run: SRC holds {} entries, {files} regular files, {} ({} of data, holes excluded), hashed in {:.2}s",
+    say::note(format!(
+        "SRC holds {} entries, {files} regular files, {} ({} of data, holes excluded), hashed in {:.2}s",
         m.entries.len(),
         units::format_size(bytes),
         units::format_size(m.data_bytes),
         started.elapsed().as_secs_f64()
-    );
+    ));
     Ok(m)
 }
 
@@ -45,13 +46,13 @@ pub(super) fn compress(codec: Codec, plan: &mut Plan, chunk: u64) -> Result<code
     let started = std::time::Instant::now();
     let wire = codec::compress(codec, &plan.src, &std::env::temp_dir()).map_err(codec_error)?;
     plan.cut_for(wire.size, chunk).map_err(RunError::input)?;
-    eprintln!(
-        "bounce-run: --compress {codec}: {} to {} ({:.1}× less on every link) in {:.2}s",
+    say::note(format!(
+        "--compress {codec}: {} to {} ({:.1}× less on every link) in {:.2}s",
         units::format_size(plan.size),
         units::format_size(wire.size),
         plan.size as f64 / wire.size.max(1) as f64,
         started.elapsed().as_secs_f64()
-    );
+    ));
     Ok(wire)
 }
 

@@ -7,6 +7,7 @@ use super::super::cli::Cli;
 use super::super::codec;
 use super::super::plan::Plan;
 use super::super::report;
+use super::super::say;
 use super::super::ssh::{DestState, SshTransport};
 use super::super::transport::TransportError;
 use super::super::tree;
@@ -77,8 +78,8 @@ pub(super) async fn pack_tree(
         total: all_files,
         total_bytes: all_bytes,
     };
-    eprintln!(
-        "bounce-run: {}: {files} in an archive of {}, made in {:.2}s",
+    say::note(format!(
+        "{}: {files} in an archive of {}, made in {:.2}s",
         if current {
             "every host is up to date"
         } else {
@@ -86,17 +87,17 @@ pub(super) async fn pack_tree(
         },
         units::format_size(archive.size),
         started.elapsed().as_secs_f64()
-    );
+    ));
     if let Some(codec) = cli.compress.codec() {
         let started = std::time::Instant::now();
         match codec::compress(codec, &archive.path, &std::env::temp_dir()) {
             Ok(w) => {
-                eprintln!(
-                    "bounce-run: --compress {codec}: {} to {} in {:.2}s",
+                say::note(format!(
+                    "--compress {codec}: {} to {} in {:.2}s",
                     units::format_size(archive.size),
                     units::format_size(w.size),
                     started.elapsed().as_secs_f64()
-                );
+                ));
                 *wire = Some(w);
             }
             Err(e) => {

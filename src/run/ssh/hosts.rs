@@ -12,8 +12,10 @@ use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
 use crate::core::{HostId, Transfer};
 
 use super::super::pace::Pacer;
+use super::super::quote::one_line_quote;
 use super::super::remote::{self, Hasher, HopSsh};
 use super::super::transport::{ByteCounters, Found, TransportError};
+use super::super::{say, shell_quote};
 use super::registry::Registry;
 use super::reports::error_chain;
 use super::{config, SourceFile, SshOptions, Target};
@@ -52,6 +54,8 @@ pub(super) struct Hosts {
     /// For a tree, what each host's survey found that earlier runs left, until its
     /// `prepare` reports it; `None` for a host not surveyed.
     pub(super) surveyed: Vec<Mutex<Option<Vec<Found>>>>,
+    /// Sessions traced so far (`-v`), to number them.
+    traced: std::sync::atomic::AtomicU64,
 }
 
 /// A receiver's connections for `--streams` beyond its own.
@@ -92,6 +96,7 @@ impl Hosts {
             pacer,
             wire_copies: targets.iter().map(|_| Mutex::new(None)).collect(),
             surveyed: targets.iter().map(|_| Mutex::new(None)).collect(),
+            traced: Default::default(),
             sessions: targets.iter().map(|_| Mutex::new(None)).collect(),
             stream_sessions: targets
                 .iter()
@@ -144,6 +149,7 @@ impl Hosts {
         script: &str,
         stdin: std::os::fd::OwnedFd,
     ) -> Result<openssh::Child<Arc<Session>>, TransportError> {
+        self.trace_command(h, script);
         Session::to_raw_command(s, remote::sh_c(script))
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::piped())
@@ -262,10 +268,53 @@ impl Hosts {
         script: &str,
     ) -> Result<std::process::Output, TransportError> {
         let s = self.session(h)?;
-        s.raw_command(remote::sh_c(script))
+        self.trace_command(h, script);
+        let out = s
+            .raw_command(remote::sh_c(script))
             .output()
             .await
-            .map_err(|e| self.remote_err(h, error_chain(&e)))
+            .map_err(|e| self.remote_err(h, error_chain(&e)))?;
+        if let Some(label) = self.tap(h, script) {
+            for line in out.stderr.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                super::reports::trace_line(&label, line);
+            }
+        }
+        Ok(out)
+    }
+
+    /// With `-v`, the label a job's stderr lines are traced with: the host and the job.
+    pub(super) fn tap(&self, h: HostId, script: &str) -> Option<String> {
+        say::tracing().then(|| format!("{} {}", self.name(h), say::job_of(script)))
+    }
+
+    /// With `-v`, traces the ssh command about to run `script` on `h`, on one line, as a
+    /// person could paste it into bash or zsh: with the user's `-F`, not the ssh_config the run generates
+    /// from it (which only puts AES-GCM first, and is gone once the run ends).
+    fn trace_command(&self, h: HostId, script: &str) {
+        say::trace(|| {
+            let spec = &self.target(h).spec;
+            let mut line = String::from("ssh");
+            if let Some(f) = &self.opts.config_file {
+                line += &format!(" -F {}", shell_quote(&f.display().to_string()));
+            }
+            if let Some(p) = spec.port {
+                line += &format!(" -p {p}");
+            }
+            if let Some(u) = &spec.user {
+                line += &format!(" -l {}", shell_quote(u));
+            }
+            let n = self
+                .traced
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            format!(
+                "{} session {n} ({}): {line} {} {}",
+                self.name(h),
+                say::job_of(script),
+                shell_quote(&spec.host),
+                one_line_quote(&remote::sh_c(script))
+            )
+        });
     }
 
     /// Starts `script` on `h` with all three pipes.
@@ -275,6 +324,7 @@ impl Hosts {
         script: &str,
     ) -> Result<openssh::Child<Arc<Session>>, TransportError> {
         let s = self.session(h)?;
+        self.trace_command(h, script);
         Session::to_raw_command(s, remote::sh_c(script))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

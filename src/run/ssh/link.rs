@@ -309,7 +309,7 @@ impl ChainLinks {
             Some(fd) => self.spawn_fed(runs_on, script, fd).await?,
             None => self.spawn(runs_on, script).await?,
         };
-        let stderr = collect(child.stderr().take());
+        let stderr = collect(child.stderr().take(), self.tap(runs_on, script));
         let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
         let stdin = child.stdin().take();
         // Each pid is registered as soon as it is read: an interrupt while the relay's ssh

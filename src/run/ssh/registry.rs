@@ -45,7 +45,7 @@ impl Hosts {
         let key = self.new_key();
         let mut child = self.spawn(h, &format!("echo $$; {script}")).await?;
         drop(child.stdin().take());
-        let stderr = collect(child.stderr().take());
+        let stderr = collect(child.stderr().take(), self.tap(h, script));
         let mut stdout = tokio::io::BufReader::new(child.stdout().take().expect("piped"));
         if let Some(pid) = read_pid(&mut stdout).await {
             self.register_proc(key, h, pid);

@@ -112,25 +112,48 @@ impl RelayLine {
     }
 }
 
-/// Collects a child's stderr in the background, keeping the last 8 KiB.
-pub(super) fn collect(stderr: Option<openssh::ChildStderr>) -> JoinHandle<String> {
+/// Collects a child's stderr in the background, keeping the last 8 KiB; with `tap` (a
+/// label, given with `-v`), each line is also traced as it arrives.
+pub(super) fn collect(
+    stderr: Option<openssh::ChildStderr>,
+    tap: Option<String>,
+) -> JoinHandle<String> {
     tokio::spawn(async move {
         let Some(mut e) = stderr else {
             return String::new();
         };
         let mut kept = Vec::new();
+        let mut line = Vec::new();
         let mut buf = [0u8; 4096];
         while let Ok(n) = e.read(&mut buf).await {
             if n == 0 {
                 break;
+            }
+            if let Some(label) = &tap {
+                for &b in &buf[..n] {
+                    if b == b'\n' {
+                        trace_line(label, &line);
+                        line.clear();
+                    } else {
+                        line.push(b);
+                    }
+                }
             }
             kept.extend_from_slice(&buf[..n]);
             if kept.len() > 8192 {
                 kept.drain(..kept.len() - 8192);
             }
         }
+        if let (Some(label), false) = (&tap, line.is_empty()) {
+            trace_line(label, &line);
+        }
         String::from_utf8_lossy(&kept).into_owned()
     })
+}
+
+/// Traces one line a remote job wrote to stderr.
+pub(super) fn trace_line(label: &str, line: &[u8]) {
+    crate::run::say::trace(|| format!("{label} stderr: {}", String::from_utf8_lossy(line)));
 }
 
 /// The last meaningful lines of a command's stderr, on one line.

@@ -92,7 +92,7 @@ impl WholeFileHops {
     ) -> Result<Ends, TransportError> {
         let mut child = self.spawn(t.from, script).await?;
         let keep_open = child.stdin().take();
-        let stderr = collect(child.stderr().take());
+        let stderr = collect(child.stderr().take(), self.tap(t.from, script));
         let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
         if let Some(p) = read_pid(&mut stdout).await {
             self.register_proc(key, t.from, p);
@@ -182,7 +182,7 @@ impl WholeFileHops {
         .map_err(|e| self.remote_err(to, format!("cannot make a pipe: {e}")))?;
         let reader = feed.reader.take().expect("taken once");
         let mut child = self.spawn_fed_on(to, session, receive, reader).await?;
-        let stderr = collect(child.stderr().take());
+        let stderr = collect(child.stderr().take(), self.tap(to, receive));
         let mut stdout = BufReader::new(child.stdout().take().expect("piped"));
         let pid = match read_pid(&mut stdout).await {
             Some(p) => p,
